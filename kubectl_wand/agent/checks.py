@@ -1,0 +1,133 @@
+"""`check`: every condition an injection depends on, one row each, read without injecting anything."""
+from __future__ import annotations
+
+import glob
+import os
+
+from . import processes, procfs, runtime as runtime_mod
+from .session import blocked_in, main_thread_stack
+
+BLOCKING_CALLS = {"read", "poll", "select", "nanosleep", "accept", "recvfrom", "wait4", "futex", "clock_nanosleep",
+                  "epoll_wait", "pselect6", "ppoll", "epoll_pwait", "accept4", "epoll_pwait2"}
+
+
+def row(name, status, detail, fix=""):
+    return {"check": name, "status": status, "detail": detail, "fix": fix}
+
+
+def run(pid: int) -> dict:
+    rows = []
+    try:
+        proc = procfs.Proc(pid)
+    except ProcessLookupError:
+        rows.append(row("process", "fail", "no process %d" % pid, "list them: kubectl wand get processes"))
+        return {"status": "ok", "rows": rows}
+    if not proc.looks_like_python():
+        rows.append(row("process", "fail", "%d (%s) is not Python" % (pid, proc.comm),
+                        "pick a PID from: kubectl wand get processes"))
+        return {"status": "ok", "rows": rows}
+    info = processes.describe(proc)
+    rows.append(row("process", "ok", "%d %s (uid %d)" % (pid, info["command"][:60], proc.euid)))
+    rows.append(version_row(proc, info))
+    disabled = processes.remote_debug_disabled(proc)
+    rows.append(row("remote debugging", "fail", "disabled: " + disabled,
+                    "restart without it (unset PYTHON_DISABLE_REMOTE_DEBUG, drop -X disable-remote-debug)")
+                if disabled else row("remote debugging", "ok", "enabled"))
+    problem = processes.permission_problem(proc)
+    caps = procfs.my_caps()
+    mine = "uid %d, CAP_SYS_PTRACE %s, Yama %s" % (
+        os.geteuid(), "yes" if caps >> procfs.CAP_SYS_PTRACE & 1 else "no",
+        procfs.yama_scope() if procfs.yama_scope() is not None else "absent")
+    rows.append(row("permission", "fail", problem.split(": ", 1)[-1] + " (" + mine + ")",
+                    "run as uid %d or root, or add CAP_SYS_PTRACE (securityContext.capabilities.add: "
+                    "[SYS_PTRACE])" % proc.euid) if problem else row("permission", "ok", mine))
+    if any(r["status"] == "fail" for r in rows):
+        return {"status": "ok", "rows": rows}
+    try:
+        rt = runtime_mod.TargetRuntime(proc)
+    except runtime_mod.RuntimeProblem as exc:
+        rows.append(row("injector", "fail", str(exc)))
+        return {"status": "ok", "rows": rows}
+    rows.append(injector_row(rt, info))
+    rows.append(tempdir_row(rt))
+    rows.append(debugpy_row(proc))
+    rows.append(main_thread_row(rt))
+    return {"status": "ok", "rows": rows}
+
+
+def version_row(proc, info):
+    vt = info["version_tuple"]
+    if not vt:
+        return row("interpreter", "fail", "cannot tell the Python version", "is it CPython 3.14+?")
+    if tuple(vt) < processes.MIN_VERSION:
+        return row("interpreter", "fail", "CPython %s" % info["python"],
+                   "run the app on CPython 3.14+ (sys.remote_exec arrived in 3.14, PEP 768)")
+    detail = "CPython %s%s" % (info["python"], " (free-threaded)" if info["free_threaded"] else "")
+    return row("interpreter", "ok", detail)
+
+
+def injector_row(rt, info):
+    """Run the target's own interpreter beside it: the injector must be the same minor version."""
+    try:
+        done = rt.run(["-c", "import sys; print(sys.version.split()[0])"], timeout=5)
+        version = done.stdout.decode().strip()
+    except Exception as exc:
+        return row("injector", "fail", "cannot run the target's interpreter: %s" % exc)
+    if done.returncode != 0 or not version:
+        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        return row("injector", "fail", "the target's interpreter failed: %s" % (err[-1] if err else done.returncode))
+    wanted = ".".join(str(v) for v in info["version_tuple"])
+    if not version.startswith(wanted + "."):
+        return row("injector", "fail", "found %s, target is %s" % (version, info["python"]))
+    how = {"direct": "its own binary", "loader": "its own binary and libraries (chroot)",
+           "nsenter": "its own binary in its namespaces"}[rt.mode]
+    return row("injector", "ok", "CPython %s, %s" % (version, how))
+
+
+def tempdir_row(rt):
+    try:
+        private = runtime_mod.PrivateDir(rt, prefix="wand-check")
+    except runtime_mod.RuntimeProblem as exc:
+        return row("private files", "fail", str(exc), "mount a writable emptyDir at /tmp")
+    where = private.target_path.rsplit("/", 1)[0]
+    private.remove()
+    return row("private files", "ok", "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, rt.proc.euid))
+
+
+def debugpy_row(proc):
+    found = find_debugpy(proc)
+    if found:
+        return row("debugpy", "ok", "installed: %s" % found)
+    return row("debugpy", "ok", "not installed in the target; attach ships a pure-Python debugpy into a private "
+                                "directory")
+
+
+def find_debugpy(proc):
+    """Where debugpy would be imported from, by looking at the target's site directories (no injection)."""
+    exe = proc.in_target_view(proc.exe or "").replace(" (deleted)", "")
+    name = os.path.basename(exe)
+    ver = name[len("python"):] if name.startswith("python") and "." in name else "3*"
+    prefixes = {os.path.dirname(os.path.dirname(exe)), "/usr", "/usr/local"}
+    if proc.cmdline:
+        first = proc.cmdline[0]
+        if first.startswith("/") and os.path.basename(os.path.dirname(first)) == "bin":
+            prefixes.add(os.path.dirname(os.path.dirname(first)))  # a virtualenv's bin/python
+    env = proc.environ() or {}
+    patterns = [p + "/lib/python%s/%s-packages/debugpy" % (ver, kind) for p in prefixes for kind in ("site", "dist")]
+    patterns += ["/usr/lib/python3/dist-packages/debugpy"]
+    patterns += [p + "/debugpy" for p in env.get("PYTHONPATH", "").split(":") if p.startswith("/")]
+    for pattern in patterns:
+        for hit in glob.glob(proc.host_path(pattern)):
+            return proc.in_target_view(hit[len("/proc/%d/root" % proc.pid):])
+    return None
+
+
+def main_thread_row(rt):
+    frames = main_thread_stack(rt)
+    where = ("%s:%s in %s" % (frames[0]["file"], frames[0]["line"], frames[0]["function"])) if frames else "unknown"
+    call = blocked_in(rt.proc.pid)
+    state = procfs.Proc(rt.proc.pid).state
+    if call in BLOCKING_CALLS and state in ("S", "D"):
+        return row("main thread", "warn", "blocked in C (%s) at %s" % (call, where),
+                   "an injection runs when that call returns; --timeout bounds the wait")
+    return row("main thread", "ok", "running Python at %s" % where)

@@ -1,0 +1,180 @@
+"""The agent's entry point: one request in, one JSON result out.
+
+Locally the CLI calls ``handle`` in-process. In a pod, ``serve_stdio`` speaks JSON lines over the
+``kubectl exec -i`` pipes: the request first; when the agent needs a large input (a debugpy to ship) it asks
+with ``{"need": NAME}`` and reads ``{"blob": base64}`` back; the last line is the result.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import sys
+import time
+
+from . import processes
+from .session import AgentError, Injection, main_thread_stack, target
+
+
+def handle(request: dict, fetch_blob=None) -> dict:
+    op = request.get("op")
+    try:
+        if op == "list":
+            return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
+        if op == "exec":
+            return run_exec(request)
+        if op == "attach":
+            return run_attach(request, fetch_blob)
+        if op == "check":
+            from . import checks
+            return checks.run(request["pid"])
+        if op == "stack":
+            _proc, rt = target(request["pid"])
+            return {"status": "ok", "frames": main_thread_stack(rt)}
+        return {"status": "error", "kind": "usage", "error": "unknown agent request %r" % (op,)}
+    except AgentError as exc:
+        return exc.to_json()
+
+
+def run_exec(request):
+    code = request["code"]
+    injection = Injection(int(request["pid"]), float(request.get("timeout", 10.0)))
+    return injection.run({"op": "exec", "code": code, "timeout": request.get("timeout", 10.0)},
+                         code_for_check=code.encode("utf-8"))
+
+
+def run_attach(request, fetch_blob):
+    pid = int(request["pid"])
+    host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
+    injection = Injection(pid, float(request.get("timeout", 15.0)))
+    if port_taken(host, port) and not adapter_listening_on(port):
+        # Fail before touching the target: debugpy.listen would spawn an adapter only to see it die.
+        raise AgentError("port", "port %d is already in use beside the target; choose another with --port" % port)
+
+    def on_hello(hello, req, private):
+        server = hello.get("server")
+        if server and server.get("port"):
+            return dict(server, status="already")
+        if server:
+            return {"status": "error", "kind": "foreign",
+                    "error": "debugpy already listens in process %d (started by another tool) at an address "
+                             "kubectl wand cannot tell; connect to it directly or restart the process" % pid}
+        if not hello.get("debugpy"):
+            if fetch_blob is None:
+                return {"status": "error", "kind": "debugpy", "error": "the target cannot import debugpy"}
+            ship_debugpy(fetch_blob("debugpy"), private)
+            req = dict(req, debugpy_path=private.target_path + "/lib")
+        return req
+
+    result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello)
+    if result.get("status") in ("listening", "already") and result.get("port"):
+        result["answers"] = server_answers(result.get("host") or "127.0.0.1", int(result["port"]),
+                                           float(request.get("confirm_timeout", 5.0)))
+        if not result["answers"]:
+            result.update(status="error", kind="debugpy",
+                          error="debugpy reported %s:%s but nothing answers there" % (result["host"], result["port"]))
+    return result
+
+
+def port_taken(host: str, port: int) -> bool:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((host if host not in ("localhost",) else "127.0.0.1", port))
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
+
+
+def adapter_listening_on(port: int) -> bool:
+    """Whether a debugpy adapter holds the port (then the target's hello tells us if it is its server)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"debugpy" in a and b"adapter" in a for a in args) and b"--port" in args:
+            i = args.index(b"--port")
+            if i + 1 < len(args) and args[i + 1] == str(port).encode():
+                return True
+    return False
+
+
+def ship_debugpy(blob: bytes, private):
+    """Unpack a pure-Python debugpy into the private directory, owned by the target's user."""
+    import io
+    import tarfile
+    lib = os.path.join(private.path, "lib")
+    os.mkdir(lib, 0o700)
+    private.own(lib)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if member.name.startswith(("/", "..")) or "/../" in member.name or not (member.isfile() or member.isdir()):
+                continue
+            dest = os.path.join(lib, member.name)
+            if member.isdir():
+                os.makedirs(dest, 0o700, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dest), 0o700, exist_ok=True)
+                with tar.extractfile(member) as src:
+                    private_write(dest, src.read())
+    for dirpath, dirnames, filenames in os.walk(lib):
+        for name in dirnames + filenames:
+            private.own(os.path.join(dirpath, name))
+
+
+def private_write(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def server_answers(host: str, port: int, timeout: float) -> bool:
+    """Whether the debug adapter accepts a connection and speaks DAP (an ``initialize`` round trip)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.2, deadline - time.monotonic())) as sock:
+                body = json.dumps({"seq": 1, "type": "request", "command": "initialize",
+                                   "arguments": {"adapterID": "kubectl-wand", "clientID": "kubectl-wand-probe"}})
+                sock.sendall(("Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
+                data = b""
+                while b'"initialize"' not in data and time.monotonic() < deadline:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if b'"initialize"' in data:
+                    disconnect = json.dumps({"seq": 2, "type": "request", "command": "disconnect",
+                                             "arguments": {"terminateDebuggee": False}})
+                    sock.sendall(("Content-Length: %d\r\n\r\n%s" % (len(disconnect), disconnect)).encode())
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # the adapter is still binding: retry the connection until the deadline
+
+
+def serve_stdio():
+    """Pod side: read the request from stdin, answer on stdout (the real stdout, not the payload's)."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+
+    def write(obj):
+        stdout.write(json.dumps(obj).encode() + b"\n")
+        stdout.flush()
+
+    def fetch_blob(name):
+        write({"need": name})
+        reply = json.loads(stdin.readline() or b"{}")
+        if "blob" not in reply:
+            raise AgentError("debugpy", "the CLI could not supply %s" % name)
+        return base64.b64decode(reply["blob"])
+
+    request = json.loads(stdin.readline() or b"{}")
+    write({"result": handle(request, fetch_blob)})

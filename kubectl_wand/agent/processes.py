@@ -1,0 +1,202 @@
+"""List the Python processes visible here and say, for each, what it is and whether we can attach to it."""
+from __future__ import annotations
+
+import os
+import time
+
+from . import elf, procfs
+
+MIN_VERSION = (3, 14)
+HELPER_MARKERS = (
+    "multiprocessing.resource_tracker", "multiprocessing.forkserver", "semaphore_tracker",
+    "debugpy/adapter", "debugpy.adapter", "debugpy/launcher", "pydevd",
+)
+RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
+
+
+def python_options(cmdline):
+    """Interpreter options before the script/-m/-c: (flags set, -X options list)."""
+    flags, xopts = set(), []
+    args = cmdline[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg in ("-", "--") or arg.startswith("--"):
+            break
+        if arg in ("-c", "-m") or arg.startswith(("-c", "-m")):
+            break
+        if arg.startswith(("-X", "-W")):
+            value = arg[2:] or (args[i + 1] if i + 1 < len(args) else "")
+            if arg.startswith("-X"):
+                xopts.append(value)
+            i += 1 if arg[2:] else 2
+            continue
+        flags.update(arg[1:])
+        i += 1
+    return flags, xopts
+
+
+def remote_debug_disabled(proc):
+    """Why remote debugging is off in this process, or None when it is on (or cannot be told)."""
+    flags, xopts = python_options(proc.cmdline)
+    if any(x == "disable-remote-debug" or x.startswith("disable-remote-debug=") for x in xopts):
+        return "-X disable-remote-debug"
+    if "E" in flags or "I" in flags:
+        return None  # -E / -I make the interpreter ignore PYTHON_DISABLE_REMOTE_DEBUG
+    env = proc.environ()
+    if env is not None and "PYTHON_DISABLE_REMOTE_DEBUG" in env:
+        return "PYTHON_DISABLE_REMOTE_DEBUG is set"
+    return None
+
+
+def permission_problem(proc):
+    """Why we may not ptrace-attach to the process, or None."""
+    my_caps = procfs.my_caps()
+    has_ptrace = bool(my_caps >> procfs.CAP_SYS_PTRACE & 1)
+    if not proc.readable:
+        who = "uid %d" % proc.euid
+        if has_ptrace:
+            return "permission: cannot inspect %s (a security module refuses)" % who
+        return "permission: target runs as %s, we are uid %d without CAP_SYS_PTRACE" % (who, os.geteuid())
+    if has_ptrace:
+        return None
+    if proc.euid != os.geteuid() or proc.uid != os.getuid():
+        return "permission: target runs as uid %d, we are uid %d without CAP_SYS_PTRACE" % (
+            proc.euid, os.geteuid())
+    target_prm = int(proc.status.get("CapPrm", "0"), 16)
+    my_prm = int(procfs.parse_status(procfs.read_text("/proc/self/status") or "").get("CapPrm", "0"), 16)
+    if target_prm & ~my_prm:
+        return "permission: target holds capabilities we lack (need CAP_SYS_PTRACE)"
+    scope = procfs.yama_scope()
+    if scope and scope >= 1 and not is_ancestor(os.getpid(), proc.pid):
+        return "permission: Yama ptrace_scope=%d forbids it without CAP_SYS_PTRACE" % scope
+    return None
+
+
+def is_ancestor(ancestor: int, pid: int) -> bool:
+    seen = 0
+    while pid > 1 and seen < 64:
+        try:
+            pid = procfs.Proc(pid).ppid
+        except ProcessLookupError:
+            return False
+        if pid == ancestor:
+            return True
+        seen += 1
+    return False
+
+
+def describe(proc):
+    """The facts a user sees about one Python process (without role, CPU and attachability)."""
+    runtime = proc.runtime() if proc.readable else None
+    if runtime:
+        version, free_threaded = elf.version_string(runtime[0]), runtime[1]
+        major_minor = (runtime[0] >> 24, (runtime[0] >> 16) & 0xFF)
+    else:
+        guess = proc.version_from_names()
+        major_minor = guess
+        version, free_threaded = ("%d.%d" % guess if guess else None), None
+    return {
+        "pid": proc.pid,
+        "ppid": proc.ppid,
+        "uid": proc.euid,
+        "user": procfs.user_name(proc.euid),
+        "python": version,
+        "free_threaded": free_threaded,
+        "version_tuple": list(major_minor) if major_minor else None,
+        "rss": proc.rss,
+        "age": max(0.0, round(time.time() - proc.start_time, 1)),
+        "command": " ".join(proc.cmdline) or "[%s]" % proc.comm,
+        "cwd": proc.in_target_view(proc.cwd),
+        "exe": proc.in_target_view(proc.exe),
+        "state": proc.state,
+    }
+
+
+def not_attachable_reason(proc, info):
+    """None when we can inject into the process, else a short reason: version, disabled, permission."""
+    problem = permission_problem(proc)
+    if problem and not proc.readable:
+        return problem
+    vt = info["version_tuple"]
+    if vt is None:
+        return "version: cannot tell the Python version"
+    if tuple(vt) < MIN_VERSION:
+        return "version: Python %s (needs 3.14+)" % info["python"]
+    disabled = remote_debug_disabled(proc)
+    if disabled:
+        return "disabled: " + disabled
+    return problem
+
+
+def classify(infos, procs):
+    """Set each info's role: main, reload-parent, worker or helper (a supervisor's children are workers)."""
+    by_pid = {i["pid"]: i for i in infos}
+    children = {}
+    for i in infos:
+        children.setdefault(i["ppid"], []).append(i)
+    for i in infos:
+        cmd = i["command"]
+        proc = procs[i["pid"]]
+        kids = [k for k in children.get(i["pid"], []) if not is_helper(k["command"])]
+        if is_helper(cmd):
+            i["role"] = "helper"
+        elif kids and is_reloader(proc, cmd, [procs[k["pid"]] for k in kids]):
+            i["role"] = "reload-parent"
+        elif i["ppid"] in by_pid and not is_helper(by_pid[i["ppid"]]["command"]):
+            i["role"] = "worker"
+        else:
+            i["role"] = "main"
+        i["server"] = server_kind(cmd)
+
+
+def is_helper(cmd: str) -> bool:
+    return any(m in cmd for m in HELPER_MARKERS)
+
+
+def is_reloader(proc, cmd, kids) -> bool:
+    if "--reload" in cmd.split() or "watchfiles" in cmd or "watchmedo" in cmd:
+        return True
+    for kid in kids:
+        env = kid.environ() or {}
+        if any(env.get(k) == "true" for k in RELOADER_ENV) and not any(
+                (proc.environ() or {}).get(k) for k in RELOADER_ENV):
+            return True
+    return False
+
+
+def server_kind(cmd: str):
+    for name in ("gunicorn", "uvicorn", "hypercorn", "daphne", "celery", "flask", "django", "manage.py",
+                 "uwsgi", "granian"):
+        if name in cmd:
+            return "django" if name == "manage.py" else name
+    return None
+
+
+def list_processes(only_pid=None, cpu_window: float = 0.1):
+    """Facts about every Python process here (or the one named), sorted by pid."""
+    procs = {}
+    pids = [only_pid] if only_pid is not None else procfs.all_pids()
+    me = os.getpid()
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            proc = procfs.Proc(pid)
+        except (ProcessLookupError, ValueError, IndexError):
+            continue
+        if proc.looks_like_python():
+            procs[pid] = proc
+    infos = []
+    for pid, proc in sorted(procs.items()):
+        info = describe(proc)
+        reason = not_attachable_reason(proc, info)
+        info["attachable"] = reason is None
+        info["reason"] = reason
+        infos.append(info)
+    classify(infos, procs)
+    if cpu_window and procs:
+        cpu = procfs.cpu_percent({pid: p.cpu_ticks for pid, p in procs.items()}, cpu_window)
+        for info in infos:
+            info["cpu"] = cpu.get(info["pid"], 0.0)
+    return infos

@@ -1,0 +1,230 @@
+"""Facts about one process, read from /proc (or psutil where it imports) without touching the process.
+
+Every reader tolerates a process that vanishes or that we may not inspect: the value is then None and the
+caller explains why.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from . import elf
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PYTHON_EXE = re.compile(r"^python(\d)?(?:\.(\d+))?[a-z]?$")
+LIBPYTHON = re.compile(r"/libpython(\d)\.(\d+)[a-z]*\.so")
+CAP_SYS_PTRACE = 19
+
+
+def read_text(path: str):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def readlink(path: str):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def boot_time() -> float:
+    for line in (read_text("/proc/stat") or "").splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+BOOT_TIME = boot_time()
+
+
+class Proc:
+    """A snapshot of one process. Attributes are None where /proc would not tell us."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        stat = read_text("/proc/%d/stat" % pid)
+        if stat is None:
+            raise ProcessLookupError(pid)
+        # comm may contain spaces and parentheses: split at the last ')'.
+        head, _, rest = stat.rpartition(")")
+        self.comm = head.partition("(")[2]
+        fields = rest.split()
+        self.state = fields[0]
+        self.ppid = int(fields[1])
+        self.cpu_ticks = int(fields[11]) + int(fields[12])
+        self.start_time = BOOT_TIME + int(fields[19]) / CLK_TCK
+        self.rss = int(fields[21]) * PAGE_SIZE
+        raw = read_text("/proc/%d/cmdline" % pid) or ""
+        self.cmdline = raw.split("\0")[:-1] if raw.endswith("\0") else ([raw] if raw else [])
+        self.status = parse_status(read_text("/proc/%d/status" % pid) or "")
+        uids = self.status.get("Uid", "0 0").split()
+        gids = self.status.get("Gid", "0 0").split()
+        self.uid, self.euid = int(uids[0]), int(uids[1])
+        self.gid, self.egid = int(gids[0]), int(gids[1])
+        nspid = self.status.get("NSpid", str(pid)).split()
+        self.inner_pid = int(nspid[-1])  # the pid inside the target's own pid namespace
+        self.cap_eff = int(self.status.get("CapEff", "0"), 16)
+        self.exe = readlink("/proc/%d/exe" % pid)  # as our root sees it (or as its own mount ns does)
+        self.root = readlink("/proc/%d/root" % pid)
+        self.cwd = readlink("/proc/%d/cwd" % pid)
+        self._maps = None
+
+    # -- views -------------------------------------------------------------------------------------------
+    @property
+    def readable(self) -> bool:
+        """Whether we may inspect its memory map (the same ptrace check as reading and injecting)."""
+        return self.exe is not None
+
+    def in_target_view(self, path):
+        """A path as the target itself sees it (strip its chroot prefix when we see one)."""
+        if path is None or not self.root or self.root == "/":
+            return path
+        if path == self.root or path.startswith(self.root + "/"):
+            return path[len(self.root):] or "/"
+        return path
+
+    def host_path(self, target_path: str) -> str:
+        """Reach a path of the target's filesystem view from ours."""
+        return "/proc/%d/root%s" % (self.pid, target_path)
+
+    def maps(self):
+        if self._maps is None:
+            self._maps = read_text("/proc/%d/maps" % self.pid)
+        return self._maps
+
+    def environ(self):
+        """The initial environment, or None when not readable."""
+        raw = read_text("/proc/%d/environ" % self.pid)
+        if raw is None:
+            return None
+        env = {}
+        for item in raw.split("\0"):
+            key, sep, value = item.partition("=")
+            if sep:
+                env[key] = value
+        return env
+
+    # -- Python identity ---------------------------------------------------------------------------------
+    def python_binary(self):
+        """(path as mapped, load base) of the binary holding the CPython runtime, or None.
+
+        That is libpython when the process maps one (embedded or --enable-shared builds), else its exe.
+        """
+        maps = self.maps()
+        if not maps:
+            return None
+        exe_base = None
+        for line in maps.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 6:
+                continue
+            path = parts[5].strip()
+            offset = int(parts[2], 16)
+            if offset != 0:
+                continue
+            base = int(parts[0].split("-")[0], 16)
+            if LIBPYTHON.search(path):
+                return path, base
+            if exe_base is None and self.exe and path == self.exe:
+                exe_base = base
+        if exe_base is not None:
+            return self.exe, exe_base
+        return None
+
+    def version_from_names(self):
+        """(major, minor) guessed from the exe or libpython name, or None."""
+        if self.exe:
+            m = PYTHON_EXE.match(os.path.basename(self.exe.replace(" (deleted)", "")))
+            if m and m.group(2):
+                return int(m.group(1)), int(m.group(2))
+        m = LIBPYTHON.search(self.maps() or "")
+        if m:
+            return int(m.group(1)), int(m.group(2))
+        return None
+
+    def looks_like_python(self) -> bool:
+        if self.exe and PYTHON_EXE.match(os.path.basename(self.exe.replace(" (deleted)", ""))):
+            return True
+        if self.cmdline and PYTHON_EXE.match(os.path.basename(self.cmdline[0])):
+            return True
+        return bool(self.exe and LIBPYTHON.search(self.maps() or ""))
+
+    def runtime(self):
+        """(hexversion, free_threaded) read from the live process's debug offsets, or None."""
+        found = self.python_binary()
+        if not found:
+            return None
+        mapped, base = found
+        local = mapped
+        if not os.path.exists(local) or self.root not in (None, "/"):
+            local = self.host_path(self.in_target_view(mapped))
+        try:
+            return elf.read_runtime(self.pid, mapped, local, base)
+        except (OSError, ValueError):
+            return None
+
+
+def parse_status(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def all_pids():
+    """Every pid: from psutil where it imports (it is optional in a target image), else /proc."""
+    try:
+        import psutil  # imported here, not at load: it costs ~20 ms and single-process verbs never need it
+        return psutil.pids()
+    except ImportError:
+        return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+
+def cpu_percent(samples: dict, interval: float) -> dict:
+    """CPU % per pid over ``interval`` seconds, from two readings of each process's CPU ticks.
+
+    ``samples`` maps pid -> ticks read at the start of the interval (a sampling window, not a wait for
+    readiness: CPU usage only exists over a span of time).
+    """
+    time.sleep(interval)
+    out = {}
+    for pid, before in samples.items():
+        stat = read_text("/proc/%d/stat" % pid)
+        if stat is None:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        after = int(fields[11]) + int(fields[12])
+        out[pid] = round(100.0 * (after - before) / CLK_TCK / interval, 1)
+    return out
+
+
+def user_name(uid: int) -> str:
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return str(uid)
+
+
+def my_caps() -> int:
+    return int(parse_status(read_text("/proc/self/status") or "").get("CapEff", "0"), 16)
+
+
+def yama_scope():
+    text = read_text("/proc/sys/kernel/yama/ptrace_scope")
+    return int(text) if text and text.strip().isdigit() else None
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

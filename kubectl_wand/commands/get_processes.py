@@ -1,0 +1,85 @@
+"""`kubectl wand get processes [TARGET]`: Python processes with their role and whether we can attach."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from .. import errors, printers
+from ..errors import WandError
+from . import common
+
+COLUMNS = [
+    ("PID", "pid"), ("PPID", "ppid"), ("USER", "user"), ("PYTHON", "python"),
+    ("CPU%", lambda r: "%.1f" % r.get("cpu", 0.0)), ("RSS", lambda r: printers.human_bytes(r.get("rss"))),
+    ("AGE", lambda r: printers.human_age(r.get("age"))), ("ROLE", "role"),
+    ("ATTACHABLE", lambda r: "yes" if r["attachable"] else "no (%s)" % (r["reason"] or "?").split(":")[0]),
+]
+COMMAND = ("COMMAND", lambda r: r["command"] if len(r["command"]) <= 60 else r["command"][:57] + "...")
+WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "command")]
+PARALLEL = 16  # pods listed at once: enough for a big Deployment, gentle on the API server and kubelet
+
+
+class Options:
+    def __init__(self, args):
+        self.args = args
+        self.output = args.output or "table"
+
+    def validate(self):
+        if self.output not in printers.FORMATS:
+            raise WandError("unknown output format %r; use one of %s" % (self.output, ", ".join(printers.FORMATS)),
+                            errors.USAGE)
+
+    def run(self, out, err):
+        target, transports = common.resolve(self.args)
+        only_pid = target.pid if target is not None and target.local else None
+        if target is None and not transports:
+            from ..transport.local import LocalTransport
+            transports = [LocalTransport()]
+        rows, failures = collect(transports, only_pid, self.args.request_timeout_s)
+        for where, exc in failures:
+            err.write("error: %s: %s\n" % (where, exc.message if isinstance(exc, WandError) else exc))
+        if only_pid is not None and not rows and not failures:
+            raise WandError("process %d is not a Python process visible here (kubectl wand get processes lists "
+                            "them)" % only_pid, errors.NOT_FOUND)
+        if not rows and not failures and self.output in ("table", "wide"):
+            err.write("No Python processes found in %s.\n" % (
+                transports[0].where if len(transports) == 1 else "%d pods" % len(transports)))
+        out.write(render(rows, self.output, self.args.no_headers, transports))
+        return errors.ENVIRONMENT if failures and not rows else errors.OK
+
+
+def collect(transports, only_pid, timeout):
+    """List processes on every transport in parallel; pods whose listing failed come back as failures."""
+    def one(t):
+        result = t.agent({"op": "list", "pid": only_pid}, timeout=timeout)
+        if result.get("status") != "ok":
+            raise errors.from_agent(result)
+        return [dict(p, **getattr(t, "labels", {})) for p in result["processes"]]
+
+    rows, failures = [], []
+    if len(transports) == 1:
+        try:
+            return one(transports[0]), []
+        except WandError as exc:
+            if not getattr(transports[0], "labels", None):
+                raise
+            return [], [(transports[0].where, exc)]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
+        for t, fut in [(t, pool.submit(one, t)) for t in transports]:
+            try:
+                rows.extend(fut.result())
+            except Exception as exc:
+                failures.append((t.where, exc))
+    return rows, failures
+
+
+def render(rows, output, no_headers, transports):
+    if output in ("json", "yaml"):
+        return printers.dump(printers.as_list(rows, "ProcessList"), output)
+    if output == "name":
+        return "".join("%s%s\n" % (("pod/%s/" % r["pod"]) if r.get("pod") else "pid/", r["pid"]) for r in rows)
+    columns = list(COLUMNS) + (WIDE if output == "wide" else [COMMAND])
+    if any(r.get("pod") for r in rows):
+        columns = [("POD", "pod"), ("CONTAINER", "container")] + columns
+    if any(r.get("namespace") for r in rows) and any(getattr(t, "all_namespaces", False) for t in transports):
+        columns = [("NAMESPACE", "namespace")] + columns
+    return printers.table(rows, columns, headers=not no_headers)

@@ -79,6 +79,8 @@ def run_attach(request, fetch_blob):
 
 def port_taken(host: str, port: int) -> bool:
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As debugpy's adapter binds: SO_REUSEADDR, so connections in TIME_WAIT do not count as "in use".
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((host if host not in ("localhost",) else "127.0.0.1", port))
         return False
@@ -134,31 +136,44 @@ def private_write(path, data):
         f.write(data)
 
 
+def dap_message(seq: int, command: str, arguments: dict) -> bytes:
+    body = json.dumps({"seq": seq, "type": "request", "command": command, "arguments": arguments})
+    return ("Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode()
+
+
 def server_answers(host: str, port: int, timeout: float) -> bool:
-    """Whether the debug adapter accepts a connection and speaks DAP (an ``initialize`` round trip)."""
+    """Whether the debug adapter answers DAP: ``initialize``, then ``disconnect`` and its response.
+
+    The adapter must see a clean disconnect: a connection closed without one (or before its response)
+    leaves debugpy 1.8's adapter waiting for that client, and the editor's connection then hangs.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=max(0.2, deadline - time.monotonic())) as sock:
-                body = json.dumps({"seq": 1, "type": "request", "command": "initialize",
-                                   "arguments": {"adapterID": "kubectl-wand", "clientID": "kubectl-wand-probe"}})
-                sock.sendall(("Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
-                data = b""
-                while b'"initialize"' not in data and time.monotonic() < deadline:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                if b'"initialize"' in data:
-                    disconnect = json.dumps({"seq": 2, "type": "request", "command": "disconnect",
-                                             "arguments": {"terminateDebuggee": False}})
-                    sock.sendall(("Content-Length: %d\r\n\r\n%s" % (len(disconnect), disconnect)).encode())
-                    return True
+                sock.sendall(dap_message(1, "initialize", {"adapterID": "kubectl-wand", "clientID": "kubectl-wand"}))
+                if read_until(sock, b'"command": "initialize"', deadline):
+                    sock.sendall(dap_message(2, "disconnect", {"terminateDebuggee": False}))
+                    return read_until(sock, b'"command": "disconnect"', deadline)
         except OSError:
             pass
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)  # the adapter is still binding: retry the connection until the deadline
+
+
+def read_until(sock, marker: bytes, deadline: float) -> bool:
+    data = b""
+    while marker not in data.replace(b'"command":"', b'"command": "'):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    return True
 
 
 def serve_stdio():

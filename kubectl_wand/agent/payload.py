@@ -187,14 +187,22 @@ def start_debugpy(request):
     shipped = request.get("debugpy_path")
     if shipped:
         sys.path.insert(0, shipped)
+    # pydevd warns about frozen modules on the app's stderr when it loads; the app's logs are not ours to
+    # write into. Set its switch only while it loads, so the app's environment ends up as it was.
+    saved = os.environ.get("PYDEVD_DISABLE_FILE_VALIDATION")
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     try:
         import debugpy
-        from debugpy.server import api
+        from debugpy.server import api  # noqa: F401  (loads pydevd)
     except Exception as exc:
         return {"status": "error", "kind": "debugpy", "error": "cannot import debugpy: %s" % exc}
     finally:
         if shipped and sys.path and sys.path[0] == shipped:
             sys.path.pop(0)
+        if saved is None:
+            os.environ.pop("PYDEVD_DISABLE_FILE_VALIDATION", None)
+        else:
+            os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = saved
     current = existing_server()
     if current:
         return dict(current, status="already")

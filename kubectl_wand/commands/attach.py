@@ -52,8 +52,9 @@ class Options:
             out.write(printers.dump(info, a.output))
             return errors.OK
         verb = "already listening" if session["status"] == "already" else "listening"
-        out.write("debugpy %s %s on %s:%s in %s pid %d (confirmed: it answers DAP)\n" % (
-            session.get("debugpy") or "", verb, session.get("host"), session.get("port"), transport.where, pid))
+        where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
+        out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
+            session.get("debugpy") or "", verb, session.get("host"), session.get("port"), where))
         if session["status"] == "already" and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":

@@ -1,0 +1,134 @@
+"""A small, real Debug Adapter Protocol client for tests: attach, break, inspect, continue."""
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+
+
+class DAPError(Exception):
+    pass
+
+
+class DAPClient:
+    def __init__(self, host: str, port: int, timeout: float = 15.0):
+        self.timeout = timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.create_connection((host, port), timeout=timeout)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # the forward/adapter is still coming up: retry until the deadline
+        self.seq = 0
+        self.responses: dict = {}
+        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = self.sock.recv(65536)
+                    if not chunk:
+                        raise EOFError
+                    buf += chunk
+                header, buf = buf.split(b"\r\n\r\n", 1)
+                length = int([h for h in header.split(b"\r\n") if h.lower().startswith(b"content-length")][0]
+                             .split(b":")[1])
+                while len(buf) < length:
+                    chunk = self.sock.recv(65536)
+                    if not chunk:
+                        raise EOFError
+                    buf += chunk
+                body, buf = buf[:length], buf[length:]
+                msg = json.loads(body)
+                if msg["type"] == "response":
+                    with self.cond:
+                        self.responses[msg["request_seq"]] = msg
+                        self.cond.notify_all()
+                elif msg["type"] == "event":
+                    self.events.put(msg)
+        except (EOFError, OSError, ValueError):
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+
+    def send(self, command: str, **arguments) -> int:
+        self.seq += 1
+        msg = {"seq": self.seq, "type": "request", "command": command, "arguments": arguments}
+        data = json.dumps(msg).encode()
+        self.sock.sendall(b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        return self.seq
+
+    def response(self, seq: int, timeout=None) -> dict:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        with self.cond:
+            while seq not in self.responses:
+                if self.closed:
+                    raise DAPError("connection closed while waiting for response %d" % seq)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DAPError("no response to request %d" % seq)
+                self.cond.wait(left)
+            msg = self.responses.pop(seq)
+        if not msg.get("success"):
+            raise DAPError("%s failed: %s" % (msg.get("command"), msg.get("message")))
+        return msg
+
+    def request(self, command: str, **arguments) -> dict:
+        return self.response(self.send(command, **arguments))
+
+    def wait_event(self, name: str, timeout=None) -> dict:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DAPError("no %r event" % name)
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if event["event"] == name:
+                return event
+
+    def attach_with_breakpoint(self, path: str, line: int) -> dict:
+        """initialize -> attach -> (initialized) -> setBreakpoints -> configurationDone. Returns the breakpoint."""
+        self.request("initialize", adapterID="debugpy", clientID="wand-tests", linesStartAt1=True,
+                     columnsStartAt1=True, pathFormat="path", supportsVariableType=True)
+        attach_seq = self.send("attach", justMyCode=False, subProcess=False)
+        self.wait_event("initialized")
+        bps = self.request("setBreakpoints", source={"path": path}, breakpoints=[{"line": line}])
+        self.request("configurationDone")
+        self.response(attach_seq)
+        return bps["body"]["breakpoints"][0]
+
+    def locals_of_top_frame(self, thread_id: int) -> dict:
+        frames = self.request("stackTrace", threadId=thread_id, startFrame=0, levels=5)["body"]["stackFrames"]
+        scopes = self.request("scopes", frameId=frames[0]["id"])["body"]["scopes"]
+        local = next(s for s in scopes if s["name"].lower().startswith("locals"))
+        variables = self.request("variables", variablesReference=local["variablesReference"])["body"]["variables"]
+        return {"frame": frames[0], "vars": {v["name"]: v["value"] for v in variables}}
+
+    def close(self):
+        try:
+            self.request("disconnect", terminateDebuggee=False)
+        except (DAPError, OSError):
+            pass
+        self.sock.close()
+
+
+def marker_line(path: str, marker: str = "# wand-breakpoint") -> int:
+    with open(path) as f:
+        for number, text in enumerate(f, 1):
+            if marker in text:
+                return number
+    raise AssertionError("no %r in %s" % (marker, path))

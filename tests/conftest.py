@@ -36,7 +36,7 @@ class Py314:
         if self.root is None:
             exe = self.exe if version == "3.14" else shutil.which("python" + version)
             return [exe] + list(args)
-        prefix = ["chroot"] + (["--userspec=%d:%d" % (user, user)] if user else []) + [self.root]
+        prefix = [shutil.which("chroot") or "/usr/sbin/chroot"] + (["--userspec=%d:%d" % (user, user)] if user else []) + [self.root]
         return prefix + ["/usr/bin/python" + version] + list(args)
 
     def app(self, name):
@@ -154,6 +154,11 @@ def wand():
         cmd = [sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args]
         preexec = None
         if user is not None:
+            # Another user cannot read root's private interpreter (pyenv under /root): use the system one.
+            system = shutil.which("python3", path="/usr/bin:/bin")
+            if not system:
+                pytest.skip("no system python3 that another user can run")
+            cmd[0] = system
             def preexec():
                 os.setgroups([])
                 os.setgid(user)

@@ -143,11 +143,23 @@ def classify(infos, procs):
             i["role"] = "helper"
         elif kids and is_reloader(proc, cmd, [procs[k["pid"]] for k in kids]):
             i["role"] = "reload-parent"
-        elif i["ppid"] in by_pid and not is_helper(by_pid[i["ppid"]]["command"]):
+        elif is_worker(i, by_pid.get(i["ppid"]), procs):
             i["role"] = "worker"
         else:
             i["role"] = "main"
         i["server"] = server_kind(cmd)
+
+
+def is_worker(info, parent, procs) -> bool:
+    """A child its Python parent runs as a worker: forked with the same command line (gunicorn, uvicorn
+    --workers, multiprocessing fork), started by multiprocessing spawn, or restarted by a reloader. A Python
+    program that merely starts another Python program (a test runner, a shell script in Python) is not one."""
+    if parent is None or is_helper(parent["command"]):
+        return False
+    if info["command"] == parent["command"] or "multiprocessing.spawn" in info["command"]:
+        return True
+    siblings = [procs[p] for p, q in procs.items() if q.ppid == parent["pid"]]
+    return is_reloader(procs[parent["pid"]], parent["command"], siblings)
 
 
 def is_helper(cmd: str) -> bool:

@@ -17,3 +17,15 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
     || die "apt-get install ${missing[*]} failed"
 }
+
+# ensure_venv REPO: a virtualenv in REPO/.venv with kubectl-wand (editable) and the test dependencies.
+ensure_venv() {
+  local repo=$1 venv="$1/.venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  fi
+  log "installing kubectl-wand and test dependencies into $venv"
+  (cd "$repo" && timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,fast]') \
+    || die "pip install failed"
+}

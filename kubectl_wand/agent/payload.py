@@ -134,7 +134,11 @@ def run_code(source, timeout):
     result = {"status": "ok", "value": None, "traceback": None, "error": None}
     owner = threading.get_ident()
     out, err = ThreadCapture(sys.stdout, owner), ThreadCapture(sys.stderr, owner)
-    namespace = {"__name__": "__wand__", "__builtins__": builtins}
+    # The app's __main__ names are visible (a snapshot: assigning a name does not rebind the app's global;
+    # `import __main__; __main__.x = 1` does, deliberately).
+    namespace = dict(getattr(sys.modules.get("__main__"), "__dict__", {}))
+    namespace.update(__name__="__wand__", __builtins__=builtins)
+    namespace.pop("__file__", None)
 
     def tracer(frame, event, arg):
         # A deadline for Python code that never returns; it cannot interrupt a blocking C call.
@@ -207,13 +211,20 @@ def start_debugpy(request):
     if current:
         return dict(current, status="already")
     host, port = request["host"], int(request["port"])
+    mode = "in-process"
     try:
-        if not os.path.basename(sys.executable or "").startswith("python"):
-            # Embedded interpreters (uwsgi, ...) report themselves as sys.executable; the adapter needs python.
-            real = os.path.realpath("/proc/self/exe")
-            if os.path.basename(real).startswith("python"):
-                debugpy.configure(python=real)
-        bound_host, bound_port = debugpy.listen((host, port))
+        try:
+            # pydevd itself serves DAP: no adapter process to spawn (faster, nothing outlives the app, works
+            # in embedded interpreters), and it survives a client that vanishes without a DAP disconnect (a
+            # dead port-forward), which leaves debugpy 1.8's separate adapter stuck.
+            bound_host, bound_port = debugpy.listen((host, port), in_process_debug_adapter=True)
+        except TypeError:  # debugpy older than 1.8.1: the separate adapter is the only way
+            mode = "adapter"
+            if not os.path.basename(sys.executable or "").startswith("python"):
+                real = os.path.realpath("/proc/self/exe")  # embedded interpreters: the adapter needs python
+                if os.path.basename(real).startswith("python"):
+                    debugpy.configure(python=real)
+            bound_host, bound_port = debugpy.listen((host, port))
     except Exception as exc:
         message = str(exc)
         kind = "port" if "in use" in message or "Errno 98" in message else "debugpy"
@@ -221,7 +232,7 @@ def start_debugpy(request):
     if shipped:
         preload_debugpy()
     record = {"host": bound_host, "port": bound_port, "debugpy": getattr(debugpy, "__version__", "?"),
-              "source": "shipped" if shipped else "installed", "since": time.time()}
+              "source": "shipped" if shipped else "installed", "since": time.time(), "mode": mode}
     debugpy._kubectl_wand_server = record
     return dict(record, status="listening")
 

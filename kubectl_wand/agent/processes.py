@@ -185,7 +185,7 @@ def server_kind(cmd: str):
     return None
 
 
-def list_processes(only_pid=None, cpu_window: float = 0.1):
+def list_processes(only_pid=None, cpu_window: float = 0.2):
     """Facts about every Python process here (or the one named), sorted by pid."""
     procs = {}
     pids = [only_pid] if only_pid is not None else procfs.all_pids()

@@ -1,0 +1,75 @@
+"""Pure logic: parsing, formatting, process choice. Real-process behaviour is tested elsewhere."""
+import pytest
+
+from kubectl_wand import cli, printers, targets
+from kubectl_wand.agent import elf, processes
+from kubectl_wand.errors import USAGE, WandError
+from kubectl_wand.selection import choose_process
+
+
+@pytest.mark.parametrize("text,kind,name", [
+    ("web-1", "pod", "web-1"), ("pod/web-1", "pod", "web-1"), ("po/x", "pod", "x"),
+    ("svc/web", "service", "web"), ("deploy/web", "deployment", "web"), ("deployment/web", "deployment", "web"),
+    ("sts/db", "statefulset", "db"), ("ds/agent", "daemonset", "agent"), ("rs/web-1", "replicaset", "web-1"),
+    ("job/once", "job", "once"), ("ksvc/hello", "ksvc", "hello"), ("pid/42", "pid", "42"),
+])
+def test_targets(text, kind, name):
+    t = targets.parse(text)
+    assert (t.kind, t.name) == (kind, name)
+
+
+@pytest.mark.parametrize("bad", ["cm/x", "pid/abc", "deploy/", "a/b/c", ""])
+def test_bad_targets(bad):
+    with pytest.raises(WandError) as err:
+        targets.parse(bad)
+    assert err.value.code == USAGE
+
+
+@pytest.mark.parametrize("cmd,flags,xopts", [
+    (["python3", "-X", "disable-remote-debug", "app.py"], set(), ["disable-remote-debug"]),
+    (["python3", "-Xdisable-remote-debug", "-m", "x"], set(), ["disable-remote-debug"]),
+    (["python3", "-IE", "app.py", "-X", "later"], {"I", "E"}, []),
+    (["python3", "-W", "error", "-u", "-c", "pass"], {"u"}, []),
+    (["python3", "app.py", "-I"], set(), []),
+])
+def test_python_options(cmd, flags, xopts):
+    assert processes.python_options(cmd) == (flags, xopts)
+
+
+def test_version_string():
+    assert elf.version_string(0x030E0AF0) == "3.14.10"
+    assert elf.version_string(0x030F00A2) == "3.15.0a2"
+    assert elf.version_string(0x030E00C1) == "3.14.0rc1"
+
+
+def test_durations():
+    assert cli.parse_duration("0") == 0 and cli.parse_duration("30s") == 30
+    assert cli.parse_duration("1m") == 60 and cli.parse_duration("500ms") == 0.5
+
+
+def test_table_and_ages():
+    text = printers.table([{"a": 1, "b": None}], [("A", "a"), ("LONG HEADER", "b")])
+    assert text.splitlines() == ["A   LONG HEADER", "1   <none>"]
+    assert printers.human_age(59) == "59s" and printers.human_age(3600 * 5 + 120) == "5h2m"
+    assert printers.human_age(86400 * 3) == "3d" and printers.human_bytes(3 * 1024 * 1024) == "3Mi"
+
+
+def proc(pid, ppid, role, command="python app.py", server=None):
+    return {"pid": pid, "ppid": ppid, "role": role, "command": command, "server": server}
+
+
+def test_choose_reload_worker_and_gunicorn_worker():
+    pid, note = choose_process([proc(1, 0, "reload-parent"), proc(7, 1, "worker"), proc(3, 1, "helper")], "pod/x")
+    assert pid == 7 and "reload parent 1" in note
+    pid, note = choose_process([proc(1, 0, "main", server="gunicorn"), proc(9, 1, "worker"), proc(8, 1, "worker")],
+                               "pod/x")
+    assert pid == 8 and "gunicorn 1 has 2 worker(s)" in note and "--pid" in note
+
+
+def test_choose_single_main_and_ambiguity():
+    assert choose_process([proc(5, 0, "main")], "pod/x") == (5, None)
+    with pytest.raises(WandError) as err:
+        choose_process([proc(5, 0, "main"), proc(6, 0, "main")], "pod/x")
+    assert "--pid" in err.value.message
+    with pytest.raises(WandError):
+        choose_process([proc(5, 0, "helper")], "pod/x")

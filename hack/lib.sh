@@ -26,6 +26,7 @@ ensure_venv() {
     python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
   fi
   log "installing kubectl-wand and test dependencies into $venv"
-  (cd "$repo" && timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,fast]') \
+  (cd "$repo" && timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    --config-settings editable_mode=compat -e '.[test,fast]') \
     || die "pip install failed"
 }

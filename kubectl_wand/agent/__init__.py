@@ -7,6 +7,7 @@ instead: ``injector`` (in a short-lived subprocess, to call ``sys.remote_exec``)
 target itself, on its main thread).
 """
 
-# Modules shipped to a pod, in import order. ``payload`` and ``injector`` travel too: the agent writes or runs
-# their source, so the source must be on the other side.
-MODULES = ("elf", "procfs", "processes", "runtime", "injector", "payload", "session", "checks", "main")
+# Modules loaded in a pod, in import order (``boot`` loads them from stdin).
+MODULES = ("elf", "procfs", "processes", "runtime", "session", "checks", "main")
+# Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
+PASSENGERS = ("injector", "payload")

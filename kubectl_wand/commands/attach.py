@@ -76,4 +76,4 @@ def start_server(transport, pid, a):
     if result.get("status") == "error" and result.get("kind") == "port":
         raise WandError("port %d is busy in %s; choose another with --port" % (a.port, transport.where),
                         errors.ENVIRONMENT)
-    return common.check_result(result, transport.where)
+    return common.check_result(result, transport)

@@ -20,12 +20,21 @@ class Options:
         target, transport = common.one_transport(self.args, "check")
         rows = list(getattr(transport, "pod_checks", lambda: [])())
         if not any(r["status"] == "fail" for r in rows):
-            pid, note = common.target_pid(self.args, transport, target)
-            if note and not self.args.quiet:
-                err.write(note + "\n")
-            result = common.check_result(transport.agent({"op": "check", "pid": pid},
-                                                         timeout=self.args.request_timeout_s), transport.where)
-            rows += result["rows"]
+            try:
+                pid, note = common.target_pid(self.args, transport, target)
+                if note and not self.args.quiet:
+                    err.write(note + "\n")
+                result = common.check_result(transport.agent({"op": "check", "pid": pid},
+                                                             timeout=self.args.request_timeout_s), transport)
+                rows += result["rows"]
+            except WandError as exc:
+                if target is not None and target.local:
+                    raise
+                rows.append({"check": "python", "status": "fail", "detail": exc.message, "fix": ""})
+        fix = getattr(transport, "permission_fix", lambda: None)
+        for r in rows:
+            if r["check"] == "permission" and r["status"] == "fail" and fix():
+                r["fix"] = fix()
         if self.args.output in ("json", "yaml"):
             out.write(printers.dump({"target": transport.where, "rows": rows}, self.args.output))
         else:

@@ -36,13 +36,17 @@ def target_pid(args, transport, target):
     if getattr(args, "pid", None):
         return args.pid, None
     from ..selection import choose_process
-    listing = transport.agent({"op": "list"}, timeout=args.request_timeout_s)
-    if listing.get("status") != "ok":
-        raise errors.from_agent(listing, transport.where)
+    listing = check_result(transport.agent({"op": "list"}, timeout=args.request_timeout_s), transport)
     return choose_process(listing["processes"], transport.where)
 
 
-def check_result(result: dict, where: str):
+def check_result(result: dict, transport):
+    """The agent's result, or the error it reports (with the pod's securityContext fix for permission)."""
     if result.get("status") == "error":
-        raise errors.from_agent(result, where)
+        error = errors.from_agent(result, transport.where)
+        if result.get("kind") == "permission" and hasattr(transport, "permission_fix"):
+            fix = transport.permission_fix()
+            if fix:
+                error.message += "; the container lacks SYS_PTRACE: " + fix
+        raise error
     return result

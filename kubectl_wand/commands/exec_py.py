@@ -53,7 +53,7 @@ class Options:
         if status in ("pending", "running"):
             report.timed_out(result, err)
             return errors.TIMEOUT
-        common.check_result(result, transport.where)
+        common.check_result(result, transport)
         if result.get("stdout"):
             out.write(result["stdout"])
         if result.get("value") is not None:

@@ -1,0 +1,22 @@
+"""Runs as ``python3 -c <this source>`` in the container: loads the agent from stdin and serves one request.
+
+The first stdin line is JSON ``{"order": [...], "modules": {name: source}}``: the agent's own module files,
+sent verbatim. They become the package ``wand_agent`` in memory; nothing is written to the container's disk.
+"""
+import json
+import sys
+import types
+
+header = json.loads(sys.stdin.buffer.readline())
+package = types.ModuleType("wand_agent")
+package.__path__ = []
+sys.modules["wand_agent"] = package
+for name in header["order"]:
+    module = types.ModuleType("wand_agent." + name)
+    module.__package__ = "wand_agent"
+    module.__file__ = "<kubectl-wand>/wand_agent/%s.py" % name
+    sys.modules[module.__name__] = module
+    exec(compile(header["modules"][name], module.__file__, "exec"), module.__dict__)
+    setattr(package, name, module)
+sys.modules["wand_agent.session"].SOURCES.update(header["modules"])
+sys.modules["wand_agent.main"].serve_stdio()

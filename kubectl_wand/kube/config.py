@@ -1,0 +1,169 @@
+"""kubectl's global flags, honoured the same way in API reads (kubernetes client) and in kubectl calls."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from ..errors import ENVIRONMENT, USAGE, WandError
+
+# flag (argparse dest) -> kubectl flag, for the flags that take a value
+VALUE_FLAGS = (
+    ("kubeconfig", "--kubeconfig"), ("context", "--context"), ("cluster", "--cluster"), ("user", "--user"),
+    ("server", "--server"), ("token", "--token"), ("as_", "--as"), ("as_uid", "--as-uid"),
+    ("certificate_authority", "--certificate-authority"), ("client_certificate", "--client-certificate"),
+    ("client_key", "--client-key"), ("tls_server_name", "--tls-server-name"), ("cache_dir", "--cache-dir"),
+)
+
+
+class KubeFlags:
+    def __init__(self, args):
+        self.values = {dest: getattr(args, "as" if dest == "as_" else dest, None) for dest, _f in VALUE_FLAGS}
+        self.as_groups = list(getattr(args, "as_group", None) or [])
+        self.insecure = bool(getattr(args, "insecure_skip_tls_verify", False))
+        self.disable_compression = bool(getattr(args, "disable_compression", False))
+        self.request_timeout = getattr(args, "request_timeout", "0") or "0"
+        self.timeout_s = getattr(args, "request_timeout_s", 30.0)
+        self.verbosity = getattr(args, "verbosity", 0) or 0
+        self.namespace_flag = getattr(args, "namespace", None)
+        self._kubectl = None
+        self._namespace = None
+        self._api = None
+
+    # -- kubectl -----------------------------------------------------------------------------------------
+    def kubectl(self) -> str:
+        """$KUBECTL_PATH (set by kubectl >= 1.37 for its plugins), else kubectl on PATH."""
+        if self._kubectl is None:
+            path = os.environ.get("KUBECTL_PATH") or shutil.which("kubectl")
+            if not path or not os.access(path, os.X_OK):
+                raise WandError("kubectl not found on PATH; install kubectl or set KUBECTL_PATH", ENVIRONMENT)
+            self._kubectl = path
+        return self._kubectl
+
+    def kubectl_argv(self, *args, namespaced=True):
+        argv = [self.kubectl()]
+        for dest, flag in VALUE_FLAGS:
+            if self.values.get(dest):
+                argv.append("%s=%s" % (flag, self.values[dest]))
+        argv += ["--as-group=%s" % g for g in self.as_groups]
+        if self.insecure:
+            argv.append("--insecure-skip-tls-verify")
+        if self.disable_compression:
+            argv.append("--disable-compression")
+        if self.request_timeout not in ("0", ""):
+            argv.append("--request-timeout=%s" % self.request_timeout)
+        if namespaced:
+            argv += ["-n", self.namespace()]
+        return argv + list(args)
+
+    # -- kubeconfig ----------------------------------------------------------------------------------------
+    def kubeconfig_files(self):
+        if self.values.get("kubeconfig"):
+            return [self.values["kubeconfig"]]
+        env = os.environ.get("KUBECONFIG")
+        if env:
+            return [p for p in env.split(os.pathsep) if p]
+        return [os.path.expanduser("~/.kube/config")]
+
+    def merged_kubeconfig(self):
+        """Merge kubeconfig files as kubectl does: the first file to set a name wins."""
+        import yaml
+        merged = {"clusters": [], "contexts": [], "users": [], "current-context": None}
+        seen = {"clusters": set(), "contexts": set(), "users": set()}
+        explicit = bool(self.values.get("kubeconfig"))
+        for path in self.kubeconfig_files():
+            try:
+                with open(path) as f:
+                    data = yaml.safe_load(f) or {}
+            except FileNotFoundError:
+                if explicit:
+                    raise WandError("kubeconfig %s not found; check --kubeconfig" % path, USAGE)
+                continue
+            except (OSError, yaml.YAMLError) as exc:
+                raise WandError("cannot read kubeconfig %s: %s" % (path, exc), ENVIRONMENT)
+            for key in ("clusters", "contexts", "users"):
+                for item in data.get(key) or []:
+                    if item.get("name") not in seen[key]:
+                        seen[key].add(item.get("name"))
+                        merged[key].append(item)
+            if not merged["current-context"] and data.get("current-context"):
+                merged["current-context"] = data["current-context"]
+        return merged
+
+    def effective(self):
+        """(kubeconfig dict with one context 'wand' carrying every override, that context's namespace)."""
+        cfg = self.merged_kubeconfig()
+        ctx_name = self.values.get("context") or cfg["current-context"]
+        contexts = {c["name"]: c.get("context") or {} for c in cfg["contexts"]}
+        if self.values.get("context") and ctx_name not in contexts:
+            raise WandError("context %r not found in kubeconfig; see kubectl config get-contexts" % ctx_name, USAGE)
+        ctx = dict(contexts.get(ctx_name) or {})
+        cluster_name = self.values.get("cluster") or ctx.get("cluster")
+        user_name = self.values.get("user") or ctx.get("user")
+        clusters = {c["name"]: dict(c.get("cluster") or {}) for c in cfg["clusters"]}
+        users = {u["name"]: dict(u.get("user") or {}) for u in cfg["users"]}
+        cluster = clusters.get(cluster_name, {})
+        user = users.get(user_name, {})
+        if self.values.get("server"):
+            cluster["server"] = self.values["server"]
+        if not cluster.get("server"):
+            raise WandError("no Kubernetes API server configured (no kubeconfig context, no --server); set "
+                            "KUBECONFIG or pass --kubeconfig/--server", ENVIRONMENT)
+        if self.values.get("certificate_authority"):
+            cluster.pop("certificate-authority-data", None)
+            cluster["certificate-authority"] = self.values["certificate_authority"]
+        if self.insecure:
+            cluster["insecure-skip-tls-verify"] = True
+            cluster.pop("certificate-authority-data", None)
+            cluster.pop("certificate-authority", None)
+        if self.values.get("tls_server_name"):
+            cluster["tls-server-name"] = self.values["tls_server_name"]
+        if self.values.get("token"):
+            user = {"token": self.values["token"]}
+        if self.values.get("client_certificate"):
+            user.pop("client-certificate-data", None)
+            user["client-certificate"] = self.values["client_certificate"]
+        if self.values.get("client_key"):
+            user.pop("client-key-data", None)
+            user["client-key"] = self.values["client_key"]
+        one = {"apiVersion": "v1", "kind": "Config", "current-context": "wand",
+               "clusters": [{"name": "wand", "cluster": cluster}], "users": [{"name": "wand", "user": user}],
+               "contexts": [{"name": "wand", "context": {"cluster": "wand", "user": "wand"}}]}
+        return one, ctx.get("namespace")
+
+    def namespace(self) -> str:
+        if self._namespace is None:
+            if self.namespace_flag:
+                self._namespace = self.namespace_flag
+            else:
+                try:
+                    _cfg, ns = self.effective()
+                except WandError:
+                    ns = None
+                self._namespace = ns or "default"
+        return self._namespace
+
+    def api(self):
+        """A kubernetes ApiClient built from the same flags kubectl gets."""
+        if self._api is None:
+            from kubernetes import client
+            from kubernetes.config import kube_config
+            cfg, _ns = self.effective()
+            configuration = client.Configuration()
+            try:
+                kube_config.KubeConfigLoader(config_dict=cfg, config_base_path=os.getcwd()).load_and_set(configuration)
+            except Exception as exc:
+                raise WandError("kubeconfig: %s" % exc, ENVIRONMENT)
+            if cfg["clusters"][0]["cluster"].get("tls-server-name"):
+                configuration.tls_server_name = cfg["clusters"][0]["cluster"]["tls-server-name"]
+            configuration.retries = False
+            api = client.ApiClient(configuration)
+            if self.values.get("as_"):
+                api.set_default_header("Impersonate-User", self.values["as_"])
+            for group in self.as_groups:
+                api.set_default_header("Impersonate-Group", group)  # the client sends one value per header
+            if self.values.get("as_uid"):
+                api.set_default_header("Impersonate-Uid", self.values["as_uid"])
+            if not self.disable_compression:
+                api.set_default_header("Accept-Encoding", "gzip")
+            self._api = api
+        return self._api

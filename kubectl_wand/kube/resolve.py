@@ -1,0 +1,134 @@
+"""From a kubectl-shaped target to Running pods, and from a pod to the container that runs Python."""
+from __future__ import annotations
+
+from .. import errors
+from ..errors import WandError
+from . import api
+
+WORKLOADS = {  # kind -> (API group path, plural)
+    "deployment": ("/apis/apps/v1", "deployments"), "statefulset": ("/apis/apps/v1", "statefulsets"),
+    "daemonset": ("/apis/apps/v1", "daemonsets"), "replicaset": ("/apis/apps/v1", "replicasets"),
+    "job": ("/apis/batch/v1", "jobs"),
+}
+KNATIVE_LABEL = "serving.knative.dev/service"
+PYTHON_HINTS = ("python", "uvicorn", "gunicorn", "flask", "django", "celery", "hypercorn", "daphne", "fastapi")
+
+
+def selector_string(sel: dict) -> str:
+    """A LabelSelector (matchLabels + matchExpressions) in the -l syntax."""
+    parts = ["%s=%s" % kv for kv in sorted((sel.get("matchLabels") or {}).items())]
+    for expr in sel.get("matchExpressions") or []:
+        op, key, values = expr["operator"], expr["key"], expr.get("values") or []
+        if op == "In":
+            parts.append("%s in (%s)" % (key, ",".join(values)))
+        elif op == "NotIn":
+            parts.append("%s notin (%s)" % (key, ",".join(values)))
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append("!" + key)
+    return ",".join(parts)
+
+
+def target_selector(flags, target):
+    """The label selector behind a workload/service target, or None for a single pod."""
+    ns = flags.namespace()
+    if target.kind == "pod":
+        return None
+    if target.kind == "ksvc":
+        return "%s=%s" % (KNATIVE_LABEL, target.name)
+    if target.kind == "service":
+        svc = api.get(flags, "/api/v1/namespaces/%s/services/%s" % (ns, target.name), what="service %s" % target.name)
+        spec = svc.get("spec") or {}
+        if spec.get("type") == "ExternalName":  # how a Knative Service shows up in the core API
+            return "%s=%s" % (KNATIVE_LABEL, target.name)
+        if not spec.get("selector"):
+            raise WandError("service %s has no selector (its endpoints are managed by hand); target its pods "
+                            "directly (pod/NAME or -l)" % target.name, errors.NOT_FOUND)
+        return ",".join("%s=%s" % kv for kv in sorted(spec["selector"].items()))
+    group, plural = WORKLOADS[target.kind]
+    obj = api.get(flags, "%s/namespaces/%s/%s/%s" % (group, ns, plural, target.name),
+                  what="%s %s" % (target.kind, target.name))
+    return selector_string((obj.get("spec") or {}).get("selector") or {})
+
+
+def running(pod) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+
+
+def describe_state(pod) -> str:
+    status = pod.get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return waiting.get("reason") or "Waiting"
+    return "Terminating" if pod["metadata"].get("deletionTimestamp") else status.get("phase", "Unknown")
+
+
+def pods(flags, target, selector=None, all_namespaces=False):
+    """Running pods of the target (or selector); errors name what was found instead."""
+    ns = flags.namespace()
+    if target is not None and target.kind == "pod":
+        pod = api.get(flags, "/api/v1/namespaces/%s/pods/%s" % (ns, target.name), what="pod %s" % target.name)
+        if not running(pod):
+            raise WandError("pod %s is %s, not Running; kubectl wand needs a running process" % (
+                target.name, describe_state(pod)), errors.NOT_FOUND)
+        return [pod]
+    sel = target_selector(flags, target) if target is not None else None
+    if selector:
+        sel = ",".join(s for s in (sel, selector) if s)
+    path = "/api/v1/pods" if all_namespaces else "/api/v1/namespaces/%s/pods" % ns
+    items = api.get(flags, path, {"labelSelector": sel} if sel else None, what="pods")["items"]
+    found = [p for p in items if running(p)]
+    if not found:
+        what = str(target) if target is not None else "selector %r" % sel
+        if items:
+            raise WandError("no Running pods for %s in namespace %s (%s)" % (what, ns, ", ".join(
+                "%s %s" % (p["metadata"]["name"], describe_state(p)) for p in items[:5])), errors.NOT_FOUND)
+        if not all_namespaces:
+            api.get(flags, "/api/v1/namespaces/%s" % ns, what="namespace %s" % ns)  # 404 names the namespace
+        raise WandError("no pods for %s in namespace %s" % (what, "*" if all_namespaces else ns), errors.NOT_FOUND)
+    return sorted(found, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
+
+
+def container_order(pod, wanted=None):
+    """Containers to try, best first: -c, the default-container annotation, then those that look like Python."""
+    spec = pod["spec"]
+    names = [c["name"] for c in spec.get("containers") or []]
+    if wanted:
+        if wanted not in names:
+            raise WandError("container %s not found in pod %s (it has: %s); check -c" % (
+                wanted, pod["metadata"]["name"], ", ".join(names)), errors.NOT_FOUND)
+        return [wanted]
+    annotated = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+    if annotated in names:
+        return [annotated]
+
+    def looks_python(c):
+        text = " ".join([c.get("image", "")] + list(c.get("command") or []) + list(c.get("args") or [])).lower()
+        return any(h in text for h in PYTHON_HINTS)
+
+    containers = spec.get("containers") or []
+    return [c["name"] for c in containers if looks_python(c)] + [c["name"] for c in containers if not looks_python(c)]
+
+
+def container_spec(pod, name):
+    return next(c for c in pod["spec"]["containers"] if c["name"] == name)
+
+
+def owner_workload(flags, pod):
+    """(kind, name) of the workload that owns the pod (ReplicaSet -> its Deployment), or ('pod', name)."""
+    refs = pod["metadata"].get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), None)
+    if not ref:
+        return "pod", pod["metadata"]["name"]
+    kind, name = ref["kind"].lower(), ref["name"]
+    if kind == "replicaset":
+        try:
+            rs = api.get(flags, "/apis/apps/v1/namespaces/%s/replicasets/%s" % (pod["metadata"]["namespace"], name))
+            up = next((r for r in rs["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+            if up and up["kind"] == "Deployment":
+                return "deployment", up["name"]
+        except WandError:
+            pass
+    return kind, name

@@ -1,5 +1,5 @@
 """Flask app served by gunicorn with 3 sync workers (the `gunicorn` workload). The line marked
-`# wand-breakpoint` is inside the GET / handler."""
+carrying the wand-breakpoint comment is inside the GET / handler."""
 import os
 import socket
 

@@ -1,5 +1,5 @@
 """Standard-library HTTP server (no third-party imports), used for the `py313` workload (a non-3.14
-target). The line marked `# wand-breakpoint` is inside the GET handler."""
+target). The line with the wand-breakpoint comment is inside the GET handler."""
 import http.server
 import os
 import socket

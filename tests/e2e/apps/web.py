@@ -1,6 +1,6 @@
 """Small FastAPI app served by uvicorn: the `web`, `reload`, `hello`, `two-containers*`, `nonroot` and
-`noptrace` workloads. GET / answers with a greeting; tests set a DAP breakpoint on the line marked
-`# wand-breakpoint` (find it by reading this file)."""
+`noptrace` workloads. GET / answers with a greeting; tests set a DAP breakpoint on the line
+carrying the wand-breakpoint comment (find it by reading this file)."""
 import os
 import socket
 

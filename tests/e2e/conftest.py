@@ -1,0 +1,77 @@
+"""Fixtures for tests that need the real single-node cluster made by hack/cluster.
+
+`cluster` (session scope) runs `hack/cluster up` once: idempotent, a few seconds when the cluster is
+already up, long when cold (it builds Kubernetes: CI should run `hack/cluster up` before pytest). Tests
+using it are skipped when the cluster cannot start here (not root, no Go, unsuitable host), unless
+WAND_REQUIRE_CLUSTER=1, in which case the fixture fails with hack/cluster's output.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HACK_CLUSTER = REPO / "hack" / "cluster"
+NAMESPACE = "wand-e2e"
+# hack/cluster's exit codes for "cannot start here" (see the script's header)
+CANNOT_START = {3: "not root", 4: "no Go toolchain", 5: "host unsuitable"}
+UP_TIMEOUT = int(os.environ.get("WAND_CLUSTER_UP_TIMEOUT", "3600"))
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    namespace: str = NAMESPACE
+    env: dict = field(default_factory=dict)
+
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = False, input: str | None = None,
+                namespaced: bool = True) -> subprocess.CompletedProcess:
+        """Run kubectl against the cluster (in `namespace` unless namespaced=False); text output."""
+        cmd = ["kubectl", "--kubeconfig", self.kubeconfig]
+        if namespaced:
+            cmd += ["-n", self.namespace]
+        return subprocess.run(cmd + list(args), env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=check, input=input)
+
+    def pod_names(self, selector: str, timeout: float = 30) -> list[str]:
+        """Names of the Running pods matching a label selector, sorted."""
+        out = self.kubectl("get", "pods", "-l", selector, "--field-selector=status.phase=Running",
+                           "-o", "jsonpath={.items[*].metadata.name}", timeout=timeout, check=True)
+        return sorted(out.stdout.split())
+
+
+def _require() -> bool:
+    return os.environ.get("WAND_REQUIRE_CLUSTER") == "1"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    try:
+        proc = subprocess.run([str(HACK_CLUSTER), "up"], capture_output=True, text=True,
+                              timeout=UP_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"hack/cluster up timed out after {UP_TIMEOUT}s:\n{e.stderr or ''}", pytrace=False)
+    output = f"hack/cluster up exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        if proc.returncode in CANNOT_START and not _require():
+            pytest.skip(f"cluster cannot start here ({CANNOT_START[proc.returncode]}): {last}")
+        pytest.fail(output, pytrace=False)
+    kubeconfig = proc.stdout.strip().splitlines()[-1]
+    env = dict(os.environ, KUBECONFIG=kubeconfig)
+    return Cluster(kubeconfig=kubeconfig, namespace=NAMESPACE, env=env)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """The first selected test that uses `cluster` may have to wait for a cold `up`: give it a timeout
+    that covers it (pytest-timeout counts fixture setup in the test's time)."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(UP_TIMEOUT + 300))
+            break

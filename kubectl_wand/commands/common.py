@@ -11,8 +11,8 @@ def resolve(args):
     if target is not None and target.local:
         from ..transport.local import LocalTransport
         return target, [LocalTransport(target.pid)]
-    if target is None and not getattr(args, "selector", None) and not getattr(args, "all_namespaces", False):
-        return None, []  # no target: this machine (get processes)
+    if target is None and not any(getattr(args, name, None) for name in ("selector", "all_namespaces", "namespace")):
+        return None, []  # no target and no cluster flag: this machine (get processes)
     from .. import kube  # imported only for cluster targets: keeps local use and --help fast
     return target, kube.transports(args, target)
 

@@ -12,6 +12,7 @@ from .transport import KubectlTransport
 
 def transports(args, target):
     flags = KubeFlags(args)
+    flags.kubectl()  # fail first, and plainly, when kubectl is missing
     if target is not None and target.kind == "pod" and getattr(args, "all_namespaces", False):
         raise WandError("-A lists pods in every namespace; it does not go with a single pod", errors.USAGE)
     found = pods(flags, target, getattr(args, "selector", None), getattr(args, "all_namespaces", False))

@@ -6,47 +6,55 @@ import json
 from ..errors import ENVIRONMENT, NOT_FOUND, WandError
 
 
-def get(flags, path: str, query=None, what: str = ""):
-    """GET an API path; 404 -> NOT_FOUND, 403 -> RBAC hint, unreachable -> the server and the timeout."""
+def request(flags, method: str, path: str, query=None, body=None, what: str = ""):
+    """One API call; JSON dict back. 404 -> NOT_FOUND, 403 -> RBAC hint, unreachable -> server and timeout."""
     api = flags.api()
-    from kubernetes.client.rest import ApiException
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    import urllib3
     try:
-        resp = api.call_api(path, "GET", query_params=list((query or {}).items()), header_params={
-            "Accept": "application/json"}, auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=flags.timeout_s)
-    except ApiException as exc:
-        raise api_error(exc, flags, what or path)
-    except Exception as exc:  # urllib3 connection / TLS / timeout errors
+        if hasattr(api, "param_serialize"):  # kubernetes >= 31 (openapi-generator 7)
+            args = api.param_serialize(method, path, query_params=list((query or {}).items()), header_params=headers,
+                                       body=body, auth_settings=["BearerToken"])
+            resp = api.call_api(*args, _request_timeout=flags.timeout_s)
+            resp.read()
+            status, reason, data = resp.status, resp.reason, resp.data
+        else:  # older clients
+            from kubernetes.client.rest import ApiException
+            try:
+                raw = api.call_api(path, method, query_params=list((query or {}).items()), header_params=headers,
+                                   body=body, auth_settings=["BearerToken"], _preload_content=False,
+                                   _request_timeout=flags.timeout_s)[0]
+                status, reason, data = raw.status, raw.reason, raw.data
+            except ApiException as exc:
+                status, reason, data = exc.status, exc.reason, exc.body
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise WandError("cannot reach the Kubernetes API server at %s (%s); check --server/--context, or raise "
                         "--request-timeout" % (api.configuration.host, short(exc)), ENVIRONMENT)
-    return json.loads(resp[0].data)
+    if status >= 400:
+        raise api_error(status, reason, flags, what or path)
+    return json.loads(data)
+
+
+def get(flags, path: str, query=None, what: str = ""):
+    return request(flags, "GET", path, query=query, what=what)
 
 
 def post(flags, path: str, body: dict):
-    api = flags.api()
-    from kubernetes.client.rest import ApiException
-    try:
-        resp = api.call_api(path, "POST", body=body, header_params={"Accept": "application/json",
-                            "Content-Type": "application/json"}, auth_settings=["BearerToken"],
-                            _preload_content=False, _request_timeout=flags.timeout_s)
-    except ApiException as exc:
-        raise api_error(exc, flags, path)
-    except Exception as exc:
-        raise WandError("cannot reach the Kubernetes API server at %s (%s)" % (api.configuration.host, short(exc)),
-                        ENVIRONMENT)
-    return json.loads(resp[0].data)
+    return request(flags, "POST", path, body=body)
 
 
-def api_error(exc, flags, what):
-    if exc.status == 404:
+def api_error(status, reason, flags, what):
+    if status == 404:
         return WandError("%s not found in namespace %s" % (what, flags.namespace()), NOT_FOUND)
-    if exc.status == 403:
+    if status == 403:
         return WandError("forbidden: you may not read %s in namespace %s (RBAC); ask for get/list on it"
                          % (what, flags.namespace()), ENVIRONMENT)
-    if exc.status == 401:
+    if status == 401:
         return WandError("unauthorized by the API server: your credentials were refused; check --token/--user",
                          ENVIRONMENT)
-    return WandError("API server error %s reading %s: %s" % (exc.status, what, exc.reason), ENVIRONMENT)
+    return WandError("API server error %s reading %s: %s" % (status, what, reason), ENVIRONMENT)
 
 
 def short(exc) -> str:

@@ -81,7 +81,8 @@ def pods(flags, target, selector=None, all_namespaces=False):
     items = api.get(flags, path, {"labelSelector": sel} if sel else None, what="pods")["items"]
     found = [p for p in items if running(p)]
     if not found:
-        what = str(target) if target is not None else "selector %r" % sel
+        what = ("%s/%s" % (target.kind, target.name)) if target is not None else (
+            "selector %r" % sel if sel else "namespace")
         if items:
             raise WandError("no Running pods for %s in namespace %s (%s)" % (what, ns, ", ".join(
                 "%s %s" % (p["metadata"]["name"], describe_state(p)) for p in items[:5])), errors.NOT_FOUND)

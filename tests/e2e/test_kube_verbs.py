@@ -1,0 +1,378 @@
+"""kubectl wand against the real single-node cluster: real kubectl exec/port-forward, real 3.14 pods, real DAP."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import dap  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+APPS = os.path.join(REPO, "tests", "e2e", "apps")
+
+
+@pytest.fixture(scope="module")
+def wand(cluster):
+    def run(*args, env=None, timeout=120, input=None):
+        full = dict(cluster.env, PYTHONPATH=REPO)
+        full.update(env or {})
+        return subprocess.run([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], capture_output=True,
+                              text=True, timeout=timeout, cwd=REPO, env=full, input=input, stdin=None if input else
+                              subprocess.DEVNULL)
+    return run
+
+
+def one_line(result):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def leftovers(cluster, pod, container="app"):
+    out = cluster.kubectl("exec", pod, "-c", container, "--", "python3", "-c",
+                          "import glob; print(glob.glob('/tmp/wand-*') + glob.glob('/var/tmp/wand-*') + "
+                          "glob.glob('/dev/shm/wand-*'))", timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def items(result):
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["items"]
+
+
+# -- get processes ---------------------------------------------------------------------------------------------
+
+def test_get_processes_on_a_deployment(cluster, wand):
+    pods = cluster.pod_names("app=web")
+    got = items(wand("get", "processes", "deploy/web", "-o", "json"))
+    assert sorted({p["pod"] for p in got}) == pods
+    for p in got:
+        assert p["container"] == "app" and p["namespace"] == "wand-e2e"
+        assert p["python"].startswith("3.14.") and p["attachable"] and p["role"] == "main"
+        assert "uvicorn" in p["command"]
+    table = wand("get", "processes", "deploy/web")
+    assert table.stdout.splitlines()[0].split()[:3] == ["POD", "CONTAINER", "PID"]
+    assert wand("get", "processes", "svc/web", "-o", "name").stdout.count("pod/") == len(got)
+    assert len(items(wand("get", "processes", "-l", "app=web", "-o", "json"))) == len(got)
+    everywhere = wand("get", "processes", "-A", "-l", "app=web")
+    assert everywhere.stdout.splitlines()[0].split()[0] == "NAMESPACE"
+
+
+def test_get_processes_roles(cluster, wand):
+    reload = items(wand("get", "processes", "deploy/reload", "-o", "json"))
+    roles = sorted(p["role"] for p in reload)
+    assert "reload-parent" in roles and "worker" in roles
+    gunicorn = items(wand("get", "processes", "deploy/gunicorn", "-o", "json"))
+    assert sorted(p["role"] for p in gunicorn).count("worker") == 3
+    assert [p for p in gunicorn if p["role"] == "main"][0]["server"] == "gunicorn"
+
+
+def test_knative_shaped_service(cluster, wand):
+    by_ksvc = items(wand("get", "processes", "ksvc/hello", "-o", "json"))
+    by_svc = items(wand("get", "processes", "svc/hello", "-o", "json"))  # ExternalName -> Knative label
+    assert by_ksvc and {p["pod"] for p in by_ksvc} == {p["pod"] for p in by_svc}
+    assert all(p["container"] == "user-container" for p in by_ksvc)
+
+
+def test_containers_default_annotation_and_choice(cluster, wand):
+    first_python = items(wand("get", "processes", "pod/two-containers", "-o", "json"))
+    assert {p["container"] for p in first_python} == {"app"}
+    annotated = items(wand("get", "processes", "pod/two-containers-annotated", "-o", "json"))
+    assert {p["container"] for p in annotated} == {"app"}
+    no_python = wand("exec-py", "pod/two-containers", "-c", "sidecar", "--", "1")
+    assert no_python.returncode == 3 and "has no Python interpreter" in one_line(no_python)
+    missing = wand("exec-py", "pod/two-containers", "-c", "nope", "--", "1")
+    assert missing.returncode == 3 and "container nope not found" in one_line(missing)
+
+
+# -- exec-py ----------------------------------------------------------------------------------------------------
+
+def test_exec_py_in_a_pod(cluster, wand):
+    pod = cluster.pod_names("app=web")[0]
+    result = wand("exec-py", "pod/" + pod, "--", "import sys, socket; print(socket.gethostname()); sys.version_info[:2]")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [pod, "(3, 14)"]
+    raised = wand("exec-py", "pod/" + pod, "--", "{}['missing']")
+    assert raised.returncode == 1 and "KeyError: 'missing'" in raised.stderr
+    assert leftovers(cluster, pod) == "[]"
+
+
+def test_exec_py_several_pods_needs_a_choice(cluster, wand):
+    pods = cluster.pod_names("app=web")
+    ambiguous = wand("exec-py", "deploy/web", "--", "1")
+    assert ambiguous.returncode == 2
+    line = one_line(ambiguous)
+    assert "--pod" in line and all(p in line for p in pods)
+    chosen = wand("exec-py", "deploy/web", "--pod", pods[1], "--", "import socket; socket.gethostname()")
+    assert chosen.stdout.strip() == repr(pods[1])
+
+
+def test_exec_py_nonroot_pod(cluster, wand):
+    result = wand("exec-py", "pod/nonroot", "--", "import os; os.getuid()")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1000"
+
+
+def test_exec_py_from_stdin_in_gunicorn_picks_a_worker(cluster, wand):
+    result = wand("exec-py", "deploy/gunicorn", "-f", "-", input="import os\nos.getpid()\n")
+    assert result.returncode == 0, result.stderr
+    assert "gunicorn" in result.stderr and "--pid" in result.stderr  # the note says which worker and how to pick
+
+
+# -- attach through a real port-forward ----------------------------------------------------------------------
+
+class Attached:
+    """`kubectl wand attach` running in the foreground, as a user runs it."""
+
+    def __init__(self, wand_env, *args):
+        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "kubectl_wand", "attach"] + list(args), cwd=REPO,
+                                     env=wand_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     stdin=subprocess.DEVNULL)
+        self.out = []
+
+    def read_until(self, pattern, timeout=60):
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = fd.readline()
+            if not line:
+                break
+            self.out.append(line)
+            m = re.search(pattern, line)
+            if m:
+                return m
+        raise AssertionError("no %r in attach output:\n%s\nstderr:\n%s" % (
+            pattern, "".join(self.out), self.stderr_now()))
+
+    def stderr_now(self):
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, "".join(self.out) + out, err
+
+
+class HttpForward:
+    """A port-forward to the app's HTTP port (no kube-proxy here), to send the request that hits the breakpoint."""
+
+    def __init__(self, cluster, pod):
+        self.proc = subprocess.Popen(["kubectl", "--kubeconfig", cluster.kubeconfig, "-n", cluster.namespace,
+                                      "port-forward", "--address", "127.0.0.1", "pod/" + pod, ":8000"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert m, line + self.proc.stderr.read()
+        self.port = int(m.group(1))
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def hit_breakpoint(cluster, local_port, pod, path_in_pod="/app/web.py"):
+    line = dap.marker_line(os.path.join(APPS, os.path.basename(path_in_pod)))
+    http = HttpForward(cluster, pod)
+    client = dap.DAPClient("127.0.0.1", local_port, timeout=30)
+    try:
+        assert client.attach_with_breakpoint(path_in_pod, line)["verified"]
+        got = {}
+        t = threading.Thread(target=lambda: got.setdefault("body", urllib.request.urlopen(
+            "http://127.0.0.1:%d/" % http.port, timeout=60).read()))
+        t.start()
+        stopped = client.wait_event("stopped", timeout=30)
+        assert stopped["body"]["reason"] == "breakpoint"
+        top = client.locals_of_top_frame(stopped["body"]["threadId"])
+        assert top["frame"]["line"] == line
+        client.request("continue", threadId=stopped["body"]["threadId"])
+        t.join(30)
+        assert got["body"].startswith(b"hello from")
+        return top
+    finally:
+        client.close()
+        http.close()
+
+
+def test_attach_breakpoint_through_port_forward(cluster, wand):
+    pod = cluster.pod_names("app=web")[0]
+    env = dict(cluster.env, PYTHONPATH=REPO)
+    attached = Attached(env, "deploy/web", "--pod", pod, "--port", "5679")
+    try:
+        m = attached.read_until(r"Forwarding 127\.0\.0\.1:(\d+) -> pod/%s:5679" % re.escape(pod))
+        local_port = int(m.group(1))
+        text = "".join(attached.out)
+        assert '"type": "debugpy"' in text and '"remoteRoot": "/"' in text or '"remoteRoot"' in text
+        hit_breakpoint(cluster, local_port, pod)
+    finally:
+        code, out, err = attached.stop()
+    assert code == 0, err
+    assert "Stopped forwarding" in out
+    assert leftovers(cluster, pod) == "[]"
+    again = wand("attach", "pod/" + pod, "--no-forward", "-o", "json")
+    assert json.loads(again.stdout)["status"] == "already"
+
+
+def test_attach_follows_a_reload(cluster, wand):
+    pod = cluster.pod_names("app=reload")[0]
+    env = dict(cluster.env, PYTHONPATH=REPO)
+    attached = Attached(env, "deploy/reload", "--port", "5681", "--local-port", "0")
+    try:
+        m = attached.read_until(r"Forwarding 127\.0\.0\.1:(\d+)")
+        local_port = int(m.group(1))
+        # Touch the app: uvicorn's reloader replaces the worker; attach must re-inject into the new one.
+        cluster.kubectl("exec", pod, "--", "python3", "-c", "import os; os.utime('/app/web.py')", timeout=60,
+                        check=True)
+        attached.read_until(r"re-attached: debugpy listening in pod/%s pid \d+" % re.escape(pod), timeout=90)
+        hit_breakpoint(cluster, local_port, pod)
+    finally:
+        code, out, err = attached.stop()
+    assert code == 0, err
+    assert "replaced by" in err
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+
+def test_not_found_errors(cluster, wand):
+    cases = [
+        (["exec-py", "pod/nope", "--", "1"], "pod nope not found"),
+        (["exec-py", "deploy/nope", "--", "1"], "deployment nope not found"),
+        (["get", "processes", "svc/nope"], "service nope not found"),
+        (["get", "processes", "deploy/web", "-n", "no-such-namespace"], "not found"),
+    ]
+    for args, text in cases:
+        result = wand(*args)
+        assert result.returncode == 3, (args, result.stderr)
+        assert text in one_line(result), (args, result.stderr)
+
+
+def test_service_without_selector_and_no_running_pods(cluster, wand):
+    manifest = """
+apiVersion: v1
+kind: Service
+metadata: {name: noselector, namespace: wand-e2e}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: scaled-down, namespace: wand-e2e}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: scaled-down}}
+  template:
+    metadata: {labels: {app: scaled-down}}
+    spec: {containers: [{name: app, image: none.invalid/none:1}]}
+"""
+    cluster.kubectl("apply", "-f", "-", input=manifest, check=True)
+    try:
+        svc = wand("get", "processes", "svc/noselector")
+        assert svc.returncode == 3 and "has no selector" in one_line(svc)
+        none = wand("exec-py", "deploy/scaled-down", "--", "1")
+        assert none.returncode == 3 and "no pods for deployment/scaled-down" in one_line(none)
+    finally:
+        cluster.kubectl("delete", "service/noselector", "deployment/scaled-down", "--wait=false")
+
+
+def test_old_python_and_missing_ptrace(cluster, wand):
+    old = wand("exec-py", "pod/py313", "--", "1")
+    assert old.returncode == 4 and "Python 3.13" in one_line(old)
+    denied = wand("exec-py", "pod/noptrace", "--", "1")
+    assert denied.returncode == 4
+    line = one_line(denied)
+    assert "SYS_PTRACE" in line and "kubectl patch" in line
+    checked = wand("check", "pod/noptrace", "-o", "json")
+    assert checked.returncode == 1
+    rows = {r["check"]: r for r in json.loads(checked.stdout)["rows"]}
+    assert rows["SYS_PTRACE"]["status"] == "warn" and "SYS_PTRACE" in rows["SYS_PTRACE"]["fix"]
+    assert rows["permission"]["status"] == "fail" and "kubectl patch" in rows["permission"]["fix"]
+    assert leftovers(cluster, "noptrace") == "[]"
+
+
+def test_check_on_a_healthy_pod(cluster, wand):
+    result = wand("check", "deploy/web", "--pod", cluster.pod_names("app=web")[0])
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("pod", "container", "SYS_PTRACE", "RBAC pods/exec", "interpreter", "main thread"):
+        assert any(line.startswith(name) for line in result.stdout.splitlines()), (name, result.stdout)
+
+
+def test_rbac_forbidden_exec(cluster, wand):
+    manifest = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: wand-e2e}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: wand-e2e}
+rules: [{apiGroups: [""], resources: [pods, services], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader-reads, namespace: wand-e2e}
+subjects: [{kind: ServiceAccount, name: reader, namespace: wand-e2e}]
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+"""
+    cluster.kubectl("apply", "-f", "-", input=manifest, check=True)
+    pod = cluster.pod_names("app=web")[0]
+    result = wand("exec-py", "pod/" + pod, "--as", "system:serviceaccount:wand-e2e:reader", "--", "1")
+    assert result.returncode == 6
+    line = one_line(result)
+    assert "forbidden (RBAC)" in line and "pods/exec" in line
+    checked = wand("check", "pod/" + pod, "--as", "system:serviceaccount:wand-e2e:reader")
+    assert checked.returncode == 1 and "RBAC pods/exec" in checked.stdout
+
+
+def test_environment_errors(cluster, wand, tmp_path):
+    pod = cluster.pod_names("app=web")[0]
+    no_kubectl = wand("exec-py", "pod/" + pod, "--", "1", env={"PATH": str(tmp_path), "KUBECTL_PATH": ""})
+    assert no_kubectl.returncode == 6 and "kubectl not found" in one_line(no_kubectl)
+    started = time.monotonic()
+    unreachable = wand("get", "processes", "pod/" + pod, "--server", "https://127.0.0.1:1", "--request-timeout", "2s",
+                       "--insecure-skip-tls-verify")
+    assert time.monotonic() - started < 20
+    assert unreachable.returncode == 6 and "cannot reach the Kubernetes API server" in one_line(unreachable)
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = wand("attach", "pod/" + pod, "--local-port", port, timeout=60)
+    assert result.returncode == 6 and "local port %d is busy" % port in one_line(result)
+
+
+def test_context_and_kubeconfig_flags(cluster, wand, tmp_path):
+    import yaml
+    with open(cluster.kubeconfig) as f:
+        cfg = yaml.safe_load(f)
+    ctx = dict(cfg["contexts"][0])
+    ctx = {"name": "wand-e2e-ns", "context": dict(ctx["context"], namespace="wand-e2e")}
+    cfg["contexts"].append(ctx)
+    path = tmp_path / "config"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {"KUBECONFIG": "/nonexistent"}  # --kubeconfig must win over the environment
+    result = wand("get", "processes", "deploy/web", "--kubeconfig", path, "--context", "wand-e2e-ns", "-o", "json",
+                  env=env)
+    assert {p["namespace"] for p in items(result)} == {"wand-e2e"}
+    bad = wand("get", "processes", "deploy/web", "--kubeconfig", path, "--context", "nope", env=env)
+    assert bad.returncode == 2 and "context 'nope' not found" in one_line(bad)

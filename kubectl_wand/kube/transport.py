@@ -35,7 +35,7 @@ def agent_header() -> bytes:
 
 # The command line stays tiny (it shows up in `ps`, kubelet URLs and error messages): it reads
 # agent/boot.py's source as the first stdin line and runs it.
-LOADER = "import sys,json;exec(json.loads(sys.stdin.readline()))"
+LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
 
 
 def boot_line() -> bytes:
@@ -288,5 +288,7 @@ def close(proc):
 def last_line(text: str) -> str:
     """The last meaningful line of kubectl's stderr, with request URLs elided, at most 300 characters."""
     rows = [r.strip() for r in text.strip().splitlines() if r.strip() and "Unknown stream id" not in r]
+    if len(rows) > 1 and rows[-1].startswith("command terminated with exit code"):
+        rows.pop()  # the remote error (a traceback's last line) says more than kubectl's summary
     line = re.sub(r'(Post|Get) "https?://[^"]*"', r"\1 <kubelet URL>", rows[-1]) if rows else ""
     return line if len(line) <= 300 else line[:297] + "..."

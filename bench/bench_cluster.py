@@ -131,14 +131,19 @@ def start_attach(wand, target, port, env):
     t = time.perf_counter()
     proc = subprocess.Popen(wand + ["attach", target, "-n", NS, "--port", str(port), "--local-port", "0", "-q"],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first, line, deadline = None, "", time.monotonic() + 60
+    first, line, pending, deadline = None, "", "", time.monotonic() + 60
+    fd = proc.stdout.fileno()
     while time.monotonic() < deadline and "Forwarding 127.0.0.1" not in line:
-        if not select.select([proc.stdout], [], [], 1)[0]:
+        if "\n" in pending:
+            line, pending = pending.split("\n", 1)
+            first = first or line
             continue
-        line = proc.stdout.readline()
-        if not line:
+        if not select.select([fd], [], [], 1)[0]:
+            continue
+        chunk = os.read(fd, 65536)  # raw reads: select() and buffered readline() do not mix
+        if not chunk:
             raise SystemExit("attach %s failed: %s" % (target, proc.stderr.read()))
-        first = first or line
+        pending += chunk.decode()
     _first_lines.append(line)
     return proc, time.perf_counter() - t, first or ""
 

@@ -210,7 +210,23 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return errors.OK
+        # Only a reader that went away (`kubectl wand get processes | head -1`) is benign; silence the
+        # interpreter's own flush of the dead stdout at exit.
+        if sys.stdout.closed or not stdout_alive():
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            return errors.OK
+        raise
+
+
+def stdout_alive() -> bool:
+    try:
+        sys.stdout.flush()
+        return True
+    except (BrokenPipeError, ValueError):
+        return False
 
 
 def run(args) -> int:

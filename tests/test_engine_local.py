@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 import dap
-from conftest import private_dirs
+from leftovers import private_dirs
 
 pytestmark = pytest.mark.py314
 

@@ -88,7 +88,7 @@ def run_attach(request, fetch_blob):
     pid = int(request["pid"])
     host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
     injection = Injection(pid, float(request.get("timeout", 15.0)))
-    if port_taken(host, port) and not adapter_listening_on(port):
+    if port_taken(host, port) and not ours_on_port(port, pid):
         # Fail before touching the target: debugpy.listen would spawn an adapter only to see it die.
         raise AgentError("port", "port %d is already in use beside the target; choose another with --port" % port)
 
@@ -130,20 +130,37 @@ def port_taken(host: str, port: int) -> bool:
         probe.close()
 
 
-def adapter_listening_on(port: int) -> bool:
-    """Whether a debugpy adapter holds the port (then the target's hello tells us if it is its server)."""
+def ours_on_port(port: int, pid: int) -> bool:
+    """Whether the listener on ``port`` is the target itself (an in-process debug server from an earlier
+    attach) or a debugpy adapter process: then the target's hello decides whether it is its server."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add("socket:[%s]" % fields[9])
+    if not inodes:
+        return False
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                args = f.read().split(b"\0")
+            links = {os.readlink("/proc/%s/fd/%s" % (name, fd)) for fd in os.listdir("/proc/%s/fd" % name)}
         except OSError:
             continue
-        if any(b"debugpy" in a and b"adapter" in a for a in args) and b"--port" in args:
-            i = args.index(b"--port")
-            if i + 1 < len(args) and args[i + 1] == str(port).encode():
+        if links & inodes:
+            if int(name) == pid:
                 return True
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    return b"debugpy" in f.read()
+            except OSError:
+                return False
     return False
 
 

@@ -16,16 +16,21 @@ class Options:
 
     def validate(self):
         a = self.args
-        for name in ("port", "local_port"):
-            value = getattr(a, name)
-            if value is not None and not 0 < value < 65536:
-                raise WandError("--%s must be 1-65535" % name.replace("_", "-"), errors.USAGE)
+        if not 0 < a.port < 65536:
+            raise WandError("--port must be 1-65535", errors.USAGE)
+        if a.local_port is not None and not 0 <= a.local_port < 65536:
+            raise WandError("--local-port must be 0-65535 (0: any free port)", errors.USAGE)
         if a.output not in (None, "json", "yaml"):
             raise WandError("attach prints -o json or -o yaml (or text without -o)", errors.USAGE)
 
     def run(self, out, err):
         a = self.args
         target, transport = common.one_transport(a, "attach")
+        if not transport.local and a.local_port and not a.no_forward:
+            from ..kube.transport import port_free
+            if not port_free(a.local_port):  # before touching the target: bad input leaves it unchanged
+                raise WandError("local port %d is busy; choose another with --local-port (0: any free port)"
+                                % a.local_port, errors.ENVIRONMENT)
         if a.address not in ("127.0.0.1", "localhost"):
             err.write("warning: the debug server will listen on %s: anyone who can reach that address can run "
                       "code in the process (debugpy has no authentication)\n" % a.address)

@@ -93,8 +93,11 @@ class KubectlTransport(Transport):
             import sys
             sys.stderr.write("+ %s\n" % " ".join(argv))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc.stdin.write(boot_line() + agent_header() + json.dumps(request).encode() + b"\n")
-        proc.stdin.flush()
+        try:
+            proc.stdin.write(boot_line() + agent_header() + json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # kubectl already exited (forbidden, no such pod...): its stderr says why, read by the caller
         return proc
 
     def _agent_once(self, python, request, timeout):
@@ -106,8 +109,11 @@ class KubectlTransport(Transport):
                 msg = json.loads(line)
                 if "need" in msg:
                     blob = debugpy_bundle.blob(msg["need"])
-                    proc.stdin.write(json.dumps({"blob": base64.b64encode(blob).decode()}).encode() + b"\n")
-                    proc.stdin.flush()
+                    try:
+                        proc.stdin.write(json.dumps({"blob": base64.b64encode(blob).decode()}).encode() + b"\n")
+                        proc.stdin.flush()
+                    except BrokenPipeError:
+                        break
                 elif "result" in msg:
                     return msg["result"]
         except TimeoutError:
@@ -176,7 +182,7 @@ class PortForward(Forward):
         # The editor config names the port: keep it across restarts; prefer the pod's port number first.
         want = self.requested if self.requested is not None else (self.local_port or self.remote_port)
         if want and not port_free(want):
-            if self.requested is not None:
+            if self.requested:
                 raise WandError("local port %d is busy; choose another with --local-port" % want, errors.ENVIRONMENT)
             want = 0
         spec = "%d:%d" % (want, self.remote_port) if want else ":%d" % self.remote_port

@@ -141,21 +141,26 @@ class Attached:
                                      env=wand_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      stdin=subprocess.DEVNULL)
         self.out = []
+        self.pending = ""
 
     def read_until(self, pattern, timeout=60):
+        """Read stdout lines (raw fd reads: select() and buffered readline() do not mix) until pattern."""
         deadline = time.monotonic() + timeout
-        fd = self.proc.stdout
+        fd = self.proc.stdout.fileno()
         while time.monotonic() < deadline:
+            while "\n" in self.pending:
+                line, self.pending = self.pending.split("\n", 1)
+                self.out.append(line + "\n")
+                m = re.search(pattern, line)
+                if m:
+                    return m
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
-            line = fd.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            self.out.append(line)
-            m = re.search(pattern, line)
-            if m:
-                return m
+            self.pending += chunk.decode("utf-8", "replace")
         raise AssertionError("no %r in attach output:\n%s\nstderr:\n%s" % (
             pattern, "".join(self.out), self.stderr_now()))
 
@@ -172,7 +177,7 @@ class Attached:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
-        return self.proc.returncode, "".join(self.out) + out, err
+        return self.proc.returncode, "".join(self.out) + self.pending + out, err
 
 
 class HttpForward:

@@ -53,7 +53,11 @@ def target_selector(flags, target):
 
 
 def running(pod) -> bool:
-    return (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+    """Running and not terminating, with a container actually running (a crash-looping pod's phase is
+    Running too, but there is no process to attach to)."""
+    status = pod.get("status") or {}
+    return (status.get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp") and any(
+        "running" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or []))
 
 
 def describe_state(pod) -> str:

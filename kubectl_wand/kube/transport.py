@@ -131,6 +131,9 @@ class KubectlTransport(Transport):
             return WandError("kubectl exec into pod/%s is forbidden (RBAC): grant create on pods/exec in namespace "
                              "%s (rule: apiGroups [\"\"], resources [\"pods/exec\"], verbs [\"create\"])" % (
                                  self.name, self.namespace), errors.ENVIRONMENT)
+        if "unable to upgrade connection: container not found" in low:
+            return WandError("container %s in pod/%s is not running right now (restarting?); kubectl describe "
+                             "pod/%s tells why" % (self.container, self.name, self.name), errors.NOT_FOUND)
         if "container not found" in low or "is not valid for pod" in low:
             return WandError("container %s not found in pod/%s; check -c" % (self.container, self.name),
                              errors.NOT_FOUND)

@@ -381,3 +381,30 @@ def test_context_and_kubeconfig_flags(cluster, wand, tmp_path):
     assert {p["namespace"] for p in items(result)} == {"wand-e2e"}
     bad = wand("get", "processes", "deploy/web", "--kubeconfig", path, "--context", "nope", env=env)
     assert bad.returncode == 2 and "context 'nope' not found" in one_line(bad)
+
+
+def test_crash_looping_pod_is_not_running(cluster, wand):
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: crashing, namespace: wand-e2e, labels: {app: crashing}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: app, image: IMAGE, imagePullPolicy: IfNotPresent, command: ["python3", "-c", "raise SystemExit(3)"]}]
+"""
+    image = cluster.kubectl("get", "pod/nonroot", "-o", "jsonpath={.spec.containers[0].image}", check=True).stdout
+    cluster.kubectl("apply", "-f", "-", input=manifest.replace("IMAGE", image), check=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # wait until it has crashed at least once
+            state = cluster.kubectl("get", "pod/crashing", "-o",
+                                    "jsonpath={.status.containerStatuses[0].restartCount}").stdout
+            if state and int(state) >= 1:
+                break
+            time.sleep(0.5)
+        result = wand("exec-py", "pod/crashing", "--", "1")
+        assert result.returncode == 3
+        line = one_line(result)
+        assert "not Running" in line or "not running" in line, line
+    finally:
+        cluster.kubectl("delete", "pod/crashing", "--wait=false")

@@ -373,6 +373,7 @@ def test_check_healthy_and_blocked(spawn, wand):
                          "debugpy", "main thread"}
     assert all(r["status"] in ("ok", "warn") for r in rows.values())
     assert rows["interpreter"]["detail"].startswith("CPython 3.14")
+    assert rows["main thread"]["status"] == "ok"  # serve_forever polls every 50 ms: it wakes regularly
     sleeper = spawn("sleeper.py")
     blocked = {r["check"]: r for r in json.loads(wand("check", "pid/%d" % sleeper.pid, "-o", "json").stdout)["rows"]}
     assert blocked["main thread"]["status"] == "warn"

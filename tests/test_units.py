@@ -73,3 +73,24 @@ def test_choose_single_main_and_ambiguity():
     assert "--pid" in err.value.message
     with pytest.raises(WandError):
         choose_process([proc(5, 0, "helper")], "pod/x")
+
+
+def test_spinner_draws_on_a_terminal_only():
+    import os
+    import pty
+    import time
+
+    from kubectl_wand.spinner import Spinner
+    master, slave = pty.openpty()
+    with os.fdopen(slave, "w") as tty:
+        with Spinner("working", enabled=True, stream=tty):
+            time.sleep(0.5)  # a long step: the spinner must have drawn by now
+        drawn = os.read(master, 4096).decode()
+    os.close(master)
+    assert "working" in drawn and drawn.endswith("\r")
+    r, w = os.pipe()
+    with os.fdopen(w, "w") as pipe:
+        with Spinner("working", enabled=True, stream=pipe):
+            time.sleep(0.3)
+    with os.fdopen(r) as reader:
+        assert reader.read() == ""  # piped: nothing

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 
 from . import processes, procfs, runtime as runtime_mod
 from .session import blocked_in, main_thread_stack
@@ -122,12 +123,32 @@ def find_debugpy(proc):
     return None
 
 
-def main_thread_row(rt):
+def wakeups(pid: int):
+    text = procfs.read_text("/proc/%d/task/%d/status" % (pid, pid)) or ""
+    value = procfs.parse_status(text).get("voluntary_ctxt_switches")
+    return int(value) if value and value.isdigit() else None
+
+
+def main_thread_row(rt, window: float = 0.2):
+    """Is the main thread stuck in a C call right now, or does it come back to Python regularly?
+
+    A thread in poll()/select() with a short timeout is "in C" at almost every instant yet runs an injection
+    within milliseconds. What tells them apart is whether it wakes: its voluntary context switches go up each
+    time it returns from a blocking call. We watch them over a short sampling window.
+    """
+    pid = rt.proc.pid
+    before = wakeups(pid)
     frames = main_thread_stack(rt)
     where = ("%s:%s in %s" % (frames[0]["file"], frames[0]["line"], frames[0]["function"])) if frames else "unknown"
-    call = blocked_in(rt.proc.pid)
-    state = procfs.Proc(rt.proc.pid).state
-    if call in BLOCKING_CALLS and state in ("S", "D"):
-        return row("main thread", "warn", "blocked in C (%s) at %s" % (call, where),
-                   "an injection runs when that call returns; --timeout bounds the wait")
+    call = blocked_in(pid)
+    if call in BLOCKING_CALLS:
+        deadline = time.monotonic() + window
+        while time.monotonic() < deadline and blocked_in(pid) == call:
+            time.sleep(0.02)  # a sampling window: waking up is exactly what we are watching for
+        after = wakeups(pid)
+        woke = before is not None and after is not None and after != before
+        if not woke and blocked_in(pid) == call:
+            return row("main thread", "warn", "blocked in C (%s) at %s" % (call, where),
+                       "an injection runs when that call returns; --timeout bounds the wait")
+        return row("main thread", "ok", "waits in %s at %s but wakes regularly" % (call, where))
     return row("main thread", "ok", "running Python at %s" % where)

@@ -5,6 +5,7 @@ import sys
 import time
 
 from .. import editor, errors, printers, report
+from ..spinner import step
 from ..errors import WandError
 from . import common
 
@@ -68,8 +69,9 @@ class Options:
 
 def start_server(transport, pid, a):
     """Inject debugpy (or find the one already there); returns the agent's result, listening confirmed."""
-    result = transport.agent({"op": "attach", "pid": pid, "host": a.address, "port": a.port,
-                              "timeout": a.timeout}, timeout=a.timeout + a.request_timeout_s)
+    with step(a, "starting the debug server in %s pid %d" % (transport.where, pid)):
+        result = transport.agent({"op": "attach", "pid": pid, "host": a.address, "port": a.port,
+                                  "timeout": a.timeout}, timeout=a.timeout + a.request_timeout_s)
     if result.get("status") in ("pending", "running"):
         report.timed_out(result, sys.stderr)
         raise WandError("attach did not complete (see above)", errors.TIMEOUT)

@@ -14,7 +14,9 @@ def resolve(args):
     if target is None and not any(getattr(args, name, None) for name in ("selector", "all_namespaces", "namespace")):
         return None, []  # no target and no cluster flag: this machine (get processes)
     from .. import kube  # imported only for cluster targets: keeps local use and --help fast
-    return target, kube.transports(args, target)
+    from ..spinner import step
+    with step(args, "finding pods"):
+        return target, kube.transports(args, target)
 
 
 def one_transport(args, verb):
@@ -36,7 +38,9 @@ def target_pid(args, transport, target):
     if getattr(args, "pid", None):
         return args.pid, None
     from ..selection import choose_process
-    listing = check_result(transport.agent({"op": "list"}, timeout=args.request_timeout_s), transport)
+    from ..spinner import step
+    with step(args, "listing processes in %s" % transport.where):
+        listing = check_result(transport.agent({"op": "list"}, timeout=args.request_timeout_s), transport)
     return choose_process(listing["processes"], transport.where)
 
 

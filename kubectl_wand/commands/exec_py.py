@@ -1,9 +1,8 @@
 """`kubectl wand exec-py TARGET -- CODE | -f FILE | -f -`: run code inside the live process."""
 from __future__ import annotations
 
-import sys
-
 from .. import errors, printers, report
+from ..spinner import step
 from ..errors import WandError
 from . import common
 
@@ -42,8 +41,9 @@ class Options:
         pid, note = common.target_pid(self.args, transport, target)
         if note and not self.args.quiet:
             err.write(note + "\n")
-        result = transport.agent({"op": "exec", "pid": pid, "code": self.code, "timeout": self.args.timeout},
-                                 timeout=self.args.timeout + self.args.request_timeout_s)
+        with step(self.args, "running code in %s pid %d" % (transport.where, pid)):
+            result = transport.agent({"op": "exec", "pid": pid, "code": self.code, "timeout": self.args.timeout},
+                                     timeout=self.args.timeout + self.args.request_timeout_s)
         result.pop("hello", None)
         result["pid"] = pid
         if self.args.output:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import errors, printers
+from ..spinner import step
 from ..errors import WandError
 from . import common
 
@@ -34,7 +35,8 @@ class Options:
         if target is None and not transports:
             from ..transport.local import LocalTransport
             transports = [LocalTransport()]
-        rows, failures = collect(transports, only_pid, self.args.request_timeout_s)
+        with step(self.args, "listing Python processes"):
+            rows, failures = collect(transports, only_pid, self.args.request_timeout_s)
         for where, exc in failures:
             err.write("error: %s: %s\n" % (where, exc.message if isinstance(exc, WandError) else exc))
         if only_pid is not None and not rows and not failures:

@@ -45,10 +45,14 @@ def foreground(opts, out, err, transport, pid, session):
         err.write("not forwarding (--no-forward); to reach it: kubectl port-forward --address 127.0.0.1 -n %s "
                   "pod/%s %d:%d\n" % (transport.namespace, transport.name, a.local_port or remote_port, remote_port))
         return code
-    forward = transport.forward(remote_port, a.local_port)
+    from ..spinner import step
+    with step(a, "forwarding the debug port"):
+        forward = transport.forward(remote_port, a.local_port)
     watcher = None
     try:
-        if not server_answers("127.0.0.1", forward.local_port, 15.0):
+        with step(a, "waiting for the debug server through the forward"):
+            answers = server_answers("127.0.0.1", forward.local_port, 15.0)
+        if not answers:
             raise errors.WandError("the debug server does not answer through the port-forward on 127.0.0.1:%d"
                                    % forward.local_port, errors.ENVIRONMENT)
         opts.report(out, err, transport, pid, session, forward.local_port, extra={"forwarding": True})

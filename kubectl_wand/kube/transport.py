@@ -18,22 +18,29 @@ from ..transport import Forward, Transport
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
 _SOURCES = {}
+_LOCK = threading.Lock()
 
 
 def agent_header() -> bytes:
     """The first stdin line for agent/boot.py: the agent's module sources, verbatim."""
-    if not _SOURCES:
-        here = os.path.dirname(agent_pkg.__file__)
-        for name in agent_pkg.MODULES + agent_pkg.PASSENGERS + ("boot",):
-            with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
-                _SOURCES[name] = f.read()
+    with _LOCK:  # pods are listed from several threads at once
+        if not _SOURCES:
+            here = os.path.dirname(agent_pkg.__file__)
+            for name in agent_pkg.MODULES + agent_pkg.PASSENGERS + ("boot",):
+                with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
+                    _SOURCES[name] = f.read()
     modules = {k: v for k, v in _SOURCES.items() if k != "boot"}
     return json.dumps({"order": list(agent_pkg.MODULES), "modules": modules}).encode() + b"\n"
 
 
-def boot_source() -> str:
+# The command line stays tiny (it shows up in `ps`, kubelet URLs and error messages): it reads
+# agent/boot.py's source as the first stdin line and runs it.
+LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
+
+
+def boot_line() -> bytes:
     agent_header()
-    return _SOURCES["boot"]
+    return json.dumps(_SOURCES["boot"]).encode() + b"\n"
 
 
 class KubectlTransport(Transport):
@@ -81,12 +88,12 @@ class KubectlTransport(Transport):
             self.name, ", ".join(containers)), errors.NOT_FOUND)
 
     def start_agent(self, python, request):
-        argv = self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, "-c", boot_source())
+        argv = self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, "-c", LOADER)
         if self.flags.verbosity >= 6:
             import sys
-            sys.stderr.write("+ %s\n" % " ".join(argv[:-1] + ["<agent/boot.py>"]))
+            sys.stderr.write("+ %s\n" % " ".join(argv))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc.stdin.write(agent_header() + json.dumps(request).encode() + b"\n")
+        proc.stdin.write(boot_line() + agent_header() + json.dumps(request).encode() + b"\n")
         proc.stdin.flush()
         return proc
 
@@ -123,6 +130,9 @@ class KubectlTransport(Transport):
                              errors.NOT_FOUND)
         if "notfound" in low.replace(" ", "") and "pods" in low:
             return WandError("pod %s not found in namespace %s" % (self.name, self.namespace), errors.NOT_FOUND)
+        if "error sending request" in low or ":10250" in low:
+            return WandError("the API server could not reach the kubelet of pod/%s's node (%s); is the node Ready?"
+                             % (self.name, last_line(text)), errors.ENVIRONMENT)
         if "unable to connect" in low or "connection refused" in low or "i/o timeout" in low:
             return WandError("cannot reach the Kubernetes API server: %s" % last_line(text), errors.ENVIRONMENT)
         return WandError("kubectl exec into %s failed (exit %s): %s" % (self.where, code, last_line(text)),
@@ -256,6 +266,7 @@ def lines(pipe, deadline):
             if buf:
                 yield buf
             return
+        buf += chunk
 
 
 def close(proc):
@@ -275,5 +286,9 @@ def close(proc):
 
 
 def last_line(text: str) -> str:
-    rows = [r.strip() for r in text.strip().splitlines() if r.strip()]
-    return rows[-1] if rows else ""
+    """The last meaningful line of kubectl's stderr, with request URLs elided, at most 300 characters."""
+    rows = [r.strip() for r in text.strip().splitlines() if r.strip() and "Unknown stream id" not in r]
+    if len(rows) > 1 and rows[-1].startswith("command terminated with exit code"):
+        rows.pop()  # the remote error (a traceback's last line) says more than kubectl's summary
+    line = re.sub(r'(Post|Get) "https?://[^"]*"', r"\1 <kubelet URL>", rows[-1]) if rows else ""
+    return line if len(line) <= 300 else line[:297] + "..."

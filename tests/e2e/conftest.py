@@ -4,6 +4,10 @@
 already up, long when cold (it builds Kubernetes: CI should run `hack/cluster up` before pytest). Tests
 using it are skipped when the cluster cannot start here (not root, no Go, unsuitable host), unless
 WAND_REQUIRE_CLUSTER=1, in which case the fixture fails with hack/cluster's output.
+
+To run the same tests against another cluster (kind, minikube, ...), load the images and deploy the
+workloads there (docs/e2e-other-clusters.md), then set WAND_E2E_KUBECONFIG=/path/to/kubeconfig: the
+fixture then uses it as is and never runs hack/cluster.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class Cluster:
     kubeconfig: str
     namespace: str = NAMESPACE
     env: dict = field(default_factory=dict)
+    external: bool = False  # True: not hack/cluster's own cluster (WAND_E2E_KUBECONFIG)
 
     def kubectl(self, *args: str, timeout: float = 60, check: bool = False, input: str | None = None,
                 namespaced: bool = True) -> subprocess.CompletedProcess:
@@ -50,6 +55,10 @@ def _require() -> bool:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
+    external = os.environ.get("WAND_E2E_KUBECONFIG")
+    if external:
+        return Cluster(kubeconfig=external, namespace=NAMESPACE, env=dict(os.environ, KUBECONFIG=external),
+                       external=True)
     try:
         proc = subprocess.run([str(HACK_CLUSTER), "up"], capture_output=True, text=True,
                               timeout=UP_TIMEOUT, stdin=subprocess.DEVNULL)

@@ -39,10 +39,11 @@ def wait_port(port: int, proc: subprocess.Popen, deadline_s: float = 30) -> None
 def test_node_ready(cluster):
     out = cluster.kubectl("get", "nodes", "-o", "json", namespaced=False, check=True)
     nodes = json.loads(out.stdout)["items"]
-    assert len(nodes) == 1
     ready = {c["type"]: c["status"] for c in nodes[0]["status"]["conditions"]}["Ready"]
     assert ready == "True"
-    assert nodes[0]["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.34.")
+    if not cluster.external:
+        assert len(nodes) == 1
+        assert nodes[0]["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.34.")
     text = cluster.kubectl("get", "nodes", namespaced=False, check=True).stdout
     assert " Ready " in text
 

@@ -1,0 +1,42 @@
+"""A progress spinner on stderr for long steps: only on a terminal, never when piped, silenced by --quiet."""
+from __future__ import annotations
+
+import sys
+import threading
+
+FRAMES = "|/-\\"
+
+
+class Spinner:
+    def __init__(self, message: str, enabled: bool, stream=None):
+        self.message, self.stream = message, stream or sys.stderr
+        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.stop = threading.Event()
+        self.thread = None
+
+    def __enter__(self):
+        if self.enabled:
+            self.thread = threading.Thread(target=self._spin, daemon=True)
+            self.thread.start()
+        return self
+
+    def _spin(self):
+        i = 0
+        # Wait 0.15 s before drawing: quick steps show nothing at all.
+        while not self.stop.wait(0.15 if i == 0 else 0.1):
+            self.stream.write("\r%s %s " % (FRAMES[i % len(FRAMES)], self.message))
+            self.stream.flush()
+            i += 1
+        if i:
+            self.stream.write("\r" + " " * (len(self.message) + 3) + "\r")
+            self.stream.flush()
+
+    def __exit__(self, *exc):
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
+        return False
+
+
+def step(args, message: str) -> Spinner:
+    return Spinner(message, enabled=not getattr(args, "quiet", False))

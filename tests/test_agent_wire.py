@@ -1,0 +1,35 @@
+"""The pod-side wire protocol without a cluster: the exact loader command and stdin kubectl exec carries,
+run by a local interpreter against a real 3.14 target. Proves the agent needs no files of ours."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kubectl_wand.kube.transport import LOADER, agent_header, boot_line
+
+
+def run_agent(request, cwd):
+    done = subprocess.run([sys.executable, "-I", "-c", LOADER], input=boot_line() + agent_header() +
+                          json.dumps(request).encode() + b"\n", capture_output=True, timeout=60, cwd=cwd)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])["result"]
+
+
+@pytest.mark.py314
+def test_agent_over_stdin_lists_and_runs_code(spawn, tmp_path):
+    app = spawn("busy.py")
+    listed = run_agent({"op": "list", "pid": app.pid}, tmp_path)
+    assert listed["status"] == "ok" and listed["processes"][0]["pid"] == app.pid
+    ran = run_agent({"op": "exec", "pid": app.pid, "code": "print('hi'); 2 + 2", "timeout": 5}, tmp_path)
+    assert ran["status"] == "ok" and ran["stdout"] == "hi\n" and ran["value"] == "4"
+
+
+def test_agent_sources_are_verbatim_module_files():
+    header = json.loads(agent_header())
+    import kubectl_wand.agent.payload as payload
+    with open(payload.__file__) as f:
+        assert header["modules"]["payload"] == f.read()
+    assert "boot" not in header["modules"] and header["order"][-1] == "main"

@@ -38,6 +38,7 @@ class Release:
 def build(out_dir) -> Release:
     """krew/build into out_dir, updating a copy of plugins.yaml there (the checkout stays untouched)."""
     out_dir = str(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
     manifest = os.path.join(out_dir, "plugins.yaml")
     shutil.copy(os.path.join(REPO, "plugins.yaml"), manifest)
     proc = run([sys.executable, os.path.join(REPO, "krew", "build"), "--out", out_dir, "--manifest", manifest],
@@ -111,6 +112,7 @@ def manifest_problems(doc, archive_sha256=None):
 
 def tools_dir(path):
     """A directory holding only kubectl and python3 (what the plugins need), for a PATH with no stray plugins."""
+    os.makedirs(str(path), exist_ok=True)
     for tool in ("kubectl", "python3"):
         found = shutil.which(tool)
         assert found, "%s not on PATH" % tool

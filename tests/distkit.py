@@ -113,10 +113,13 @@ def manifest_problems(doc, archive_sha256=None):
 def tools_dir(path):
     """A directory holding only kubectl and python3 (what the plugins need), for a PATH with no stray plugins."""
     os.makedirs(str(path), exist_ok=True)
-    for tool in ("kubectl", "python3"):
-        found = shutil.which(tool)
-        assert found, "%s not on PATH" % tool
-        os.symlink(os.path.realpath(found), os.path.join(str(path), tool))
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl not on PATH"
+    os.symlink(os.path.realpath(kubectl), os.path.join(str(path), "kubectl"))
+    # a real interpreter, not a version manager's shim (a shell script that wants more on PATH)
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else os.path.realpath(
+        getattr(sys, "_base_executable", sys.executable))
+    os.symlink(python, os.path.join(str(path), "python3"))
     return str(path)
 
 

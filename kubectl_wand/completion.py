@@ -105,6 +105,11 @@ class Line:
             i += 1
 
     def store(self, action, value):
+        if callable(action.type):
+            try:
+                value = action.type(value)  # e.g. -v 6 is an int to the code that reads it
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                return
         if isinstance(action, argparse._AppendAction):
             self.values.setdefault(action.dest, []).append(value)
         else:

@@ -177,3 +177,9 @@ def test_kubectl_runs_the_completer(kubectl_path, kubeconfig):
     proc = subprocess.run(["kubectl", "__complete", "wand", "get", "processes", "-o", ""], capture_output=True,
                           text=True, timeout=30, env=env)
     assert proc.stdout.splitlines() == ["wide", "json", "yaml", "name", ":4"], proc.stdout + proc.stderr
+
+
+def test_typed_flags_on_the_line_keep_their_types(complete):
+    # -v is an int to the transport; a string there would break the PID lookup and print nothing
+    assert complete("attach", "pid/1", "-v", "6", "--pid", "") == (["1"], 4)
+    assert complete("attach", "pid/1", "--port", "not-a-number", "--pid", "") == (["1"], 4)

@@ -13,14 +13,21 @@ import sys
 import time
 
 from . import processes
-from .session import AgentError, Injection, main_thread_stack, target
+
+
+# Listing and watching need only these modules; a pod is sent no more than an operation needs.
+LIGHT_OPS = {"list", "watch"}
+LIGHT_MODULES = ("elf", "procfs", "processes", "main")
 
 
 def handle(request: dict, fetch_blob=None) -> dict:
     op = request.get("op")
+    if op == "list":
+        return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
+    if op == "watch":
+        return watch(int(request["pid"]), request.get("stdin_watch", False))
+    from .session import AgentError, main_thread_stack, target
     try:
-        if op == "list":
-            return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
         if op == "exec":
             return run_exec(request)
         if op == "attach":
@@ -28,8 +35,6 @@ def handle(request: dict, fetch_blob=None) -> dict:
         if op == "check":
             from . import checks
             return checks.run(request["pid"])
-        if op == "watch":
-            return watch(int(request["pid"]), request.get("stdin_watch", False))
         if op == "stack":
             _proc, rt = target(request["pid"])
             return {"status": "ok", "frames": main_thread_stack(rt)}
@@ -78,6 +83,7 @@ def watch(pid: int, stdin_watch: bool) -> dict:
 
 
 def run_exec(request):
+    from .session import Injection
     code = request["code"]
     injection = Injection(int(request["pid"]), float(request.get("timeout", 10.0)))
     return injection.run({"op": "exec", "code": code, "timeout": request.get("timeout", 10.0)},
@@ -85,6 +91,7 @@ def run_exec(request):
 
 
 def run_attach(request, fetch_blob):
+    from .session import AgentError, Injection
     pid = int(request["pid"])
     host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
     injection = Injection(pid, float(request.get("timeout", 15.0)))
@@ -246,6 +253,7 @@ def serve_stdio():
         write({"need": name})
         reply = json.loads(stdin.readline() or b"{}")
         if "blob" not in reply:
+            from .session import AgentError
             raise AgentError("debugpy", "the CLI could not supply %s" % name)
         return base64.b64decode(reply["blob"])
 

@@ -16,7 +16,7 @@ COLUMNS = [
 ]
 COMMAND = ("COMMAND", lambda r: r["command"] if len(r["command"]) <= 60 else r["command"][:57] + "...")
 WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "command")]
-PARALLEL = 16  # pods listed at once: enough for a big Deployment, gentle on the API server and kubelet
+PARALLEL = 32  # pods listed at once: one wave for most workloads, still bounded for the API server and kubelets
 
 
 class Options:

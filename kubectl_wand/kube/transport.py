@@ -21,16 +21,19 @@ _SOURCES = {}
 _LOCK = threading.Lock()
 
 
-def agent_header() -> bytes:
-    """The first stdin line for agent/boot.py: the agent's module sources, verbatim."""
+def agent_header(op=None) -> bytes:
+    """The agent's module sources, verbatim, as the line agent/boot.py reads (only what ``op`` needs)."""
     with _LOCK:  # pods are listed from several threads at once
         if not _SOURCES:
             here = os.path.dirname(agent_pkg.__file__)
             for name in agent_pkg.MODULES + agent_pkg.PASSENGERS + ("boot",):
                 with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
                     _SOURCES[name] = f.read()
-    modules = {k: v for k, v in _SOURCES.items() if k != "boot"}
-    return json.dumps({"order": list(agent_pkg.MODULES), "modules": modules}).encode() + b"\n"
+    from ..agent.main import LIGHT_MODULES, LIGHT_OPS
+    order = LIGHT_MODULES if op in LIGHT_OPS else agent_pkg.MODULES
+    names = order if op in LIGHT_OPS else order + agent_pkg.PASSENGERS
+    modules = {k: _SOURCES[k] for k in names}
+    return json.dumps({"order": list(order), "modules": modules}).encode() + b"\n"
 
 
 # The command line stays tiny (it shows up in `ps`, kubelet URLs and error messages): it reads
@@ -94,7 +97,7 @@ class KubectlTransport(Transport):
             sys.stderr.write("+ %s\n" % " ".join(argv))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            proc.stdin.write(boot_line() + agent_header() + json.dumps(request).encode() + b"\n")
+            proc.stdin.write(boot_line() + agent_header(request.get("op")) + json.dumps(request).encode() + b"\n")
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # kubectl already exited (forbidden, no such pod...): its stderr says why, read by the caller

@@ -94,3 +94,17 @@ def test_spinner_draws_on_a_terminal_only():
             time.sleep(0.3)
     with os.fdopen(r) as reader:
         assert reader.read() == ""  # piped: nothing
+
+
+def test_ptrace_fix_for_a_deployment_and_a_bare_pod(monkeypatch):
+    import json
+    from kubectl_wand.kube import checks
+    pod = {"metadata": {"name": "web-1", "namespace": "ns"}}
+    monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("deployment", "web"))
+    fix = checks.ptrace_patch(None, pod, "app")
+    assert fix.startswith("kubectl patch -n ns deployment/web --patch '")
+    patch = json.loads(fix.split("--patch ", 1)[1].strip("'"))
+    container = patch["spec"]["template"]["spec"]["containers"][0]
+    assert container == {"name": "app", "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}
+    monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("pod", "web-1"))
+    assert checks.ptrace_patch(None, pod, "app").startswith("recreate pod/web-1 with")

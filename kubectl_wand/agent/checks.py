@@ -58,6 +58,8 @@ def run(pid: int) -> dict:
 
 def version_row(proc, info):
     vt = info["version_tuple"]
+    if not vt and not proc.readable:
+        return row("interpreter", "warn", "cannot read its binary without permission (see the permission row)")
     if not vt:
         return row("interpreter", "fail", "cannot tell the Python version", "is it CPython 3.14+?")
     if tuple(vt) < processes.MIN_VERSION:

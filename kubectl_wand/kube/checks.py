@@ -24,12 +24,11 @@ def ptrace_patch(flags, pod, container_name) -> str:
     kind, name = owner_workload(flags, pod)
     patch = {"spec": {"containers": [{"name": container_name, "securityContext": {
         "capabilities": {"add": ["SYS_PTRACE"]}}}]}}
-    if kind in ("deployment", "statefulset", "daemonset", "replicaset", "job"):
-        patch = {"spec": {"template": patch}}
-        target = "%s/%s" % (kind, name)
-    else:
-        target = "pod/%s (pods cannot gain capabilities in place: recreate it with)" % name
-    return "kubectl patch -n %s %s --patch '%s'" % (pod["metadata"]["namespace"], target, json.dumps(
+    if kind not in ("deployment", "statefulset", "daemonset", "replicaset", "job"):
+        return ("recreate pod/%s with securityContext.capabilities.add: [SYS_PTRACE] in container %s (a running "
+                "pod's capabilities cannot change)" % (name, container_name))
+    patch = {"spec": {"template": patch}}
+    return "kubectl patch -n %s %s/%s --patch '%s'" % (pod["metadata"]["namespace"], kind, name, json.dumps(
         patch, separators=(",", ":")))
 
 

@@ -1,4 +1,4 @@
-.PHONY: test demo bench cluster-up cluster-down
+.PHONY: test demo bench krew cluster-up cluster-down
 
 # The test command from the README: real Python 3.14 processes and a real single-node cluster.
 test:
@@ -16,3 +16,7 @@ cluster-up:
 
 cluster-down:
 	hack/cluster down
+
+# The krew release archive (dist/kubectl-wand-v<version>.tar.gz); writes its sha256 into plugins.yaml.
+krew:
+	krew/build

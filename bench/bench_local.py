@@ -57,6 +57,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rootfs", help="Debian sid root filesystem with python3.14 (hack/py314-rootfs)")
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--zipapp", help="a built kubectl-wand zipapp (krew/build) to time as well")
     args = ap.parse_args()
     exe = shutil.which("python3.14")
     if exe:
@@ -77,6 +78,11 @@ def main():
     try:
         help_times = timed(CLI + ["--help"], args.runs)
         results.append(("kubectl wand --help", help_times, 0.15))
+        results.append(("kubectl_complete-wand '' (verbs)", timed(
+            [sys.executable, "-m", "kubectl_wand.completion", ""], args.runs), 0.15))
+        if args.zipapp:
+            results.append(("zipapp --help (unpacked)", timed([sys.executable, "-I", args.zipapp, "--help"],
+                                                              args.runs), 0.15))
         timed(CLI + ["exec-py", "pid/%d" % pid, "--", "1"], 2)  # warm the page cache and the target's imports
         results.append(("exec-py round trip, busy target", timed(CLI + ["exec-py", "pid/%d" % pid, "--", "counter"],
                                                                   args.runs), 0.15))

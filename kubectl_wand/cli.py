@@ -70,7 +70,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=36, width=110)
 
     def add_usage(self, usage, actions, groups, prefix=None):
-        super().add_usage(usage, actions, groups, prefix="Usage:\n  ")
+        # prefix '' is argparse computing a subcommand's prog: leave that alone
+        super().add_usage(usage, actions, groups, prefix="Usage:\n  " if prefix is None else prefix)
 
 
 class Parser(argparse.ArgumentParser):
@@ -121,14 +122,35 @@ def add_output(p, choices):
     p.add_argument("-o", "--output", choices=choices, help="output format")
 
 
+USAGES = {
+    "get": "kubectl wand get processes [TARGET] [options]",
+    "attach": "kubectl wand attach TARGET [options]",
+    "exec-py": "kubectl wand exec-py TARGET [options] -- CODE\n  kubectl wand exec-py TARGET [options] -f FILE",
+    "check": "kubectl wand check TARGET [options]",
+}
+
+
+def add_verb(sub, name, summary, description):
+    """A verb that acts on one process: TARGET and --pid, kubectl-style help."""
+    verb = sub.add_parser(name, help=summary, formatter_class=Formatter, epilog=EXAMPLES[name],
+                          description=description, usage=USAGES[name])
+    verb.add_argument("target", help="POD, TYPE/NAME or pid/N")
+    return verb
+
+
+def add_pid(verb):
+    verb.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
+
+
 def build_parser():
     parser = Parser(
-        prog="kubectl wand", formatter_class=Formatter, description=DESCRIPTION,
+        prog="kubectl wand", usage="kubectl wand COMMAND [options]", formatter_class=Formatter, description=DESCRIPTION,
         epilog=EXAMPLES[None] + "\n\n" + EXIT_HELP + "\nUse \"kubectl wand <command> --help\" for more about a command.")
     parser.add_argument("--version", action="version", version="kubectl-wand " + __version__)
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", title="Commands", parser_class=Parser)
 
     get = sub.add_parser("get", help="list Python processes (get processes [TARGET])", formatter_class=Formatter,
+                         usage=USAGES["get"],
                          description="List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, "
                                      "ATTACHABLE, COMMAND.", epilog=EXAMPLES["get"])
     get.add_argument("resource", choices=["processes", "process", "procs", "ps"], metavar="processes")
@@ -139,12 +161,10 @@ def build_parser():
     add_target_flags(get, many=True)
     add_kube_flags(get)
 
-    attach = sub.add_parser("attach", help="start a debugger in a live process and forward it",
-                            formatter_class=Formatter, epilog=EXAMPLES["attach"],
-                            description="Start debugpy inside the live process (127.0.0.1 in the pod), forward "
-                                        "its port to 127.0.0.1 here and print the editor configuration.")
-    attach.add_argument("target", help="POD, TYPE/NAME or pid/N")
-    attach.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
+    attach = add_verb(sub, "attach", "start a debugger in a live process and forward it",
+                      "Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to 127.0.0.1 "
+                      "here and print the editor configuration.")
+    add_pid(attach)
     attach.add_argument("--port", type=int, default=5679, help="debug server port in the target (default 5679)")
     attach.add_argument("--local-port", type=int, help="local port of the forward (default: --port, or a free one)")
     attach.add_argument("--no-forward", action="store_true", help="inject and exit; forward yourself")
@@ -156,25 +176,20 @@ def build_parser():
     add_target_flags(attach)
     add_kube_flags(attach)
 
-    exe = sub.add_parser("exec-py", help="run Python code inside a live process", formatter_class=Formatter,
-                         epilog=EXAMPLES["exec-py"],
-                         description="Run CODE inside the live process and print its stdout, stderr, the repr of "
-                                     "a final expression, and a traceback if it raised (exit 1).")
-    exe.add_argument("target", help="POD, TYPE/NAME or pid/N")
+    exe = add_verb(sub, "exec-py", "run Python code inside a live process",
+                   "Run CODE inside the live process and print its stdout, stderr, the repr of a final expression, "
+                   "and a traceback if it raised (exit 1).")
     exe.add_argument("code", nargs="*", help="the code, after --")
     exe.add_argument("-f", "--filename", help="read the code from FILE (- for stdin)")
-    exe.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
+    add_pid(exe)
     exe.add_argument("--timeout", type=float, default=10.0, help="seconds for injection and run (default 10)")
     add_output(exe, ["json", "yaml"])
     add_target_flags(exe)
     add_kube_flags(exe)
 
-    chk = sub.add_parser("check", help="explain whether (and why not) a process can be attached",
-                         formatter_class=Formatter, epilog=EXAMPLES["check"],
-                         description="One row per condition an injection needs, with ok/warn/fail and the fix. "
-                                     "Exit 1 if any row fails.")
-    chk.add_argument("target", help="POD, TYPE/NAME or pid/N")
-    chk.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
+    chk = add_verb(sub, "check", "explain whether (and why not) a process can be attached",
+                   "One row per condition an injection needs, with ok/warn/fail and the fix. Exit 1 if any row fails.")
+    add_pid(chk)
     chk.add_argument("--no-headers", action="store_true")
     add_output(chk, ["wide", "json", "yaml"])
     add_target_flags(chk)

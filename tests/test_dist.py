@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 
 import pytest
@@ -141,18 +140,13 @@ def test_zipapp_runs_in_a_clean_interpreter(release, clean_python, tmp_path):
     assert proc.stdout.split() == ["False", "True", "True", "False"], proc.stdout + proc.stderr
 
 
-def test_zipapp_starts_fast(release, clean_python, tmp_path):
+def test_zipapp_runs_after_unpacking_once(release, clean_python, tmp_path):
+    # Start-up time is a benchmark (bench/bench_local.py), not a test: here only that it runs, twice.
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "WAND_CACHE": str(tmp_path / "cache")}
-    start = time.perf_counter()
     assert run(clean_python + [release.zipapp, "--version"], env=env).returncode == 0
-    unpack = time.perf_counter() - start
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        assert run(clean_python + [release.zipapp, "--help"], env=env).returncode == 0
-        times.append(time.perf_counter() - start)
-    print("zipapp: first run (unpack) %.3fs, --help best of 5 %.3fs" % (unpack, min(times)))
-    assert min(times) <= 0.15
+    assert (tmp_path / "cache" / "zipapp").is_dir()
+    help_text = run(clean_python + [release.zipapp, "--help"], env=env)
+    assert help_text.returncode == 0 and help_text.stdout.startswith("Usage:")
 
 
 # -- krew --------------------------------------------------------------------------------------------------------
@@ -210,11 +204,5 @@ def test_install_gives_both_commands_with_a_clean_plugin_list(installers, tools_
     assert version.stdout.strip() == "kubectl-wand " + VERSION, version.stderr
     completed = run(["kubectl", "__complete", "wand", "get", "processes", "-"], env=env)
     assert "--all-namespaces" in completed.stdout.splitlines() and completed.stdout.endswith(":4\n"), completed.stderr
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        assert run([os.path.join(bin_dir, "kubectl_complete-wand"), ""], env=env).stdout.split() == [
-            "get", "attach", "exec-py", "check", ":4"]
-        times.append(time.perf_counter() - start)
-    print("%s: kubectl_complete-wand '' best of 5 %.3fs" % (how, min(times)))
-    assert min(times) < 0.3
+    assert run([os.path.join(bin_dir, "kubectl_complete-wand"), ""], env=env).stdout.split() == [
+        "get", "attach", "exec-py", "check", ":4"]

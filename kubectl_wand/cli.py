@@ -130,12 +130,19 @@ USAGES = {
 }
 
 
+def kubectl_titles(parser):
+    """Section titles as kubectl prints them."""
+    parser._optionals.title = "Options"
+    parser._positionals.title = "Arguments"
+    return parser
+
+
 def add_verb(sub, name, summary, description):
     """A verb that acts on one process: TARGET and --pid, kubectl-style help."""
     verb = sub.add_parser(name, help=summary, formatter_class=Formatter, epilog=EXAMPLES[name],
                           description=description, usage=USAGES[name])
     verb.add_argument("target", help="POD, TYPE/NAME or pid/N")
-    return verb
+    return kubectl_titles(verb)
 
 
 def add_pid(verb):
@@ -146,6 +153,7 @@ def build_parser():
     parser = Parser(
         prog="kubectl wand", usage="kubectl wand COMMAND [options]", formatter_class=Formatter, description=DESCRIPTION,
         epilog=EXAMPLES[None] + "\n\n" + EXIT_HELP + "\nUse \"kubectl wand <command> --help\" for more about a command.")
+    kubectl_titles(parser)
     parser.add_argument("--version", action="version", version="kubectl-wand " + __version__)
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", title="Commands", parser_class=Parser)
 
@@ -153,6 +161,7 @@ def build_parser():
                          usage=USAGES["get"],
                          description="List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, "
                                      "ATTACHABLE, COMMAND.", epilog=EXAMPLES["get"])
+    kubectl_titles(get)
     get.add_argument("resource", choices=["processes", "process", "procs", "ps"], metavar="processes")
     get.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
     get.add_argument("-A", "--all-namespaces", action="store_true", help="pods in every namespace")

@@ -409,3 +409,44 @@ spec:
         assert "not Running" in line or "not running" in line, line
     finally:
         cluster.kubectl("delete", "pod/crashing", "--wait=false")
+
+
+def children(pid):
+    """(pid, cmdline) of the direct children of a process, from /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if ppid == pid:
+            found.append((int(name), cmd))
+    return found
+
+
+def test_attach_restarts_a_dead_port_forward(cluster, wand):
+    pod = cluster.pod_names("app=web")[1]
+    env = dict(cluster.env, PYTHONPATH=REPO)
+    attached = Attached(env, "pod/" + pod, "--port", "5682", "--local-port", "0")
+    try:
+        local_port = int(attached.read_until(r"Forwarding 127\.0\.0\.1:(\d+)").group(1))
+        forwards = [p for p, cmd in children(attached.proc.pid) if "port-forward" in cmd]
+        assert len(forwards) == 1, children(attached.proc.pid)
+        os.kill(forwards[0], signal.SIGKILL)  # the forward dies, as it does when a kubelet restarts
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alive = [p for p, cmd in children(attached.proc.pid) if "port-forward" in cmd and p != forwards[0]]
+            if alive:
+                break
+            time.sleep(0.1)
+        assert alive, "no new port-forward"
+        hit_breakpoint(cluster, local_port, pod)  # same local port: the editor's configuration still holds
+    finally:
+        code, out, err = attached.stop()
+    assert code == 0, err
+    assert "port-forward ended; restarting it on 127.0.0.1:%d" % local_port in err

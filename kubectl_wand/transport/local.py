@@ -4,7 +4,6 @@ from __future__ import annotations
 import socket
 
 from . import Forward, Transport
-from .. import debugpy_bundle
 
 
 class SameHost(Forward):
@@ -28,7 +27,12 @@ class LocalTransport(Transport):
 
     def agent(self, request: dict, timeout: float) -> dict:
         from ..agent import main  # the same agent that runs in pods, called in-process
-        return main.handle(request, fetch_blob=debugpy_bundle.blob)
+        return main.handle(request, fetch_blob=ship)
 
     def forward(self, remote_port: int, local_port=None) -> Forward:
         return SameHost(remote_port)
+
+
+def ship(name):
+    from .. import debugpy_bundle  # only when a target lacks debugpy: importlib.util costs start-up time
+    return debugpy_bundle.blob(name)

@@ -33,3 +33,9 @@ def test_agent_sources_are_verbatim_module_files():
     with open(payload.__file__) as f:
         assert header["modules"]["payload"] == f.read()
     assert "boot" not in header["modules"] and header["order"][-1] == "main"
+
+
+def test_our_own_agents_are_helpers_not_apps():
+    from kubectl_wand.agent import processes
+    from kubectl_wand.kube.transport import LOADER
+    assert processes.is_helper("python3 -c " + LOADER)

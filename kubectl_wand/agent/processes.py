@@ -10,6 +10,7 @@ MIN_VERSION = (3, 14)
 HELPER_MARKERS = (
     "multiprocessing.resource_tracker", "multiprocessing.forkserver", "semaphore_tracker",
     "debugpy/adapter", "debugpy.adapter", "debugpy/launcher", "pydevd",
+    "exec(json.loads(sys.stdin.buffer.readline()))",  # another kubectl-wand agent (e.g. attach's watcher)
 )
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 

@@ -85,6 +85,8 @@ def main():
                                                         args.runs), 2.0))
     finally:
         sh(kubectl + ["delete", "deploy/bench20", "--wait=false"])
+    # 20 pods terminating eat the CPU that the measurements below need: wait until they are gone.
+    sh(kubectl + ["wait", "--for=delete", "pod", "-l", "app=bench20", "--timeout=180s"], timeout=200)
 
     # Fresh processes: a copy of the web Deployment (4 replicas) that nothing has attached to yet. Two give
     # first-attach timings; two identical ones give an A/B throughput comparison.
@@ -127,7 +129,8 @@ def throughput(kubectl, wand, env, plain_pod, attached_pod, runs=5):
             b.append(load(attached_pod))
         return statistics.median(b) / statistics.median(a), statistics.median(a), statistics.median(b)
 
-    load(plain_pod), load(attached_pod)  # warm-up: first requests pay for imports and caches
+    for _ in range(2):  # warm-up: first requests pay for imports and caches
+        load(plain_pod), load(attached_pod)
     before, a0, b0 = ratio_b_over_a()
     proc, _took, _first = start_attach(wand, "pod/" + attached_pod, 5899, env)
     try:

@@ -146,6 +146,14 @@ def read_line(stream, timeout):
     return buf.decode(errors="replace").strip()
 
 
+def become(uid):
+    def switch():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    return switch
+
+
 @pytest.fixture
 def wand():
     """Run the real CLI in a subprocess: wand(*args, input=None, user=None) -> CompletedProcess."""
@@ -153,16 +161,13 @@ def wand():
     def run(*args, input=None, user=None, timeout=60):
         cmd = [sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args]
         preexec = None
-        if user is not None:
+        if user is not None:  # run as that uid, dropping root's groups first
             # Another user cannot read root's private interpreter (pyenv under /root): use the system one.
             system = shutil.which("python3", path="/usr/bin:/bin")
             if not system:
                 pytest.skip("no system python3 that another user can run")
             cmd[0] = system
-            def preexec():
-                os.setgroups([])
-                os.setgid(user)
-                os.setuid(user)
+            preexec = become(user)
         env = dict(os.environ, PYTHONPATH=REPO)
         return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, cwd=REPO,
                               preexec_fn=preexec, env=env)

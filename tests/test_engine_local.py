@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import stat
 import sys
 import threading
 import time

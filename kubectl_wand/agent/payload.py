@@ -197,7 +197,7 @@ def start_debugpy(request):
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     try:
         import debugpy
-        from debugpy.server import api  # noqa: F401  (loads pydevd)
+        import debugpy.server.api  # noqa: F401  (loads pydevd while its switch is set)
     except Exception as exc:
         return {"status": "error", "kind": "debugpy", "error": "cannot import debugpy: %s" % exc}
     finally:

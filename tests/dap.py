@@ -126,6 +126,26 @@ class DAPClient:
         self.sock.close()
 
 
+def break_on_request(client: DAPClient, path: str, line: int, url: str, timeout: float = 30.0):
+    """Set a breakpoint, send an HTTP request that hits it, check it is held there, read the top frame's
+    locals, continue; returns (top frame info, response body)."""
+    import threading
+    import urllib.request
+    bp = client.attach_with_breakpoint(path, line)
+    assert bp["verified"], bp
+    got = {}
+    request = threading.Thread(target=lambda: got.setdefault("body", urllib.request.urlopen(url, timeout=60).read()))
+    request.start()
+    stopped = client.wait_event("stopped", timeout=timeout)
+    assert stopped["body"]["reason"] == "breakpoint", stopped
+    top = client.locals_of_top_frame(stopped["body"]["threadId"])
+    assert top["frame"]["line"] == line, top
+    assert not got  # the request is held at the breakpoint
+    client.request("continue", threadId=stopped["body"]["threadId"])
+    request.join(timeout)
+    return top, got["body"]
+
+
 def marker_line(path: str, marker: str = "# wand-breakpoint") -> int:
     with open(path) as f:
         for number, text in enumerate(f, 1):

@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 import urllib.request
 
@@ -290,21 +289,9 @@ def breakpoint_round_trip(py314, app, port):
     line = dap.marker_line(py314.host(path))
     client = dap.DAPClient("127.0.0.1", port)
     try:
-        bp = client.attach_with_breakpoint(path, line)
-        assert bp["verified"], bp
-        got = {}
-        request = threading.Thread(target=lambda: got.setdefault("body", urllib.request.urlopen(
-            "http://127.0.0.1:%s/" % app.info["port"], timeout=30).read()))
-        request.start()
-        stopped = client.wait_event("stopped")
-        assert stopped["body"]["reason"] == "breakpoint"
-        top = client.locals_of_top_frame(stopped["body"]["threadId"])
-        assert top["frame"]["name"] == "do_GET" and top["frame"]["line"] == line
-        assert "self" in top["vars"]
-        assert not got  # the request is held at the breakpoint
-        client.request("continue", threadId=stopped["body"]["threadId"])
-        request.join(15)
-        assert got["body"].startswith(b"hello from")
+        top, body = dap.break_on_request(client, path, line, "http://127.0.0.1:%s/" % app.info["port"])
+        assert top["frame"]["name"] == "do_GET" and "self" in top["vars"]
+        assert body.startswith(b"hello from")
         return top
     finally:
         client.close()

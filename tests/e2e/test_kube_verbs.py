@@ -8,9 +8,7 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 
 import pytest
 
@@ -202,18 +200,8 @@ def hit_breakpoint(cluster, local_port, pod, path_in_pod="/app/web.py"):
     http = HttpForward(cluster, pod)
     client = dap.DAPClient("127.0.0.1", local_port, timeout=30)
     try:
-        assert client.attach_with_breakpoint(path_in_pod, line)["verified"]
-        got = {}
-        t = threading.Thread(target=lambda: got.setdefault("body", urllib.request.urlopen(
-            "http://127.0.0.1:%d/" % http.port, timeout=60).read()))
-        t.start()
-        stopped = client.wait_event("stopped", timeout=30)
-        assert stopped["body"]["reason"] == "breakpoint"
-        top = client.locals_of_top_frame(stopped["body"]["threadId"])
-        assert top["frame"]["line"] == line
-        client.request("continue", threadId=stopped["body"]["threadId"])
-        t.join(30)
-        assert got["body"].startswith(b"hello from")
+        top, body = dap.break_on_request(client, path_in_pod, line, "http://127.0.0.1:%d/" % http.port)
+        assert body.startswith(b"hello from")
         return top
     finally:
         client.close()

@@ -31,10 +31,10 @@ class Options:
                 if target is not None and target.local:
                     raise
                 rows.append({"check": "python", "status": "fail", "detail": exc.message, "fix": ""})
-        fix = getattr(transport, "permission_fix", lambda: None)
-        for r in rows:
-            if r["check"] == "permission" and r["status"] == "fail" and fix():
-                r["fix"] = fix()
+        denied = [r for r in rows if r["check"] == "permission" and r["status"] == "fail"]
+        fix = getattr(transport, "permission_fix", lambda: None)() if denied else None  # one API read
+        for r in denied:
+            r["fix"] = fix or r["fix"]
         if self.args.output in ("json", "yaml"):
             out.write(printers.dump({"target": transport.where, "rows": rows}, self.args.output))
         else:

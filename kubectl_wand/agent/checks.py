@@ -38,7 +38,7 @@ def run(pid: int) -> dict:
     caps = procfs.my_caps()
     mine = "uid %d, CAP_SYS_PTRACE %s, Yama %s" % (
         os.geteuid(), "yes" if caps >> procfs.CAP_SYS_PTRACE & 1 else "no",
-        procfs.yama_scope() if procfs.yama_scope() is not None else "absent")
+        "absent" if procfs.yama_scope() is None else procfs.yama_scope())
     rows.append(row("permission", "fail", problem.split(": ", 1)[-1] + " (" + mine + ")",
                     "run as uid %d or root, or add CAP_SYS_PTRACE (securityContext.capabilities.add: "
                     "[SYS_PTRACE])" % proc.euid) if problem else row("permission", "ok", mine))

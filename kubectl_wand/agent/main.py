@@ -188,16 +188,10 @@ def ship_debugpy(blob: bytes, private):
             else:
                 os.makedirs(os.path.dirname(dest), 0o700, exist_ok=True)
                 with tar.extractfile(member) as src:
-                    private_write(dest, src.read())
-    for dirpath, dirnames, filenames in os.walk(lib):
-        for name in dirnames + filenames:
+                    private.write("lib/" + member.name, src.read())  # 0600, owned by the target's user
+    for dirpath, dirnames, _files in os.walk(lib):
+        for name in dirnames:
             private.own(os.path.join(dirpath, name))
-
-
-def private_write(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def dap_message(seq: int, command: str, arguments: dict) -> bytes:

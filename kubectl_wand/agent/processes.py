@@ -65,7 +65,7 @@ def permission_problem(proc):
         return "permission: target runs as uid %d, we are uid %d without CAP_SYS_PTRACE" % (
             proc.euid, os.geteuid())
     target_prm = int(proc.status.get("CapPrm", "0"), 16)
-    my_prm = int(procfs.parse_status(procfs.read_text("/proc/self/status") or "").get("CapPrm", "0"), 16)
+    my_prm = procfs.my_permitted_caps()
     if target_prm & ~my_prm:
         return "permission: target holds capabilities we lack (need CAP_SYS_PTRACE)"
     scope = procfs.yama_scope()

@@ -5,6 +5,7 @@ caller explains why.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -216,10 +217,21 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
+@functools.lru_cache(maxsize=None)
+def self_status() -> dict:
+    """Our own /proc status: read once (our credentials do not change while we run)."""
+    return parse_status(read_text("/proc/self/status") or "")
+
+
 def my_caps() -> int:
-    return int(parse_status(read_text("/proc/self/status") or "").get("CapEff", "0"), 16)
+    return int(self_status().get("CapEff", "0"), 16)
 
 
+def my_permitted_caps() -> int:
+    return int(self_status().get("CapPrm", "0"), 16)
+
+
+@functools.lru_cache(maxsize=None)
 def yama_scope():
     text = read_text("/proc/sys/kernel/yama/ptrace_scope")
     return int(text) if text and text.strip().isdigit() else None

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import json
 
+from ..agent.checks import row
 from ..errors import WandError
 from . import api
 from .resolve import container_spec, owner_workload
-
-
-def row(name, status, detail, fix=""):
-    return {"check": name, "status": status, "detail": detail, "fix": fix}
 
 
 def has_ptrace(container) -> bool:

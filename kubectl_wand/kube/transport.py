@@ -7,7 +7,6 @@ import json
 import os
 import re
 import select
-import socket
 import subprocess
 import threading
 import time
@@ -230,13 +229,8 @@ class PortForward(Forward):
 
 
 def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    from ..agent.main import port_taken  # the same probe the agent uses beside the target
+    return not port_taken("127.0.0.1", port)
 
 
 class Drain:

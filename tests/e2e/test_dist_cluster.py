@@ -63,12 +63,24 @@ def test_exec_py_through_the_krew_plugin(cluster, krew_wand):
 
 
 def test_attach_ships_debugpy_from_the_zipapp(cluster, krew_wand):
+    """A fresh web pod (its image has no debugpy): attach ships debugpy's sources from the zipapp. The pod is
+    replaced afterwards, so the tests after this one find web pods with no debug server, as on a new cluster."""
     pod = cluster.pod_names("app=web")[0]
     lacks = cluster.kubectl("exec", pod, "-c", "app", "--", "python3", "-c", "import debugpy", timeout=60)
-    got = krew_wand("attach", "pod/" + pod, "-n", cluster.namespace, "--pid", app_pid(krew_wand, cluster, pod),
-                    "--port", "5697", "--no-forward", "-o", "json", timeout=180)
-    assert got.returncode == 0, got.stdout + got.stderr
-    result = json.loads(got.stdout)
-    assert result["status"] in ("attached", "already"), result
-    if lacks.returncode != 0 and result["status"] == "attached":
-        print("debugpy was shipped from the zipapp into pod/%s" % pod)
+    try:
+        got = krew_wand("attach", "pod/" + pod, "-n", cluster.namespace, "--pid", app_pid(krew_wand, cluster, pod),
+                        "--port", "5697", "--no-forward", "-o", "json", timeout=180)
+        assert got.returncode == 0, got.stdout + got.stderr
+        result = json.loads(got.stdout)
+        assert result["status"] in ("listening", "already"), result
+        assert result["host"] == "127.0.0.1", result  # (a status at all means it answered DAP)
+        if lacks.returncode != 0 and result["status"] == "listening":
+            assert result["source"] == "shipped" and result["port"] == 5697, result
+    finally:
+        replace_pod(cluster, pod, "deploy/web")
+
+
+def replace_pod(cluster, pod, workload):
+    """Delete a pod (taking the debug server in it away) and wait until its workload is whole again."""
+    cluster.kubectl("delete", "pod", pod, "--wait=true", "--timeout=60s", timeout=90, check=True)
+    cluster.kubectl("rollout", "status", workload, "--timeout=120s", timeout=150, check=True)

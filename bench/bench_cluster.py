@@ -83,6 +83,7 @@ def main():
         sh(kubectl + ["rollout", "status", "deploy/bench20", "--timeout=300s"], timeout=320)
         results.append(("get processes, 20 pods", timed(wand + ["get", "processes", "deploy/bench20", "-n", NS],
                                                         args.runs), 2.0))
+        results.append(("  floor: 20 bare kubectl exec", exec_floor(kubectl, "app=bench20", args.runs), None))
     finally:
         sh(kubectl + ["delete", "deploy/bench20", "--wait=false"])
     # 20 pods terminating eat the CPU that the measurements below need: wait until they are gone.
@@ -113,6 +114,22 @@ def main():
     finally:
         sh(kubectl + ["delete", "deploy/benchweb", "--wait=false"])
     return report(results) or (0 if ratio >= 0.97 else 1)
+
+
+def exec_floor(kubectl, selector, runs):
+    """What kubectl alone costs here: one `kubectl exec POD -- true` per pod, all at once (kubectl wand does
+    this plus its own work). On a machine that runs the client and the whole cluster on 2 cores, this is the
+    floor under `get processes` on many pods."""
+    pods = sh(kubectl + ["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.name}"]).stdout.split()
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        procs = [subprocess.Popen(kubectl + ["exec", p, "--", "true"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for p in pods]
+        if any(p.wait(timeout=120) != 0 for p in procs):
+            raise SystemExit("kubectl exec failed in one of the %s pods" % selector)
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def throughput(kubectl, wand, env, plain_pod, attached_pod, runs=5):
@@ -193,6 +210,9 @@ def report(results):
     print("%-36s %8s %8s %8s  %s" % ("benchmark (seconds)", "median", "min", "target", "runs"))
     for name, times, goal in results:
         med = statistics.median(times)
+        if goal is None:  # a reference measurement, not a target
+            print("%-36s %8.3f %8.3f %8s  %d" % (name, med, min(times), "-", len(times)))
+            continue
         ok = med <= goal
         missed += not ok
         print("%-36s %8.3f %8.3f %8.2f  %d %s" % (name, med, min(times), goal, len(times), "ok" if ok else "MISSED"))

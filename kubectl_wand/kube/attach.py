@@ -19,7 +19,7 @@ class Watcher:
         self.result = None
         self.done = threading.Event()
         self.proc = transport.start_agent(transport.python or "python3",
-                                          {"op": "watch", "pid": pid, "stdin_watch": True})
+                                          {"op": "watch", "pid": pid, "stdin_watch": True}, short_lived=False)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):

@@ -37,7 +37,7 @@ class DAPClient:
         try:
             while True:
                 while b"\r\n\r\n" not in buf:
-                    chunk = self.sock.recv(65536)
+                    chunk = self._recv()
                     if not chunk:
                         raise EOFError
                     buf += chunk
@@ -45,7 +45,7 @@ class DAPClient:
                 length = int([h for h in header.split(b"\r\n") if h.lower().startswith(b"content-length")][0]
                              .split(b":")[1])
                 while len(buf) < length:
-                    chunk = self.sock.recv(65536)
+                    chunk = self._recv()
                     if not chunk:
                         raise EOFError
                     buf += chunk
@@ -61,6 +61,15 @@ class DAPClient:
             with self.cond:
                 self.closed = True
                 self.cond.notify_all()
+
+    def _recv(self):
+        # The socket's timeout bounds connect and send; a quiet debugger (nothing to report) is no reason for
+        # the reader to stop: requests and events have their own deadlines.
+        while True:
+            try:
+                return self.sock.recv(65536)
+            except TimeoutError:
+                continue
 
     def send(self, command: str, **arguments) -> int:
         self.seq += 1

@@ -21,12 +21,19 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = "wand-e2e"
 LOAD = r"""
-import http.client, time, sys
-end = time.monotonic() + float(sys.argv[1]); n = 0
+import http.client, json, sys, time
+start, windows, width = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 c = http.client.HTTPConnection("127.0.0.1", 8000, timeout=10)
-while time.monotonic() < end:
-    c.request("GET", "/"); r = c.getresponse(); r.read(); n += 1
-print(n / float(sys.argv[1]))
+c.request("GET", "/"); c.getresponse().read()  # connected and warm before the first window
+while time.time() < start:  # both pods start on the same tick of the node's clock
+    time.sleep(min(0.01, max(0.0, start - time.time())))
+rates = []
+for i in range(windows):
+    end, n = start + (i + 1) * width, 0
+    while time.time() < end:
+        c.request("GET", "/"); r = c.getresponse(); r.read(); n += 1
+    rates.append(n / width)
+print(json.dumps(rates))
 """
 BENCH_DEPLOY = """
 apiVersion: apps/v1
@@ -132,23 +139,25 @@ def exec_floor(kubectl, selector, runs):
     return out
 
 
-def throughput(kubectl, wand, env, plain_pod, attached_pod, runs=5):
-    """App requests/s measured inside two identical pods, loads alternating A, B, A, B... (consecutive runs on
-    this 2-core machine differ by +-5 %, more than the effect measured). First both never attached, giving
-    the pods' own ratio B/A; then B with an editor attached (no breakpoints). Overhead = change of B/A."""
-    def load(pod):
-        return float(sh(kubectl + ["exec", pod, "--", "python3", "-c", LOAD, "3"], timeout=60).stdout)
+def throughput(kubectl, wand, env, plain_pod, attached_pod, windows=16, width=1.5):
+    """App requests/s inside two identical pods, A (never attached) and B, loaded in the SAME windows: both
+    meet the same interference from everything else on this 2-core machine, so each window's B/A is B's speed
+    relative to A's (loading them in turns drowns a 3 % effect: one window can differ from the next by 2x).
+    Phase 1, neither attached: the pods' own ratio. Phase 2, B with an editor attached (DAP client: initialize,
+    attach, configurationDone; no breakpoints). attached/unattached = median B/A of phase 2 / phase 1.
+    Phase 3 (reported, no target): the same editor turns on the "uncaught exceptions" filter, as VS Code does
+    by default."""
+    def phase():
+        start = time.time() + 3.0  # both kubectl execs are up well before this
+        procs = [subprocess.Popen(kubectl + ["exec", pod, "--", "python3", "-c", LOAD, repr(start), str(windows),
+                                             str(width)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for pod in (plain_pod, attached_pod)]
+        a, b = (json.loads(p.communicate(timeout=60 + windows * width)[0]) for p in procs)
+        ratios = [rb / ra for ra, rb in zip(a[1:], b[1:]) if ra]  # the first window warms up
+        return statistics.median(ratios), quartiles(ratios), statistics.median(a), statistics.median(b)
 
-    def ratio_b_over_a():
-        a, b = [], []
-        for _ in range(runs):
-            a.append(load(plain_pod))
-            b.append(load(attached_pod))
-        return statistics.median(b) / statistics.median(a), statistics.median(a), statistics.median(b)
-
-    for _ in range(2):  # warm-up: first requests pay for imports and caches
-        load(plain_pod), load(attached_pod)
-    before, a0, b0 = ratio_b_over_a()
+    phase()  # warm-up: first requests pay for imports and caches
+    before = phase()
     proc, _took, _first = start_attach(wand, "pod/" + attached_pod, 5899, env)
     try:
         port = int(re.search(r"Forwarding 127\.0\.0\.1:(\d+)", _first_lines[-1]).group(1))
@@ -160,15 +169,25 @@ def throughput(kubectl, wand, env, plain_pod, attached_pod, runs=5):
         client.wait_event("initialized")
         client.request("configurationDone")
         client.response(seq)
-        after, a1, b1 = ratio_b_over_a()
+        after = phase()
+        client.request("setExceptionBreakpoints", filters=["uncaught"])
+        uncaught = phase()
         client.close()
     finally:
         stop_attach(proc)
-    ratio = after / before
-    print("throughput (req/s in the pod, medians of %d alternating 3 s runs): both plain A %.0f B %.0f; B with an "
-          "editor attached: A %.0f B %.0f -> attached/unattached %.1f %% (target >= 97 %%)" % (
-              runs, a0, b0, a1, b1, 100 * ratio))
+    ratio = after[0] / before[0]
+    for name, (med, (q1, q3), ra, rb) in (("neither attached", before), ("B attached, no breakpoints", after),
+                                          ("B attached, 'uncaught exceptions' on", uncaught)):
+        print("throughput %-38s req/s A %5.0f B %5.0f  B/A median %.3f (IQR %.3f-%.3f, %d windows)" % (
+            name + ":", ra, rb, med, q1, q3, windows - 1))
+    print("throughput attached/unattached: %.1f %% (target >= 97 %%); with 'uncaught exceptions' on: %.1f %%" % (
+        100 * ratio, 100 * uncaught[0] / before[0]))
     return ratio
+
+
+def quartiles(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
 
 
 _first_lines = []

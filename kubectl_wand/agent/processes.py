@@ -189,6 +189,7 @@ def server_kind(cmd: str):
 def list_processes(only_pid=None, cpu_window: float = 0.2):
     """Facts about every Python process here (or the one named), sorted by pid."""
     procs = {}
+    started = time.monotonic()  # CPU ticks are read from here on: the CPU window starts now
     pids = [only_pid] if only_pid is not None else procfs.all_pids()
     me = os.getpid()
     for pid in pids:
@@ -209,7 +210,7 @@ def list_processes(only_pid=None, cpu_window: float = 0.2):
         infos.append(info)
     classify(infos, procs)
     if cpu_window and procs:
-        cpu = procfs.cpu_percent({pid: p.cpu_ticks for pid, p in procs.items()}, cpu_window)
+        cpu = procfs.cpu_percent({pid: p.cpu_ticks for pid, p in procs.items()}, cpu_window, started)
         for info in infos:
             info["cpu"] = cpu.get(info["pid"], 0.0)
     return infos

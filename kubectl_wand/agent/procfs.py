@@ -187,17 +187,24 @@ def all_pids():
     """
     if os.path.isdir("/proc/self"):
         return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
-    import psutil
-    return psutil.pids()
+    try:
+        import psutil
+        return psutil.pids()
+    except Exception as exc:  # no psutil, or psutil without a /proc to read (it fails with IndexError)
+        from .session import AgentError
+        raise AgentError("environment", "no /proc here to list processes from (%s: %s); mount /proc" % (
+            type(exc).__name__, exc))
 
 
-def cpu_percent(samples: dict, interval: float) -> dict:
+def cpu_percent(samples: dict, interval: float, started: float) -> dict:
     """CPU % per pid over ``interval`` seconds, from two readings of each process's CPU ticks.
 
-    ``samples`` maps pid -> ticks read at the start of the interval (a sampling window, not a wait for
-    readiness: CPU usage only exists over a span of time).
+    ``samples`` maps pid -> ticks read at ``started`` (time.monotonic()), the start of the interval: the
+    work done since counts towards the window (a sampling window, not a wait for readiness: CPU usage only
+    exists over a span of time).
     """
-    time.sleep(interval)
+    time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    elapsed = time.monotonic() - started
     out = {}
     for pid, before in samples.items():
         stat = read_text("/proc/%d/stat" % pid)
@@ -205,7 +212,7 @@ def cpu_percent(samples: dict, interval: float) -> dict:
             continue
         fields = stat.rpartition(")")[2].split()
         after = int(fields[11]) + int(fields[12])
-        out[pid] = round(100.0 * (after - before) / CLK_TCK / interval, 1)
+        out[pid] = round(100.0 * (after - before) / CLK_TCK / elapsed, 1)
     return out
 
 

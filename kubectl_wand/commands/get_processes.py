@@ -46,7 +46,10 @@ class Options:
             err.write("No Python processes found in %s.\n" % (
                 transports[0].where if len(transports) == 1 else "%d pods" % len(transports)))
         out.write(render(rows, self.output, self.args.no_headers, transports))
-        return errors.ENVIRONMENT if failures and not rows else errors.OK
+        if failures and not rows:  # nothing listed: the failures' own exit code when they agree
+            codes = {exc.code if isinstance(exc, WandError) else errors.ENVIRONMENT for _where, exc in failures}
+            return codes.pop() if len(codes) == 1 else errors.ENVIRONMENT
+        return errors.OK
 
 
 def collect(transports, only_pid, timeout):

@@ -7,7 +7,7 @@ from .. import errors
 from ..errors import WandError
 from .config import KubeFlags
 from .resolve import container_order, pods
-from .transport import KubectlTransport
+from .transport import EarlyList, KubectlTransport
 
 
 def transports(args, target):
@@ -15,10 +15,23 @@ def transports(args, target):
     flags.kubectl()  # fail first, and plainly, when kubectl is missing
     if target is not None and target.kind == "pod" and getattr(args, "all_namespaces", False):
         raise WandError("-A lists pods in every namespace; it does not go with a single pod", errors.USAGE)
-    found = pods(flags, target, getattr(args, "selector", None), getattr(args, "all_namespaces", False))
     wanted = getattr(args, "container", None)
-    return [KubectlTransport(flags, pod, container_order(pod, wanted), explicit=bool(wanted),
-                             all_namespaces=getattr(args, "all_namespaces", False)) for pod in found]
+    early = None
+    if (target is not None and target.kind == "pod" and not getattr(args, "selector", None)
+            and not getattr(args, "pid", None)):  # every verb lists the pod first, unless --pid names the process
+        early = EarlyList(flags, flags.namespace(), target.name, wanted)  # overlaps the API read below
+    try:
+        found = pods(flags, target, getattr(args, "selector", None), getattr(args, "all_namespaces", False))
+        made = [KubectlTransport(flags, pod, container_order(pod, wanted), explicit=bool(wanted),
+                                 all_namespaces=getattr(args, "all_namespaces", False)) for pod in found]
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    if early is not None:
+        early.where_kubectl_went(found[0])
+        made[0].adopt(early)
+    return made
 
 
 def choose_one(args, candidates):

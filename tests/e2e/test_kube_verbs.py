@@ -391,12 +391,44 @@ spec:
             if state and int(state) >= 1:
                 break
             time.sleep(0.5)
-        result = wand("exec-py", "pod/crashing", "--", "1")
-        assert result.returncode == 3
-        line = one_line(result)
-        assert "not Running" in line or "not running" in line, line
+        for verb in (["exec-py", "pod/crashing", "--", "1"], ["get", "processes", "pod/crashing"]):
+            result = wand(*verb)
+            assert result.returncode == 3, result.stderr
+            line = one_line(result)
+            assert "not Running" in line or "not running" in line, line
+            # The listing started before the pod was read is gone with the command.
+            assert kubectl_execs_into("crashing") == [], kubectl_execs_into("crashing")
     finally:
         cluster.kubectl("delete", "pod/crashing", "--wait=false")
+
+
+def test_early_listing_goes_where_the_container_choice_says(cluster, wand):
+    """A pod named on the command line is listed while the pod is still being read from the API. Without -c,
+    kubectl would send that listing to the first container (here a sidecar without Python); kubectl wand
+    chooses the Python container: the early listing is dropped and the result comes from `app`."""
+    for verb in (["get", "processes", "pod/two-containers", "-o", "json"],
+                 ["check", "pod/two-containers", "-o", "json"]):
+        result = wand(*verb)
+        assert result.returncode == 0, result.stderr
+        assert kubectl_execs_into("two-containers") == []
+    listed = items(wand("get", "processes", "pod/two-containers", "-o", "json"))
+    assert {p["container"] for p in listed} == {"app"} and all(p["python"].startswith("3.14") for p in listed)
+    sidecar = wand("get", "processes", "pod/two-containers", "-c", "sidecar")
+    assert sidecar.returncode == 3 and "has no Python interpreter" in one_line(sidecar)
+
+
+def kubectl_execs_into(pod):
+    """kubectl exec processes still running against a pod (none should outlive a kubectl wand command)."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv and os.path.basename(argv[0]) == b"kubectl" and b"exec" in argv and pod.encode() in argv:
+            found.append(int(name))
+    return found
 
 
 def children(pid):

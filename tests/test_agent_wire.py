@@ -37,5 +37,5 @@ def test_agent_sources_are_verbatim_module_files():
 
 def test_our_own_agents_are_helpers_not_apps():
     from kubectl_wand.agent import processes
-    from kubectl_wand.kube.transport import LOADER
-    assert processes.is_helper("python3 -c " + LOADER)
+    from kubectl_wand.kube.transport import AGENT_ARGS
+    assert processes.is_helper(" ".join(["python3"] + AGENT_ARGS))

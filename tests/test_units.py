@@ -75,6 +75,18 @@ def test_choose_single_main_and_ambiguity():
         choose_process([proc(5, 0, "helper")], "pod/x")
 
 
+def read_pty(master, until, timeout=5.0):
+    """What was written to a pty so far: the tty layer hands writes to the master side asynchronously (a
+    kernel worker), so one read right after the writes may see only part of them."""
+    import os
+    import select
+    import time
+    data, deadline = "", time.monotonic() + timeout
+    while not data.endswith(until) and select.select([master], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        data += os.read(master, 4096).decode()
+    return data
+
+
 def test_spinner_draws_on_a_terminal_only():
     import os
     import pty
@@ -85,7 +97,7 @@ def test_spinner_draws_on_a_terminal_only():
     with os.fdopen(slave, "w") as tty:
         with Spinner("working", enabled=True, stream=tty):
             time.sleep(0.5)  # a long step: the spinner must have drawn by now
-        drawn = os.read(master, 4096).decode()
+        drawn = read_pty(master, until="\r" + " " * (len("working") + 3) + "\r")  # the erase
     os.close(master)
     assert "working" in drawn and drawn.endswith("\r")
     r, w = os.pipe()

@@ -188,7 +188,12 @@ def all_pids():
     if os.path.isdir("/proc/self"):
         return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
     try:
-        import psutil
+        try:
+            import psutil
+        except ImportError:  # the agent runs without site (python -S): add site-packages, try again
+            import site
+            site.main()
+            import psutil
         return psutil.pids()
     except Exception as exc:  # no psutil, or psutil without a /proc to read (it fails with IndexError)
         from .session import AgentError

@@ -6,7 +6,7 @@ import threading
 import time
 
 from .. import errors
-from ..agent.main import server_answers
+from ..agent.debugserver import server_answers
 from .transport import close, lines
 
 RESTARTS = 5  # port-forward restarts in a row before giving up

@@ -41,6 +41,12 @@ def agent_header(op=None) -> bytes:
 LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
 
 
+# -S: no `site`. The agent needs only the standard library, and skipping site-packages (.pth files and any
+# sitecustomize: APM auto-instrumentation, for one, would otherwise start inside our agent) saves ~10 ms of CPU
+# per pod: measured 2.01 instead of 2.22 s for `kubectl exec POD -- python3 -c pass` into 20 pods at once.
+AGENT_ARGS = ["-S", "-c", LOADER]
+
+
 def kubectl_env(short_lived: bool):
     """One-shot kubectl calls run without Go's garbage collector: measured 85 instead of 104 ms CPU per
     `kubectl exec` with the same peak RSS (52 MB), which counts when 20 pods are listed at once on a small
@@ -101,7 +107,7 @@ class KubectlTransport(Transport):
             self.name, ", ".join(containers)), errors.NOT_FOUND)
 
     def start_agent(self, python, request, short_lived=True):
-        argv = self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, "-c", LOADER)
+        argv = self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, *AGENT_ARGS)
         return spawn_agent(self.flags, argv, request, short_lived)
 
     def adopt(self, early: "EarlyList"):
@@ -219,7 +225,7 @@ class EarlyList:
 
     def __init__(self, flags, namespace, pod, container=None):
         self.container = container
-        args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python, "-c", LOADER]
+        args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS
         argv = flags.kubectl_argv(*args, namespaced=False)
         self.proc = spawn_agent(flags, argv[:1] + ["-n", namespace] + argv[1:], LIST)
         self.stderr = Drain(self.proc.stderr)
@@ -293,7 +299,7 @@ class PortForward(Forward):
 
 
 def port_free(port: int) -> bool:
-    from ..agent.main import port_taken  # the same probe the agent uses beside the target
+    from ..agent.debugserver import port_taken  # the same probe the agent uses beside the target
     return not port_taken("127.0.0.1", port)
 
 

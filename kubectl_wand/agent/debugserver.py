@@ -1,0 +1,155 @@
+"""The debug server side of `attach`, beside the target: the port checks before injecting, shipping debugpy's
+sources to a target that lacks them, and the DAP handshake that proves the server answers.
+
+Not loaded for `list` and `watch` (every pod of `get processes` runs those): only what attach needs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+
+def run_attach(request, fetch_blob):
+    from .session import AgentError, Injection
+    pid = int(request["pid"])
+    host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
+    injection = Injection(pid, float(request.get("timeout", 15.0)))
+    if port_taken(host, port) and not ours_on_port(port, pid):
+        # Fail before touching the target: debugpy.listen would spawn an adapter only to see it die.
+        raise AgentError("port", "port %d is already in use beside the target; choose another with --port" % port)
+
+    def on_hello(hello, req, private):
+        server = hello.get("server")
+        if server and server.get("port"):
+            return dict(server, status="already")
+        if server:
+            return {"status": "error", "kind": "foreign",
+                    "error": "debugpy already listens in process %d (started by another tool) at an address "
+                             "kubectl wand cannot tell; connect to it directly or restart the process" % pid}
+        if not hello.get("debugpy"):
+            if fetch_blob is None:
+                return {"status": "error", "kind": "debugpy", "error": "the target cannot import debugpy"}
+            ship_debugpy(fetch_blob("debugpy"), private)
+            req = dict(req, debugpy_path=private.target_path + "/lib")
+        return req
+
+    result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello)
+    if result.get("status") in ("listening", "already") and result.get("port"):
+        result["answers"] = server_answers(result.get("host") or "127.0.0.1", int(result["port"]),
+                                           float(request.get("confirm_timeout", 5.0)))
+        if not result["answers"]:
+            result.update(status="error", kind="debugpy",
+                          error="debugpy reported %s:%s but nothing answers there" % (result["host"], result["port"]))
+    return result
+
+
+def port_taken(host: str, port: int) -> bool:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As debugpy's adapter binds: SO_REUSEADDR, so connections in TIME_WAIT do not count as "in use".
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host if host not in ("localhost",) else "127.0.0.1", port))
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
+
+
+def ours_on_port(port: int, pid: int) -> bool:
+    """Whether the listener on ``port`` is the target itself (an in-process debug server from an earlier
+    attach) or a debugpy adapter process: then the target's hello decides whether it is its server."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add("socket:[%s]" % fields[9])
+    if not inodes:
+        return False
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            links = {os.readlink("/proc/%s/fd/%s" % (name, fd)) for fd in os.listdir("/proc/%s/fd" % name)}
+        except OSError:
+            continue
+        if links & inodes:
+            if int(name) == pid:
+                return True
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    return b"debugpy" in f.read()
+            except OSError:
+                return False
+    return False
+
+
+def ship_debugpy(blob: bytes, private):
+    """Unpack a pure-Python debugpy into the private directory, owned by the target's user."""
+    import io
+    import tarfile
+    lib = os.path.join(private.path, "lib")
+    os.mkdir(lib, 0o700)
+    private.own(lib)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if member.name.startswith(("/", "..")) or "/../" in member.name or not (member.isfile() or member.isdir()):
+                continue
+            dest = os.path.join(lib, member.name)
+            if member.isdir():
+                os.makedirs(dest, 0o700, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dest), 0o700, exist_ok=True)
+                with tar.extractfile(member) as src:
+                    private.write("lib/" + member.name, src.read())  # 0600, owned by the target's user
+    for dirpath, dirnames, _files in os.walk(lib):
+        for name in dirnames:
+            private.own(os.path.join(dirpath, name))
+
+
+def dap_message(seq: int, command: str, arguments: dict) -> bytes:
+    body = json.dumps({"seq": seq, "type": "request", "command": command, "arguments": arguments})
+    return ("Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode()
+
+
+def server_answers(host: str, port: int, timeout: float) -> bool:
+    """Whether the debug adapter answers DAP: ``initialize``, then ``disconnect`` and its response.
+
+    We end with a clean disconnect and wait for its response: debugpy 1.8's separate adapter (the fallback
+    for old debugpy) stays waiting for a client that closed without one, and the editor then hangs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.2, deadline - time.monotonic())) as sock:
+                sock.sendall(dap_message(1, "initialize", {"adapterID": "kubectl-wand", "clientID": "kubectl-wand"}))
+                if read_until(sock, b'"command": "initialize"', deadline):
+                    sock.sendall(dap_message(2, "disconnect", {"terminateDebuggee": False}))
+                    return read_until(sock, b'"command": "disconnect"', deadline)
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # the adapter is still binding: retry the connection until the deadline
+
+
+def read_until(sock, marker: bytes, deadline: float) -> bool:
+    data = b""
+    while marker not in data.replace(b'"command":"', b'"command": "'):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    return True

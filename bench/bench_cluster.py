@@ -100,7 +100,10 @@ def main():
         sh(kubectl + ["rollout", "status", "deploy/bench20", "--timeout=300s"], timeout=320)
         results.append(("get processes, 20 pods", timed(wand + ["get", "processes", "deploy/bench20", "-n", NS],
                                                         args.runs), 2.0))
-        results.append(("  floor: 20 bare kubectl exec", exec_floor(kubectl, "app=bench20", args.runs), None))
+        results.append(("  floor: 20 x kubectl exec true", exec_floor(kubectl, "app=bench20", args.runs, ["true"]),
+                        None))
+        results.append(("  floor: 20 x python3 -S, GOGC=off", exec_floor(
+            kubectl, "app=bench20", args.runs, ["python3", "-S", "-c", "pass"], {"GOGC": "off"}), None))
     finally:
         sh(kubectl + ["delete", "deploy/bench20", "--wait=false"])
     # 20 pods terminating eat the CPU that the measurements below need: wait until they are gone.
@@ -133,16 +136,16 @@ def main():
     return report(results) or (0 if ratio >= 0.97 else 1)
 
 
-def exec_floor(kubectl, selector, runs):
-    """What kubectl alone costs here: one `kubectl exec POD -- true` per pod, all at once (kubectl wand does
-    this plus its own work). On a machine that runs the client and the whole cluster on 2 cores, this is the
-    floor under `get processes` on many pods."""
+def exec_floor(kubectl, selector, runs, command, env=None):
+    """What kubectl alone costs here: one `kubectl exec POD -- COMMAND` per pod, all at once. kubectl wand does
+    this (python3 -S, GOGC=off) plus its own work, so on a machine that runs the client and the whole cluster on
+    2 cores this is the floor under `get processes` on many pods."""
     pods = sh(kubectl + ["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.name}"]).stdout.split()
     out = []
     for _ in range(runs):
         t = time.perf_counter()
-        procs = [subprocess.Popen(kubectl + ["exec", p, "--", "true"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for p in pods]
+        procs = [subprocess.Popen(kubectl + ["exec", p, "--"] + command, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, env=dict(os.environ, **(env or {}))) for p in pods]
         if any(p.wait(timeout=120) != 0 for p in procs):
             raise SystemExit("kubectl exec failed in one of the %s pods" % selector)
         out.append(time.perf_counter() - t)

@@ -415,8 +415,12 @@ def test_early_listing_goes_where_the_container_choice_says(cluster, wand):
         result = wand(*verb)
         assert result.returncode == 0, result.stderr
         assert kubectl_execs_into("two-containers") == []
-    listed = items(wand("get", "processes", "pod/two-containers", "-o", "json"))
+    traced = wand("get", "processes", "pod/two-containers", "-o", "json", "-v", "6")
+    listed = items(traced)
     assert {p["container"] for p in listed} == {"app"} and all(p["python"].startswith("3.14") for p in listed)
+    execs = [line for line in traced.stderr.splitlines() if line.startswith("+ ") and " exec -i " in line]
+    assert len(execs) == 2, execs  # the early listing (kubectl's default container), then ours: -c app
+    assert " -c " not in execs[0].split(" -- ")[0] and " -c app -- python3 -S " in execs[1], execs
     sidecar = wand("get", "processes", "pod/two-containers", "-c", "sidecar")
     assert sidecar.returncode == 3 and "has no Python interpreter" in one_line(sidecar)
 

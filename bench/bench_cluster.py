@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from benchstats import quartiles
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = "wand-e2e"
 LOAD = r"""
@@ -179,11 +181,7 @@ def throughput(kubectl, wand, env, plain_pod, attached_pod, windows=41, width=1.
         sys.path.insert(0, os.path.join(REPO, "tests"))
         import dap
         client = dap.DAPClient("127.0.0.1", port)
-        client.request("initialize", adapterID="debugpy", clientID="bench", linesStartAt1=True, pathFormat="path")
-        seq = client.send("attach", justMyCode=False)
-        client.wait_event("initialized")
-        client.request("configurationDone")
-        client.response(seq)
+        client.attach_editor()
         after = phase()
         client.request("setExceptionBreakpoints", filters=["uncaught"])
         uncaught = phase()
@@ -198,11 +196,6 @@ def throughput(kubectl, wand, env, plain_pod, attached_pod, windows=41, width=1.
     print("throughput attached/unattached: %.1f %% (target >= 97 %%); with 'uncaught exceptions' on: %.1f %%" % (
         100 * ratio, 100 * uncaught[0] / before[0]))
     return ratio
-
-
-def quartiles(values):
-    ordered = sorted(values)
-    return ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
 
 
 _first_lines = []

@@ -37,6 +37,8 @@ import sys
 import time
 import urllib.request
 
+from benchstats import quartiles
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 CLI = [sys.executable, "-m", "kubectl_wand"]
@@ -206,20 +208,14 @@ def summary(pairs):
     both read "B's share of A's speed")."""
     rate = sorted(b.rate / a.rate for a, b in pairs)
     cost = sorted(a.cpu_us / b.cpu_us for a, b in pairs)
-    return {"ratio": statistics.median(rate), "q1": quartiles(rate)[0], "q3": quartiles(rate)[1],
+    (q1, q3), (cpu_q1, cpu_q3) = quartiles(rate), quartiles(cost)
+    return {"ratio": statistics.median(rate), "q1": q1, "q3": q3,
             "min": rate[0], "max": rate[-1], "cpu_ratio": statistics.median(cost),
-            "cpu_q1": quartiles(cost)[0], "cpu_q3": quartiles(cost)[1],
+            "cpu_q1": cpu_q1, "cpu_q3": cpu_q3,
             "a": statistics.median(a.rate for a, _ in pairs), "b": statistics.median(b.rate for _, b in pairs),
             "a_us": statistics.median(a.cpu_us for a, _ in pairs),
             "b_us": statistics.median(b.cpu_us for _, b in pairs),
             "ratios": [round(r, 4) for r in rate], "cpu_ratios": [round(r, 4) for r in cost]}
-
-
-def quartiles(values):
-    if len(values) < 2:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=4)
-    return q[0], q[2]
 
 
 def attach(pid, port, timeout):
@@ -235,13 +231,7 @@ def attach(pid, port, timeout):
 def connect_editor(port, exception_filters):
     import dap
     client = dap.DAPClient("127.0.0.1", port)
-    client.request("initialize", adapterID="debugpy", clientID="bench", linesStartAt1=True, pathFormat="path")
-    seq = client.send("attach", justMyCode=False)
-    client.wait_event("initialized")
-    if exception_filters:
-        client.request("setExceptionBreakpoints", filters=exception_filters)
-    client.request("configurationDone")
-    client.response(seq)
+    client.attach_editor(exception_filters=exception_filters or ())
     return client
 
 

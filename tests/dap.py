@@ -109,16 +109,27 @@ class DAPClient:
             if event["event"] == name:
                 return event
 
-    def attach_with_breakpoint(self, path: str, line: int) -> dict:
-        """initialize -> attach -> (initialized) -> setBreakpoints -> configurationDone. Returns the breakpoint."""
+    def attach_editor(self, breakpoint=None, exception_filters=()):
+        """What an editor does to attach: initialize -> attach -> (initialized) -> setBreakpoints (``breakpoint``:
+        (path, line), if any) -> setExceptionBreakpoints (if any filters) -> configurationDone. Returns the
+        breakpoint as the debugger set it, or None."""
         self.request("initialize", adapterID="debugpy", clientID="wand-tests", linesStartAt1=True,
                      columnsStartAt1=True, pathFormat="path", supportsVariableType=True)
         attach_seq = self.send("attach", justMyCode=False, subProcess=False)
         self.wait_event("initialized")
-        bps = self.request("setBreakpoints", source={"path": path}, breakpoints=[{"line": line}])
+        bp = None
+        if breakpoint is not None:
+            path, line = breakpoint
+            bp = self.request("setBreakpoints", source={"path": path},
+                              breakpoints=[{"line": line}])["body"]["breakpoints"][0]
+        if exception_filters:
+            self.request("setExceptionBreakpoints", filters=list(exception_filters))
         self.request("configurationDone")
         self.response(attach_seq)
-        return bps["body"]["breakpoints"][0]
+        return bp
+
+    def attach_with_breakpoint(self, path: str, line: int) -> dict:
+        return self.attach_editor(breakpoint=(path, line))
 
     def locals_of_top_frame(self, thread_id: int) -> dict:
         frames = self.request("stackTrace", threadId=thread_id, startFrame=0, levels=5)["body"]["stackFrames"]

@@ -105,8 +105,8 @@ def container_order(pod, wanted=None):
             raise WandError("container %s not found in pod %s (it has: %s); check -c" % (
                 wanted, pod["metadata"]["name"], ", ".join(names)), errors.NOT_FOUND)
         return [wanted]
-    annotated = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
-    if annotated in names:
+    annotated = annotated_container(pod)
+    if annotated:
         return [annotated]
 
     def looks_python(c):
@@ -115,6 +115,13 @@ def container_order(pod, wanted=None):
 
     containers = spec.get("containers") or []
     return [c["name"] for c in containers if looks_python(c)] + [c["name"] for c in containers if not looks_python(c)]
+
+
+def annotated_container(pod):
+    """The container the kubectl.kubernetes.io/default-container annotation names, if the pod has it."""
+    names = [c["name"] for c in pod["spec"].get("containers") or []]
+    annotated = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+    return annotated if annotated in names else None
 
 
 def container_spec(pod, name):

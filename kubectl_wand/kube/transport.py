@@ -15,6 +15,7 @@ import time
 from .. import agent as agent_pkg, debugpy_bundle, errors
 from ..errors import WandError
 from ..transport import Forward, Transport
+from .resolve import annotated_container
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
 _SOURCES = {}
@@ -45,6 +46,12 @@ LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
 # sitecustomize: APM auto-instrumentation, for one, would otherwise start inside our agent) saves ~10 ms of CPU
 # per pod: measured 2.01 instead of 2.22 s for `kubectl exec POD -- python3 -c pass` into 20 pods at once.
 AGENT_ARGS = ["-S", "-c", LOADER]
+
+
+def kubectl_in(flags, namespace, *args):
+    """kubectl argv with the user's flags, in ``namespace`` (the pod's, not necessarily the flags' own)."""
+    argv = flags.kubectl_argv(*args, namespaced=False)
+    return argv[:1] + ["-n", namespace] + argv[1:]
 
 
 def kubectl_env(short_lived: bool):
@@ -82,8 +89,7 @@ class KubectlTransport(Transport):
         self.labels = {"pod": self.name, "container": container, "namespace": self.namespace}
 
     def kubectl(self, *args):
-        argv = self.flags.kubectl_argv(*args, namespaced=False)
-        return argv[:1] + ["-n", self.namespace] + argv[1:]
+        return kubectl_in(self.flags, self.namespace, *args)
 
     # -- the agent --------------------------------------------------------------------------------------
     def agent(self, request: dict, timeout: float) -> dict:
@@ -226,16 +232,14 @@ class EarlyList:
     def __init__(self, flags, namespace, pod, container=None):
         self.container = container
         args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS
-        argv = flags.kubectl_argv(*args, namespaced=False)
-        self.proc = spawn_agent(flags, argv[:1] + ["-n", namespace] + argv[1:], LIST)
+        self.proc = spawn_agent(flags, kubectl_in(flags, namespace, *args), LIST)
         self.stderr = Drain(self.proc.stderr)
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
 
     def where_kubectl_went(self, pod):
         """The container kubectl picks without -c, as kubectl does it."""
-        names = [c["name"] for c in pod["spec"].get("containers") or []]
-        annotated = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
-        self.container = self.container or (annotated if annotated in names else (names[0] if names else None))
+        first = (pod["spec"].get("containers") or [{}])[0].get("name")
+        self.container = self.container or annotated_container(pod) or first
 
     def cancel(self):
         if self.proc.poll() is None:

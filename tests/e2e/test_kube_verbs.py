@@ -15,6 +15,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import dap  # noqa: E402
+from kubectl_wand.agent import procfs  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 APPS = os.path.join(REPO, "tests", "e2e", "apps")
@@ -425,36 +426,24 @@ def test_early_listing_goes_where_the_container_choice_says(cluster, wand):
     assert sidecar.returncode == 3 and "has no Python interpreter" in one_line(sidecar)
 
 
+def processes():
+    """Every process on this machine, read from /proc with the agent's own reader."""
+    for pid in procfs.all_pids():
+        try:
+            yield procfs.Proc(pid)
+        except (ProcessLookupError, ValueError, IndexError):
+            continue  # exited while we looked
+
+
 def kubectl_execs_into(pod):
     """kubectl exec processes still running against a pod (none should outlive a kubectl wand command)."""
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if argv and os.path.basename(argv[0]) == b"kubectl" and b"exec" in argv and pod.encode() in argv:
-            found.append(int(name))
-    return found
+    return [p.pid for p in processes() if p.cmdline and os.path.basename(p.cmdline[0]) == "kubectl"
+            and "exec" in p.cmdline and pod in p.cmdline]
 
 
 def children(pid):
     """(pid, cmdline) of the direct children of a process, from /proc."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                ppid = int(f.read().rpartition(")")[2].split()[1])
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
-        if ppid == pid:
-            found.append((int(name), cmd))
-    return found
+    return [(p.pid, " ".join(p.cmdline)) for p in processes() if p.ppid == pid]
 
 
 def test_attach_restarts_a_dead_port_forward(cluster, wand):

@@ -27,6 +27,6 @@ ensure_venv() {
   fi
   log "installing kubectl-wand and test dependencies into $venv"
   (cd "$repo" && timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    --config-settings editable_mode=compat -e '.[test,fast]') \
+    --config-settings editable_mode=compat -e '.[test]') \
     || die "pip install failed"
 }

@@ -1,9 +1,18 @@
-"""Command line: the only place that knows argparse. Verbs live in kubectl_wand.commands."""
+"""Command line: the only place that knows argparse. Verbs live in kubectl_wand.commands.
+
+kubectl (cobra) accepts flags anywhere: before the verb, between verb words, before or after the target,
+``--flag=value`` and ``--flag value``; ``--`` ends flags. kubectl refuses flags before a plugin's name, so
+``kubectl wand -n ns get processes`` is exactly where its users put them. So each verb has one parser holding
+kubectl's global flags and its own, the verb word is found wherever it stands (``split_verb``: it knows which
+flags take a value), and the rest is parsed intermixed. Completion reads the same parsers.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
+import signal
 import sys
 
 from . import __version__, errors
@@ -60,7 +69,19 @@ EXAMPLES = {
   kubectl wand check pid/4242 -o json""",
 }
 
+
 EXIT_HELP = "Exit codes: " + ", ".join("%d %s" % kv for kv in sorted(errors.EXIT_CODES.items())) + "."
+
+# verb -> (module in kubectl_wand.commands, one-line summary, usage)
+VERBS = {
+    "get": ("get_processes", "list Python processes (get processes [TARGET])",
+            "kubectl wand get processes [TARGET] [options]"),
+    "attach": ("attach", "start a debugger in a live process and forward it", "kubectl wand attach TARGET [options]"),
+    "exec-py": ("exec_py", "run Python code inside a live process",
+                "kubectl wand exec-py TARGET [options] -- CODE\n  kubectl wand exec-py TARGET [options] -f FILE"),
+    "check": ("check", "explain whether (and why not) a process can be attached", "kubectl wand check TARGET [options]"),
+}
+RESOURCES = ("processes", "process", "procs", "ps")
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -70,34 +91,47 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=36, width=110)
 
     def add_usage(self, usage, actions, groups, prefix=None):
-        # prefix '' is argparse computing a subcommand's prog: leave that alone
         super().add_usage(usage, actions, groups, prefix="Usage:\n  " if prefix is None else prefix)
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors are one line on stderr naming the cause and where to read more, exit code 2."""
+    """Usage errors are one line on stderr naming the cause and the verb's help, exit code 2."""
 
     def error(self, message):
         sys.stderr.write("error: %s; see '%s --help'\n" % (message, self.prog))
         raise SystemExit(errors.USAGE)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so forwards and agents are closed on the way out."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def parse_duration(text: str) -> float:
-    """kubectl durations: 0 (no limit), 30, 30s, 1m, 1h, 500ms."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text.strip())
+    """kubectl durations: 0 (no limit), 30, 30s, 1m, 1h, 500ms, 1m30s; also nan/inf, refused by validate()."""
+    text = text.strip().lower()
+    if text in ("nan", "inf", "+inf", "-inf", "infinity"):
+        return float(text)
+    m = re.fullmatch(r"-?(?:\d+(?:\.\d+)?(?:ms|s|m|h)?)+", text)
     if not m:
         raise argparse.ArgumentTypeError("bad duration %r (use e.g. 30s, 1m)" % text)
-    value = float(m.group(1))
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    total, sign = 0.0, -1.0 if text.startswith("-") else 1.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "": 1}[unit]
+    return sign * total
 
 
 def add_kube_flags(p):
     """Every standard kubectl global flag (cli-runtime ConfigFlags), honoured in API reads and kubectl calls."""
     g = p.add_argument_group("Kubernetes options (as kubectl)")
-    for flag in ("--kubeconfig", "--context", "--cluster", "--user", "--token", "--as", "--as-uid",
+    for flag in ("--kubeconfig", "--context", "--cluster", "--user", "--token", "--as-uid",
                  "--certificate-authority", "--client-certificate", "--client-key", "--tls-server-name",
                  "--cache-dir"):
         g.add_argument(flag, metavar=flag[2:].upper().replace("-", "_"))
+    g.add_argument("--as", dest="as_user", metavar="USER", help="impersonate USER")
     g.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     g.add_argument("-s", "--server", help="API server address")
     g.add_argument("--as-group", action="append", default=[], metavar="GROUP")
@@ -109,130 +143,184 @@ def add_kube_flags(p):
                    help="log level; 6+ prints the kubectl commands run")
 
 
-def add_target_flags(p, many=False):
+def add_target_flags(p, one_pod=True, pid=True):
     p.add_argument("-l", "--selector", help="label selector for the pods (kubectl's -l)")
     p.add_argument("-c", "--container", help="container (default: annotation kubectl.kubernetes.io/"
                    "default-container, else the first container that runs Python)")
-    if not many:
+    if one_pod:
         p.add_argument("--pod", help="which pod when the target has several")
+    if pid:
+        p.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress spinner or notes on stderr")
 
 
-def add_output(p, choices):
-    p.add_argument("-o", "--output", choices=choices, help="output format")
+def verb_parser(name, description):
+    _module, _summary, usage = VERBS[name]
+    p = Parser(prog="kubectl wand %s" % name, usage=usage, formatter_class=Formatter, description=description,
+               epilog=EXAMPLES[name] + "\n\n" + EXIT_HELP)
+    p._optionals.title = "Options"
+    p._positionals.title = "Arguments"
+    return p
 
 
-USAGES = {
-    "get": "kubectl wand get processes [TARGET] [options]",
-    "attach": "kubectl wand attach TARGET [options]",
-    "exec-py": "kubectl wand exec-py TARGET [options] -- CODE\n  kubectl wand exec-py TARGET [options] -f FILE",
-    "check": "kubectl wand check TARGET [options]",
-}
+def build_get():
+    p = verb_parser("get", "List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, ATTACHABLE, COMMAND.")
+    p.add_argument("resource", choices=RESOURCES, metavar="processes")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="pods in every namespace")
+    p.add_argument("--no-headers", action="store_true")
+    p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], help="output format")
+    add_target_flags(p, one_pod=False, pid=False)
+    return p
 
 
-def kubectl_titles(parser):
-    """Section titles as kubectl prints them."""
-    parser._optionals.title = "Options"
-    parser._positionals.title = "Arguments"
-    return parser
+def build_attach():
+    p = verb_parser("attach", "Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to "
+                              "127.0.0.1 here and print the editor configuration.")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
+    p.add_argument("--port", type=int, help="debug server port in the target (default 5679)")
+    p.add_argument("--local-port", type=int, help="local port of the forward (default: --port, or a free one)")
+    p.add_argument("--no-forward", action="store_true", help="inject and exit; forward yourself")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address the debug server binds in the target (default 127.0.0.1; anything else "
+                        "exposes it to the network and is warned about)")
+    p.add_argument("--timeout", type=parse_duration, default=15.0,
+                   help="how long to wait for the injection, e.g. 15 or 30s (default 15s)")
+    p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
+    add_target_flags(p)
+    return p
 
 
-def add_verb(sub, name, summary, description):
-    """A verb that acts on one process: TARGET and --pid, kubectl-style help."""
-    verb = sub.add_parser(name, help=summary, formatter_class=Formatter, epilog=EXAMPLES[name],
-                          description=description, usage=USAGES[name])
-    verb.add_argument("target", help="POD, TYPE/NAME or pid/N")
-    return kubectl_titles(verb)
+def build_exec_py():
+    p = verb_parser("exec-py", "Run CODE inside the live process and print its stdout, stderr, the repr of a final "
+                               "expression, and a traceback if it raised (exit 1).")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
+    p.add_argument("code", nargs="*", help="the code, after --")
+    p.add_argument("-f", "--filename", help="read the code from FILE (- for stdin)")
+    p.add_argument("--timeout", type=parse_duration, default=10.0,
+                   help="how long injection and run may take, e.g. 10 or 1m (default 10s)")
+    p.add_argument("--max-output", type=int, default=1 << 20, metavar="BYTES",
+                   help="bytes of stdout and of stderr brought back (default 1048576; 0: no limit)")
+    p.add_argument("--all-pods", action="store_true", help="run in every Running pod of the target at once")
+    p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
+    add_target_flags(p)
+    return p
 
 
-def add_pid(verb):
-    verb.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
+def build_check():
+    p = verb_parser("check", "One row per condition an injection needs, with ok/warn/fail and the fix. Exit 1 if any "
+                             "row fails.")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
+    p.add_argument("--no-headers", action="store_true")
+    p.add_argument("-o", "--output", choices=["wide", "json", "yaml"], help="output format")
+    add_target_flags(p)
+    return p
 
 
-def build_parser():
-    parser = Parser(
-        prog="kubectl wand", usage="kubectl wand COMMAND [options]", formatter_class=Formatter, description=DESCRIPTION,
-        epilog=EXAMPLES[None] + "\n\n" + EXIT_HELP + "\nUse \"kubectl wand <command> --help\" for more about a command.")
-    kubectl_titles(parser)
-    parser.add_argument("--version", action="version", version="kubectl-wand " + __version__)
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", title="Commands", parser_class=Parser)
-
-    get = sub.add_parser("get", help="list Python processes (get processes [TARGET])", formatter_class=Formatter,
-                         usage=USAGES["get"],
-                         description="List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, "
-                                     "ATTACHABLE, COMMAND.", epilog=EXAMPLES["get"])
-    kubectl_titles(get)
-    get.add_argument("resource", choices=["processes", "process", "procs", "ps"], metavar="processes")
-    get.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
-    get.add_argument("-A", "--all-namespaces", action="store_true", help="pods in every namespace")
-    get.add_argument("--no-headers", action="store_true")
-    add_output(get, ["wide", "json", "yaml", "name"])
-    add_target_flags(get, many=True)
-    add_kube_flags(get)
-
-    attach = add_verb(sub, "attach", "start a debugger in a live process and forward it",
-                      "Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to 127.0.0.1 "
-                      "here and print the editor configuration.")
-    add_pid(attach)
-    attach.add_argument("--port", type=int, default=5679, help="debug server port in the target (default 5679)")
-    attach.add_argument("--local-port", type=int, help="local port of the forward (default: --port, or a free one)")
-    attach.add_argument("--no-forward", action="store_true", help="inject and exit; forward yourself")
-    attach.add_argument("--address", default="127.0.0.1",
-                        help="address the debug server binds in the target (default 127.0.0.1; anything else "
-                             "exposes it to the network and is warned about)")
-    attach.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the injection (default 15)")
-    add_output(attach, ["json", "yaml"])
-    add_target_flags(attach)
-    add_kube_flags(attach)
-
-    exe = add_verb(sub, "exec-py", "run Python code inside a live process",
-                   "Run CODE inside the live process and print its stdout, stderr, the repr of a final expression, "
-                   "and a traceback if it raised (exit 1).")
-    exe.add_argument("code", nargs="*", help="the code, after --")
-    exe.add_argument("-f", "--filename", help="read the code from FILE (- for stdin)")
-    add_pid(exe)
-    exe.add_argument("--timeout", type=float, default=10.0, help="seconds for injection and run (default 10)")
-    add_output(exe, ["json", "yaml"])
-    add_target_flags(exe)
-    add_kube_flags(exe)
-
-    chk = add_verb(sub, "check", "explain whether (and why not) a process can be attached",
-                   "One row per condition an injection needs, with ok/warn/fail and the fix. Exit 1 if any row fails.")
-    add_pid(chk)
-    chk.add_argument("--no-headers", action="store_true")
-    add_output(chk, ["wide", "json", "yaml"])
-    add_target_flags(chk)
-    add_kube_flags(chk)
-    return parser
+BUILDERS = {"get": build_get, "attach": build_attach, "exec-py": build_exec_py, "check": build_check}
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def verb_parsers():
+    """Every verb's parser, kubectl's global flags included (completion reads them too)."""
+    parsers = {}
+    for name, build in BUILDERS.items():
+        p = build()
+        add_kube_flags(p)
+        parsers[name] = p
+    return parsers
+
+
+def value_flags(parsers) -> set:
+    """Option strings that take a value, in any verb: what split_verb must step over."""
+    found = {"--kubeconfig"}
+    for p in parsers.values():
+        for option, action in p._option_string_actions.items():
+            if action.nargs != 0:
+                found.add(option)
+    return found
+
+
+def split_verb(words, takes_value):
+    """(verb, the other words): the first word that is neither a flag nor a flag's value, wherever it is."""
+    skip = False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if word == "--":
+            break
+        if word.startswith("-") and word != "-":
+            if "=" not in word and word in takes_value:
+                skip = True
+            continue
+        return word, words[:i] + words[i + 1:]
+    return None, list(words)
+
+
+def top_help() -> str:
+    width = max(len(v) for v in VERBS)
+    lines = ["Usage:\n  kubectl wand COMMAND [options]\n", DESCRIPTION, "\nCommands:"]
+    lines += ["  %-*s  %s" % (width, name, summary) for name, (_m, summary, _u) in VERBS.items()]
+    lines += ["", EXAMPLES[None], "", "Flags go anywhere on the line, as with kubectl; -- ends them (exec-py code).",
+              EXIT_HELP, 'Use "kubectl wand <command> --help" for more about a command.']
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv):
+    """(verb, namespace) for a command line; SystemExit for --help/--version/usage errors (already printed)."""
     code = []
     if "--" in argv:  # everything after -- is code (exec-py), even when flags come between target and --
         cut = argv.index("--")
         argv, code = argv[:cut], argv[cut + 1:]
-    parser = build_parser()
+    parsers = verb_parsers()
+    verb, rest = split_verb(argv, value_flags(parsers))
+    if verb is None:
+        if "--version" in rest:
+            sys.stdout.write("kubectl-wand %s\n" % __version__)
+            raise SystemExit(errors.OK)
+        if rest and any(w in ("-h", "--help") for w in rest):
+            sys.stdout.write(top_help())
+            raise SystemExit(errors.OK)
+        sys.stderr.write(top_help())
+        raise SystemExit(errors.USAGE)
+    if verb not in parsers:
+        sys.stderr.write("error: unknown command %r for \"kubectl wand\"; see 'kubectl wand --help'\n" % verb)
+        raise SystemExit(errors.USAGE)
+    if "--version" in rest:
+        sys.stdout.write("kubectl-wand %s\n" % __version__)
+        raise SystemExit(errors.OK)
+    parser = parsers[verb]
+    ns = parser.parse_intermixed_args(rest)
+    if code:
+        if verb != "exec-py":
+            parser.error("only exec-py takes code after --")
+        ns.code = list(ns.code) + code
     try:
-        args = parser.parse_args(argv)
+        ns.request_timeout_s = parse_duration(ns.request_timeout) or 30.0
+    except argparse.ArgumentTypeError as exc:
+        parser.error("argument --request-timeout: %s" % exc)
+    return verb, ns
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        verb, ns = parse(argv)
     except SystemExit as exc:  # --help / --version exit 0; usage errors were reported by Parser.error
         return int(exc.code or 0)
-    if code:
-        if args.verb != "exec-py":
-            sys.stderr.write("error: only exec-py takes code after --; see 'kubectl wand --help'\n")
-            return errors.USAGE
-        args.code = list(args.code) + code
-    if not args.verb:
-        parser.print_help()
-        return errors.USAGE
-    args.request_timeout_s = parse_duration(args.request_timeout) or 30.0
+    def terminate(signum, _frame):
+        raise Terminated(signum)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, terminate)
     try:
-        return run(args)
+        return run(verb, ns)
     except WandError as exc:
         sys.stderr.write("error: %s\n" % exc.message)
         return exc.code
     except KeyboardInterrupt:
-        return 130
+        return errors.INTERRUPTED
+    except Terminated as exc:
+        return 128 + exc.signum
     except BrokenPipeError:
         # Only a reader that went away (`kubectl wand get processes | head -1`) is benign; silence the
         # interpreter's own flush of the dead stdout at exit.
@@ -253,23 +341,13 @@ def stdout_alive() -> bool:
         return False
 
 
-def run(args) -> int:
-    out, err = sys.stdout, sys.stderr
-    if args.verb == "get":
-        from .commands import get_processes as verb
-        opts = verb.Options(args)
-    elif args.verb == "attach":
-        from .commands import attach as verb
-        opts = verb.Options(args)
-    elif args.verb == "exec-py":
-        from .commands import exec_py as verb
-        opts = verb.Options(args)
-        opts.complete(sys.stdin)
-    else:
-        from .commands import check as verb
-        opts = verb.Options(args)
+def run(verb, ns) -> int:
+    from .streams import Streams
+    module = importlib.import_module("kubectl_wand.commands." + VERBS[verb][0])
+    opts = module.Options()
+    opts.complete(ns, Streams.system())
     opts.validate()
-    return opts.run(out, err)
+    return opts.run()
 
 
 if __name__ == "__main__":

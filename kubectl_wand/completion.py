@@ -59,13 +59,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def subcommands(parser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
 def takes_value(action) -> bool:
     return action.nargs != 0
 
@@ -140,19 +133,26 @@ class Line:
 
 
 def complete(words, current):
-    """(candidates, directive) for the word ``current`` after ``words``."""
-    from .cli import build_parser
-    parser = build_parser()
-    sub = subcommands(parser)
-    verb_index = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
-    if verb_index is None:
-        if current.startswith("-"):
-            return match(option_strings(parser), current), NO_FILE
-        return match(list(sub.choices), current), NO_FILE
-    verb = words[verb_index]
-    if verb not in sub.choices:
+    """(candidates, directive) for the word ``current`` after ``words`` (flags may stand anywhere)."""
+    from .cli import VERBS, split_verb, value_flags, verb_parsers
+    parsers = verb_parsers()
+    takes = value_flags(parsers)
+    verb, rest = split_verb(words, takes)
+    if verb is None:
+        if words and words[-1] in takes:  # a global flag's value, before any verb: `kubectl wand -n <TAB>`
+            line = Line(parsers["get"], words)
+            if line.pending is not None:
+                return complete_value(line, line.pending, current, "")
+        if current.startswith("-"):  # before the verb: kubectl's global flags, --help and --version
+            flags = ["--help", "--version"] + [f for f in option_strings(parsers["get"])
+                                               if f not in parsers["get"]._option_string_actions or
+                                               parsers["get"]._option_string_actions[f].container.title
+                                               == "Kubernetes options (as kubectl)"]
+            return match(flags, current), NO_FILE
+        return match(list(VERBS), current), NO_FILE
+    if verb not in parsers:
         return [], NO_FILE
-    line = Line(sub.choices[verb], words[verb_index + 1:])
+    line = Line(parsers[verb], rest)
     if line.pending is not None:
         return complete_value(line, line.pending, current, "")
     if current.startswith("--") and "=" in current:
@@ -181,8 +181,6 @@ def option_strings(parser, used=()):
     found = []
     for action in parser._actions:
         if action.dest in used and not isinstance(action, argparse._AppendAction):
-            continue
-        if isinstance(action, argparse._SubParsersAction):
             continue
         found += sorted(action.option_strings, key=lambda s: (not s.startswith("--"), s))
     return found
@@ -245,8 +243,8 @@ def lookup(kind, line):
 
 
 def kube_flags(line):
-    from .kube.config import KubeFlags
-    return KubeFlags(line.namespace())
+    from .commands.common import kube_flags
+    return kube_flags(line.namespace())
 
 
 def api_items(line, path):
@@ -298,12 +296,17 @@ def target_pids(line):
     args = line.namespace()
     if not getattr(args, "target", None) and not getattr(args, "selector", None):
         return []
-    from .commands.common import resolve
-    target, transports = resolve(args)
-    if target is not None and target.local:
-        return [str(target.pid)]  # pid/N names the process already
-    if getattr(args, "pod", None):
-        transports = [t for t in transports if getattr(t, "name", None) == args.pod]
+    from .commands.common import TargetOptions
+    from .streams import Streams
+    opts = TargetOptions(verb="complete")
+    quiet = open(os.devnull, "w")
+    opts.complete_target(args, Streams(None, quiet, quiet))
+    opts.quiet = True
+    if opts.target is not None and opts.target.local:
+        return [str(opts.target.pid)]  # pid/N names the process already
+    transports = opts.transports()
+    if opts.pod:
+        transports = [t for t in transports if getattr(t, "name", None) == opts.pod]
     found = []
     for transport in transports[:3]:  # a Deployment's replicas: the first few are enough to choose from
         result = transport.agent({"op": "list"}, timeout=AGENT_TIMEOUT)

@@ -1,26 +1,35 @@
-"""Errors the CLI reports as one line on stderr, and the exit codes they map to (docs/troubleshooting.md)."""
+"""Errors the CLI reports as one line on stderr, and the exit codes they map to (docs/troubleshooting.md).
+
+This is the one place that turns an agent's result into an exit code (``exit_code``).
+"""
+from __future__ import annotations
 
 OK = 0
 FAILED = 1         # the code raised (exec-py), or a check failed (check)
 USAGE = 2          # bad flags or arguments, a missing -f file, a syntax error in the code
-NOT_FOUND = 3      # no such process, pod, workload or container; not Python; no Running pods
-NOT_ATTACHABLE = 4  # Python older than 3.14, remote debugging disabled, permission / SYS_PTRACE
+NOT_FOUND = 3      # no such process, pod, workload or container; not Python; no Running pods; it exited
+NOT_ATTACHABLE = 4  # Python older than 3.14, remote debugging disabled, permission / SYS_PTRACE, stopped, refused
 TIMEOUT = 5        # the main thread did not reach a safe point, or the code did not finish in time
-ENVIRONMENT = 6    # kubectl missing, API server unreachable, RBAC forbidden, port busy, debugpy failure
+ENVIRONMENT = 6    # kubectl missing, API server unreachable, RBAC forbidden, port busy, no writable /tmp, debugpy
+INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
     OK: "success", FAILED: "the code raised / a check failed", USAGE: "usage error",
     NOT_FOUND: "target not found", NOT_ATTACHABLE: "target not attachable", TIMEOUT: "timed out",
-    ENVIRONMENT: "environment problem (kubectl, API server, RBAC, port, debugpy)",
+    ENVIRONMENT: "environment problem (kubectl, API server, RBAC, port, temporary directory, debugpy)",
 }
 
-# Agent error kinds (kubectl_wand.agent) -> exit code.
+# Agent error kinds (kubectl_wand.agent.protocol.KINDS) -> exit code.
 KIND_EXIT = {
     "usage": USAGE, "syntax": USAGE,
-    "not-found": NOT_FOUND, "not-python": NOT_FOUND,
+    "not-found": NOT_FOUND, "not-python": NOT_FOUND, "exited": NOT_FOUND,
     "version": NOT_ATTACHABLE, "disabled": NOT_ATTACHABLE, "permission": NOT_ATTACHABLE,
-    "pending": TIMEOUT, "running": TIMEOUT,
+    "stopped": NOT_ATTACHABLE, "refused": NOT_ATTACHABLE,
+    "pending": TIMEOUT, "running": TIMEOUT, "busy": TIMEOUT,
 }
+# Result statuses that are not errors -> exit code.
+STATUS_EXIT = {"ok": OK, "listening": OK, "already": OK, "raised": FAILED,
+               "pending": TIMEOUT, "running": TIMEOUT, "timeout": TIMEOUT}
 
 
 class WandError(Exception):
@@ -31,7 +40,15 @@ class WandError(Exception):
         self.message, self.code = message, code
 
 
+def exit_code(result: dict) -> int:
+    """The exit code for an agent result (the one mapping, used by every verb)."""
+    status = result.get("status")
+    if status == "error":
+        return KIND_EXIT.get(result.get("kind"), ENVIRONMENT)
+    return STATUS_EXIT.get(status, ENVIRONMENT)
+
+
 def from_agent(result: dict, where: str = "") -> WandError:
     kind = result.get("kind") or result.get("status")
     message = result.get("error") or "failed (%s)" % kind
-    return WandError((where + ": " if where else "") + message, KIND_EXIT.get(kind, ENVIRONMENT))
+    return WandError((where + ": " if where else "") + message, exit_code(result))

@@ -36,7 +36,3 @@ class Spinner:
             self.stop.set()
             self.thread.join()
         return False
-
-
-def step(args, message: str) -> Spinner:
-    return Spinner(message, enabled=not getattr(args, "quiet", False))

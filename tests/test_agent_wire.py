@@ -6,16 +6,18 @@ import sys
 
 import pytest
 
-from kubectl_wand.kube.transport import LOADER, agent_header, boot_line
+from kubectl_wand.agent import protocol
+from kubectl_wand.transport.bundle import LOADER, agent_header, boot_line
 
 
 def run_agent(request, cwd):
     done = subprocess.run([sys.executable, "-I", "-c", LOADER], input=boot_line() + agent_header() +
-                          json.dumps(request).encode() + b"\n", capture_output=True, timeout=60, cwd=cwd)
+                          protocol.encode(protocol.request(**request)), capture_output=True, timeout=60, cwd=cwd)
     assert done.returncode == 0, done.stderr.decode()
     lines = done.stdout.decode().splitlines()
-    assert len(lines) == 1, lines
-    return json.loads(lines[0])["result"]
+    assert len(lines) == 2, lines  # the hello, then the result
+    assert protocol.check_hello(json.loads(lines[0]))["protocol"] == protocol.VERSION
+    return protocol.check_result(json.loads(lines[1])["result"])
 
 
 @pytest.mark.py314
@@ -37,5 +39,5 @@ def test_agent_sources_are_verbatim_module_files():
 
 def test_our_own_agents_are_helpers_not_apps():
     from kubectl_wand.agent import processes
-    from kubectl_wand.kube.transport import AGENT_ARGS
+    from kubectl_wand.transport.bundle import AGENT_ARGS
     assert processes.is_helper(" ".join(["python3"] + AGENT_ARGS))

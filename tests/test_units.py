@@ -108,15 +108,29 @@ def test_spinner_draws_on_a_terminal_only():
         assert reader.read() == ""  # piped: nothing
 
 
-def test_ptrace_fix_for_a_deployment_and_a_bare_pod(monkeypatch):
+def test_ptrace_fix_appends_and_is_offered_only_where_it_applies(monkeypatch):
+    """The printed fix adds SYS_PTRACE to what the container already adds; it never replaces the list."""
     import json
     from kubectl_wand.kube import checks
-    pod = {"metadata": {"name": "web-1", "namespace": "ns"}}
+
+    def pod(sc):
+        return {"metadata": {"name": "web-1", "namespace": "ns"},
+                "spec": {"containers": [{"name": "side"}, dict({"name": "app"}, **sc)]}}
+
     monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("deployment", "web"))
-    fix = checks.ptrace_patch(None, pod, "app")
-    assert fix.startswith("kubectl patch -n ns deployment/web --patch '")
-    patch = json.loads(fix.split("--patch ", 1)[1].strip("'"))
-    container = patch["spec"]["template"]["spec"]["containers"][0]
-    assert container == {"name": "app", "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}
+    fix = checks.ptrace_fix(None, pod({"securityContext": {"capabilities": {"add": ["SETUID", "SETGID"]}}}), "app")
+    assert fix.startswith("kubectl patch -n ns deployment/web --type json -p '")
+    ops = json.loads(fix.split(" -p ", 1)[1].split("'")[1])
+    assert ops == [{"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "app"},
+                   {"op": "add", "path": "/spec/template/spec/containers/1/securityContext/capabilities/add/-",
+                    "value": "SYS_PTRACE"}]
+    ops = json.loads(checks.ptrace_fix(None, pod({}), "app").split(" -p ", 1)[1].split("'")[1])
+    assert ops[1] == {"op": "add", "path": "/spec/template/spec/containers/1/securityContext",
+                      "value": {"capabilities": {"add": ["SYS_PTRACE"]}}}
+    assert checks.ptrace_fix(None, pod({"securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}), "app") is None
     monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("pod", "web-1"))
-    assert checks.ptrace_patch(None, pod, "app").startswith("recreate pod/web-1 with")
+    bare = checks.ptrace_fix(None, pod({}), "app")
+    assert "re-create pod/web-1" in bare and "kubectl patch" not in bare
+    monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("job", "batch"))
+    job = checks.ptrace_fix(None, pod({}), "app")
+    assert "Job's pod template cannot change" in job and "kubectl patch" not in job

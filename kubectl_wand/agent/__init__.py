@@ -8,6 +8,17 @@ target itself, on its main thread).
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("elf", "procfs", "processes", "runtime", "session", "checks", "debugserver", "main")
+MODULES = ("protocol", "elf", "procfs", "processes", "runtime", "session", "checks", "debugserver", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
 PASSENGERS = ("injector", "payload")
+# Listing and watching (every pod of `get processes` runs them) need only these modules: a pod is sent no more
+# than an operation needs.
+LIGHT_OPS = ("list", "watch")
+LIGHT_MODULES = ("protocol", "elf", "procfs", "processes", "main")
+
+
+def modules_for(op):
+    """(modules to load in import order, passengers) that a pod needs for ``op``."""
+    if op in LIGHT_OPS:
+        return LIGHT_MODULES, ()
+    return MODULES, PASSENGERS

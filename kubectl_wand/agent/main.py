@@ -1,31 +1,38 @@
-"""The agent's entry point: one request in, one JSON result out.
+"""The agent's entry point: one request in, one JSON result out (and, for streaming operations, events).
 
-Locally the CLI calls ``handle`` in-process. In a pod, ``serve_stdio`` speaks JSON lines over the
-``kubectl exec -i`` pipes: the request first; when the agent needs a large input (a debugpy to ship) it asks
-with ``{"need": NAME}`` and reads ``{"blob": base64}`` back; the last line is the result.
+Locally the CLI calls ``handle`` in-process. In a pod, ``serve_stdio`` speaks the protocol of
+``agent/protocol.py`` over the ``kubectl exec -i`` pipes: a hello (with the protocol version), then the
+request is read; when the agent needs a large input (a debugpy to ship) it asks with ``{"need": NAME}`` and
+reads ``{"blob": base64}`` back; streaming operations send ``{"event": ...}`` lines and stop early when the
+CLI sends ``{"stop": ...}`` or closes stdin; the last line is the result.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
-from . import processes
+from . import processes, protocol
+from .protocol import AgentError
+
+# Operations that run until done or stopped: the CLI may end them early (stop line, or stdin closed).
+STREAMING = ("watch", "profile", "trace")
 
 
-# Listing and watching need only these modules; a pod is sent no more than an operation needs.
-LIGHT_OPS = {"list", "watch"}
-LIGHT_MODULES = ("elf", "procfs", "processes", "main")
-
-
-def handle(request: dict, fetch_blob=None) -> dict:
+def handle(request: dict, fetch_blob=None, emit=None, stop=None) -> dict:
+    try:
+        request = protocol.check_request(request)
+    except protocol.ProtocolError as exc:
+        return protocol.error("protocol", str(exc))
     op = request.get("op")
     if op == "list":
-        return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
+        try:
+            return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
+        except AgentError as exc:
+            return exc.to_json()
     if op == "watch":
-        return watch(int(request["pid"]), request.get("stdin_watch", False))
-    from .session import AgentError, main_thread_stack, target
+        return watch(int(request["pid"]), stop)
+    from .session import main_thread_stack, target
     try:
         if op == "exec":
             return run_exec(request)
@@ -43,9 +50,9 @@ def handle(request: dict, fetch_blob=None) -> dict:
         return exc.to_json()
 
 
-def watch(pid: int, stdin_watch: bool) -> dict:
+def watch(pid: int, stop=None) -> dict:
     """Wait until ``pid`` exits; then, if its parent starts another Python worker (a reloader or a
-    supervisor restarting it), return that worker's pid. Returns early when our stdin closes (the CLI left).
+    supervisor restarting it), return that worker's pid. Returns early when ``stop`` is set (the CLI left).
     """
     import select
     from . import procfs
@@ -63,16 +70,20 @@ def watch(pid: int, stdin_watch: bool) -> dict:
             return {"status": "exited", "pid": pid}
     for fd in fds:
         waiter.register(fd, select.POLLIN)
-    if stdin_watch:
-        waiter.register(sys.stdin.fileno(), select.POLLIN | select.POLLHUP)
     while True:
-        events = waiter.poll(None if fds else 500)
-        if any(fd == sys.stdin.fileno() for fd, _ in events) and stdin_watch:
+        # The pidfd wakes us the moment the process exits; the 0.2 s timeout only bounds how late we notice
+        # that the CLI went away (stop), which costs nothing but one wake-up.
+        events = waiter.poll(200)
+        if stop is not None and stop.is_set():
             return {"status": "cancelled"}
         if events or not os.path.exists("/proc/%d" % pid):
             break
+    for fd in fds:
+        os.close(fd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and os.path.exists("/proc/%d" % parent):
+        if stop is not None and stop.is_set():
+            return {"status": "cancelled"}
         # No kernel event announces a new child to a non-parent: look every 0.2 s until the reloader's
         # new worker appears (it usually takes well under a second).
         for info in processes.list_processes(cpu_window=0):
@@ -93,19 +104,42 @@ def run_exec(request):
 def serve_stdio():
     """Pod side: read the request from stdin, answer on stdout (the real stdout, not the payload's)."""
     import base64
+    import threading
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    lock = threading.Lock()
 
     def write(obj):
-        stdout.write(json.dumps(obj).encode() + b"\n")
-        stdout.flush()
+        with lock:  # events come from worker threads too
+            stdout.write(protocol.encode(obj))
+            stdout.flush()
 
     def fetch_blob(name):
-        write({"need": name})
-        reply = json.loads(stdin.readline() or b"{}")
-        if "blob" not in reply:
-            from .session import AgentError
+        write({protocol.NEED: name})
+        reply = protocol.decode(stdin.readline() or b"{}")
+        if protocol.BLOB not in reply:
             raise AgentError("debugpy", "the CLI could not supply %s" % name)
-        return base64.b64decode(reply["blob"])
+        return base64.b64decode(reply[protocol.BLOB])
 
-    request = json.loads(stdin.readline() or b"{}")
-    write({"result": handle(request, fetch_blob)})
+    write(protocol.hello(python=sys.version.split()[0], pid=os.getpid()))
+    try:
+        request = protocol.decode(stdin.readline() or b"{}")
+    except protocol.ProtocolError as exc:
+        write({protocol.RESULT: protocol.error("protocol", str(exc))})
+        return
+    stop = None
+    if request.get("op") in STREAMING:
+        stop = threading.Event()
+
+        def watch_stdin():
+            # A stop line, or EOF (the CLI exited, was killed, or kubectl's connection dropped), ends the op.
+            try:
+                for line in iter(stdin.readline, b""):
+                    if protocol.STOP in protocol.decode(line):
+                        break
+            except (OSError, ValueError):
+                pass
+            stop.set()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    write({protocol.RESULT: handle(request, fetch_blob, emit=lambda event: write({protocol.EVENT: event}),
+                                   stop=stop)})

@@ -196,7 +196,7 @@ def all_pids():
             import psutil
         return psutil.pids()
     except Exception as exc:  # no psutil, or psutil without a /proc to read (it fails with IndexError)
-        from .session import AgentError
+        from .protocol import AgentError
         raise AgentError("environment", "no /proc here to list processes from (%s: %s); mount /proc" % (
             type(exc).__name__, exc))
 

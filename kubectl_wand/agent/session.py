@@ -26,15 +26,7 @@ def module_source(name: str) -> str:
         return f.read()
 
 
-class AgentError(Exception):
-    """A failure with a kind the CLI maps to an exit code, and a message that says the fix."""
-
-    def __init__(self, kind: str, message: str, **extra):
-        super().__init__(message)
-        self.kind, self.message, self.extra = kind, message, extra
-
-    def to_json(self):
-        return dict(self.extra, status="error", kind=self.kind, error=self.message)
+from .protocol import AgentError  # noqa: E402,F401  (defined once, in the protocol; re-exported here)
 
 
 def target(pid: int):

@@ -1,61 +1,114 @@
-"""`kubectl wand attach TARGET`: start debugpy in the live process and connect the editor to it."""
+"""`kubectl wand attach TARGET`: start debugpy in the live process and connect the editor to it.
+
+Flow: preflight (local port free, may we port-forward) -> inject or find the debug server (readiness confirmed
+by a DAP round trip beside the target) -> on pods, forward and stay in the foreground (attach_session).
+Nothing is injected before every check that could still refuse has passed.
+"""
 from __future__ import annotations
 
-import sys
 import time
+from dataclasses import dataclass
 
 from .. import editor, errors, printers, report
-from ..spinner import step
 from ..errors import WandError
-from . import common
+from .common import TargetOptions, check_result, positive_seconds
+
+DEFAULT_PORT = 5679
+DEFAULT_ADDRESS = "127.0.0.1"
 
 
-class Options:
-    def __init__(self, args):
-        self.args = args
+@dataclass
+class Options(TargetOptions):
+    port: int = DEFAULT_PORT
+    local_port: int = None
+    no_forward: bool = False
+    address: str = DEFAULT_ADDRESS
+    timeout: float = 15.0
+    output: str = None
+    port_given: bool = False
+
+    def complete(self, ns, streams):
+        self.verb = "attach"
+        self.complete_target(ns, streams)
+        self.port_given = ns.port is not None
+        self.port = ns.port if ns.port is not None else DEFAULT_PORT
+        self.local_port, self.no_forward, self.address = ns.local_port, ns.no_forward, ns.address
+        self.timeout, self.output = ns.timeout, ns.output
 
     def validate(self):
-        a = self.args
-        if not 0 < a.port < 65536:
+        self.validate_target()
+        if not 0 < self.port < 65536:
             raise WandError("--port must be 1-65535", errors.USAGE)
-        if a.local_port is not None and not 0 <= a.local_port < 65536:
+        if self.local_port is not None and not 0 <= self.local_port < 65536:
             raise WandError("--local-port must be 0-65535 (0: any free port)", errors.USAGE)
-        if a.output not in (None, "json", "yaml"):
+        positive_seconds(self.timeout, "--timeout")
+        if self.output not in (None, "json", "yaml"):
             raise WandError("attach prints -o json or -o yaml (or text without -o)", errors.USAGE)
 
-    def run(self, out, err):
-        a = self.args
-        target, transport = common.one_transport(a, "attach")
-        if not transport.local and a.local_port and not a.no_forward:
-            from ..kube.transport import port_free
-            if not port_free(a.local_port):  # before touching the target: bad input leaves it unchanged
+    def run(self) -> int:
+        err = self.streams.stderr
+        transport = self.one_transport()
+        forwarding = not transport.local and not self.no_forward
+        if forwarding:  # before touching the target: bad input or missing rights leave it unchanged
+            from ..transport.portforward import port_free
+            if self.local_port and not port_free(self.local_port):
                 raise WandError("local port %d is busy; choose another with --local-port (0: any free port)"
-                                % a.local_port, errors.ENVIRONMENT)
-        if a.address not in ("127.0.0.1", "localhost"):
+                                % self.local_port, errors.ENVIRONMENT)
+            if transport.forward_allowed() is False:
+                raise WandError("you may not port-forward to pods in namespace %s (RBAC: create on pods/portforward),"
+                                " so the debug server could not be reached: nothing was injected. Ask for that "
+                                "right, or use --no-forward" % transport.namespace, errors.ENVIRONMENT)
+        if self.address not in ("127.0.0.1", "localhost"):
             err.write("warning: the debug server will listen on %s: anyone who can reach that address can run "
-                      "code in the process (debugpy has no authentication)\n" % a.address)
-        pid, note = common.target_pid(a, transport, target)
-        if note and not a.quiet:
-            err.write(note + "\n")
-        session = start_server(transport, pid, a)
-        if transport.local:
-            return self.report(out, err, transport, pid, session, session["port"])
-        from ..kube.attach import foreground  # pods: forward the port and stay in the foreground
-        return foreground(self, out, err, transport, pid, session)
+                      "code in the process (debugpy has no authentication)\n" % self.address)
+        pid, note = self.target_pid(transport)
+        self.note(note)
+        session = self.start_server(transport, pid)
+        if not forwarding:
+            extra = {} if transport.local else {"forwarding": False}
+            code = self.report(transport, pid, session, session["port"], extra)
+            if not transport.local:
+                err.write("not forwarding (--no-forward); to reach it: %s\n" % transport.forward_hint(
+                    self.local_port or session["port"], session["port"]))
+            return code
+        from .attach_session import foreground
+        return foreground(self, transport, pid, session)
 
-    def report(self, out, err, transport, pid, session, local_port, extra=None):
-        a = self.args
+    def start_server(self, transport, pid):
+        """Inject debugpy (or find the one already there); the agent's result, listening confirmed."""
+        with self.step("starting the debug server in %s pid %d" % (transport.where, pid)):
+            result = transport.agent({"op": "attach", "pid": pid, "host": self.address, "port": self.port,
+                                      "timeout": self.timeout}, timeout=self.timeout + self.request_timeout_s)
+        if result.get("status") in ("pending", "running"):
+            report.timed_out(result, self.streams.stderr)
+            raise WandError("attach did not complete (see above)", errors.TIMEOUT)
+        if result.get("status") == "error" and result.get("kind") == "port":
+            raise WandError("port %d is busy in %s; choose another with --port" % (self.port, transport.where),
+                            errors.ENVIRONMENT)
+        result = check_result(result, transport)
+        if result["status"] == "already":
+            asked = [what for what, differs in (
+                ("--address %s" % self.address, self.address not in (DEFAULT_ADDRESS, "localhost") and
+                 self.address != result.get("host")),
+                ("--port %d" % self.port, self.port_given and self.port != result.get("port"))) if differs]
+            if asked:
+                self.streams.stderr.write("note: %s not used: a debug server already listens on %s:%s in pid %d "
+                                          "(debugpy cannot be restarted in a process)\n" % (
+                                              " and ".join(asked), result.get("host"), result.get("port"), pid))
+        return result
+
+    def report(self, transport, pid, session, local_port, extra=None):
+        out = self.streams.stdout
         hello = session.get("hello") or {}
         remote_root = hello.get("cwd") or "/"
-        local_root = transport.local_root(remote_root) if hasattr(transport, "local_root") else "${workspaceFolder}"
         name = "kubectl wand: %s pid %d" % (transport.where, pid) if not transport.local else "kubectl wand: pid %d" % pid
-        cfg = editor.configs(name, local_port, local_root, remote_root)
+        cfg = editor.configs(name, local_port, transport.local_root(remote_root), remote_root)
         info = {"pid": pid, "where": transport.where, "status": session["status"], "host": session.get("host"),
                 "port": session.get("port"), "local_port": local_port, "debugpy": session.get("debugpy"),
                 "source": session.get("source"), "editor": cfg}
         info.update(extra or {})
-        if a.output:
-            out.write(printers.dump(info, a.output))
+        if self.output:
+            out.write(printers.dump(info, self.output))
             return errors.OK
         verb = "already listening" if session["status"] == "already" else "listening"
         where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
@@ -70,17 +123,3 @@ class Options:
         out.write("\n" + editor.render(cfg))
         out.flush()
         return errors.OK
-
-
-def start_server(transport, pid, a):
-    """Inject debugpy (or find the one already there); returns the agent's result, listening confirmed."""
-    with step(a, "starting the debug server in %s pid %d" % (transport.where, pid)):
-        result = transport.agent({"op": "attach", "pid": pid, "host": a.address, "port": a.port,
-                                  "timeout": a.timeout}, timeout=a.timeout + a.request_timeout_s)
-    if result.get("status") in ("pending", "running"):
-        report.timed_out(result, sys.stderr)
-        raise WandError("attach did not complete (see above)", errors.TIMEOUT)
-    if result.get("status") == "error" and result.get("kind") == "port":
-        raise WandError("port %d is busy in %s; choose another with --port" % (a.port, transport.where),
-                        errors.ENVIRONMENT)
-    return common.check_result(result, transport)

@@ -1,54 +1,157 @@
-"""What the verbs share: choosing the transport(s) for a target, and reporting agent failures."""
+"""What the verbs share: the target options every verb has, and the way from a target to transports.
+
+``TargetOptions.complete_target`` is the only code that reads the common flags from the parsed command line;
+from there on everything is typed fields.
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
 
 from .. import errors, targets
 from ..errors import WandError
+from ..streams import Streams
 
 
-def resolve(args):
-    """(target or None, [transports]) for the command line: local pid/N, or the pods behind a target."""
-    target = targets.parse(args.target) if getattr(args, "target", None) else None
-    if target is not None and target.local:
-        from ..transport.local import LocalTransport
-        return target, [LocalTransport(target.pid)]
-    if target is None and not any(getattr(args, name, None) for name in ("selector", "all_namespaces", "namespace")):
-        return None, []  # no target and no cluster flag: this machine (get processes)
-    from .. import kube  # imported only for cluster targets: keeps local use and --help fast
-    from ..spinner import step
-    with step(args, "finding pods"):
-        return target, kube.transports(args, target)
+def kube_flags(ns, warn=None):
+    """KubeFlags from the parsed command line (imported lazily: local targets never need kube/)."""
+    from ..kube.config import VALUE_FLAGS, KubeFlags
+    values = {dest: getattr(ns, "as_user" if dest == "as_" else dest, None) for dest, _f in VALUE_FLAGS}
+    return KubeFlags(values, as_groups=ns.as_group, insecure=ns.insecure_skip_tls_verify,
+                     disable_compression=ns.disable_compression, request_timeout=ns.request_timeout,
+                     timeout_s=ns.request_timeout_s, verbosity=ns.verbosity, namespace=ns.namespace, warn=warn)
 
 
-def one_transport(args, verb):
-    target, transports = resolve(args)
-    if target is None and not getattr(args, "selector", None):
-        raise WandError("%s needs a target: POD, TYPE/NAME, -l SELECTOR or pid/N" % verb, errors.USAGE)
-    if len(transports) != 1:
-        from .. import kube
-        return target, kube.choose_one(args, transports)
-    return target, transports[0]
+def positive_seconds(value, flag):
+    """A finite, positive number of seconds; anything else is a usage error (nan/inf/0/-5 included)."""
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise WandError("%s must be a positive number of seconds (e.g. 15 or 30s), not %s" % (flag, value),
+                        errors.USAGE)
+    return value
 
 
-def target_pid(args, transport, target):
-    """The process to act on: pid/N itself, --pid, or the agent's choice of the app process."""
-    if target is not None and target.local:
-        if getattr(args, "pid", None) and args.pid != target.pid:
-            raise WandError("pid/%d and --pid %d disagree; give one" % (target.pid, args.pid), errors.USAGE)
-        return target.pid, None
-    if getattr(args, "pid", None):
-        return args.pid, None
-    from ..selection import choose_process
-    from ..spinner import step
-    with step(args, "listing processes in %s" % transport.where):
-        listing = check_result(transport.agent({"op": "list"}, timeout=args.request_timeout_s), transport)
-    return choose_process(listing["processes"], transport.where)
+@dataclass
+class TargetOptions:
+    """Options every verb that acts on processes has."""
+    verb: str = ""
+    target: object = None            # targets.Target, or None (this machine / -l only)
+    selector: str = None
+    container: str = None
+    pod: str = None
+    pid: int = None
+    all_namespaces: bool = False
+    quiet: bool = False
+    request_timeout_s: float = 30.0
+    kube: object = None              # kube.config.KubeFlags, for cluster targets
+    streams: Streams = field(default_factory=Streams.system)
+
+    def complete_target(self, ns, streams):
+        self.streams = streams
+        self.target = targets.parse(ns.target) if getattr(ns, "target", None) else None
+        self.selector = getattr(ns, "selector", None)
+        self.container = getattr(ns, "container", None)
+        self.pod = getattr(ns, "pod", None)
+        self.pid = getattr(ns, "pid", None)
+        self.all_namespaces = bool(getattr(ns, "all_namespaces", False))
+        self.quiet = bool(getattr(ns, "quiet", False))
+        self.request_timeout_s = ns.request_timeout_s
+        if self.target is None or not self.target.local:
+            self.kube = kube_flags(ns, warn=streams.stderr)
+
+    def validate_target(self, needs_one=True):
+        if needs_one and self.target is None and not self.selector:
+            raise WandError("%s needs a target: POD, TYPE/NAME, -l SELECTOR or pid/N" % self.verb, errors.USAGE)
+        if self.pid is not None and self.pid <= 0:
+            raise WandError("--pid must be a process id (a positive number)", errors.USAGE)
+        if self.target is not None and self.target.local:
+            if self.pid and self.pid != self.target.pid:
+                raise WandError("pid/%d and --pid %d disagree; give one" % (self.target.pid, self.pid), errors.USAGE)
+            if self.selector or self.container or self.pod or self.all_namespaces:
+                raise WandError("pid/N is a process on this machine: -l, -c, --pod and -A are for pods",
+                                errors.USAGE)
+        if self.all_namespaces and self.target is not None and self.target.kind == "pod":
+            raise WandError("-A lists pods in every namespace; it does not go with a single pod", errors.USAGE)
+
+    def step(self, message):
+        from ..spinner import Spinner
+        return Spinner(message, enabled=not self.quiet, stream=self.streams.stderr)
+
+    def note(self, text):
+        if text and not self.quiet:
+            self.streams.stderr.write(text + "\n")
+
+    # -- from the target to transports --------------------------------------------------------------------------
+    def transports(self):
+        """[transports]: pid/N itself, the Running pods behind the target, or [] for this machine."""
+        if self.target is not None and self.target.local:
+            from ..transport.local import LocalTransport
+            return [LocalTransport(self.target.pid)]
+        if self.target is None and not self.selector and not self.all_namespaces and not self.kube.namespace_flag:
+            return []  # no target and no cluster flag: this machine (get processes)
+        with self.step("finding pods"):
+            return pod_transports(self)
+
+    def one_transport(self):
+        transports = self.transports()
+        if len(transports) == 1:
+            return transports[0]
+        return self.choose_pod(transports)
+
+    def choose_pod(self, candidates):
+        """One pod: --pod NAME, else an interactive choice on a terminal, else an error naming the candidates."""
+        names = [t.name for t in candidates]
+        if self.pod:
+            for t in candidates:
+                if t.name == self.pod:
+                    return t
+            raise WandError("--pod %s is not one of the target's Running pods: %s" % (self.pod, ", ".join(names)),
+                            errors.NOT_FOUND)
+        if self.streams.interactive():
+            return candidates[self.streams.choose("Running pods", names)]
+        raise WandError("%d Running pods match (%s); choose one with --pod NAME" % (len(names), ", ".join(names)),
+                        errors.USAGE)
+
+    def target_pid(self, transport):
+        """The process to act on: pid/N itself, --pid, or the agent's choice of the app process."""
+        if self.target is not None and self.target.local:
+            return self.target.pid, None
+        if self.pid:
+            return self.pid, None
+        from ..selection import choose_process
+        with self.step("listing processes in %s" % transport.where):
+            listing = check_result(transport.agent({"op": "list"}, timeout=self.request_timeout_s), transport)
+        return choose_process(listing["processes"], transport.where)
+
+
+def pod_transports(opts):
+    """A kubectl transport per Running pod of the target (or -l); a pod named alone is listed early."""
+    from ..kube.resolve import container_order, pods
+    from ..transport.kubectl import KubectlTransport
+    flags, target = opts.kube, opts.target
+    flags.kubectl()  # fail first, and plainly, when kubectl is missing
+    early = None
+    if target is not None and target.kind == "pod" and not opts.selector and not opts.pid:
+        from ..transport.early import EarlyList  # every verb lists the pod first, unless --pid names the process
+        early = EarlyList(flags, flags.namespace(), target.name, opts.container)  # overlaps the API read below
+    try:
+        found = pods(flags, target, opts.selector, opts.all_namespaces)
+        made = [KubectlTransport(flags, pod, container_order(pod, opts.container), explicit=bool(opts.container),
+                                 all_namespaces=opts.all_namespaces) for pod in found]
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    if early is not None:
+        early.where_kubectl_went(found[0])
+        made[0].adopt(early)
+    return made
 
 
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's securityContext fix for permission)."""
+    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission)."""
     if result.get("status") == "error":
         error = errors.from_agent(result, transport.where)
-        if result.get("kind") == "permission" and hasattr(transport, "permission_fix"):
+        if result.get("kind") == "permission":
             fix = transport.permission_fix()
             if fix:
                 error.message += "; the container lacks SYS_PTRACE: " + fix

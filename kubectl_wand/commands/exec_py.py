@@ -1,80 +1,188 @@
-"""`kubectl wand exec-py TARGET -- CODE | -f FILE | -f -`: run code inside the live process."""
+"""`kubectl wand exec-py TARGET -- CODE | -f FILE | -f -`: run code inside the live process.
+
+With --all-pods the code runs in the app process of every Running pod of the target at once; each line of
+output is prefixed with its pod (kubectl logs --prefix style), -o json prints a list, and the exit code is the
+worst of them.
+"""
 from __future__ import annotations
 
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
 from .. import errors, printers, report
-from ..spinner import step
 from ..errors import WandError
-from . import common
+from .common import TargetOptions, check_result, positive_seconds
+
+MAX_OUTPUT = 1 << 20  # bytes of stdout (and of stderr) brought back by default
+PARALLEL = 32
 
 
-class Options:
-    def __init__(self, args):
-        self.args = args
-        self.code = None
+def decode_source(data: bytes, what: str) -> str:
+    """Source bytes as Python reads a file: a UTF-8 BOM or a PEP 263 coding cookie, else UTF-8."""
+    import tokenize
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+    except (SyntaxError, LookupError, UnicodeDecodeError) as exc:
+        where = ""
+        if isinstance(exc, UnicodeDecodeError):
+            where = " (byte 0x%02x at offset %d)" % (data[exc.start], exc.start)
+        raise WandError("%s is not valid UTF-8%s and declares no usable coding; save it as UTF-8 or add a "
+                        "'# -*- coding: NAME -*-' line" % (what, where), errors.USAGE)
 
-    def complete(self, stdin):
-        args = self.args
-        if args.filename and args.code:
+
+@dataclass
+class Options(TargetOptions):
+    code: str = None
+    code_words: list = field(default_factory=list)
+    filename: str = None
+    timeout: float = 10.0
+    output: str = None
+    max_output: int = MAX_OUTPUT
+    all_pods: bool = False
+
+    def complete(self, ns, streams):
+        self.verb = "exec-py"
+        self.complete_target(ns, streams)
+        self.code_words, self.filename = list(ns.code), ns.filename
+        self.timeout, self.output, self.max_output, self.all_pods = ns.timeout, ns.output, ns.max_output, ns.all_pods
+        if self.filename and self.code_words:
             raise WandError("give the code either after -- or with -f, not both", errors.USAGE)
-        if args.filename == "-":
-            self.code = stdin.read()
-        elif args.filename:
+        if self.filename == "-":
+            stdin = getattr(streams.stdin, "buffer", streams.stdin)
+            data = stdin.read()
+            self.code = decode_source(data, "the code on stdin") if isinstance(data, bytes) else data
+        elif self.filename:
             try:
-                with open(args.filename, encoding="utf-8") as f:
-                    self.code = f.read()
+                with open(self.filename, "rb") as f:
+                    data = f.read()
             except OSError as exc:
-                raise WandError("cannot read -f %s: %s; check the path" % (args.filename, exc.strerror), errors.USAGE)
+                raise WandError("cannot read -f %s: %s; check the path" % (self.filename, exc.strerror), errors.USAGE)
+            self.code = decode_source(data, "-f %s" % self.filename)
         else:
-            self.code = " ".join(args.code)
+            self.code = " ".join(self.code_words)
+            try:
+                self.code.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WandError("the code after -- is not valid UTF-8; pass it with -f FILE", errors.USAGE)
 
     def validate(self):
+        self.validate_target()
         if not self.code or not self.code.strip():
             raise WandError("no code to run; give it after -- (exec-py pid/123 -- 'print(1)') or with -f FILE",
                             errors.USAGE)
-        if self.args.timeout <= 0:
-            raise WandError("--timeout must be positive", errors.USAGE)
-        if self.args.output not in (None, "json", "yaml"):
+        positive_seconds(self.timeout, "--timeout")
+        if self.max_output is None or self.max_output < 0:
+            raise WandError("--max-output must be a number of bytes (0: no limit)", errors.USAGE)
+        if self.output not in (None, "json", "yaml"):
             raise WandError("exec-py prints -o json or -o yaml (or plain output without -o)", errors.USAGE)
+        if self.all_pods and self.pid:
+            raise WandError("--all-pods runs in each pod's app process; --pid names one process: give one",
+                            errors.USAGE)
 
-    def run(self, out, err):
-        target, transport = common.one_transport(self.args, "exec-py")
-        pid, note = common.target_pid(self.args, transport, target)
-        if note and not self.args.quiet:
-            err.write(note + "\n")
-        with step(self.args, "running code in %s pid %d" % (transport.where, pid)):
-            result = transport.agent({"op": "exec", "pid": pid, "code": self.code, "timeout": self.args.timeout},
-                                     timeout=self.args.timeout + self.args.request_timeout_s)
-        result.pop("hello", None)
-        result["pid"] = pid
-        if self.args.output:
-            out.write(printers.dump(result, self.args.output))
-            return exit_code(result)
-        status = result.get("status")
-        if status in ("pending", "running"):
+    def request(self, pid):
+        return {"op": "exec", "pid": pid, "code": self.code, "timeout": self.timeout,
+                "max_output": self.max_output}
+
+    def run(self) -> int:
+        if self.all_pods:
+            return self.run_all()
+        out, err = self.streams.stdout, self.streams.stderr
+        transport = self.one_transport()
+        pid, note = self.target_pid(transport)
+        self.note(note)
+        result = self.run_one(transport, pid)
+        if self.output:
+            out.write(printers.dump(result, self.output))
+            return errors.exit_code(result)
+        if result.get("status") in ("pending", "running"):
             report.timed_out(result, err)
             return errors.TIMEOUT
-        common.check_result(result, transport)
-        if result.get("stdout"):
-            out.write(result["stdout"])
+        check_result(result, transport)
+        return self.print_result(result, out, err)
+
+    def run_one(self, transport, pid):
+        with self.step("running code in %s pid %d" % (transport.where, pid)):
+            result = transport.agent(self.request(pid), timeout=self.timeout + self.request_timeout_s)
+        result.pop("hello", None)
+        result["pid"] = pid
+        for stream in ("stdout", "stderr"):  # bytes written to .buffer come back base64-encoded
+            if result.get(stream + "_bytes") is not None and self.output:
+                result[stream + "_bytes"] = base64.b64decode(result[stream + "_bytes"]).decode("utf-8", "replace")
+        return result
+
+    def print_result(self, result, out, err, prefix=""):
+        status = result.get("status")
+        write_prefixed(out, result.get("stdout"), prefix)
+        if result.get("stdout_bytes") is not None:
+            write_bytes(out, base64.b64decode(result["stdout_bytes"]), prefix)
         if result.get("value") is not None:
-            out.write(result["value"] + "\n")
-        if result.get("stderr"):
-            err.write(result["stderr"])
+            write_prefixed(out, result["value"] + "\n", prefix)
+        write_prefixed(err, result.get("stderr"), prefix)
+        if result.get("stderr_bytes") is not None:
+            write_bytes(err, base64.b64decode(result["stderr_bytes"]), prefix)
+        if result.get("truncated"):
+            err.write("%swarning: output cut at %d bytes (--max-output; 0 for no limit)\n" % (prefix, self.max_output))
         if status == "raised":
-            err.write(result.get("traceback") or (result.get("error", "") + "\n"))
+            write_prefixed(err, result.get("traceback") or (result.get("error", "") + "\n"), prefix)
             return errors.FAILED
         if status == "timeout":
-            err.write("error: %s (exceeded --timeout %g)\n" % (result["error"], self.args.timeout))
+            err.write("%serror: %s (exceeded --timeout %g)\n" % (prefix, result["error"], self.timeout))
             return errors.TIMEOUT
         return errors.OK
 
+    def run_all(self) -> int:
+        out, err = self.streams.stdout, self.streams.stderr
+        transports = self.transports()
+        if not transports:
+            raise WandError("exec-py --all-pods needs a pod target: TYPE/NAME or -l SELECTOR", errors.USAGE)
 
-def exit_code(result):
-    status = result.get("status")
-    if status == "ok":
-        return errors.OK
-    if status == "raised":
-        return errors.FAILED
-    if status in ("pending", "running", "timeout"):
-        return errors.TIMEOUT
-    return errors.KIND_EXIT.get(result.get("kind"), errors.ENVIRONMENT)
+        def one(transport):
+            try:
+                pid, _note = self.target_pid(transport)
+                return self.run_one(transport, pid)
+            except WandError as exc:
+                return {"status": "error", "kind": "cli", "error": exc.message, "code": exc.code}
+
+        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
+            results = list(pool.map(one, transports))
+        codes = []
+        for transport, result in zip(transports, results):
+            result["pod"] = transport.labels.get("pod")
+            code = result.pop("code", None)
+            codes.append(code if code is not None else errors.exit_code(result))
+        if self.output:
+            out.write(printers.dump(printers.as_list(results, "ExecResultList"), self.output))
+            return max(codes)
+        for transport, result, code in zip(transports, results, codes):
+            prefix = "[pod/%s/%s] " % (transport.name, transport.container)
+            if result.get("status") == "error":
+                err.write("%serror: %s\n" % (prefix, result["error"]))
+            elif result.get("status") in ("pending", "running"):
+                err.write("%serror: %s\n" % (prefix, result["error"]))
+            else:
+                self.print_result(result, out, err, prefix)
+        return max(codes)
+
+
+def write_prefixed(stream, text, prefix):
+    if not text:
+        return
+    if not prefix:
+        stream.write(text)
+        return
+    lines = text.splitlines(True)
+    stream.write("".join(prefix + line for line in lines) + ("" if text.endswith("\n") else "\n"))
+
+
+def write_bytes(stream, data, prefix):
+    """Binary output from the code (sys.stdout.buffer.write): raw to a binary stream when we have one."""
+    binary = getattr(stream, "buffer", None)
+    if binary is not None and not prefix:
+        stream.flush()
+        binary.write(data)
+        binary.flush()
+    else:
+        write_prefixed(stream, data.decode("utf-8", "replace"), prefix)

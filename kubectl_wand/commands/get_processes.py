@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from .. import errors, printers
-from ..spinner import step
 from ..errors import WandError
-from . import common
+from .common import TargetOptions
 
 COLUMNS = [
     ("PID", "pid"), ("PPID", "ppid"), ("USER", "user"), ("PYTHON", "python"),
@@ -19,24 +19,32 @@ WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "comma
 PARALLEL = 32  # pods listed at once: one wave for most workloads, still bounded for the API server and kubelets
 
 
-class Options:
-    def __init__(self, args):
-        self.args = args
-        self.output = args.output or "table"
+@dataclass
+class Options(TargetOptions):
+    output: str = "table"
+    no_headers: bool = False
+
+    def complete(self, ns, streams):
+        self.verb = "get processes"
+        self.complete_target(ns, streams)
+        self.output = ns.output or "table"
+        self.no_headers = ns.no_headers
 
     def validate(self):
+        self.validate_target(needs_one=False)
         if self.output not in printers.FORMATS:
             raise WandError("unknown output format %r; use one of %s" % (self.output, ", ".join(printers.FORMATS)),
                             errors.USAGE)
 
-    def run(self, out, err):
-        target, transports = common.resolve(self.args)
-        only_pid = target.pid if target is not None and target.local else None
-        if target is None and not transports:
+    def run(self) -> int:
+        out, err = self.streams.stdout, self.streams.stderr
+        transports = self.transports()
+        only_pid = self.target.pid if self.target is not None and self.target.local else None
+        if not transports:
             from ..transport.local import LocalTransport
             transports = [LocalTransport()]
-        with step(self.args, "listing Python processes"):
-            rows, failures = collect(transports, only_pid, self.args.request_timeout_s)
+        with self.step("listing Python processes"):
+            rows, failures = collect(transports, only_pid, self.request_timeout_s)
         for where, exc in failures:
             err.write("error: %s: %s\n" % (where, exc.message if isinstance(exc, WandError) else exc))
         if only_pid is not None and not rows and not failures:
@@ -45,7 +53,8 @@ class Options:
         if not rows and not failures and self.output in ("table", "wide"):
             err.write("No Python processes found in %s.\n" % (
                 transports[0].where if len(transports) == 1 else "%d pods" % len(transports)))
-        out.write(render(rows, self.output, self.args.no_headers, transports))
+        if rows or self.output in ("json", "yaml"):  # a table of nothing is no table: no lone header line
+            out.write(render(rows, self.output, self.no_headers, self.all_namespaces))
         if failures and not rows:  # nothing listed: the failures' own exit code when they agree
             codes = {exc.code if isinstance(exc, WandError) else errors.ENVIRONMENT for _where, exc in failures}
             return codes.pop() if len(codes) == 1 else errors.ENVIRONMENT
@@ -58,14 +67,14 @@ def collect(transports, only_pid, timeout):
         result = t.agent({"op": "list", "pid": only_pid}, timeout=timeout)
         if result.get("status") != "ok":
             raise errors.from_agent(result)
-        return [dict(p, **getattr(t, "labels", {})) for p in result["processes"]]
+        return [dict(p, **t.labels) for p in result["processes"]]
 
     rows, failures = [], []
     if len(transports) == 1:
         try:
             return one(transports[0]), []
         except WandError as exc:
-            if not getattr(transports[0], "labels", None):
+            if not transports[0].labels:
                 raise
             return [], [(transports[0].where, exc)]
     with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
@@ -77,7 +86,7 @@ def collect(transports, only_pid, timeout):
     return rows, failures
 
 
-def render(rows, output, no_headers, transports):
+def render(rows, output, no_headers, all_namespaces):
     if output in ("json", "yaml"):
         return printers.dump(printers.as_list(rows, "ProcessList"), output)
     if output == "name":
@@ -85,6 +94,6 @@ def render(rows, output, no_headers, transports):
     columns = list(COLUMNS) + (WIDE if output == "wide" else [COMMAND])
     if any(r.get("pod") for r in rows):
         columns = [("POD", "pod"), ("CONTAINER", "container")] + columns
-    if any(r.get("namespace") for r in rows) and any(getattr(t, "all_namespaces", False) for t in transports):
+    if all_namespaces and any(r.get("namespace") for r in rows):
         columns = [("NAMESPACE", "namespace")] + columns
     return printers.table(rows, columns, headers=not no_headers)

@@ -33,7 +33,7 @@ def request(flags, method: str, path: str, query=None, body=None, what: str = ""
         raise WandError("cannot reach the Kubernetes API server at %s (%s); check --server/--context, or raise "
                         "--request-timeout" % (api.configuration.host, short(exc)), ENVIRONMENT)
     if status >= 400:
-        raise api_error(status, reason, flags, what or path)
+        raise api_error(status, reason, scope(path), what or path)
     return json.loads(data)
 
 
@@ -45,12 +45,22 @@ def post(flags, path: str, body: dict):
     return request(flags, "POST", path, body=body)
 
 
-def api_error(status, reason, flags, what):
+def scope(path: str) -> str:
+    """Where a request reads: "namespace X", or cluster-wide for paths without a namespace (-A lists)."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts and parts.index("namespaces") + 1 < len(parts):
+        ns = parts[parts.index("namespaces") + 1]
+        return "namespace %s" % ns if parts[-2:] != ["namespaces", ns] else "the cluster"
+    return "all namespaces (cluster scope)"
+
+
+def api_error(status, reason, where, what):
     if status == 404:
-        return WandError("%s not found in namespace %s" % (what, flags.namespace()), NOT_FOUND)
+        return WandError("%s not found in %s" % (what, where), NOT_FOUND)
     if status == 403:
-        return WandError("forbidden: you may not read %s in namespace %s (RBAC); ask for get/list on it"
-                         % (what, flags.namespace()), ENVIRONMENT)
+        fix = ("ask for a ClusterRole granting list on pods, or drop -A" if where.startswith("all namespaces")
+               else "ask for get/list on it")
+        return WandError("forbidden: you may not read %s in %s (RBAC); %s" % (what, where, fix), ENVIRONMENT)
     if status == 401:
         return WandError("unauthorized by the API server: your credentials were refused; check --token/--user",
                          ENVIRONMENT)

@@ -1,4 +1,10 @@
-"""Pod-level rows for `check`: capabilities, RBAC, and the exact fix for each."""
+"""Pod-level rows for `check`: capabilities, RBAC, and the exact fix for each (read from the API only).
+
+A printed fix never removes anything from a workload: the SYS_PTRACE fix is a JSON patch that *adds* to the
+container's existing capabilities (seen: a merge patch replaced a Deployment's `add: [SETUID, SETGID]` list and
+took the workload down), guarded by a `test` of the container's name so it cannot land on another container.
+It is offered only where it can apply: a Job's or a bare Pod's template cannot change.
+"""
 from __future__ import annotations
 
 import json
@@ -6,7 +12,14 @@ import json
 from ..agent.checks import row
 from ..errors import WandError
 from . import api
-from .resolve import container_spec, owner_workload
+from .resolve import owner_workload
+
+PATCHABLE = ("deployment", "statefulset", "daemonset", "replicaset")
+
+
+def container_index(pod, name):
+    names = [c["name"] for c in pod["spec"].get("containers") or []]
+    return names.index(name)
 
 
 def has_ptrace(container) -> bool:
@@ -17,16 +30,42 @@ def has_ptrace(container) -> bool:
     return "SYS_PTRACE" in add or "CAP_SYS_PTRACE" in add or "ALL" in add
 
 
-def ptrace_patch(flags, pod, container_name) -> str:
+def add_ptrace_ops(container, base):
+    """JSON-patch operations that add SYS_PTRACE to ``container`` (at ``base``) and remove nothing."""
+    ops = [{"op": "test", "path": base + "/name", "value": container["name"]}]
+    sc = container.get("securityContext")
+    if sc is None:
+        return ops + [{"op": "add", "path": base + "/securityContext",
+                       "value": {"capabilities": {"add": ["SYS_PTRACE"]}}}]
+    caps = sc.get("capabilities")
+    if caps is None:
+        return ops + [{"op": "add", "path": base + "/securityContext/capabilities", "value": {"add": ["SYS_PTRACE"]}}]
+    if caps.get("add") is None:
+        return ops + [{"op": "add", "path": base + "/securityContext/capabilities/add", "value": ["SYS_PTRACE"]}]
+    return ops + [{"op": "add", "path": base + "/securityContext/capabilities/add/-", "value": "SYS_PTRACE"}]
+
+
+def ptrace_fix(flags, pod, container_name):
+    """How to give ``container_name`` SYS_PTRACE, or None when it has it already."""
+    container = next(c for c in pod["spec"]["containers"] if c["name"] == container_name)
+    if has_ptrace(container):
+        return None
     kind, name = owner_workload(flags, pod)
-    patch = {"spec": {"containers": [{"name": container_name, "securityContext": {
-        "capabilities": {"add": ["SYS_PTRACE"]}}}]}}
-    if kind not in ("deployment", "statefulset", "daemonset", "replicaset", "job"):
-        return ("recreate pod/%s with securityContext.capabilities.add: [SYS_PTRACE] in container %s (a running "
-                "pod's capabilities cannot change)" % (name, container_name))
-    patch = {"spec": {"template": patch}}
-    return "kubectl patch -n %s %s/%s --patch '%s'" % (pod["metadata"]["namespace"], kind, name, json.dumps(
-        patch, separators=(",", ":")))
+    ns = pod["metadata"]["namespace"]
+    if kind == "job" or kind == "cronjob":
+        return ("a Job's pod template cannot change: re-create job/%s with securityContext.capabilities.add: "
+                "[SYS_PTRACE] in container %s (keep the capabilities it already adds)" % (name, container_name))
+    if kind not in PATCHABLE:
+        return ("a running pod's capabilities cannot change: re-create pod/%s with securityContext.capabilities."
+                "add: [SYS_PTRACE] in container %s (keep the capabilities it already adds)" % (name, container_name))
+    base = "/spec/template/spec/containers/%d" % container_index(pod, container_name)
+    patch = json.dumps(add_ptrace_ops(container, base), separators=(",", ":"))
+    fix = "kubectl patch -n %s %s/%s --type json -p '%s'" % (ns, kind, name, patch)
+    if kind == "replicaset":
+        fix += " (applies to the pods it creates from then on)"
+    else:
+        fix += " (adds SYS_PTRACE; the pods are replaced by a rollout)"
+    return fix
 
 
 def can_i(flags, namespace, resource, subresource, verb="create"):
@@ -40,18 +79,18 @@ def can_i(flags, namespace, resource, subresource, verb="create"):
     return bool((result.get("status") or {}).get("allowed"))
 
 
-def pod_rows(transport):
-    flags, pod = transport.flags, transport.pod
+def pod_rows(flags, pod, container_name):
     ns = pod["metadata"]["namespace"]
-    rows = [row("pod", "ok", "%s is Running on %s" % (transport.name, pod["spec"].get("nodeName", "?")))]
-    container = container_spec(pod, transport.container)
-    rows.append(row("container", "ok", "%s (image %s)" % (transport.container, container.get("image"))))
+    name = pod["metadata"]["name"]
+    rows = [row("pod", "ok", "%s is Running on %s" % (name, pod["spec"].get("nodeName", "?")))]
+    container = next(c for c in pod["spec"]["containers"] if c["name"] == container_name)
+    rows.append(row("container", "ok", "%s (image %s)" % (container_name, container.get("image"))))
     if has_ptrace(container):
-        rows.append(row("SYS_PTRACE", "ok", "container %s adds SYS_PTRACE" % transport.container))
+        rows.append(row("SYS_PTRACE", "ok", "container %s adds SYS_PTRACE" % container_name))
     else:
         rows.append(row("SYS_PTRACE", "warn", "container %s lacks SYS_PTRACE: injecting works only into processes "
-                        "of the exec user (and not under Yama ptrace_scope>=1)" % transport.container,
-                        ptrace_patch(flags, pod, transport.container)))
+                        "of the exec user (and not under Yama ptrace_scope>=1)" % container_name,
+                        ptrace_fix(flags, pod, container_name)))
     for sub in ("exec", "portforward"):
         allowed = can_i(flags, ns, "pods", sub)
         if allowed is False:

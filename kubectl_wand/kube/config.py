@@ -16,15 +16,21 @@ VALUE_FLAGS = (
 
 
 class KubeFlags:
-    def __init__(self, args):
-        self.values = {dest: getattr(args, "as" if dest == "as_" else dest, None) for dest, _f in VALUE_FLAGS}
-        self.as_groups = list(getattr(args, "as_group", None) or [])
-        self.insecure = bool(getattr(args, "insecure_skip_tls_verify", False))
-        self.disable_compression = bool(getattr(args, "disable_compression", False))
-        self.request_timeout = getattr(args, "request_timeout", "0") or "0"
-        self.timeout_s = getattr(args, "request_timeout_s", 30.0)
-        self.verbosity = getattr(args, "verbosity", 0) or 0
-        self.namespace_flag = getattr(args, "namespace", None)
+    """Typed values of kubectl's global flags, and what they give: kubectl's argv, the API client, the namespace.
+
+    ``values`` maps the names in VALUE_FLAGS to strings (or None); nothing here knows about argparse."""
+
+    def __init__(self, values=None, as_groups=(), insecure=False, disable_compression=False, request_timeout="0",
+                 timeout_s=30.0, verbosity=0, namespace=None, warn=None):
+        self.values = {dest: (values or {}).get(dest) for dest, _f in VALUE_FLAGS}
+        self.as_groups = list(as_groups or [])
+        self.insecure = bool(insecure)
+        self.disable_compression = bool(disable_compression)
+        self.request_timeout = request_timeout or "0"
+        self.timeout_s = timeout_s
+        self.verbosity = verbosity or 0
+        self.namespace_flag = namespace
+        self.warn = warn  # where one-line warnings go (the verb's stderr), or None for silence
         self._kubectl = None
         self._namespace = None
         self._api = None
@@ -153,6 +159,13 @@ class KubeFlags:
                 kube_config.KubeConfigLoader(config_dict=cfg, config_base_path=os.getcwd()).load_and_set(configuration)
             except Exception as exc:
                 raise WandError("kubeconfig: %s" % exc, ENVIRONMENT)
+            if self.insecure:
+                # urllib3 would warn on every request; kubectl's own habit is one line, once.
+                import urllib3
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+                if self.warn is not None:
+                    self.warn.write("warning: --insecure-skip-tls-verify: the API server's certificate is not "
+                                    "checked; your requests could be intercepted\n")
             if cfg["clusters"][0]["cluster"].get("tls-server-name"):
                 configuration.tls_server_name = cfg["clusters"][0]["cluster"]["tls-server-name"]
             configuration.retries = False

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 
-from . import Forward, Transport
+from . import Forward, Transport, Watch
 
 
 class SameHost(Forward):
@@ -17,6 +18,29 @@ class SameHost(Forward):
         except OSError:
             return False
 
+    def wait(self, timeout: float) -> bool:
+        threading.Event().wait(timeout)
+        return self.alive()
+
+
+class LocalWatch(Watch):
+    def __init__(self, pid):
+        from ..agent import main
+        self.stop = threading.Event()
+        self._done = threading.Event()
+
+        def run():
+            self.result = main.watch(pid, self.stop)
+            self._done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self):
+        self.stop.set()
+
 
 class LocalTransport(Transport):
     local = True
@@ -24,10 +48,30 @@ class LocalTransport(Transport):
     def __init__(self, pid=None):
         self.pid = pid
         self.where = "pid %s" % pid if pid else "this machine"
+        self.labels = {}
 
-    def agent(self, request: dict, timeout: float) -> dict:
+    def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
         from ..agent import main  # the same agent that runs in pods, called in-process
-        return main.handle(request, fetch_blob=ship)
+        if stop is None:
+            return main.handle(request, fetch_blob=ship, emit=on_event)
+        # A streaming operation runs in a worker thread, so Ctrl-C in the main thread can set ``stop`` and
+        # still collect the result (a profile writes what it sampled).
+        box = {}
+        worker = threading.Thread(target=lambda: box.setdefault("result", main.handle(
+            request, fetch_blob=ship, emit=on_event, stop=stop)), daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            stop.set()
+            worker.join(timeout)
+            if "result" not in box:
+                raise
+        return box["result"]
+
+    def watch(self, pid: int) -> Watch:
+        return LocalWatch(pid)
 
     def forward(self, remote_port: int, local_port=None) -> Forward:
         return SameHost(remote_port)

@@ -1,0 +1,137 @@
+"""The one definition of what the CLI, the agent and the payload say to each other.
+
+Three JSON-lines conversations share these names:
+- CLI <-> agent (``kubectl exec -i`` pipes, or a call in-process for pid/N): the agent's first line is a
+  ``hello`` with the protocol version; the CLI sends one ``request``; the agent may ask for a blob
+  (``need`` -> ``blob``), may stream ``event`` lines, and ends with one ``result``. The CLI may send ``stop``
+  (or close stdin) to end a streaming operation early.
+- agent <-> payload (a Unix socket; the payload runs inside the target): ``hello`` (with the token), then
+  one request, then one result (or a stream of events for ``trace``).
+- injector/sampler -> agent (a subprocess's stdout): one JSON object, or lines of events and a last result.
+
+Every message is validated on receipt (``check_*``): a malformed or unknown message is a ProtocolError, never
+a KeyError deep inside a verb. Standard library only; this module travels to pods with the agent.
+"""
+from __future__ import annotations
+
+import json
+
+VERSION = 1
+
+# -- message kinds on the CLI <-> agent pipe (the single key that names a line) -----------------------------
+HELLO, REQUEST, NEED, BLOB, EVENT, RESULT, STOP = "hello", "request", "need", "blob", "event", "result", "stop"
+
+# -- operations -------------------------------------------------------------------------------------------
+OPS = ("list", "watch", "exec", "attach", "check", "stack", "profile", "trace")
+
+# -- result statuses --------------------------------------------------------------------------------------
+OK = "ok"                # done
+ERROR = "error"          # failed before or while running: see ``kind`` and ``error``
+PENDING = "pending"      # injected, but the main thread never reached a safe point in time
+RUNNING = "running"      # the code started but was still running (blocked in C) at the deadline
+RAISED = "raised"        # exec: the user's code raised
+TIMEOUT = "timeout"      # exec: Python code outlived --timeout and was stopped
+LISTENING = "listening"  # attach: a new debug server answers DAP
+ALREADY = "already"      # attach: a server kubectl-wand started earlier answers DAP
+EXITED = "exited"        # watch: the process exited and nothing replaced it
+RESTARTED = "restarted"  # watch: its parent started a replacement worker
+CANCELLED = "cancelled"  # watch: the CLI went away first
+STATUSES = (OK, ERROR, PENDING, RUNNING, RAISED, TIMEOUT, LISTENING, ALREADY, EXITED, RESTARTED, CANCELLED)
+# Injections that did not finish: the target may still run (part of) the request later.
+UNFINISHED = (PENDING, RUNNING)
+
+# -- error kinds (``kind`` of an ERROR result); kubectl_wand.errors maps each to an exit code -----------------
+KINDS = (
+    "usage", "syntax",                                   # the request itself is wrong
+    "not-found", "not-python", "exited",                 # nothing (left) to act on
+    "version", "disabled", "permission", "stopped",      # the target cannot be injected as it is
+    "refused",                                           # the target refused the script (audit hook)
+    "busy", "port", "foreign",                           # someone else holds what we need
+    "environment", "runtime", "inject", "debugpy",       # the machine or the container is in the way
+    "protocol",                                          # a message we cannot understand
+)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol (another version, a truncated line, a bug)."""
+
+
+class AgentError(Exception):
+    """A failure with a kind the CLI maps to an exit code, and a message that says the fix."""
+
+    def __init__(self, kind: str, message: str, **extra):
+        super().__init__(message)
+        self.kind, self.message, self.extra = kind, message, extra
+
+    def to_json(self):
+        return error(self.kind, self.message, **self.extra)
+
+
+# -- constructors -----------------------------------------------------------------------------------------
+
+def request(op: str, **fields) -> dict:
+    if op not in OPS:
+        raise ProtocolError("unknown operation %r" % (op,))
+    return dict({k: v for k, v in fields.items() if v is not None}, op=op, v=VERSION)
+
+
+def result(status: str, **fields) -> dict:
+    return dict(fields, status=status)
+
+
+def error(kind: str, message: str, **extra) -> dict:
+    return dict(extra, status=ERROR, kind=kind, error=message)
+
+
+def hello(**facts) -> dict:
+    return {HELLO: dict(facts, protocol=VERSION)}
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise ProtocolError("not JSON: %r" % line[:120])
+    if not isinstance(message, dict):
+        raise ProtocolError("not an object: %r" % line[:120])
+    return message
+
+
+# -- validation on receipt --------------------------------------------------------------------------------
+
+def kind_of(message: dict) -> str:
+    """Which of HELLO/NEED/EVENT/RESULT an agent's line is."""
+    for kind in (RESULT, EVENT, NEED, HELLO):
+        if kind in message:
+            return kind
+    raise ProtocolError("a line with none of hello/need/event/result: %r" % sorted(message))
+
+
+def check_hello(message: dict) -> dict:
+    facts = message.get(HELLO)
+    if not isinstance(facts, dict):
+        raise ProtocolError("bad hello")
+    if facts.get("protocol") != VERSION:
+        raise ProtocolError("protocol %r, expected %d (the agent and the CLI differ in version)" % (
+            facts.get("protocol"), VERSION))
+    return facts
+
+
+def check_request(message: dict) -> dict:
+    if message.get("v") not in (None, VERSION):
+        raise ProtocolError("request of protocol %r, expected %d" % (message.get("v"), VERSION))
+    if message.get("op") not in OPS:
+        raise ProtocolError("unknown operation %r" % (message.get("op"),))
+    return message
+
+
+def check_result(message) -> dict:
+    if not isinstance(message, dict) or message.get("status") not in STATUSES:
+        raise ProtocolError("bad result: %r" % (message if not isinstance(message, dict) else message.get("status")))
+    if message["status"] == ERROR and not isinstance(message.get("error"), str):
+        raise ProtocolError("an error result without a message")
+    return message

@@ -1,0 +1,46 @@
+"""The agent as it travels to a pod: its module sources, verbatim, in the first stdin line.
+
+agent/boot.py reads that line and loads the modules in memory (nothing is written to the container's disk).
+Only what an operation needs is sent: listing 20 pods must not ship debugpy's server code 20 times.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+from .. import agent as agent_pkg
+
+# The command line stays tiny (it shows up in `ps`, kubelet URLs and error messages): it reads
+# agent/boot.py's source as the first stdin line and runs it.
+LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
+
+# -S: no `site`. The agent needs only the standard library, and skipping site-packages (.pth files and any
+# sitecustomize: APM auto-instrumentation, for one, would otherwise start inside our agent) saves ~10 ms of CPU
+# per pod: measured 2.01 instead of 2.22 s for `kubectl exec POD -- python3 -c pass` into 20 pods at once.
+AGENT_ARGS = ["-S", "-c", LOADER]
+
+_SOURCES = {}
+_LOCK = threading.Lock()
+
+
+def sources() -> dict:
+    with _LOCK:  # pods are listed from several threads at once
+        if not _SOURCES:
+            here = os.path.dirname(agent_pkg.__file__)
+            for name in agent_pkg.MODULES + agent_pkg.PASSENGERS + ("boot",):
+                with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
+                    _SOURCES[name] = f.read()
+    return _SOURCES
+
+
+def agent_header(op=None) -> bytes:
+    """The agent's module sources as the line agent/boot.py reads (only what ``op`` needs)."""
+    order, passengers = agent_pkg.modules_for(op)
+    src = sources()
+    modules = {k: src[k] for k in order + passengers}
+    return json.dumps({"order": list(order), "modules": modules}).encode() + b"\n"
+
+
+def boot_line() -> bytes:
+    return json.dumps(sources()["boot"]).encode() + b"\n"

@@ -1,0 +1,122 @@
+"""Child processes and their pipes: start kubectl so it dies with us, read its output without blocking.
+
+Every kubectl we start gets PR_SET_PDEATHSIG=SIGKILL: when kubectl wand is killed (SIGKILL included, which no
+handler sees) its `kubectl port-forward` or `kubectl exec` dies too, instead of holding the local port the
+editor was told about (seen: the next attach then silently moved to another port). The kernel sends the signal
+when the *thread* that forked the child exits, so long-lived children are started from the main thread.
+"""
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+
+PR_SET_PDEATHSIG = 1
+_prctl = None
+
+
+def _die_with_parent(parent: int):
+    """Runs in the child between fork and exec."""
+    global _prctl
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # we died before prctl took effect
+        os._exit(1)
+
+
+def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    """Popen that dies with us (Linux); elsewhere a plain Popen."""
+    global _prctl
+    preexec = None
+    if _prctl is None and os.path.exists("/proc/self"):
+        try:
+            import ctypes
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError, ImportError):
+            _prctl = False
+    if _prctl:
+        parent = os.getpid()
+        preexec = lambda: _die_with_parent(parent)  # noqa: E731
+    return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, preexec_fn=preexec)
+
+
+class Drain:
+    """Read a pipe to its end in a thread, so the child never blocks on a full pipe."""
+
+    def __init__(self, pipe):
+        self.chunks = []
+        self.thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _run(self, pipe):
+        try:
+            for chunk in iter(lambda: pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536), b""):
+                self.chunks.append(chunk)
+        except (OSError, ValueError):
+            pass
+
+    def text(self, wait=2.0):
+        self.thread.join(wait)
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+
+def lines(pipe, deadline):
+    """Lines from a pipe until EOF; TimeoutError past the deadline."""
+    fd = pipe.fileno()
+    buf = b""
+    while True:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            raise TimeoutError
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            if buf:
+                yield buf
+            return
+        buf += chunk
+
+
+def close(proc, grace=5.0):
+    """Close our end of stdin (ends an agent that watches it), then terminate what still runs."""
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+    except OSError:
+        pass
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    # stdout/stderr stay open: a Drain may still be reading the last of kubectl's error message.
+
+
+def write_line(proc, data: bytes) -> bool:
+    """Send one line to a child; False when it already exited (its stderr says why)."""
+    try:
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        return True
+    except (BrokenPipeError, ValueError, OSError):
+        return False
+
+
+def last_line(text: str) -> str:
+    """The last meaningful line of kubectl's stderr, with request URLs elided, at most 300 characters."""
+    rows = [r.strip() for r in text.strip().splitlines() if r.strip() and "Unknown stream id" not in r]
+    if len(rows) > 1 and rows[-1].startswith("command terminated with exit code"):
+        rows.pop()  # the remote error (a traceback's last line) says more than kubectl's summary
+    line = re.sub(r'(Post|Get) "https?://[^"]*"', r"\1 <kubelet URL>", rows[-1]) if rows else ""
+    return line if len(line) <= 300 else line[:297] + "..."

@@ -186,6 +186,16 @@ def build_attach():
                         "exposes it to the network and is warned about)")
     p.add_argument("--timeout", type=parse_duration, default=15.0,
                    help="how long to wait for the injection, e.g. 15 or 30s (default 15s)")
+    p.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
+                   help="when the pod goes away, move to a Running replacement of the workload on the same local "
+                        "port (default: on for workloads and -l, off for pod/NAME and pid/N)")
+    p.add_argument("--follow-timeout", type=parse_duration, default=300.0,
+                   help="how long to wait for a replacement pod, e.g. 5m (default 5m)")
+    p.add_argument("--all-pods", action="store_true",
+                   help="attach to every Running pod of the target, each on its own local port, and to pods that "
+                        "appear later")
+    p.add_argument("--all-workers", action="store_true",
+                   help="attach to every worker of a pre-fork master (gunicorn), each on its own port")
     p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
     add_target_flags(p)
     return p

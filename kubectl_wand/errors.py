@@ -40,6 +40,10 @@ class WandError(Exception):
         self.message, self.code = message, code
 
 
+class PortBusy(WandError):
+    """The debug port is taken beside the target (another server, another worker)."""
+
+
 def exit_code(result: dict) -> int:
     """The exit code for an agent result (the one mapping, used by every verb)."""
     status = result.get("status")

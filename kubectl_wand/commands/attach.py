@@ -1,8 +1,9 @@
 """`kubectl wand attach TARGET`: start debugpy in the live process and connect the editor to it.
 
 Flow: preflight (local port free, may we port-forward) -> inject or find the debug server (readiness confirmed
-by a DAP round trip beside the target) -> on pods, forward and stay in the foreground (attach_session).
-Nothing is injected before every check that could still refuse has passed.
+by a DAP round trip beside the target) -> on pods, forward and stay in the foreground (attach_session), where
+attach follows a workload to its replacement pod (--follow) or serves every pod / worker at once (--all-pods,
+--all-workers). Nothing is injected before every check that could still refuse has passed.
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import time
 from dataclasses import dataclass
 
 from .. import editor, errors, printers, report
-from ..errors import WandError
+from ..errors import PortBusy, WandError
 from .common import TargetOptions, check_result, positive_seconds
 
 DEFAULT_PORT = 5679
 DEFAULT_ADDRESS = "127.0.0.1"
+WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset", "job", "service", "ksvc")
 
 
 @dataclass
@@ -26,6 +28,10 @@ class Options(TargetOptions):
     timeout: float = 15.0
     output: str = None
     port_given: bool = False
+    follow: bool = None
+    follow_timeout: float = 300.0
+    all_pods: bool = False
+    all_workers: bool = False
 
     def complete(self, ns, streams):
         self.verb = "attach"
@@ -34,6 +40,11 @@ class Options(TargetOptions):
         self.port = ns.port if ns.port is not None else DEFAULT_PORT
         self.local_port, self.no_forward, self.address = ns.local_port, ns.no_forward, ns.address
         self.timeout, self.output = ns.timeout, ns.output
+        self.follow, self.follow_timeout = ns.follow, ns.follow_timeout
+        self.all_pods, self.all_workers = ns.all_pods, ns.all_workers
+        if self.follow is None:  # on by default for workloads; a pod or a process has no replacement to follow
+            self.follow = bool(self.target is None and self.selector or
+                               self.target is not None and self.target.kind in WORKLOADS)
 
     def validate(self):
         self.validate_target()
@@ -44,20 +55,27 @@ class Options(TargetOptions):
         positive_seconds(self.timeout, "--timeout")
         if self.output not in (None, "json", "yaml"):
             raise WandError("attach prints -o json or -o yaml (or text without -o)", errors.USAGE)
+        positive_seconds(self.follow_timeout, "--follow-timeout")
+        many = self.all_pods or self.all_workers
+        if many and self.pid:
+            raise WandError("--all-pods/--all-workers pick the processes; --pid names one: give one", errors.USAGE)
+        if many and self.no_forward:
+            raise WandError("--all-pods/--all-workers forward every server and stay in the foreground; "
+                            "they do not go with --no-forward", errors.USAGE)
+        if many and self.target is not None and self.target.local:
+            raise WandError("--all-pods/--all-workers are for pods; pid/N is one process", errors.USAGE)
+        if self.all_pods and self.pod:
+            raise WandError("--all-pods attaches to every pod; --pod names one: give one", errors.USAGE)
 
     def run(self) -> int:
+        if self.all_pods or self.all_workers:
+            from .attach_session import attach_many
+            return attach_many(self)
         err = self.streams.stderr
         transport = self.one_transport()
         forwarding = not transport.local and not self.no_forward
-        if forwarding:  # before touching the target: bad input or missing rights leave it unchanged
-            from ..transport.portforward import port_free
-            if self.local_port and not port_free(self.local_port):
-                raise WandError("local port %d is busy; choose another with --local-port (0: any free port)"
-                                % self.local_port, errors.ENVIRONMENT)
-            if transport.forward_allowed() is False:
-                raise WandError("you may not port-forward to pods in namespace %s (RBAC: create on pods/portforward),"
-                                " so the debug server could not be reached: nothing was injected. Ask for that "
-                                "right, or use --no-forward" % transport.namespace, errors.ENVIRONMENT)
+        if forwarding:
+            self.preflight(transport)
         if self.address not in ("127.0.0.1", "localhost"):
             err.write("warning: the debug server will listen on %s: anyone who can reach that address can run "
                       "code in the process (debugpy has no authentication)\n" % self.address)
@@ -74,35 +92,50 @@ class Options(TargetOptions):
         from .attach_session import foreground
         return foreground(self, transport, pid, session)
 
-    def start_server(self, transport, pid):
+    def preflight(self, transport, local_port=None):
+        """Before touching the target: bad input or missing rights leave it unchanged."""
+        from ..transport.portforward import port_free
+        local_port = self.local_port if local_port is None else local_port
+        if local_port and not port_free(local_port):
+            raise WandError("local port %d is busy; choose another with --local-port (0: any free port)"
+                            % local_port, errors.ENVIRONMENT)
+        if transport.forward_allowed() is False:
+            raise WandError("you may not port-forward to pods in namespace %s (RBAC: create on pods/portforward),"
+                            " so the debug server could not be reached: nothing was injected. Ask for that "
+                            "right, or use --no-forward" % transport.namespace, errors.ENVIRONMENT)
+
+    def start_server(self, transport, pid, port=None):
         """Inject debugpy (or find the one already there); the agent's result, listening confirmed."""
+        port = self.port if port is None else port
         with self.step("starting the debug server in %s pid %d" % (transport.where, pid)):
-            result = transport.agent({"op": "attach", "pid": pid, "host": self.address, "port": self.port,
+            result = transport.agent({"op": "attach", "pid": pid, "host": self.address, "port": port,
                                       "timeout": self.timeout}, timeout=self.timeout + self.request_timeout_s)
         if result.get("status") in ("pending", "running"):
             report.timed_out(result, self.streams.stderr)
             raise WandError("attach did not complete (see above)", errors.TIMEOUT)
         if result.get("status") == "error" and result.get("kind") == "port":
-            raise WandError("port %d is busy in %s; choose another with --port" % (self.port, transport.where),
-                            errors.ENVIRONMENT)
+            raise PortBusy("port %d is busy in %s; choose another with --port" % (port, transport.where),
+                           errors.ENVIRONMENT)
         result = check_result(result, transport)
         if result["status"] == "already":
             asked = [what for what, differs in (
                 ("--address %s" % self.address, self.address not in (DEFAULT_ADDRESS, "localhost") and
                  self.address != result.get("host")),
-                ("--port %d" % self.port, self.port_given and self.port != result.get("port"))) if differs]
+                ("--port %d" % port, self.port_given and port != result.get("port"))) if differs]
             if asked:
                 self.streams.stderr.write("note: %s not used: a debug server already listens on %s:%s in pid %d "
                                           "(debugpy cannot be restarted in a process)\n" % (
                                               " and ".join(asked), result.get("host"), result.get("port"), pid))
         return result
 
+    def editor_config(self, transport, pid, session, local_port):
+        remote_root = (session.get("hello") or {}).get("cwd") or "/"
+        name = "kubectl wand: %s pid %d" % (transport.where, pid) if not transport.local else "kubectl wand: pid %d" % pid
+        return editor.configs(name, local_port, transport.local_root(remote_root), remote_root)
+
     def report(self, transport, pid, session, local_port, extra=None):
         out = self.streams.stdout
-        hello = session.get("hello") or {}
-        remote_root = hello.get("cwd") or "/"
-        name = "kubectl wand: %s pid %d" % (transport.where, pid) if not transport.local else "kubectl wand: pid %d" % pid
-        cfg = editor.configs(name, local_port, transport.local_root(remote_root), remote_root)
+        cfg = self.editor_config(transport, pid, session, local_port)
         info = {"pid": pid, "where": transport.where, "status": session["status"], "host": session.get("host"),
                 "port": session.get("port"), "local_port": local_port, "debugpy": session.get("debugpy"),
                 "source": session.get("source"), "editor": cfg}

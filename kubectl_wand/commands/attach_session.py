@@ -1,78 +1,324 @@
-"""attach's foreground on a pod: forward the debug port, keep the forward alive, follow a replaced worker.
+"""attach's foreground on pods: forward each debug port, keep the forwards alive, follow what replaces a target.
 
-Restarts of the forward share one budget, wherever they fail (the forward dying, or its restart failing), so
-a transient failure during a restart never ends the session early, and a forward that keeps dying ends it.
+A ``Session`` is one debug server the editor is attached to: its pod, its process, the forward and a watcher.
+``supervise`` keeps them going until Ctrl-C:
+- a forward that dies is restarted on the same local port (the editor's configuration names it); restarts
+  share one budget per session wherever they fail (the forward dying, or its restart failing);
+- a worker replaced by its reloader or supervisor gets the debugger too, on the same ports;
+- a pod that goes away (rollout, eviction, crash, scale-down), with --follow (the default for workloads), is
+  followed to a Running replacement of the same workload, on the same local port;
+- with --all-pods, pods that appear later are attached too, on new local ports, each with a printed line.
 """
 from __future__ import annotations
 
 import time
 
-from .. import errors
+from .. import editor, errors
 from ..agent.debugserver import server_answers
-from ..errors import WandError
+from ..errors import PortBusy, WandError
 
-RESTARTS = 5  # port-forward restarts in a row before giving up
+RESTARTS = 5        # port-forward restarts in a row before giving up on a session
+RESCAN_EVERY = 5.0  # seconds between looks for new pods with --all-pods (an API list each time)
+FOLLOW_POLL = 1.0   # seconds between looks for a replacement pod (the API has no cheaper signal we hold)
 
 
-def foreground(opts, transport, pid, session):
-    out, err = opts.streams.stdout, opts.streams.stderr
-    remote_port = int(session["port"])
-    with opts.step("forwarding the debug port"):
-        forward = transport.forward(remote_port, opts.local_port)
-    watch = None
+class Session:
+    """One debug server: where it is, its forward on 127.0.0.1 here, and the watcher on its process."""
+
+    def __init__(self, opts, transport, pid, server):
+        self.opts, self.transport, self.pid, self.server = opts, transport, pid, server
+        self.remote_port = int(server["port"])
+        self.forward = self.watch = None
+        self.failures = 0
+
+    @property
+    def local_port(self):
+        return self.forward.local_port if self.forward is not None else None
+
+    def open(self, local_port):
+        """Forward, confirm the server answers DAP through the forward, start watching the process."""
+        with self.opts.step("forwarding the debug port of %s pid %d" % (self.transport.where, self.pid)):
+            self.forward = self.transport.forward(self.remote_port, local_port)
+            if not server_answers("127.0.0.1", self.forward.local_port, 15.0):
+                self.close()
+                raise WandError("the debug server does not answer through the port-forward on 127.0.0.1:%d"
+                                % local_port, errors.ENVIRONMENT)
+        self.watch = self.transport.watch(self.pid)
+        return self
+
+    def config(self):
+        return self.opts.editor_config(self.transport, self.pid, self.server, self.local_port)
+
+    def line(self):
+        return "debugpy listening in %s pid %d (127.0.0.1:%d there) on 127.0.0.1:%d here" % (
+            self.transport.where, self.pid, self.remote_port, self.local_port)
+
+    def close(self):
+        if self.forward is not None:
+            self.forward.close()
+        if self.watch is not None:
+            self.watch.cancel()
+
+
+# -- one target ----------------------------------------------------------------------------------------------
+
+def foreground(opts, transport, pid, server):
+    out = opts.streams.stdout
+    session = Session(opts, transport, pid, server).open(opts.local_port)
     try:
-        with opts.step("waiting for the debug server through the forward"):
-            answers = server_answers("127.0.0.1", forward.local_port, 15.0)
-        if not answers:
-            raise WandError("the debug server does not answer through the port-forward on 127.0.0.1:%d"
-                            % forward.local_port, errors.ENVIRONMENT)
-        opts.report(transport, pid, session, forward.local_port, extra={"forwarding": True})
+        opts.report(transport, pid, server, session.local_port, extra={"forwarding": True})
         out.write("\nForwarding 127.0.0.1:%d -> %s:%d (pid %d). Press Ctrl-C to stop.\n" % (
-            forward.local_port, transport.where, remote_port, pid))
+            session.local_port, transport.where, session.remote_port, pid))
+        if opts.follow:
+            out.write("Following %s: if this pod goes away, attach moves to its replacement on the same local "
+                      "port (your editor's connection drops once per hand-over; reconnect it).\n" % describe(opts))
         out.flush()
-        watch = transport.watch(pid)
-        failures = 0
+    except BaseException:
+        session.close()
+        raise
+    return supervise(opts, [session], rescan=False)
+
+
+# -- every pod / every worker ----------------------------------------------------------------------------------
+
+class LocalPorts:
+    """Local ports for many sessions: consecutive from --local-port (default --port), or free ones with 0."""
+
+    def __init__(self, first):
+        self.next = first
+
+    def take(self):
+        if not self.next:
+            return 0
+        from ..transport.portforward import port_free
+        port = self.next
+        while not port_free(port):
+            port += 1
+        self.next = port + 1
+        return port
+
+
+def attach_many(opts):
+    out, err = opts.streams.stdout, opts.streams.stderr
+    transports = opts.transports() if opts.all_pods else [opts.one_transport()]
+    if not transports:
+        raise WandError("attach needs a target: POD, TYPE/NAME or -l SELECTOR", errors.USAGE)
+    ports = LocalPorts(opts.local_port if opts.local_port is not None else opts.port)
+    opts.preflight(transports[0], local_port=0)
+    sessions = []
+    try:
+        for transport in transports:
+            sessions += attach_pod(opts, transport, ports)
+        if not sessions:
+            raise WandError("no process to attach to in %s" % describe(opts), errors.NOT_FOUND)
+        title = "kubectl wand: %s (all)" % describe(opts)
+        if opts.output:
+            from .. import printers
+            out.write(printers.dump({"sessions": [dict(where=s.transport.where, pid=s.pid, port=s.remote_port,
+                                                       local_port=s.local_port, status=s.server["status"])
+                                                  for s in sessions],
+                                     "editor": editor.many([s.config() for s in sessions], title)}, opts.output))
+        else:
+            for s in sessions:
+                out.write(s.line() + "\n")
+            out.write("\n" + editor.render_many([s.config() for s in sessions], title))
+        out.write("\nForwarding %d debug servers. %sPress Ctrl-C to stop.\n" % (
+            len(sessions), "New pods are attached as they appear. " if opts.all_pods else ""))
+        out.flush()
+    except BaseException:
+        for s in sessions:
+            s.close()
+        raise
+    err.flush()
+    return supervise(opts, sessions, rescan=opts.all_pods, ports=ports)
+
+
+def attach_pod(opts, transport, ports):
+    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers)."""
+    pids = [opts.target_pid(transport)[0]]
+    if opts.all_workers:
+        from .common import check_result
+        listing = check_result(transport.agent({"op": "list"}, timeout=opts.request_timeout_s), transport)
+        workers = sorted(p["pid"] for p in listing["processes"] if p["role"] == "worker")
+        pids = workers or pids
+    sessions, remote = [], opts.port
+    for pid in pids:
+        server, remote = start_on_free_port(opts, transport, pid, remote)
+        sessions.append(Session(opts, transport, pid, server).open(ports.take()))
+        remote = int(server["port"]) + 1
+    return sessions
+
+
+def start_on_free_port(opts, transport, pid, first, tries=20):
+    """Each worker of a pod needs its own port (one network namespace): the first free one from ``first``."""
+    for port in range(first, first + tries):
+        try:
+            return opts.start_server(transport, pid, port=port), port
+        except PortBusy:
+            continue
+    raise WandError("no free debug port in %s from %d to %d; choose another with --port" % (
+        transport.where, first, first + tries - 1), errors.ENVIRONMENT)
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
+def supervise(opts, sessions, rescan, ports=None):
+    out, err = opts.streams.stdout, opts.streams.stderr
+    last_scan = time.monotonic()
+    try:
         while True:
-            if not forward.wait(0.5):
-                failures = restart(forward, failures, err)
-                continue
-            failures = 0
-            if watch.done():
-                result = watch.result or {}
-                if result.get("status") != "restarted":
-                    err.write("process %d in %s exited; nothing left to debug\n" % (pid, transport.where))
-                    return errors.NOT_FOUND
-                new = int(result["pid"])
-                why = "reload" if result.get("why", "reload") == "reload" else "supervisor respawn"
-                err.write("worker %d was replaced by %d (%s): attaching to it\n" % (pid, new, why))
-                opts.start_server(transport, new)
-                pid = new
-                out.write("re-attached: debugpy listening in %s pid %d, still on 127.0.0.1:%d\n" % (
-                    transport.where, pid, forward.local_port))
-                out.flush()
-                watch = transport.watch(pid)
+            for s in list(sessions):
+                if not s.forward.alive():
+                    if not s.transport.present():
+                        replaced = gone(opts, s, "pod/%s is gone" % s.transport.name, sessions, rescan)
+                        if replaced is not None:
+                            return replaced
+                        continue
+                    restart(s, err)
+                    continue
+                s.failures = 0
+                if s.watch.done():
+                    result = s.watch.result or {}
+                    if result.get("status") == "restarted":
+                        handover_worker(opts, s, int(result["pid"]), result.get("why", "reload"))
+                        continue
+                    why = ("pod/%s is gone" % s.transport.name if not s.transport.present() else
+                           "process %d in %s exited" % (s.pid, s.transport.where))
+                    replaced = gone(opts, s, why, sessions, rescan)
+                    if replaced is not None:
+                        return replaced
+            if rescan and time.monotonic() - last_scan > RESCAN_EVERY:
+                sessions += new_pods(opts, sessions, ports)
+                last_scan = time.monotonic()
+            sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
     except KeyboardInterrupt:
-        out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
-                  "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
-                      remote_port, transport.where, pid))
+        for s in sessions:
+            out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
+                      "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
+                          s.remote_port, s.transport.where, s.pid))
         return errors.OK
     finally:
-        forward.close()
-        if watch is not None:
-            watch.cancel()
+        for s in sessions:
+            s.close()
 
 
-def restart(forward, failures, err):
+def restart(s, err):
     """Restart a dead forward on the same local port; every failed try counts against RESTARTS."""
     while True:
-        failures += 1
-        if failures > RESTARTS:
-            raise WandError("kubectl port-forward keeps dying; giving up after %d restarts" % RESTARTS,
-                            errors.ENVIRONMENT)
-        err.write("port-forward ended; restarting it on 127.0.0.1:%d\n" % forward.local_port)
-        time.sleep(min(2.0, 0.2 * 2 ** failures))  # back off: the API server or kubelet may be busy
+        s.failures += 1
+        if s.failures > RESTARTS:
+            raise WandError("kubectl port-forward to %s keeps dying; giving up after %d restarts" % (
+                s.transport.where, RESTARTS), errors.ENVIRONMENT)
+        err.write("port-forward ended; restarting it on 127.0.0.1:%d\n" % s.local_port)
+        time.sleep(min(2.0, 0.2 * 2 ** s.failures))  # back off: the API server or kubelet may be busy
         try:
-            forward.restart()
-            return failures
+            s.forward.restart()
+            return
         except WandError as exc:
             err.write("restart failed: %s\n" % exc.message)
+
+
+def handover_worker(opts, s, new, why):
+    out, err = opts.streams.stdout, opts.streams.stderr
+    what = "reload" if why == "reload" else "supervisor respawn"
+    err.write("worker %d was replaced by %d (%s): attaching to it\n" % (s.pid, new, what))
+    s.server = opts.start_server(s.transport, new, port=s.remote_port)
+    s.pid = new
+    s.watch.cancel()
+    s.watch = s.transport.watch(new)
+    out.write("re-attached: debugpy listening in %s pid %d, still on 127.0.0.1:%d\n" % (
+        s.transport.where, new, s.local_port))
+    out.flush()
+
+
+def gone(opts, s, why, sessions, rescan):
+    """A session whose pod or process went away: follow it, drop it, or end attach (its exit code)."""
+    out, err = opts.streams.stdout, opts.streams.stderr
+    sessions.remove(s)
+    local_port = s.local_port
+    s.close()
+    if opts.follow and not rescan:
+        sessions.append(follow(opts, s, why, local_port))
+        return None
+    if rescan or sessions:
+        err.write("%s; stopped forwarding 127.0.0.1:%d (%d session(s) left)\n" % (why, local_port, len(sessions)))
+        if sessions or rescan:
+            return None
+    err.write("%s; nothing left to debug\n" % why)
+    return errors.NOT_FOUND
+
+
+def follow(opts, old, why, local_port):
+    """Wait for a Running replacement of the workload, attach to it, forward on the same local port."""
+    out, err = opts.streams.stdout, opts.streams.stderr
+    err.write("%s; waiting up to %s for a Running replacement of %s\n" % (
+        why, human(opts.follow_timeout), describe(opts)))
+    err.flush()
+    deadline = time.monotonic() + opts.follow_timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            from .common import pod_transports
+            candidates = [t for t in pod_transports(opts) if replaces(t, old.transport)]
+            if candidates:
+                newest = max(candidates, key=lambda t: t.pod["metadata"].get("creationTimestamp") or "")
+                pid, _note = opts.target_pid(newest)
+                server = opts.start_server(newest, pid)
+                session = Session(opts, newest, pid, server).open(local_port)
+                out.write("followed to %s: debugpy listening in pid %d, still on 127.0.0.1:%d (your editor's "
+                          "connection dropped with the old pod: reconnect it)\n" % (newest.where, pid, local_port))
+                out.flush()
+                return session
+        except WandError as exc:
+            last = exc.message  # the replacement may still be starting (no Python process yet): try again
+        time.sleep(FOLLOW_POLL)
+    raise WandError("no Running replacement of %s within %s%s; attach again when one runs" % (
+        describe(opts), human(opts.follow_timeout), (" (last: %s)" % last) if last else ""), errors.NOT_FOUND)
+
+
+def replaces(new, old) -> bool:
+    """Another pod, or the same pod whose container restarted (its process is new)."""
+    if new.pod["metadata"]["uid"] != old.pod["metadata"]["uid"]:
+        return True
+    return restarts(new.pod, old.container) > restarts(old.pod, old.container)
+
+
+def restarts(pod, container):
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return status.get("restartCount") or 0
+    return 0
+
+
+def new_pods(opts, sessions, ports):
+    """Attach to Running pods of the target that have no session yet (scale-up, rollout)."""
+    from .common import pod_transports
+    out, err = opts.streams.stdout, opts.streams.stderr
+    known = {s.transport.pod["metadata"]["uid"] for s in sessions}
+    added = []
+    try:
+        fresh = [t for t in pod_transports(opts) if t.pod["metadata"]["uid"] not in known]
+    except WandError:
+        return added
+    for transport in fresh:
+        try:
+            new = attach_pod(opts, transport, ports)
+        except WandError as exc:
+            err.write("new %s: not attached yet: %s\n" % (transport.where, exc.message))
+            continue
+        for s in new:
+            out.write("new pod: %s\n%s" % (s.line(), editor.render(s.config())))
+        out.flush()
+        added += new
+    return added
+
+
+def describe(opts):
+    if opts.target is not None:
+        return str(opts.target)
+    return "-l %s" % opts.selector
+
+
+def human(seconds):
+    seconds = int(seconds)
+    return "%dm%02ds" % divmod(seconds, 60) if seconds >= 60 else "%ds" % seconds

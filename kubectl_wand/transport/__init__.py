@@ -66,6 +66,11 @@ class Transport:
     def forward(self, remote_port: int, local_port=None) -> Forward:
         raise NotImplementedError
 
+    def present(self) -> bool:
+        """Whether the place itself still exists (a deleted or stopped pod does not); a process's exit is a
+        watch's business."""
+        return True
+
     def checks(self) -> list:
         """`check` rows about the place itself (pod, container, RBAC); none locally."""
         return []

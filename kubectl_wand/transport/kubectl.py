@@ -241,6 +241,18 @@ class KubectlTransport(Transport):
     def watch(self, pid: int) -> Watch:
         return KubectlWatch(self, pid)
 
+    def present(self) -> bool:
+        from ..kube import api
+        from ..kube.resolve import running
+        try:
+            pod = api.get(self.flags, "/api/v1/namespaces/%s/pods/%s" % (self.namespace, self.name),
+                          what="pod %s" % self.name)
+        except WandError as exc:
+            if exc.code == errors.NOT_FOUND:
+                return False
+            return True  # cannot tell (API busy): do not give up on the pod
+        return pod["metadata"]["uid"] == self.pod["metadata"]["uid"] and running(pod)
+
     def forward(self, remote_port: int, local_port=None):
         from .portforward import PortForward
         return PortForward(self, remote_port, local_port)

@@ -309,7 +309,7 @@ def target_pids(line):
         transports = [t for t in transports if getattr(t, "name", None) == opts.pod]
     found = []
     for transport in transports[:3]:  # a Deployment's replicas: the first few are enough to choose from
-        result = transport.agent({"op": "list"}, timeout=AGENT_TIMEOUT)
+        result = transport.agent({"op": "list", "cpu": False}, timeout=AGENT_TIMEOUT)
         for proc in result.get("processes") or []:
             found.append("%d\t%s (%s)" % (proc["pid"], proc.get("command", "")[:60], transport.where))
     return found

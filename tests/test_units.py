@@ -4,7 +4,8 @@ import pytest
 from kubectl_wand import cli, printers, targets
 from kubectl_wand.agent import elf, processes
 from kubectl_wand.errors import USAGE, WandError
-from kubectl_wand.selection import choose_process
+from kubectl_wand.agent.choose import choose_process
+from kubectl_wand.agent.protocol import AgentError
 
 
 @pytest.mark.parametrize("text,kind,name", [
@@ -68,10 +69,10 @@ def test_choose_reload_worker_and_gunicorn_worker():
 
 def test_choose_single_main_and_ambiguity():
     assert choose_process([proc(5, 0, "main")], "pod/x") == (5, None)
-    with pytest.raises(WandError) as err:
+    with pytest.raises(AgentError) as err:
         choose_process([proc(5, 0, "main"), proc(6, 0, "main")], "pod/x")
-    assert "--pid" in err.value.message
-    with pytest.raises(WandError):
+    assert "--pid" in err.value.message and err.value.kind == "usage"
+    with pytest.raises(AgentError):
         choose_process([proc(5, 0, "helper")], "pod/x")
 
 

@@ -8,7 +8,7 @@ target itself, on its main thread).
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("protocol", "elf", "procfs", "processes", "runtime", "session", "checks", "debugserver", "main")
+MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "session", "checks", "debugserver", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
 PASSENGERS = ("injector", "payload")
 # Listing and watching (every pod of `get processes` runs them) need only these modules: a pod is sent no more

@@ -17,17 +17,40 @@ from .protocol import AgentError
 
 # Operations that run until done or stopped: the CLI may end them early (stop line, or stdin closed).
 STREAMING = ("watch", "profile", "trace")
+# Operations on the app process: without a pid the agent chooses it here (one kubectl exec, not two).
+CHOOSING = ("exec", "attach", "check")
 
 
-def handle(request: dict, fetch_blob=None, emit=None, stop=None) -> dict:
+def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -> dict:
+    """One request -> one result. ``confirm()`` (pods only) waits for the CLI's go for a ``hold`` request."""
     try:
         request = protocol.check_request(request)
     except protocol.ProtocolError as exc:
         return protocol.error("protocol", str(exc))
+    if request["op"] in CHOOSING and request.get("pid") is None:
+        from .choose import choose_process
+        try:
+            pid, note = choose_process(processes.list_processes(cpu_window=0))
+        except AgentError as exc:
+            return exc.to_json()
+        if emit is not None:
+            emit({"chosen": {"pid": pid, "note": note}})
+        # A held request was sent before the CLI had read the pod from the API: nothing is touched until it
+        # says go (the pod is Running and this is the container it chose); EOF means drop it.
+        if request.get("hold") and (confirm is None or not confirm()):
+            return protocol.result(protocol.CANCELLED)
+        result = dispatch(dict(request, pid=pid), fetch_blob, emit, stop)
+        return dict(result, pid=pid, note=note)
+    return dispatch(request, fetch_blob, emit, stop)
+
+
+def dispatch(request, fetch_blob, emit, stop):
     op = request.get("op")
     if op == "list":
+        # CPU% needs a sampling window (0.2 s); only `get processes` shows it, a choice of process does not.
+        window = 0.2 if request.get("cpu", True) else 0
         try:
-            return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
+            return {"status": "ok", "processes": processes.list_processes(request.get("pid"), cpu_window=window)}
         except AgentError as exc:
             return exc.to_json()
     if op == "watch":
@@ -141,5 +164,12 @@ def serve_stdio():
             stop.set()
 
         threading.Thread(target=watch_stdin, daemon=True).start()
+
+    def confirm():
+        try:
+            return protocol.GO in protocol.decode(stdin.readline() or b"{}")
+        except protocol.ProtocolError:
+            return False
+
     write({protocol.RESULT: handle(request, fetch_blob, emit=lambda event: write({protocol.EVENT: event}),
-                                   stop=stop)})
+                                   stop=stop, confirm=confirm)})

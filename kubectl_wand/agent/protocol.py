@@ -4,7 +4,8 @@ Three JSON-lines conversations share these names:
 - CLI <-> agent (``kubectl exec -i`` pipes, or a call in-process for pid/N): the agent's first line is a
   ``hello`` with the protocol version; the CLI sends one ``request``; the agent may ask for a blob
   (``need`` -> ``blob``), may stream ``event`` lines, and ends with one ``result``. The CLI may send ``stop``
-  (or close stdin) to end a streaming operation early.
+  (or close stdin) to end a streaming operation early. A request without a pid makes the agent choose the
+  app process (event ``chosen``); a ``hold`` request then waits for the CLI's ``go`` before touching anything.
 - agent <-> payload (a Unix socket; the payload runs inside the target): ``hello`` (with the token), then
   one request, then one result (or a stream of events for ``trace``).
 - injector/sampler -> agent (a subprocess's stdout): one JSON object, or lines of events and a last result.
@@ -20,6 +21,7 @@ VERSION = 1
 
 # -- message kinds on the CLI <-> agent pipe (the single key that names a line) -----------------------------
 HELLO, REQUEST, NEED, BLOB, EVENT, RESULT, STOP = "hello", "request", "need", "blob", "event", "result", "stop"
+GO = "go"  # the CLI's consent to a held request (sent before the pod was read from the API)
 
 # -- operations -------------------------------------------------------------------------------------------
 OPS = ("list", "watch", "exec", "attach", "check", "stack", "profile", "trace")

@@ -46,6 +46,15 @@ class Options(TargetOptions):
             self.follow = bool(self.target is None and self.selector or
                                self.target is not None and self.target.kind in WORKLOADS)
 
+    def attach_request(self, pid, port=None):
+        return {"op": "attach", "pid": pid, "host": self.address, "port": self.port if port is None else port,
+                "timeout": self.timeout}
+
+    def early_request(self):
+        if self.pid or self.all_pods or self.all_workers:
+            return None
+        return dict(self.attach_request(None), hold=True)  # held until the checks below have passed
+
     def validate(self):
         self.validate_target()
         if not 0 < self.port < 65536:
@@ -79,9 +88,8 @@ class Options(TargetOptions):
         if self.address not in ("127.0.0.1", "localhost"):
             err.write("warning: the debug server will listen on %s: anyone who can reach that address can run "
                       "code in the process (debugpy has no authentication)\n" % self.address)
-        pid, note = self.target_pid(transport)
-        self.note(note)
-        session = self.start_server(transport, pid)
+        session = self.start_server(transport, self.known_pid())
+        pid = session["pid"]
         if not forwarding:
             extra = {} if transport.local else {"forwarding": False}
             code = self.report(transport, pid, session, session["port"], extra)
@@ -107,9 +115,9 @@ class Options(TargetOptions):
     def start_server(self, transport, pid, port=None):
         """Inject debugpy (or find the one already there); the agent's result, listening confirmed."""
         port = self.port if port is None else port
-        with self.step("starting the debug server in %s pid %d" % (transport.where, pid)):
-            result = transport.agent({"op": "attach", "pid": pid, "host": self.address, "port": port,
-                                      "timeout": self.timeout}, timeout=self.timeout + self.request_timeout_s)
+        with self.step("starting the debug server in %s%s" % (transport.where, " pid %d" % pid if pid else "")):
+            result = transport.agent(self.attach_request(pid, port), timeout=self.timeout + self.request_timeout_s,
+                                     on_event=self.chosen)
         if result.get("status") in ("pending", "running"):
             report.timed_out(result, self.streams.stderr)
             raise WandError("attach did not complete (see above)", errors.TIMEOUT)
@@ -117,6 +125,7 @@ class Options(TargetOptions):
             raise PortBusy("port %d is busy in %s; choose another with --port" % (port, transport.where),
                            errors.ENVIRONMENT)
         result = check_result(result, transport)
+        result["pid"] = pid = result.get("pid") or pid
         if result["status"] == "already":
             asked = [what for what, differs in (
                 ("--address %s" % self.address, self.address not in (DEFAULT_ADDRESS, "localhost") and

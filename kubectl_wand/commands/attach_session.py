@@ -138,7 +138,7 @@ def attach_pod(opts, transport, ports):
     pids = [opts.target_pid(transport)[0]]
     if opts.all_workers:
         from .common import check_result
-        listing = check_result(transport.agent({"op": "list"}, timeout=opts.request_timeout_s), transport)
+        listing = check_result(transport.agent({"op": "list", "cpu": False}, timeout=opts.request_timeout_s), transport)
         workers = sorted(p["pid"] for p in listing["processes"] if p["role"] == "worker")
         pids = workers or pids
     sessions, remote = [], opts.port

@@ -20,6 +20,9 @@ class Options(TargetOptions):
         self.complete_target(ns, streams)
         self.output, self.no_headers = ns.output, ns.no_headers
 
+    def early_request(self):
+        return None if self.pid else {"op": "check", "pid": None, "hold": True}
+
     def validate(self):
         self.validate_target()
         if self.output not in (None, "table", "wide", "json", "yaml"):
@@ -31,10 +34,8 @@ class Options(TargetOptions):
         rows = list(transport.checks())
         if not any(r["status"] == "fail" for r in rows):
             try:
-                pid, note = self.target_pid(transport)
-                self.note(note)
-                result = check_result(transport.agent({"op": "check", "pid": pid},
-                                                      timeout=self.request_timeout_s), transport)
+                result = check_result(transport.agent({"op": "check", "pid": self.known_pid()},
+                                                      timeout=self.request_timeout_s, on_event=self.chosen), transport)
                 rows += result["rows"]
             except WandError as exc:
                 if transport.local:

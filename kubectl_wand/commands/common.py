@@ -72,6 +72,11 @@ class TargetOptions:
         if self.all_namespaces and self.target is not None and self.target.kind == "pod":
             raise WandError("-A lists pods in every namespace; it does not go with a single pod", errors.USAGE)
 
+    def early_request(self):
+        """The agent request to start before the pod is read (a pod named alone), or None: by default the
+        listing every verb starts with, unless --pid names the process."""
+        return None if self.pid else {"op": "list", "cpu": False}
+
     def step(self, message):
         from ..spinner import Spinner
         return Spinner(message, enabled=not self.quiet, stream=self.streams.stderr)
@@ -111,16 +116,32 @@ class TargetOptions:
         raise WandError("%d Running pods match (%s); choose one with --pod NAME" % (len(names), ", ".join(names)),
                         errors.USAGE)
 
+    def known_pid(self):
+        """The pid the command line names (pid/N or --pid), or None: the agent then chooses the app process."""
+        if self.target is not None and self.target.local:
+            return self.target.pid
+        return self.pid or None
+
     def target_pid(self, transport):
         """The process to act on: pid/N itself, --pid, or the agent's choice of the app process."""
         if self.target is not None and self.target.local:
             return self.target.pid, None
         if self.pid:
             return self.pid, None
-        from ..selection import choose_process
+        from ..agent.choose import choose_process
+        from ..agent.protocol import AgentError
         with self.step("listing processes in %s" % transport.where):
-            listing = check_result(transport.agent({"op": "list"}, timeout=self.request_timeout_s), transport)
-        return choose_process(listing["processes"], transport.where)
+            listing = check_result(transport.agent({"op": "list", "cpu": False}, timeout=self.request_timeout_s),
+                                   transport)
+        try:
+            return choose_process(listing["processes"], transport.where)
+        except AgentError as exc:
+            raise errors.from_agent(exc.to_json())
+
+    def chosen(self, event):
+        """on_event for requests without a pid: the agent's note about the process it chose."""
+        if "chosen" in event:
+            self.note(event["chosen"].get("note"))
 
 
 def pod_transports(opts):
@@ -130,9 +151,10 @@ def pod_transports(opts):
     flags, target = opts.kube, opts.target
     flags.kubectl()  # fail first, and plainly, when kubectl is missing
     early = None
-    if target is not None and target.kind == "pod" and not opts.selector and not opts.pid:
-        from ..transport.early import EarlyList  # every verb lists the pod first, unless --pid names the process
-        early = EarlyList(flags, flags.namespace(), target.name, opts.container)  # overlaps the API read below
+    request = opts.early_request()
+    if target is not None and target.kind == "pod" and not opts.selector and request is not None:
+        from ..transport.early import EarlyCall  # overlaps the API read below
+        early = EarlyCall(flags, flags.namespace(), target.name, request, opts.container)
     try:
         found = pods(flags, target, opts.selector, opts.all_namespaces)
         made = [KubectlTransport(flags, pod, container_order(pod, opts.container), explicit=bool(opts.container),

@@ -86,14 +86,17 @@ class Options(TargetOptions):
         return {"op": "exec", "pid": pid, "code": self.code, "timeout": self.timeout,
                 "max_output": self.max_output}
 
+    def early_request(self):
+        if self.pid or self.all_pods:
+            return None
+        return dict(self.request(None), hold=True)
+
     def run(self) -> int:
         if self.all_pods:
             return self.run_all()
         out, err = self.streams.stdout, self.streams.stderr
         transport = self.one_transport()
-        pid, note = self.target_pid(transport)
-        self.note(note)
-        result = self.run_one(transport, pid)
+        result = self.run_one(transport, self.known_pid())
         if self.output:
             out.write(printers.dump(result, self.output))
             return errors.exit_code(result)
@@ -104,10 +107,11 @@ class Options(TargetOptions):
         return self.print_result(result, out, err)
 
     def run_one(self, transport, pid):
-        with self.step("running code in %s pid %d" % (transport.where, pid)):
-            result = transport.agent(self.request(pid), timeout=self.timeout + self.request_timeout_s)
+        with self.step("running code in %s%s" % (transport.where, " pid %d" % pid if pid else "")):
+            result = transport.agent(self.request(pid), timeout=self.timeout + self.request_timeout_s,
+                                     on_event=self.chosen)
         result.pop("hello", None)
-        result["pid"] = pid
+        result["pid"] = result.get("pid") or pid
         for stream in ("stdout", "stderr"):  # bytes written to .buffer come back base64-encoded
             if result.get(stream + "_bytes") is not None and self.output:
                 result[stream + "_bytes"] = base64.b64decode(result[stream + "_bytes"]).decode("utf-8", "replace")
@@ -141,8 +145,7 @@ class Options(TargetOptions):
 
         def one(transport):
             try:
-                pid, _note = self.target_pid(transport)
-                return self.run_one(transport, pid)
+                return self.run_one(transport, None)
             except WandError as exc:
                 return {"status": "error", "kind": "cli", "error": exc.message, "code": exc.code}
 

@@ -30,6 +30,9 @@ class Options(TargetOptions):
         self.output = ns.output or "table"
         self.no_headers = ns.no_headers
 
+    def early_request(self):
+        return {"op": "list", "cpu": True}
+
     def validate(self):
         self.validate_target(needs_one=False)
         if self.output not in printers.FORMATS:

@@ -1,40 +1,44 @@
-"""Raw reads from the Kubernetes API (JSON dicts, no model classes: fewer imports, less work per call)."""
+"""Raw calls to the Kubernetes API through kubectl (``get --raw``, ``create --raw``): JSON dicts back.
+
+Why kubectl and not the kubernetes Python client: kubectl already is our exec and port-forward transport and
+understands every kubeconfig (exec plugins, OIDC, proxies) and every global flag exactly as the user's own
+kubectl does; and it is faster on the path every command takes. Measured here: importing the kubernetes client
+costs 0.31-0.34 s (it pulls in pydantic) before its first request, while `kubectl get --raw` of a pod answers
+in 0.07-0.09 s in all. Errors are mapped from kubectl's stderr to one line with the fix.
+"""
 from __future__ import annotations
 
 import json
+import subprocess
+from urllib.parse import urlencode
 
-from ..errors import ENVIRONMENT, NOT_FOUND, WandError
+from ..errors import ENVIRONMENT, NOT_FOUND, USAGE, WandError
+
+SLACK = 5.0  # seconds kubectl may take beyond --request-timeout (start-up, TLS) before we stop waiting
 
 
 def request(flags, method: str, path: str, query=None, body=None, what: str = ""):
     """One API call; JSON dict back. 404 -> NOT_FOUND, 403 -> RBAC hint, unreachable -> server and timeout."""
-    api = flags.api()
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    import urllib3
+    url = path + ("?" + urlencode(query) if query else "")
+    verb = ["get", "--raw", url] if method == "GET" else ["create", "--raw", url, "-f", "-"]
+    argv = flags.kubectl_argv(*verb, namespaced=False)
+    if flags.verbosity >= 6:
+        import sys
+        sys.stderr.write("+ %s\n" % " ".join(argv))
+    from ..transport.kubectl import kubectl_env
     try:
-        if hasattr(api, "param_serialize"):  # kubernetes >= 31 (openapi-generator 7)
-            args = api.param_serialize(method, path, query_params=list((query or {}).items()), header_params=headers,
-                                       body=body, auth_settings=["BearerToken"])
-            resp = api.call_api(*args, _request_timeout=flags.timeout_s)
-            resp.read()
-            status, reason, data = resp.status, resp.reason, resp.data
-        else:  # older clients
-            from kubernetes.client.rest import ApiException
-            try:
-                raw = api.call_api(path, method, query_params=list((query or {}).items()), header_params=headers,
-                                   body=body, auth_settings=["BearerToken"], _preload_content=False,
-                                   _request_timeout=flags.timeout_s)[0]
-                status, reason, data = raw.status, raw.reason, raw.data
-            except ApiException as exc:
-                status, reason, data = exc.status, exc.reason, exc.body
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise WandError("cannot reach the Kubernetes API server at %s (%s); check --server/--context, or raise "
-                        "--request-timeout" % (api.configuration.host, short(exc)), ENVIRONMENT)
-    if status >= 400:
-        raise api_error(status, reason, scope(path), what or path)
-    return json.loads(data)
+        done = subprocess.run(argv, input=json.dumps(body).encode() if body is not None else None,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kubectl_env(True),
+                              timeout=flags.timeout_s + SLACK, stdin=None if body is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise WandError("cannot reach the Kubernetes API server at %s within %gs; check --server/--context, or "
+                        "raise --request-timeout" % (flags.server_name(), flags.timeout_s), ENVIRONMENT)
+    if done.returncode != 0:
+        raise api_error(done.stderr.decode("utf-8", "replace"), scope(path), what or path, flags)
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        raise WandError("the API server's answer to %s is not JSON" % (what or path), ENVIRONMENT)
 
 
 def get(flags, path: str, query=None, what: str = ""):
@@ -54,22 +58,38 @@ def scope(path: str) -> str:
     return "all namespaces (cluster scope)"
 
 
-def api_error(status, reason, where, what):
-    if status == 404:
+def api_error(stderr, where, what, flags):
+    text = " ".join(line.strip() for line in stderr.strip().splitlines())
+    low = text.lower()
+    if "(notfound)" in low or "not found" in low and "error from server" in low:
         return WandError("%s not found in %s" % (what, where), NOT_FOUND)
-    if status == 403:
+    if "(forbidden)" in low:
         fix = ("ask for a ClusterRole granting list on pods, or drop -A" if where.startswith("all namespaces")
                else "ask for get/list on it")
         return WandError("forbidden: you may not read %s in %s (RBAC); %s" % (what, where, fix), ENVIRONMENT)
-    if status == 401:
+    if "unauthorized" in low or "must be logged in" in low:
         return WandError("unauthorized by the API server: your credentials were refused; check --token/--user",
                          ENVIRONMENT)
-    return WandError("API server error %s reading %s: %s" % (status, what, reason), ENVIRONMENT)
+    if "connection to the server" in low or "unable to connect" in low or "dial tcp" in low or "timeout" in low:
+        return WandError("cannot reach the Kubernetes API server at %s (%s); check --server/--context, or raise "
+                         "--request-timeout" % (flags.server_name(), short(text)), ENVIRONMENT)
+    import re
+    missing = re.search(r'(context|cluster|auth info) "([^"]*)" does not exist', text)
+    if missing:  # a name the user gave that the kubeconfig lacks: the command line is wrong
+        kind = {"auth info": "user"}.get(missing.group(1), missing.group(1))
+        return WandError("%s %r not found in kubeconfig; see kubectl config get-%ss" % (
+            kind, missing.group(2), kind if kind != "user" else "user"), USAGE)
+    if "stat " in text and "no such file" in low:
+        return WandError("kubeconfig not found (%s); check --kubeconfig or KUBECONFIG" % short(text), USAGE)
+    if text.startswith("error: "):  # kubectl's own
+        return WandError("kubectl: %s" % text[len("error: "):], ENVIRONMENT)
+    return WandError("API server error reading %s: %s" % (what, text[:300] or "kubectl failed"), ENVIRONMENT)
 
 
-def short(exc) -> str:
-    text = str(getattr(exc, "reason", None) or exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "certificate verify failed"):
-        if marker in text:
-            return marker
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+def short(text) -> str:
+    for marker, said in (("was refused", "Connection refused"), ("connection refused", "Connection refused"),
+                         ("i/o timeout", "timed out"), ("timeout", "timed out"), ("no such host", "Name or service not known"),
+                         ("certificate", "certificate verify failed")):
+        if marker in text.lower():
+            return said
+    return text[:160] or "kubectl failed"

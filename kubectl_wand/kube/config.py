@@ -1,4 +1,4 @@
-"""kubectl's global flags, honoured the same way in API reads (kubernetes client) and in kubectl calls."""
+"""kubectl's global flags: the argv every kubectl call (exec, port-forward, API reads) gets, and the namespace."""
 from __future__ import annotations
 
 import os
@@ -33,7 +33,6 @@ class KubeFlags:
         self.warn = warn  # where one-line warnings go (the verb's stderr), or None for silence
         self._kubectl = None
         self._namespace = None
-        self._api = None
 
     # -- kubectl -----------------------------------------------------------------------------------------
     def kubectl(self) -> str:
@@ -43,6 +42,9 @@ class KubeFlags:
             if not path or not os.access(path, os.X_OK):
                 raise WandError("kubectl not found on PATH; install kubectl or set KUBECTL_PATH", ENVIRONMENT)
             self._kubectl = path
+            if self.insecure and self.warn is not None:  # once per command, as kubectl itself would say it
+                self.warn.write("warning: --insecure-skip-tls-verify: the API server's certificate is not checked; "
+                                "your requests could be intercepted\n")
         return self._kubectl
 
     def kubectl_argv(self, *args, namespaced=True):
@@ -148,35 +150,12 @@ class KubeFlags:
                 self._namespace = ns or "default"
         return self._namespace
 
-    def api(self):
-        """A kubernetes ApiClient built from the same flags kubectl gets."""
-        if self._api is None:
-            from kubernetes import client
-            from kubernetes.config import kube_config
+    def server_name(self) -> str:
+        """The API server the flags point at, for messages."""
+        if self.values.get("server"):
+            return self.values["server"]
+        try:
             cfg, _ns = self.effective()
-            configuration = client.Configuration()
-            try:
-                kube_config.KubeConfigLoader(config_dict=cfg, config_base_path=os.getcwd()).load_and_set(configuration)
-            except Exception as exc:
-                raise WandError("kubeconfig: %s" % exc, ENVIRONMENT)
-            if self.insecure:
-                # urllib3 would warn on every request; kubectl's own habit is one line, once.
-                import urllib3
-                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-                if self.warn is not None:
-                    self.warn.write("warning: --insecure-skip-tls-verify: the API server's certificate is not "
-                                    "checked; your requests could be intercepted\n")
-            if cfg["clusters"][0]["cluster"].get("tls-server-name"):
-                configuration.tls_server_name = cfg["clusters"][0]["cluster"]["tls-server-name"]
-            configuration.retries = False
-            api = client.ApiClient(configuration)
-            if self.values.get("as_"):
-                api.set_default_header("Impersonate-User", self.values["as_"])
-            for group in self.as_groups:
-                api.set_default_header("Impersonate-Group", group)  # the client sends one value per header
-            if self.values.get("as_uid"):
-                api.set_default_header("Impersonate-Uid", self.values["as_uid"])
-            if not self.disable_compression:
-                api.set_default_header("Accept-Encoding", "gzip")
-            self._api = api
-        return self._api
+            return cfg["clusters"][0]["cluster"].get("server") or "?"
+        except WandError:
+            return "the configured server"

@@ -1,11 +1,11 @@
-"""The process listing of a pod named on the command line, started before the pod is read from the API.
+"""The first agent call on a pod named on the command line, started before the pod is read from the API.
 
-kubectl's start, the exec round trip and the agent's work then overlap importing the kubernetes client and
-reading the pod (about a third of a second each), instead of following them. It only reads: nothing is
-written in the pod and no process is touched, so when the API read then says the pod is not Running, or that
-another container is the one to use, it is dropped and nothing has happened. Without -c it goes where kubectl
-sends it (the default-container annotation, else the first container); ``container`` is filled in once the
-pod is known.
+kubectl's start, the exec round trip and the agent's work then overlap reading the pod, instead of following
+it. Until the CLI has read the pod, it only reads: a listing is read-only, and an exec-py request is sent with
+``hold``: the agent chooses the process and then waits for the CLI's go. When the API read says the pod is not
+Running, or that another container is the one to use, the call is dropped and nothing has happened. Without -c
+it goes where kubectl sends it (the default-container annotation, else the first container); ``container`` is
+filled in once the pod is known.
 """
 from __future__ import annotations
 
@@ -18,20 +18,23 @@ from .bundle import AGENT_ARGS
 from .kubectl import kubectl_in, spawn_agent
 
 
-class EarlyList:
+class EarlyCall:
     python = "python3"
 
-    def __init__(self, flags, namespace, pod, container=None):
-        self.container = container
+    def __init__(self, flags, namespace, pod, request, container=None):
+        """``request``: a list (read-only as it is), or a request that the agent holds before touching
+        anything until the CLI says go (``hold``)."""
+        self.container, self.request = container, request
         args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS
-        self.proc = spawn_agent(flags, kubectl_in(flags, namespace, *args), protocol.request("list"))
+        self.proc = spawn_agent(flags, kubectl_in(flags, namespace, *args), protocol.request(**request))
         self.stderr = pipes.Drain(self.proc.stderr)
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
 
-    @staticmethod
-    def answers(request) -> bool:
-        """Whether this listing is the answer to ``request``."""
-        return request.get("op") == "list" and not request.get("pid")
+    def answers(self, request) -> bool:
+        """Whether this call is the answer to ``request``."""
+        def same(r):
+            return {k: v for k, v in r.items() if k not in ("hold", "v") and v is not None}
+        return same(request) == same(self.request)
 
     def where_kubectl_went(self, pod):
         """The container kubectl picks without -c, as kubectl does it."""
@@ -39,6 +42,7 @@ class EarlyList:
         self.container = self.container or annotated_container(pod) or first
 
     def cancel(self):
+        """Drop it: closing stdin makes a held agent return without touching anything."""
         if self.proc.poll() is None:
             self.proc.kill()
         pipes.close(self.proc)

@@ -154,6 +154,7 @@ class KubectlTransport(Transport):
         short = request.get("op") not in ("watch", "profile", "trace")
         proc = early.proc if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
                                                                  short_lived=short)
+        held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()
         if stop is not None:
@@ -183,6 +184,9 @@ class KubectlTransport(Transport):
                     if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
                         break
                 elif kind == protocol.EVENT:
+                    if held and "chosen" in msg[protocol.EVENT]:
+                        # adopt() checked the pod is Running and this is our container: go ahead
+                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
                     if on_event is not None:
                         on_event(msg[protocol.EVENT])
                 else:

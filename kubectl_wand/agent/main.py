@@ -32,7 +32,6 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None) -> dict:
             return exc.to_json()
     if op == "watch":
         return watch(int(request["pid"]), stop)
-    from .session import main_thread_stack, target
     try:
         if op == "exec":
             return run_exec(request)
@@ -42,9 +41,9 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None) -> dict:
         if op == "check":
             from . import checks
             return checks.run(request["pid"])
-        if op == "stack":
-            _proc, rt = target(request["pid"])
-            return {"status": "ok", "frames": main_thread_stack(rt)}
+        if op in ("stack", "profile"):
+            from . import observe
+            return getattr(observe, op)(request, emit, stop)
         return {"status": "error", "kind": "usage", "error": "unknown agent request %r" % (op,)}
     except AgentError as exc:
         return exc.to_json()

@@ -1,0 +1,39 @@
+"""A known stack: the main thread blocked in C in a handler -> service -> storage chain (time.sleep), and a
+thread named "hot-worker" spending its time in crunch() (a known hot function). argv[1]: seconds to sleep."""
+import os
+import sys
+import threading
+import time
+
+SPINS = 0
+
+
+def crunch(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def hot_worker():
+    global SPINS
+    while True:
+        crunch(10000)
+        SPINS += 1
+
+
+def storage_read(seconds):
+    time.sleep(seconds)
+
+
+def service_lookup(seconds):
+    storage_read(seconds)
+
+
+def handle_request(seconds):
+    service_lookup(seconds)
+
+
+threading.Thread(target=hot_worker, name="hot-worker", daemon=True).start()
+print("READY pid=%d" % os.getpid(), flush=True)
+handle_request(float(sys.argv[1]) if len(sys.argv) > 1 else 3600)

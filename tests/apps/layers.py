@@ -1,5 +1,6 @@
 """A known stack: the main thread blocked in C in a handler -> service -> storage chain (time.sleep), and a
-thread named "hot-worker" spending its time in crunch() (a known hot function). argv[1]: seconds to sleep."""
+thread named "hot-worker" spending its time in crunch() (a known hot function).
+argv: [SECONDS to sleep] [--refuse-scripts: an audit hook refuses every script sent by sys.remote_exec]."""
 import os
 import sys
 import threading
@@ -34,6 +35,14 @@ def handle_request(seconds):
     service_lookup(seconds)
 
 
+def refuse(event, args):
+    if event == "cpython.remote_debugger_script":
+        raise RuntimeError("this app refuses remote scripts")
+
+
+if "--refuse-scripts" in sys.argv:
+    sys.addaudithook(refuse)
+    sys.argv.remove("--refuse-scripts")
 threading.Thread(target=hot_worker, name="hot-worker", daemon=True).start()
 print("READY pid=%d" % os.getpid(), flush=True)
 handle_request(float(sys.argv[1]) if len(sys.argv) > 1 else 3600)

@@ -274,3 +274,18 @@ def test_profile_bad_input_is_one_line(spawn):
         result = handle(dict(request, op="profile", pid=app.pid))
         assert result["status"] == "error" and result["kind"] == "usage" and word in result["error"]
         assert "\n" not in result["error"]
+
+
+def test_sampler_json_without_the_json_module_round_trips():
+    import io
+    from kubectl_wand.agent import sampler
+
+    class Out:
+        buffer = io.BytesIO()
+        flush = staticmethod(lambda: None)
+
+    data = {"names": ['quote " back \\ nl \n tab \t ctl \x01', "é 😀", "lone \udc80", ""], "n": [-3, 2.5, 1e-7],
+            "flags": [True, False, None], "nested": {"7": [[]]}}
+    sampler.emit(Out, data)
+    assert json.loads(Out.buffer.getvalue().decode("utf-8")) == data
+    assert Out.buffer.getvalue().endswith(b"}\n") and Out.buffer.getvalue().count(b"\n") == 1

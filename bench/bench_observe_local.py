@@ -47,8 +47,9 @@ class App:
     """One hot_app process; a thread keeps its latest (time, units) report."""
 
     def __init__(self, args):
+        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         argv = [args.python, APP] if args.python else [
-            shutil.which("chroot") or "/usr/sbin/chroot", args.rootfs, "/usr/bin/python3.14", IN_ROOT_DIR + "/hot_app.py"]
+            chroot, args.rootfs, "/usr/bin/python3.14", IN_ROOT_DIR + "/hot_app.py"]
         self.popen = subprocess.Popen(["taskset", "-c", str(APP_CPU)] + argv, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
                                       env={"PATH": "/usr/local/bin:/usr/bin:/bin"})

@@ -141,7 +141,8 @@ def top(merged: dict, limit=None, lines: bool = True) -> list:
         mine = own.get(key, 0)
         f = dict(info[key], line=key[2])
         rows.append({"function": key[0], "file": key[1], "line": key[2], "label": label(f, lines), "own": mine,
-                     "total": tot, "own_pct": round(100.0 * mine / grand, 2), "total_pct": round(100.0 * tot / grand, 2)})
+                     "total": tot, "own_pct": round(100.0 * mine / grand, 2),
+                     "total_pct": round(100.0 * tot / grand, 2)})
     rows.sort(key=lambda r: (-r["own"], -r["total"], r["label"]))
     return rows[:limit] if limit else rows
 

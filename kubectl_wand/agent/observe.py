@@ -22,7 +22,7 @@ from . import processes, procfs, runtime as runtime_mod
 from .session import AgentError, module_source
 
 MIN_VERSION = (3, 14)
-STACK_TIMEOUT = 15.0     # one stack read takes ~0.1 s (interpreter start included); a loaded node is slower
+STACK_TIMEOUT = 15.0     # one stack read takes ~25 ms here (interpreter start included); a loaded node is slower
 START_GRACE = 15.0       # a sampler's interpreter start and final report, on top of the profile's duration
 STOP_GRACE = 5.0         # told to stop, a sampler writes its aggregate at once; after this it is killed
 PROGRESS_EVERY = 0.5

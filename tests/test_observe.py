@@ -252,7 +252,7 @@ def test_profile_of_a_target_that_exits_keeps_what_was_collected(spawn):
 def test_profile_merges_replicas_pod_by_pod(spawn):
     apps = [spawn("layers.py"), spawn("layers.py")]
     entries = [only(handle({"op": "profile", "pid": a.pid, "rate": 50, "duration": 1})) for a in apps]
-    sources = [("web-a", entries[0]), ("web-b", entries[1]), ("web-c", {"pid": 9, "kind": "read", "error": "x"})]
+    sources = [("web-a", entries[0]), ("web-b", entries[1]), ("web-c", {"pid": 9, "kind": "runtime", "error": "x"})]
     merged = profiles.merge(sources)
     assert merged["total"] == sum(e["profile"]["recorded"] for e in entries)
     assert [s["pod"] for s in merged["sources"]] == ["web-a", "web-b"]

@@ -19,7 +19,8 @@ import subprocess
 import time
 
 from . import processes, procfs, runtime as runtime_mod
-from .session import AgentError, module_source
+from .protocol import AgentError
+from .session import module_source
 
 MIN_VERSION = (3, 14)
 STACK_TIMEOUT = 15.0     # one stack read takes ~25 ms here (interpreter start included); a loaded node is slower
@@ -134,13 +135,14 @@ def collect_stack(popen, deadline) -> dict:
     except subprocess.TimeoutExpired:
         kill_group(popen)
         popen.communicate(timeout=5)
-        return {"kind": "timeout", "error": "reading the stack took over %gs" % STACK_TIMEOUT}
+        return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "
+                                            "node" % STACK_TIMEOUT}
     try:
         data = json.loads(stdout or b"{}")
     except ValueError:
         data = {}
     if not data:
-        return {"kind": "read", "error": last_error(stderr, popen.returncode)}
+        return {"kind": "runtime", "error": last_error(stderr, popen.returncode)}
     data.pop("pid", None)  # the sampler's view of the pid; ours is the one the caller named
     return data
 
@@ -240,9 +242,9 @@ class Sampling:
             prof["pid"] = self.pid
             entry["profile"] = prof
         elif self.final and "error" in self.final:
-            entry.update(kind=self.final.get("kind", "read"), error=self.final["error"])
+            entry.update(kind=self.final.get("kind", "runtime"), error=self.final["error"])
         else:
-            entry.update(kind="read", error=last_error(self.err, self.popen.returncode))
+            entry.update(kind="runtime", error=last_error(self.err, self.popen.returncode))
         return entry
 
 

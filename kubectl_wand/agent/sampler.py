@@ -55,7 +55,7 @@ def unwinder(pid, **kw):
     except Exception as exc:
         if not os.path.exists("/proc/%d" % pid):
             raise Failure("exited", "process %d exited" % pid)
-        raise Failure("read", "cannot read the Python runtime of %d: %s" % (pid, exc))
+        raise Failure("runtime", "cannot read the Python runtime of %d: %s" % (pid, exc))
 
 
 def read(call, pid):
@@ -71,7 +71,7 @@ def read(call, pid):
             last = exc
             if not os.path.exists("/proc/%d" % pid):
                 raise Failure("exited", "process %d exited" % pid)
-    raise Failure("read", "the stack of %d kept changing under the reader (%d tries): %s" % (pid, RETRIES, last))
+    raise Failure("runtime", "the stack of %d kept changing under the reader (%d tries): %s" % (pid, RETRIES, last))
 
 
 def frame(f):

@@ -8,17 +8,23 @@ target itself, on its main thread).
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "session", "checks", "debugserver", "main")
+MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "session", "checks", "debugserver",
+           "observe", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
-PASSENGERS = ("injector", "payload")
+PASSENGERS = ("injector", "payload", "sampler")
 # Listing and watching (every pod of `get processes` runs them) need only these modules: a pod is sent no more
 # than an operation needs.
 LIGHT_OPS = ("list", "watch")
 LIGHT_MODULES = ("protocol", "elf", "procfs", "processes", "main")
+# stack and profile only read memory (the sampler passenger): no injection, no debug server.
+OBSERVE_OPS = ("stack", "profile")
+OBSERVE_MODULES = ("protocol", "elf", "procfs", "processes", "runtime", "session", "observe", "main")
 
 
 def modules_for(op):
     """(modules to load in import order, passengers) that a pod needs for ``op``."""
     if op in LIGHT_OPS:
         return LIGHT_MODULES, ()
+    if op in OBSERVE_OPS:
+        return OBSERVE_MODULES, ("sampler",)
     return MODULES, PASSENGERS

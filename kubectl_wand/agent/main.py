@@ -55,7 +55,6 @@ def dispatch(request, fetch_blob, emit, stop):
             return exc.to_json()
     if op == "watch":
         return watch(int(request["pid"]), stop)
-    from .session import main_thread_stack, target
     try:
         if op == "exec":
             return run_exec(request)
@@ -65,9 +64,9 @@ def dispatch(request, fetch_blob, emit, stop):
         if op == "check":
             from . import checks
             return checks.run(request["pid"])
-        if op == "stack":
-            _proc, rt = target(request["pid"])
-            return {"status": "ok", "frames": main_thread_stack(rt)}
+        if op in ("stack", "profile"):
+            from . import observe
+            return getattr(observe, op)(request, emit, stop)
         return {"status": "error", "kind": "usage", "error": "unknown agent request %r" % (op,)}
     except AgentError as exc:
         return exc.to_json()

@@ -1,0 +1,296 @@
+"""The ``stack`` and ``profile`` operations: read Python stacks of live processes without running code in them.
+
+Each target is read by ``sampler`` (a passenger) run under the target's own interpreter beside it, the way the
+injector runs. Unlike injection this needs no more than CPython 3.14+ and the right to read the target's memory:
+remote debugging may be disabled, an audit hook may refuse scripts, the main thread may be blocked in C.
+
+Requests (``pid`` absent or null: every Python process here except helpers and other kubectl-wand agents):
+  {"op": "stack", "pid": N, "async": false}
+  {"op": "profile", "pid": N, "rate": 100, "duration": 10, "idle": false, "gil": false}
+Both answer ``{"status": "ok", "processes": [...]}``, one entry per process (see ``stack`` and ``profile``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+from . import processes, procfs, runtime as runtime_mod
+from .protocol import AgentError
+from .session import module_source
+
+MIN_VERSION = (3, 14)
+STACK_TIMEOUT = 15.0     # one stack read takes ~25 ms here (interpreter start included); a loaded node is slower
+START_GRACE = 15.0       # a sampler's interpreter start and final report, on top of the profile's duration
+STOP_GRACE = 5.0         # told to stop, a sampler writes its aggregate at once; after this it is killed
+PROGRESS_EVERY = 0.5
+MAX_RATE, MAX_DURATION = 1000.0, 3600.0
+
+
+def resolve(pid: int):
+    """(proc, runtime) of one target we can read, or an AgentError naming the cause and the fix."""
+    try:
+        proc = procfs.Proc(pid)
+    except ProcessLookupError:
+        raise AgentError("not-found", "no process %d here" % pid)
+    if not proc.looks_like_python():
+        raise AgentError("not-python", "process %d (%s) is not a Python process" % (pid, proc.comm))
+    problem = processes.permission_problem(proc)
+    if problem:
+        raise AgentError("permission", "process %d: %s; run as the target's user or root, or grant "
+                                       "CAP_SYS_PTRACE" % (pid, problem.split(": ", 1)[-1]))
+    info = processes.describe(proc)
+    version = info["version_tuple"]
+    if version is None or tuple(version) < MIN_VERSION:
+        raise AgentError("version", "process %d runs Python %s: stack and profile read stacks with CPython "
+                                    "3.14's _remote_debugging, so the target must run 3.14+" % (
+                                        pid, info["python"] or "of unknown version"))
+    try:
+        return proc, runtime_mod.TargetRuntime(proc), info
+    except runtime_mod.RuntimeProblem as exc:
+        raise AgentError("runtime", str(exc))
+
+
+def targets(pid):
+    """[(pid, (proc, runtime, info) or AgentError)]: the one named (its error raised), or every candidate."""
+    if pid is not None:
+        return [(int(pid), resolve(int(pid)))]
+    found = []
+    for info in processes.list_processes(cpu_window=0):
+        if info["role"] == "helper":
+            continue
+        try:
+            found.append((info["pid"], resolve(info["pid"])))
+        except AgentError as exc:
+            found.append((info["pid"], exc))
+    if not found:
+        raise AgentError("not-found", "no Python process here; name one with --pid")
+    return found
+
+
+def describe(pid, resolved):
+    if isinstance(resolved, AgentError):
+        return {"pid": pid, "kind": resolved.kind, "error": resolved.message}
+    _proc, _rt, info = resolved
+    return {"pid": pid, "python": info["python"], "command": info["command"]}
+
+
+def start(rt, args):
+    argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+    # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
+    # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd="/", start_new_session=True)
+
+
+def kill_group(popen):
+    """SIGKILL the sampler's process group. Only call it before the leader is reaped (no poll()/wait() yet):
+    until then its pid, which names the group, cannot be reused."""
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except OSError:  # already gone
+        pass
+
+
+def last_error(stderr: bytes, code) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "the sampler exited with status %s" % code
+
+
+def stack(request: dict, emit=None, stop=None) -> dict:
+    """Every thread of each target, frames innermost first; with ``async`` its asyncio tasks too.
+
+    Entry: {"pid", "python", "command", "threads": [{"tid", "name", "comm", "main", "state", "syscall",
+    "gil", "frames": [{"function", "file", "line"}]}], "gil_holder", "gil_known", "attempts"}, and with
+    ``async``: "asyncio" (false: not loaded) and "tasks": [{"id", "name", "thread", "frames", "awaited_by":
+    [{"task", "frames"}]}]; or {"pid", "kind", "error"} for a process that could not be read.
+    """
+    args = ["--async"] if request.get("async") else []
+    found = targets(request.get("pid"))
+    running = []
+    for pid, resolved in found:
+        if isinstance(resolved, AgentError):
+            running.append((pid, resolved, None))
+            continue
+        rt = resolved[1]
+        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+    deadline = time.monotonic() + STACK_TIMEOUT
+    out = []
+    for pid, resolved, popen in running:
+        entry = describe(pid, resolved)
+        if popen is not None:
+            entry.update(collect_stack(popen, deadline))
+        out.append(entry)
+    if request.get("pid") is not None and "error" in out[0]:
+        raise AgentError(out[0]["kind"], out[0]["error"])
+    return {"status": "ok", "processes": out}
+
+
+def collect_stack(popen, deadline) -> dict:
+    try:
+        stdout, stderr = popen.communicate(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        kill_group(popen)
+        popen.communicate(timeout=5)
+        return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "
+                                            "node" % STACK_TIMEOUT}
+    try:
+        data = json.loads(stdout or b"{}")
+    except ValueError:
+        data = {}
+    if not data:
+        return {"kind": "runtime", "error": last_error(stderr, popen.returncode)}
+    data.pop("pid", None)  # the sampler's view of the pid; ours is the one the caller named
+    return data
+
+
+def profile_args(request):
+    try:
+        rate = float(request.get("rate", 100))
+        duration = float(request.get("duration", 10))
+    except (TypeError, ValueError):
+        raise AgentError("usage", "rate and duration must be numbers (e.g. --rate 100 --duration 10s)")
+    if not 0 < rate <= MAX_RATE:
+        raise AgentError("usage", "--rate %g is out of range: use 1 to %d samples per second" % (rate, MAX_RATE))
+    if not 0 < duration <= MAX_DURATION:
+        raise AgentError("usage", "--duration %gs is out of range: use up to %ds" % (duration, MAX_DURATION))
+    flags = ["--idle"] if request.get("idle") else []
+    flags += ["--gil"] if request.get("gil") else []
+    return rate, duration, ["--rate", repr(rate), "--duration", repr(duration)] + flags
+
+
+def profile(request: dict, emit=None, stop=None) -> dict:
+    """Sample each target for ``duration`` seconds at ``rate`` Hz, in parallel; stop early when ``stop`` is set.
+
+    Progress: ``emit({"progress": {"samples", "errors", "elapsed", "processes"}})`` about every 0.5 s, summed
+    over the processes. Entry: {"pid", "python", "command", "profile": {"pid", "rate", "duration", "samples",
+    "errors", "missed", "recorded", "achieved_rate", "idle", "gil", "stopped_early": null | "signal" | "eof" |
+    "exited", "frames": [{"function", "file", "line"}], "stacks": [{"thread", "frames": [frame index, innermost
+    first], "count"}]}}; or {"pid", "kind", "error"}.
+    """
+    _rate, duration, args = profile_args(request)
+    found = targets(request.get("pid"))
+    runs = []
+    for pid, resolved in found:
+        run = Sampling(pid, resolved)
+        if not isinstance(resolved, AgentError):
+            rt = resolved[1]
+            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args)
+        runs.append(run)
+    try:
+        watch([r for r in runs if r.popen is not None], duration, emit, stop)
+    finally:
+        for run in runs:
+            run.reap()
+    out = [run.result() for run in runs]
+    if request.get("pid") is not None and "error" in out[0]:
+        raise AgentError(out[0]["kind"], out[0]["error"])
+    return {"status": "ok", "processes": out}
+
+
+class Sampling:
+    """One sampler subprocess: its output so far, its last progress, its final line."""
+
+    def __init__(self, pid, resolved):
+        self.pid, self.resolved, self.popen = pid, resolved, None
+        self.buf, self.err, self.final, self.progress = b"", b"", None, {}
+        self.open_streams = 2
+
+    def feed(self, data: bytes):
+        self.buf += data
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if "progress" in obj:
+                self.progress = obj["progress"]
+            else:
+                self.final = obj
+
+    def stop(self):
+        """Ask the sampler to end now and report: EOF on its stdin. Not SIGTERM, though the sampler honours it
+        too: measured, nsenter (the mode for a container seen from its host) does not pass a signal on to the
+        child it forked, and a signal that lands before the sampler's handler is installed (its interpreter
+        takes ~30 ms to start, far more on a loaded node) kills it without a report. EOF waits in the pipe."""
+        if not self.popen.stdin.closed:
+            self.popen.stdin.close()
+
+    def reap(self):
+        if self.popen is None:
+            return
+        if self.open_streams:  # someone in its group still holds the pipes: end them all
+            kill_group(self.popen)
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            stream.close()
+
+    def result(self) -> dict:
+        entry = describe(self.pid, self.resolved)
+        if self.popen is None:
+            return entry
+        if self.final and "profile" in self.final:
+            prof = self.final["profile"]
+            prof["pid"] = self.pid
+            entry["profile"] = prof
+        elif self.final and "error" in self.final:
+            entry.update(kind=self.final.get("kind", "runtime"), error=self.final["error"])
+        else:
+            entry.update(kind="runtime", error=last_error(self.err, self.popen.returncode))
+        return entry
+
+
+def watch(runs, duration, emit, stop):
+    """Read every sampler's lines until all have exited, forwarding summed progress; end them on ``stop``."""
+    sel = selectors.DefaultSelector()
+    for run in runs:
+        for stream, kind in ((run.popen.stdout, "out"), (run.popen.stderr, "err")):
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ, (run, kind))
+    started = time.monotonic()
+    deadline = started + duration + START_GRACE
+    next_progress = started + PROGRESS_EVERY
+    stopping = False
+    try:
+        while sel.get_map():
+            if not stopping and (time.monotonic() > deadline or stop is not None and stop.is_set()):
+                stopping = True
+                deadline = time.monotonic() + STOP_GRACE
+                for run in runs:
+                    run.stop()
+            elif stopping and time.monotonic() > deadline:
+                break  # reap() kills what is left
+            # ``stop`` is a threading.Event, which cannot be waited on together with pipes: look at it
+            # between reads, at most 0.2 s apart (the sampler sees its stdin close at once).
+            for key, _ in sel.select(timeout=0.2):
+                run, kind = key.data
+                try:
+                    data = os.read(key.fileobj.fileno(), 65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    sel.unregister(key.fileobj)
+                    run.open_streams -= 1
+                elif kind == "out":
+                    run.feed(data)
+                else:
+                    run.err = (run.err + data)[-4096:]
+            if emit is not None and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_EVERY
+                emit({"progress": summed(runs, started)})
+    finally:
+        sel.close()
+
+
+def summed(runs, started) -> dict:
+    return {"samples": sum(r.progress.get("samples", 0) for r in runs),
+            "errors": sum(r.progress.get("errors", 0) for r in runs),
+            "elapsed": round(time.monotonic() - started, 2), "processes": len(runs)}

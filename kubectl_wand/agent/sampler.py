@@ -1,0 +1,351 @@
+"""Runs under the *target's* interpreter, beside it: read its stacks from memory, never run code in it.
+
+Usage (the agent passes this file's source with ``-c``; the reader must be the target's own CPython minor version):
+  stack PID [--async]
+      One JSON object on stdout: every Python thread (native id, name, kernel state, the system call it sleeps
+      in, whether it holds the GIL) with its frames innermost first; with --async also the asyncio tasks.
+  profile PID --rate HZ --duration S [--idle] [--gil]
+      Samples every thread at HZ for S seconds and counts identical stacks per thread name. A progress line
+      ``{"progress": {...}}`` about every 0.5 s, then ``{"profile": {...}}``. SIGTERM, SIGINT or EOF on stdin
+      (the agent went away) end it early; the final line is still written.
+Any failure is ``{"error": MESSAGE, "kind": KIND}``. The reader is ``_remote_debugging.RemoteUnwinder`` (CPython
+3.14+): it only reads the target's memory (process_vm_readv), so it works with remote debugging disabled or the
+main thread blocked in C, and the target never stops. Standard library only.
+"""
+import os
+import select
+import sys
+import time
+
+RETRIES = 5  # a read races the running target; a torn read raises and the next one usually succeeds
+PROGRESS_EVERY = 0.5
+SYSCALLS = {  # the calls a thread usually sleeps in, by architecture; others print as "syscall N"
+    "x86_64": {0: "read", 1: "write", 7: "poll", 17: "pread64", 23: "select", 34: "pause", 35: "nanosleep",
+               42: "connect", 43: "accept", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
+               61: "wait4", 73: "flock", 128: "rt_sigtimedwait", 130: "rt_sigsuspend", 202: "futex",
+               230: "clock_nanosleep", 232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll",
+               281: "epoll_pwait", 288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2"},
+    "aarch64": {22: "epoll_pwait", 32: "flock", 63: "read", 64: "write", 67: "pread64", 72: "pselect6",
+                73: "ppoll", 95: "waitid", 98: "futex", 101: "nanosleep", 115: "clock_nanosleep",
+                133: "rt_sigsuspend", 137: "rt_sigtimedwait", 202: "accept", 203: "connect", 206: "sendto",
+                207: "recvfrom", 211: "sendmsg", 212: "recvmsg", 242: "accept4", 243: "recvmmsg", 260: "wait4",
+                441: "epoll_pwait2"},
+}
+STATES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped", "Z": "zombie",
+          "X": "dead", "I": "idle"}
+
+
+class Failure(Exception):
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def unwinder(pid, **kw):
+    try:
+        import _remote_debugging
+    except ImportError:
+        raise Failure("version", "this interpreter (%s) has no _remote_debugging: stack and profile need CPython "
+                                 "3.14+" % sys.version.split()[0])
+    try:
+        return _remote_debugging.RemoteUnwinder(pid, **kw)
+    except PermissionError as exc:
+        raise Failure("permission", "cannot read the memory of %d (%s): run as its user or root, or grant "
+                                    "CAP_SYS_PTRACE" % (pid, exc.strerror or exc))
+    except Exception as exc:
+        if not os.path.exists("/proc/%d" % pid):
+            raise Failure("exited", "process %d exited" % pid)
+        raise Failure("runtime", "cannot read the Python runtime of %d: %s" % (pid, exc))
+
+
+def read(call, pid):
+    """call() retried while it fails on a moving target; (result, attempts)."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return call(), attempt
+        except PermissionError as exc:
+            raise Failure("permission", "cannot read the memory of %d: %s" % (pid, exc))
+        except ProcessLookupError:
+            raise Failure("exited", "process %d exited" % pid)
+        except Exception as exc:  # RuntimeError / OSError / UnicodeDecodeError from a torn read
+            last = exc
+            if not os.path.exists("/proc/%d" % pid):
+                raise Failure("exited", "process %d exited" % pid)
+    raise Failure("runtime", "the stack of %d kept changing under the reader (%d tries): %s" % (pid, RETRIES, last))
+
+
+def frame(f):
+    return {"function": f.funcname, "file": f.filename, "line": f.lineno}
+
+
+def task_stat(pid, tid):
+    """(comm, state letter) of one thread from /proc/PID/task/TID/stat, or (None, None) once it has gone."""
+    try:
+        with open("/proc/%d/task/%d/stat" % (pid, tid), "rb") as f:
+            raw = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None, None
+    head, _, rest = raw.rpartition(")")  # comm may hold spaces and ')': split at the last one
+    return head.partition("(")[2], rest.split(None, 1)[0]
+
+
+def syscall_of(pid, tid):
+    """The system call a sleeping thread waits in (None when running or unreadable)."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid), "rb") as f:
+            text = f.read().decode()
+    except OSError:
+        return None
+    try:
+        nr = int(text.split()[0])
+    except (ValueError, IndexError):  # "running"
+        return None
+    if nr < 0:
+        return None  # blocked outside a system call (a fault, a stop)
+    return SYSCALLS.get(os.uname().machine, {}).get(nr, "syscall %d" % nr)
+
+
+def thread_name(pid, tid, comm):
+    """Python 3.14 names a thread's kernel task after threading.Thread.name (cut to 15 bytes by Linux); the
+    main thread's kernel name is the process's, so it gets Python's own name for it."""
+    return "MainThread" if tid == pid else (comm or "?")
+
+
+def stack(pid, want_async):
+    reader = unwinder(pid, all_threads=True)
+    threads, attempts = read(reader.get_stack_trace, pid)
+    gil, gil_known = None, True
+    try:
+        # Who holds the GIL, read a moment after the stacks (a second read: "where known").
+        active, _ = read(unwinder(pid, only_active_thread=True).get_stack_trace, pid)
+        gil = active[0].thread_id if active else None
+    except Failure:
+        gil_known = False
+    out = []
+    for info in threads:
+        tid = info.thread_id
+        comm, letter = task_stat(pid, tid)
+        state = STATES.get(letter, letter or "gone")
+        out.append({"tid": tid, "name": thread_name(pid, tid, comm), "comm": comm, "main": tid == pid,
+                    "state": state, "syscall": syscall_of(pid, tid) if letter in ("S", "D") else None,
+                    "gil": (tid == gil) if gil_known else None,
+                    "frames": [frame(f) for f in info.frame_info]})
+    out.sort(key=lambda t: (not t["main"], t["tid"]))
+    result = {"pid": pid, "threads": out, "gil_holder": gil, "gil_known": gil_known, "attempts": attempts}
+    if want_async:
+        result.update(async_tasks(reader, pid))
+    return result
+
+
+def async_tasks(reader, pid):
+    """Every asyncio task: id, name, thread, its own coroutine stack (innermost first) and who awaits it."""
+    try:
+        awaited, _ = read(reader.get_all_awaited_by, pid)
+    except Failure as exc:
+        if "AsyncioDebug" in exc.message:  # the _asyncio module is not loaded: no event loop, no tasks
+            return {"tasks": [], "asyncio": False}
+        return {"tasks": [], "asyncio": None, "async_error": exc.message}
+    tasks = []
+    for per_thread in awaited:
+        for task in per_thread.awaited_by:
+            frames = [frame(f) for coro in task.coroutine_stack for f in coro.call_stack]
+            # In an awaiter record ``task_name`` holds the awaiting task's id (as in asyncio.tools._index).
+            waiters = [{"task": coro.task_name, "frames": [frame(f) for f in coro.call_stack]}
+                       for coro in task.awaited_by]
+            tasks.append({"id": task.task_id, "name": task.task_name, "thread": per_thread.thread_id,
+                          "frames": frames, "awaited_by": waiters})
+    return {"tasks": tasks, "asyncio": True}
+
+
+class Stopper:
+    """Why sampling should end early: SIGTERM/SIGINT (through a wake-up pipe, so a sleep ends at once) or EOF
+    on stdin (the agent that started us is gone). The sampler's only wait is select() on these."""
+
+    def __init__(self):
+        import signal  # here, not at the top: it imports enum, which the stack operation need not pay for
+        self.reason = None
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self.wake = r
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._signalled)
+        self.watch = [r]
+        try:
+            os.fstat(0)
+            self.watch.append(0)
+        except OSError:
+            pass
+
+    def _signalled(self, signum, _frame):
+        self.reason = self.reason or "signal"
+
+    def wait(self, seconds):
+        ready = select.select(self.watch, [], [], max(0.0, seconds))[0]
+        if 0 in ready and not os.read(0, 4096):
+            self.reason = self.reason or "eof"
+            self.watch.remove(0)
+        if self.wake in ready:
+            os.read(self.wake, 512)
+        return self.reason
+
+
+class TaskFiles:
+    """Each thread's /proc/PID/task/TID/stat kept open and re-read with pread: measured here, a re-read of an
+    open file costs ~8 us where open+read+close costs ~48 us, and profiling reads one per thread per tick."""
+
+    def __init__(self, pid):
+        self.pid, self.fds = pid, {}
+
+    def stat(self, tid):
+        """(comm, state letter), or (None, None) once the thread has gone."""
+        fd = self.fds.get(tid)
+        try:
+            if fd is None:
+                fd = self.fds[tid] = os.open("/proc/%d/task/%d/stat" % (self.pid, tid), os.O_RDONLY | os.O_CLOEXEC)
+            raw = os.pread(fd, 1024, 0).decode("utf-8", "replace")
+        except OSError:
+            self.forget(tid)
+            return None, None
+        if not raw:
+            self.forget(tid)
+            return None, None
+        head, _, rest = raw.rpartition(")")
+        return head.partition("(")[2], rest.split(None, 1)[0]
+
+    def keep_only(self, tids):
+        for tid in [t for t in self.fds if t not in tids]:
+            self.forget(tid)
+
+    def forget(self, tid):
+        fd = self.fds.pop(tid, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def profile(pid, rate, duration, idle, gil, out):
+    reader = unwinder(pid, **({"only_active_thread": True} if gil else {"all_threads": True}))
+    stopper = Stopper()
+    files = TaskFiles(pid)
+    counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
+    names = {}
+    samples = errors = missed = recorded = 0
+    period = 1.0 / rate
+    start = time.monotonic()
+    ticks = max(1, int(round(duration * rate)))
+    k = 0
+    next_progress = start + PROGRESS_EVERY
+    while stopper.reason is None and k < ticks:
+        try:
+            threads, _ = read(reader.get_stack_trace, pid)
+        except Failure as exc:
+            if exc.kind == "exited":
+                stopper.reason = "exited"
+                break
+            errors += 1
+            threads = ()
+        else:
+            samples += 1
+        for info in threads:
+            tid = info.thread_id
+            comm, letter = files.stat(tid)
+            if comm is not None:  # names can change while we sample; a thread gone keeps its last one
+                names[tid] = thread_name(pid, tid, comm)
+            # Idle: not on a CPU (sleeping in a syscall, waiting for the GIL, stopped). --gil keeps the holder
+            # whatever its state: a C call that keeps the GIL while it blocks is what --gil is for.
+            if not (idle or gil) and letter != "R" or not info.frame_info:
+                continue
+            key = (names.get(tid, "?"), tuple(info.frame_info))
+            counts[key] = counts.get(key, 0) + 1
+            recorded += 1
+        if len(files.fds) > len(threads) + 8:
+            files.keep_only({info.thread_id for info in threads})
+        # Absolute deadlines (start + k / rate): a late tick does not push the next ones back, so the rate does
+        # not drift; ticks already missed entirely are skipped (and counted), never fired in a burst.
+        k += 1
+        now = time.monotonic()
+        behind = int((now - start) * rate) - k
+        if behind > 0:
+            missed += behind
+            k += behind
+        if now >= next_progress:
+            emit(out, {"progress": {"samples": samples, "errors": errors, "elapsed": round(now - start, 2)}})
+            next_progress = now + PROGRESS_EVERY
+        stopper.wait(start + k * period - time.monotonic())  # after the last tick: the end of its period
+    elapsed = time.monotonic() - start
+    return {"profile": aggregate(counts, {
+        "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
+        "missed": missed, "recorded": recorded, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
+        "idle": idle, "gil": gil, "stopped_early": stopper.reason})}
+
+
+def aggregate(counts, meta):
+    """The counted stacks as a frame table plus stacks of frame indexes (innermost first), biggest first."""
+    index, frames, stacks = {}, [], []
+    for (name, chain), count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        ids = []
+        for f in chain:
+            key = (f.funcname, f.filename, f.lineno)
+            if key not in index:
+                index[key] = len(frames)
+                frames.append(frame(f))
+            ids.append(index[key])
+        stacks.append({"thread": name, "frames": ids, "count": count})
+    return dict(meta, frames=frames, stacks=stacks)
+
+
+ESCAPES = {i: "\\u%04x" % i for i in range(32)}
+ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+
+
+def encode(obj) -> str:
+    """JSON for the plain data we print. Not the json module: measured beside a chrooted target, importing
+    it (it pulls in re, enum, collections) took 45 ms of the stack operation's 109."""
+    if isinstance(obj, str):
+        return '"' + obj.translate(ESCAPES) + '"'
+    if obj is None or isinstance(obj, bool):
+        return "null" if obj is None else ("true" if obj else "false")
+    if isinstance(obj, (int, float)):
+        return repr(obj) if obj == obj and obj not in (float("inf"), float("-inf")) else "null"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(encode(str(k)) + ": " + encode(v) for k, v in obj.items()) + "}"
+    return "[" + ", ".join(encode(v) for v in obj) + "]"
+
+
+def emit(out, obj):
+    # A lone surrogate in a name read from the target becomes the text \udcXX: a valid JSON escape.
+    out.buffer.write(encode(obj).encode("utf-8", "backslashreplace") + b"\n")
+    out.flush()
+
+
+def parse(argv):
+    op, pid, rest = argv[0], int(argv[1]), argv[2:]
+    opts = {"async": False, "idle": False, "gil": False, "rate": 100.0, "duration": 10.0}
+    while rest:
+        flag = rest.pop(0).lstrip("-")
+        if flag in ("rate", "duration"):
+            opts[flag] = float(rest.pop(0))
+        elif flag in opts:
+            opts[flag] = True
+        else:
+            raise Failure("usage", "unknown sampler option %r" % flag)
+    if not (0 < opts["rate"] <= 1000) or opts["duration"] <= 0:
+        raise Failure("usage", "--rate must be in (0, 1000] Hz and --duration above 0 s")
+    return op, pid, opts
+
+
+def main(argv, out):
+    try:
+        op, pid, opts = parse(argv)
+        if op == "stack":
+            emit(out, stack(pid, opts["async"]))
+        elif op == "profile":
+            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out))
+        else:
+            raise Failure("usage", "unknown sampler operation %r" % op)
+    except Failure as exc:
+        emit(out, {"error": exc.message, "kind": exc.kind})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:], sys.stdout)

@@ -63,6 +63,19 @@ EXAMPLES = {
   # Run a file, or code from stdin
   kubectl wand exec-py pid/4242 -f snippet.py
   echo 'print(42)' | kubectl wand exec-py pid/4242 -f -""",
+    "stack": """Examples:
+  # Every thread's stack in every pod of a Deployment (nothing runs in the processes)
+  kubectl wand stack deploy/web
+
+  # One process, with its asyncio task tree, as JSON
+  kubectl wand stack pod/web-6d8f7-abcde --pid 7 --async -o json""",
+    "profile": """Examples:
+  # Where the time goes, across every replica: the hottest functions
+  kubectl wand profile deploy/web --duration 30s
+
+  # A flame graph, or a file for speedscope.app
+  kubectl wand profile deploy/web -o web.svg
+  kubectl wand profile pid/4242 --rate 200 -o profile.json""",
     "check": """Examples:
   # Why can't I attach?
   kubectl wand check deploy/web
@@ -80,6 +93,10 @@ VERBS = {
     "exec-py": ("exec_py", "run Python code inside a live process",
                 "kubectl wand exec-py TARGET [options] -- CODE\n  kubectl wand exec-py TARGET [options] -f FILE"),
     "check": ("check", "explain whether (and why not) a process can be attached", "kubectl wand check TARGET [options]"),
+    "stack": ("stack", "print every thread's stack (and asyncio tasks) without stopping the process",
+              "kubectl wand stack [TARGET] [options]"),
+    "profile": ("profile", "sample where the time goes and write a profile or flame graph",
+                "kubectl wand profile [TARGET] [options]"),
 }
 RESOURCES = ("processes", "process", "procs", "ps")
 
@@ -227,7 +244,37 @@ def build_check():
     return p
 
 
-BUILDERS = {"get": build_get, "attach": build_attach, "exec-py": build_exec_py, "check": build_check}
+def build_stack():
+    p = verb_parser("stack", "Every thread of every Python process (or --pid) with its name, state and frames, "
+                             "innermost first; with --async the asyncio task tree. Read from the process's "
+                             "memory: it runs no code there and never stops it.")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
+    p.add_argument("--async", dest="asyncio", action="store_true", help="also the asyncio task tree")
+    p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
+    add_target_flags(p)
+    return p
+
+
+def build_profile():
+    p = verb_parser("profile", "Sample the stacks of every Python process of the target (every pod at once) and "
+                               "merge them. Prints the hottest functions, or writes speedscope JSON, collapsed "
+                               "stacks or an SVG flame graph. Ctrl-C ends early and keeps what was sampled.")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
+    p.add_argument("--duration", type=parse_duration, default=10.0, help="how long to sample, e.g. 30s (default 10s)")
+    p.add_argument("--rate", type=float, default=100.0, help="samples per second (default 100)")
+    p.add_argument("--format", choices=["speedscope", "collapsed", "svg", "top"],
+                   help="default: top on the terminal; from --output's ending otherwise (.json speedscope, .svg "
+                        "svg, else collapsed)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the profile to FILE (- for stdout)")
+    p.add_argument("--idle", action="store_true", help="count threads sleeping in a system call too")
+    p.add_argument("--gil", action="store_true", help="count only the thread holding the GIL")
+    p.add_argument("--per-pod", action="store_true", help="keep each pod as a root frame")
+    add_target_flags(p)
+    return p
+
+
+BUILDERS = {"get": build_get, "attach": build_attach, "exec-py": build_exec_py, "check": build_check,
+            "stack": build_stack, "profile": build_profile}
 
 
 def verb_parsers():

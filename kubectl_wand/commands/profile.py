@@ -1,0 +1,130 @@
+"""`kubectl wand profile TARGET`: sample every Python process of every pod at --rate Hz for --duration, merge,
+and write speedscope JSON, collapsed stacks, an SVG flame graph, or print the hottest functions.
+
+Sampling reads the target's memory from beside it (the sampler runs under the target's own interpreter); the
+target runs no code of ours and never stops. Ctrl-C ends early and still writes what was collected.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from .. import errors, printers, profiles
+from ..errors import WandError
+from .common import TargetOptions, positive_seconds
+from .observe_common import entries, pods_of, read_all
+
+FORMATS = ("speedscope", "collapsed", "svg", "top")
+TOP_COLUMNS = [("OWN%", lambda r: "%.1f" % r["own_pct"]), ("TOTAL%", lambda r: "%.1f" % r["total_pct"]),
+               ("OWN", "own"), ("TOTAL", "total"), ("FUNCTION", "label")]
+
+
+def format_for(path):
+    if path.endswith(".json"):
+        return "speedscope"
+    if path.endswith(".svg"):
+        return "svg"
+    return "collapsed"
+
+
+@dataclass
+class Options(TargetOptions):
+    duration: float = 10.0
+    rate: float = 100.0
+    format: str = None
+    output: str = None
+    idle: bool = False
+    gil: bool = False
+    per_pod: bool = False
+
+    def complete(self, ns, streams):
+        self.verb = "profile"
+        self.complete_target(ns, streams)
+        self.duration, self.rate, self.format, self.output = ns.duration, ns.rate, ns.format, ns.output
+        self.idle, self.gil, self.per_pod = ns.idle, ns.gil, ns.per_pod
+        if self.format is None:
+            self.format = format_for(self.output) if self.output else "top"
+
+    def request(self):
+        return {"op": "profile", "pid": self.known_pid(), "rate": self.rate, "duration": self.duration,
+                "idle": self.idle, "gil": self.gil}
+
+    def early_request(self):
+        return None  # it runs for --duration: start it once the pod is known
+
+    def validate(self):
+        self.validate_target(needs_one=False)
+        positive_seconds(self.duration, "--duration")
+        if not 1 <= self.rate <= 1000:
+            raise WandError("--rate must be 1-1000 samples per second", errors.USAGE)
+        if self.format in ("speedscope", "svg") and not self.output:
+            raise WandError("--format %s writes a file: give --output FILE" % self.format, errors.USAGE)
+
+    def run(self) -> int:
+        err = self.streams.stderr
+        transports = pods_of(self)
+        stop = threading.Event()
+        progress = Progress(self, len(transports))
+        results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 30,
+                           on_event=progress.event, stop=stop)
+        progress.done()
+        found, code = entries(results, err, self)
+        merged = profiles.merge([(e.get("pod"), e) for e in found], per_pod=self.per_pod)
+        if not merged["total"]:
+            raise WandError("no samples: the processes were idle the whole time (add --idle to count idle "
+                            "threads)", errors.NOT_FOUND)
+        self.write(merged)
+        if not self.quiet:
+            err.write("%d samples from %d process(es) at %g Hz (achieved %.1f Hz), %d read errors%s\n" % (
+                merged["total"], len(merged["sources"]), self.rate, merged["achieved_rate"] or 0, merged["errors"],
+                "; stopped early" if stop.is_set() else ""))
+        return code
+
+    def write(self, merged):
+        name = "kubectl wand profile %s" % (self.target or "this machine")
+        if self.format == "top":
+            text = printers.table(profiles.top(merged, limit=30), TOP_COLUMNS)
+        elif self.format == "collapsed":
+            text = profiles.to_collapsed(merged)
+        elif self.format == "svg":
+            text = profiles.to_svg(merged, title=name)
+        else:
+            text = printers.dump(profiles.to_speedscope(merged, name=name), "json")
+        if self.output and self.output != "-":
+            with open(self.output, "w", encoding="utf-8") as f:
+                f.write(text)
+            if not self.quiet:
+                self.streams.stderr.write("wrote %s (%s)\n" % (self.output, self.format))
+        else:
+            self.streams.stdout.write(text)
+
+
+class Progress:
+    """A line on a terminal's stderr: samples taken so far, summed over every process."""
+
+    def __init__(self, opts, pods):
+        self.stream = opts.streams.stderr
+        self.enabled = not opts.quiet and getattr(self.stream, "isatty", lambda: False)()
+        self.per_source = {}
+        self.started = time.monotonic()
+        self.duration = opts.duration
+        self.lock = threading.Lock()
+        self.pods = pods
+
+    def event(self, event):
+        progress = event.get("progress")
+        if not progress:
+            return
+        with self.lock:
+            self.per_source[threading.get_ident()] = progress
+            if self.enabled:
+                samples = sum(p.get("samples", 0) for p in self.per_source.values())
+                self.stream.write("\rprofiling %d pod(s): %d samples, %.0fs of %gs (Ctrl-C ends early) " % (
+                    self.pods, samples, time.monotonic() - self.started, self.duration))
+                self.stream.flush()
+
+    def done(self):
+        if self.enabled:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()

@@ -13,6 +13,7 @@ import subprocess
 from urllib.parse import urlencode
 
 from ..errors import ENVIRONMENT, NOT_FOUND, USAGE, WandError
+from .config import kubectl_env
 
 SLACK = 5.0  # seconds kubectl may take beyond --request-timeout (start-up, TLS) before we stop waiting
 
@@ -25,7 +26,6 @@ def request(flags, method: str, path: str, query=None, body=None, what: str = ""
     if flags.verbosity >= 6:
         import sys
         sys.stderr.write("+ %s\n" % " ".join(argv))
-    from ..transport.kubectl import kubectl_env
     try:
         done = subprocess.run(argv, input=json.dumps(body).encode() if body is not None else None,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kubectl_env(True),

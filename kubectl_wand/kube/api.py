@@ -71,6 +71,11 @@ def api_error(stderr, where, what, flags):
         return WandError("unauthorized by the API server: your credentials were refused; check --token/--user",
                          ENVIRONMENT)
     if "connection to the server" in low or "unable to connect" in low or "dial tcp" in low or "timeout" in low:
+        if not flags.values.get("server"):
+            try:
+                flags.effective()
+            except WandError as exc:  # no kubeconfig at all: kubectl tried localhost:8080
+                return exc
         return WandError("cannot reach the Kubernetes API server at %s (%s); check --server/--context, or raise "
                          "--request-timeout" % (flags.server_name(), short(text)), ENVIRONMENT)
     import re

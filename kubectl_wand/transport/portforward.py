@@ -15,14 +15,14 @@ READY_TIMEOUT = 20.0
 class PortForward(Forward):
     def __init__(self, transport, remote_port, local_port=None, timeout=READY_TIMEOUT):
         self.transport, self.remote_port = transport, remote_port
-        self.requested = local_port or None  # 0 and None: any free port
+        self.requested = local_port  # None: the pod's port number if free, else any; 0: any free port
         self.proc = None
         self.local_port = None
         self.start(timeout)
 
     def start(self, timeout=READY_TIMEOUT):
         # The editor config names the port: keep it across restarts; prefer the pod's port number first.
-        want = self.requested if self.requested is not None else (self.local_port or self.remote_port)
+        want = self.local_port or (self.requested if self.requested is not None else self.remote_port)
         if want and not port_free(want):
             if self.requested or self.local_port:
                 raise WandError("local port %d is busy; choose another with --local-port" % want, errors.ENVIRONMENT)

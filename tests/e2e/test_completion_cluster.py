@@ -78,3 +78,14 @@ def test_contexts_of_the_kubeconfig(cluster, complete):
 
 def test_unreachable_namespace_prints_nothing(complete):
     assert complete("get", "processes", "-n", "no-such-namespace", "deploy/") == ([], 4)
+
+
+def test_completion_in_every_position(complete):
+    """Flags before the verb, between its words and before the target count for completion as for the command."""
+    assert "wand-e2e" in complete("-n", "")[0]  # a global flag's value, before any verb
+    assert "get" in complete("-n", "wand-e2e", "")[0]  # then the verbs
+    assert complete("-n", "wand-e2e", "get", "") == (["processes"], 4)
+    assert "deploy/web" in complete("-n", "wand-e2e", "get", "processes", "deploy/")[0]
+    assert "deploy/web" in complete("get", "-n", "wand-e2e", "processes", "deploy/")[0]
+    assert "deploy/web" in complete("--namespace=wand-e2e", "stack", "deploy/")[0]
+    assert "--all-pods" in complete("-n", "wand-e2e", "attach", "--all")[0]

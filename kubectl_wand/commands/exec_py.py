@@ -27,8 +27,10 @@ def decode_source(data: bytes, what: str) -> str:
         return data.decode(encoding)
     except (SyntaxError, LookupError, UnicodeDecodeError) as exc:
         where = ""
-        if isinstance(exc, UnicodeDecodeError):
-            where = " (byte 0x%02x at offset %d)" % (data[exc.start], exc.start)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:  # where it stops being UTF-8, whichever check noticed first
+            where = " (byte 0x%02x at offset %d)" % (data[bad.start], bad.start)
         raise WandError("%s is not valid UTF-8%s and declares no usable coding; save it as UTF-8 or add a "
                         "'# -*- coding: NAME -*-' line" % (what, where), errors.USAGE)
 

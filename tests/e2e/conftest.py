@@ -42,6 +42,42 @@ class Cluster:
         return subprocess.run(cmd + list(args), env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=check, input=input)
 
+    def app_image(self) -> str:
+        """The e2e app image (CPython 3.14, debugpy, the apps under /app), as deploy/web runs it."""
+        out = self.kubectl("get", "deploy/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}",
+                           check=True)
+        return out.stdout.strip()
+
+    def deploy(self, name: str, command: list, replicas: int = 1, container: dict | None = None,
+               pod: dict | None = None, wait: bool = True):
+        """Apply a Deployment `name` (label app=name) of the app image running `command`, and wait for it."""
+        import json
+        spec = {"name": "app", "image": self.app_image(), "imagePullPolicy": "IfNotPresent", "command": command}
+        spec.update(container or {})
+        template = {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1, "containers": [spec]}
+        template.update(pod or {})
+        manifest = {"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                             "template": {"metadata": {"labels": {"app": name}}, "spec": template}}}
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=True)
+        if wait:
+            self.kubectl("rollout", "status", "deploy/" + name, "--timeout=150s", check=True, timeout=180)
+            self.settle("app=" + name, replicas)
+
+    def settle(self, selector: str, count: int, timeout: float = 90):
+        """Wait until exactly `count` pods match and none is terminating (a rollout's old pods are gone)."""
+        import json
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            items = json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json", check=True).stdout)["items"]
+            if len(items) == count and not any(p["metadata"].get("deletionTimestamp") for p in items):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("pods %s did not settle to %d: %d" % (selector, count, len(items)))
+            time.sleep(0.5)  # the API offers no cheaper signal for "the old pods are gone" that kubectl exposes
+
     def pod_names(self, selector: str, timeout: float = 30) -> list[str]:
         """Names of the Running pods matching a label selector, sorted."""
         out = self.kubectl("get", "pods", "-l", selector, "--field-selector=status.phase=Running",
@@ -84,3 +120,17 @@ def pytest_collection_modifyitems(config, items):
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(UP_TIMEOUT + 300))
             break
+
+
+@pytest.fixture(scope="module")
+def wand(cluster):
+    """Run the real CLI against the cluster: wand(*args, env=None, timeout=120, input=None) -> CompletedProcess."""
+    import sys
+
+    def run(*args, env=None, timeout=120, input=None):
+        full = dict(cluster.env, PYTHONPATH=str(REPO))
+        full.update(env or {})
+        return subprocess.run([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], capture_output=True,
+                              text=True, timeout=timeout, cwd=str(REPO), env=full, input=input,
+                              stdin=None if input else subprocess.DEVNULL)
+    return run

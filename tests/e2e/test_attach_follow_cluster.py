@@ -15,38 +15,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import dap  # noqa: E402
 from test_kube_verbs import APPS, Attached, HttpForward, hit_breakpoint  # noqa: E402
-from test_trust_cluster import app_image  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
-FOLLOW = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: follow, namespace: wand-e2e}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: follow}}
-  template:
-    metadata: {labels: {app: follow}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: app
-        image: IMAGE
-        imagePullPolicy: IfNotPresent
-        command: ["python3", "-m", "uvicorn", "web:app", "--host", "0.0.0.0", "--port", "8000", "--app-dir", "/app"]
-        readinessProbe:
-          httpGet: {path: /healthz, port: 8000}
-          periodSeconds: 1
-"""
-
-
 @pytest.fixture
 def follow_deployment(cluster):
-    cluster.kubectl("apply", "-f", "-", input=FOLLOW.replace("IMAGE", app_image(cluster)), check=True)
-    cluster.kubectl("scale", "deploy/follow", "--replicas=1", check=True)
-    cluster.kubectl("rollout", "status", "deploy/follow", "--timeout=120s", check=True, timeout=150)
+    cluster.deploy("follow", ["python3", "-m", "uvicorn", "web:app", "--host", "0.0.0.0", "--port", "8000",
+                              "--app-dir", "/app"],
+                   container={"readinessProbe": {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 1}})
     yield "follow"
     cluster.kubectl("scale", "deploy/follow", "--replicas=1", check=True)
 

@@ -21,17 +21,6 @@ pytestmark = pytest.mark.cluster
 APPS = os.path.join(REPO, "tests", "e2e", "apps")
 
 
-@pytest.fixture(scope="module")
-def wand(cluster):
-    def run(*args, env=None, timeout=120, input=None):
-        full = dict(cluster.env, PYTHONPATH=REPO)
-        full.update(env or {})
-        return subprocess.run([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], capture_output=True,
-                              text=True, timeout=timeout, cwd=REPO, env=full, input=input, stdin=None if input else
-                              subprocess.DEVNULL)
-    return run
-
-
 def one_line(result):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -15,33 +15,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APPS = os.path.join(REPO, "tests", "apps")
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from test_trust_cluster import app_image  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 NS = "wand-e2e"
-
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: NAME, namespace: wand-e2e}
-spec:
-  replicas: REPLICAS
-  selector: {matchLabels: {app: NAME}}
-  template:
-    metadata: {labels: {app: NAME}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 1
-      volumes: [{name: code, configMap: {name: observe-apps}}]
-      containers:
-      - name: app
-        image: IMAGE
-        imagePullPolicy: IfNotPresent
-        command: ["python3", "/code/SCRIPT"]
-        env: [{name: PYTHON_DISABLE_REMOTE_DEBUG, value: "1"}]
-        volumeMounts: [{name: code, mountPath: /code}]
-"""
-
 
 @pytest.fixture(scope="module")
 def workloads(cluster):
@@ -49,21 +25,13 @@ def workloads(cluster):
     made = cluster.kubectl("create", "configmap", "observe-apps", *files, "--dry-run=client", "-o", "yaml", check=True)
     cluster.kubectl("apply", "-f", "-", input=made.stdout, check=True)
     for name, script, replicas in (("layers", "layers.py", 2), ("asynctree", "async_tree.py", 1)):
-        manifest = (DEPLOYMENT.replace("NAME", name).replace("SCRIPT", script).replace("REPLICAS", str(replicas))
-                    .replace("IMAGE", app_image(cluster)))
-        cluster.kubectl("apply", "-f", "-", input=manifest, check=True)
+        cluster.deploy(name, ["python3", "/code/" + script], replicas=replicas, wait=False,
+                       container={"env": [{"name": "PYTHON_DISABLE_REMOTE_DEBUG", "value": "1"}],
+                                  "volumeMounts": [{"name": "code", "mountPath": "/code"}]},
+                       pod={"volumes": [{"name": "code", "configMap": {"name": "observe-apps"}}]})
     for name in ("layers", "asynctree"):
-        cluster.kubectl("rollout", "status", "deploy/" + name, "--timeout=120s", check=True, timeout=150)
+        cluster.kubectl("rollout", "status", "deploy/" + name, "--timeout=150s", check=True, timeout=180)
     return cluster
-
-
-@pytest.fixture(scope="module")
-def wand(cluster):
-    def run(*args, timeout=120):
-        env = dict(cluster.env, PYTHONPATH=REPO)
-        return subprocess.run([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], capture_output=True,
-                              text=True, timeout=timeout, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
-    return run
 
 
 def test_stack_reads_every_replica_where_exec_py_cannot(workloads, wand):

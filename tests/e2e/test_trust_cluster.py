@@ -20,43 +20,10 @@ pytestmark = pytest.mark.cluster
 NS = "wand-e2e"
 
 
-@pytest.fixture(scope="module")
-def wand(cluster):
-    def run(*args, timeout=120):
-        env = dict(cluster.env, PYTHONPATH=REPO)
-        return subprocess.run([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], capture_output=True,
-                              text=True, timeout=timeout, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
-    return run
-
-
-def app_image(cluster):
-    out = cluster.kubectl("get", "deploy/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}", check=True)
-    return out.stdout.strip()
-
-
-CAPS_DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: caps, namespace: wand-e2e}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: caps}}
-  template:
-    metadata: {labels: {app: caps}}
-    spec:
-      containers:
-      - name: app
-        image: IMAGE
-        imagePullPolicy: IfNotPresent
-        command: ["python3", "-c", "import time; time.sleep(100000)"]
-        securityContext: {capabilities: {drop: [ALL], add: [SETUID, SETGID]}}
-"""
-
-
 def test_printed_ptrace_fix_adds_and_removes_nothing(cluster, wand):
     """Applied (server-side dry run) to a Deployment that adds SETUID/SETGID, the fix keeps both."""
-    cluster.kubectl("apply", "-f", "-", input=CAPS_DEPLOYMENT.replace("IMAGE", app_image(cluster)), check=True)
-    cluster.kubectl("rollout", "status", "deploy/caps", "--timeout=90s", check=True, timeout=120)
+    cluster.deploy("caps", ["python3", "-c", "import time; time.sleep(100000)"],
+                   container={"securityContext": {"capabilities": {"drop": ["ALL"], "add": ["SETUID", "SETGID"]}}})
     checked = wand("check", "deploy/caps", "-n", NS, "-o", "json")
     rows = {r["check"]: r for r in json.loads(checked.stdout)["rows"]}
     fix = rows["SYS_PTRACE"]["fix"]

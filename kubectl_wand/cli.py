@@ -76,6 +76,15 @@ EXAMPLES = {
   # A flame graph, or a file for speedscope.app
   kubectl wand profile deploy/web -o web.svg
   kubectl wand profile pid/4242 --rate 200 -o profile.json""",
+    "trace": """Examples:
+  # A log line at web.py:17 in every replica, with two values, for a minute
+  kubectl wand trace deploy/web web.py:17 'request.url.path' 'len(items)'
+
+  # Only slow requests, at most 5 lines a second, stop after 10
+  kubectl wand trace deploy/web app/handlers.py:88 elapsed --condition 'elapsed > 0.5' --max-per-second 5 --count 10
+
+  # The locals and the stack of the first hit in each pod, as JSON
+  kubectl wand trace deploy/web web.py:17 --snapshot -o json""",
     "check": """Examples:
   # Why can't I attach?
   kubectl wand check deploy/web
@@ -97,6 +106,8 @@ VERBS = {
               "kubectl wand stack [TARGET] [options]"),
     "profile": ("profile", "sample where the time goes and write a profile or flame graph",
                 "kubectl wand profile [TARGET] [options]"),
+    "trace": ("trace", "print a line (or a snapshot) each time running code passes FILE:LINE, without stopping it",
+              "kubectl wand trace TARGET FILE:LINE [EXPR ...] [options]"),
 }
 RESOURCES = ("processes", "process", "procs", "ps")
 
@@ -273,8 +284,27 @@ def build_profile():
     return p
 
 
+def build_trace():
+    p = verb_parser("trace", "A logpoint without stopping the process: every time code passes FILE:LINE (matched by "
+                             "path suffix) in the app process of every Running pod, print the time, pod, pid, thread "
+                             "and EXPR=repr for each EXPR. Rate-limited inside the process; removed for certain on "
+                             "Ctrl-C, --count, --duration, or when this command dies.")
+    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
+    p.add_argument("location", nargs="?", metavar="FILE:LINE", help="e.g. web.py:17 or app/web.py:17")
+    p.add_argument("exprs", nargs="*", metavar="EXPR", help="Python expressions evaluated at the line")
+    p.add_argument("--condition", metavar="EXPR", help="report only hits where EXPR is true")
+    p.add_argument("--count", type=int, help="stop after N hits over all pods")
+    p.add_argument("--duration", type=parse_duration, default=60.0, help="stop after this long (default 60s)")
+    p.add_argument("--max-per-second", type=float, default=20.0,
+                   help="hits reported per second per process; more are dropped and counted (default 20)")
+    p.add_argument("--snapshot", action="store_true", help="the locals and the stack of the first hit per pod, then stop")
+    p.add_argument("-o", "--output", choices=["json"], help="one JSON object per hit")
+    add_target_flags(p)
+    return p
+
+
 BUILDERS = {"get": build_get, "attach": build_attach, "exec-py": build_exec_py, "check": build_check,
-            "stack": build_stack, "profile": build_profile}
+            "stack": build_stack, "profile": build_profile, "trace": build_trace}
 
 
 def verb_parsers():

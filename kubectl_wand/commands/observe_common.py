@@ -22,10 +22,12 @@ def pods_of(opts):
 
 
 def read_all(transports, request, timeout, on_event=None, stop=None):
-    """[(transport, result or WandError)] for ``request`` on every transport at once."""
+    """[(transport, result or WandError)] for ``request`` on every transport at once; ``on_event(event,
+    transport)`` hears every streamed event with where it came from."""
     def one(t):
         try:
-            return t.agent(dict(request), timeout=timeout, on_event=on_event, stop=stop)
+            return t.agent(dict(request), timeout=timeout, stop=stop,
+                           on_event=None if on_event is None else lambda event: on_event(event, t))
         except WandError as exc:
             return exc
 

@@ -112,12 +112,12 @@ class Progress:
         self.lock = threading.Lock()
         self.pods = pods
 
-    def event(self, event):
+    def event(self, event, transport):
         progress = event.get("progress")
         if not progress:
             return
         with self.lock:
-            self.per_source[threading.get_ident()] = progress
+            self.per_source[id(transport)] = progress
             if self.enabled:
                 samples = sum(p.get("samples", 0) for p in self.per_source.values())
                 self.stream.write("\rprofiling %d pod(s): %d samples, %.0fs of %gs (Ctrl-C ends early) " % (

@@ -1,0 +1,168 @@
+"""`kubectl wand trace TARGET FILE:LINE [EXPR ...]`: logpoints in running code, on every replica, no stop.
+
+A probe is injected into the app process of every Running pod (or --pod / --pid) at once. It claims a free
+sys.monitoring tool id and turns LINE events on for the code objects holding FILE:LINE only, so all other code
+runs at full speed; each hit evaluates the EXPRs there (bounded reprs), is rate-limited inside the target, and
+travels target -> agent -> `kubectl exec` -> here, printed as it happens. The probe is removed on Ctrl-C,
+--count, --duration, and whenever its controller goes away (the agent, this CLI, kubectl's connection).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .. import errors, printers
+from ..errors import WandError
+from .common import TargetOptions, positive_seconds
+from .observe_common import pods_of, read_all
+
+
+@dataclass
+class Options(TargetOptions):
+    location: str = None
+    exprs: list = field(default_factory=list)
+    condition: str = None
+    count: int = None
+    duration: float = 60.0
+    max_per_second: float = 20.0
+    snapshot: bool = False
+    output: str = None
+
+    def complete(self, ns, streams):
+        self.verb = "trace"
+        self.complete_target(ns, streams)
+        self.location, self.exprs = ns.location, list(ns.exprs)
+        self.condition, self.count, self.duration = ns.condition, ns.count, ns.duration
+        self.max_per_second, self.snapshot, self.output = ns.max_per_second, ns.snapshot, ns.output
+
+    def early_request(self):
+        return None  # it changes the process (for a while): start it once the pod is known
+
+    def validate(self):
+        self.validate_target()
+        if not self.location:
+            raise WandError("trace needs FILE:LINE after the target, e.g. web.py:42", errors.USAGE)
+        file, sep, line = self.location.rpartition(":")
+        if not sep or not file or not line.isdigit() or int(line) < 1:
+            raise WandError("%r is not a location: give FILE:LINE, e.g. web.py:42 or app/web.py:42" % self.location,
+                            errors.USAGE)
+        positive_seconds(self.duration, "--duration")
+        if self.count is not None and self.count < 1:
+            raise WandError("--count must be a whole number >= 1", errors.USAGE)
+        if not self.max_per_second > 0:
+            raise WandError("--max-per-second must be a number > 0", errors.USAGE)
+        if self.output not in (None, "json"):
+            raise WandError("trace prints text, or -o json (one JSON object per line)", errors.USAGE)
+        for text in self.exprs + ([self.condition] if self.condition else []):
+            try:
+                compile(text, "<expr>", "eval")
+            except SyntaxError as exc:
+                raise WandError("%r is not a Python expression (%s); quote each EXPR" % (text, exc.msg), errors.USAGE)
+
+    def request(self):
+        return {"op": "trace", "pid": self.known_pid(), "location": self.location, "exprs": self.exprs,
+                "condition": self.condition, "count": 1 if self.snapshot else self.count,
+                "snapshot": self.snapshot, "max_per_second": self.max_per_second, "duration": self.duration,
+                "timeout": 15.0}
+
+    def run(self) -> int:
+        transports = pods_of(self)
+        stop = threading.Event()
+        show = Hits(self, stop)
+        results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 60,
+                           on_event=show.event, stop=stop)
+        return show.summary(results)
+
+
+class Hits:
+    """Prints each event as it arrives (from several pods' threads at once) and the summary at the end."""
+
+    def __init__(self, opts, stop):
+        self.opts, self.stop = opts, stop
+        self.out, self.err = opts.streams.stdout, opts.streams.stderr
+        self.lock = threading.Lock()
+        self.where = threading.local()
+        self.total = 0
+
+    def event(self, event, transport):
+        with self.lock:
+            if "chosen" in event:
+                return
+            if "installed" in event:
+                e = event["installed"]
+                self.note("tracing %s:%s in %s pid %s (sys.monitoring tool id %s, %s code object(s))" % (
+                    e.get("file"), e.get("line"), transport.where, e.get("pid"), e.get("tool_id"),
+                    e.get("code_objects", "?")))
+            elif "hit" in event:
+                self.hit(dict(event["hit"], pod=transport.labels.get("pod")))
+            elif "error" in event:
+                e = event["error"]
+                self.err.write("warning: %s at %s:%s raised %s (said once; the app is not affected)\n" % (
+                    e.get("expr"), e.get("file"), e.get("line"), e.get("message")))
+            elif "covered" in event:
+                e = event["covered"]
+                self.note("new code of %s:%s got the probe (%s)" % (e.get("file"), e.get("line"),
+                                                                    e.get("function", "imported later")))
+
+    def note(self, text):
+        if not self.opts.quiet:
+            self.err.write(text + "\n")
+            self.err.flush()
+
+    def hit(self, hit):
+        self.total += 1
+        if self.opts.output == "json":
+            self.out.write(json.dumps({"hit": hit}) + "\n")
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(hit["time"])) + ".%03d" % (hit["time"] % 1 * 1000)
+            values = " ".join("%s=%s" % (v["expr"], v.get("repr", "<%s>" % v.get("error"))) for v in hit["values"])
+            pod = "pod/%s " % hit["pod"] if hit.get("pod") else ""
+            self.out.write("%s %spid %s %s %s:%s %s\n" % (
+                stamp, pod, hit["pid"], hit["thread"], short(hit["file"]), hit["line"],
+                values or "(hit)"))
+            if hit.get("locals") is not None:
+                self.out.write(snapshot_text(hit))
+        self.out.flush()
+        if self.opts.count and self.total >= self.opts.count:
+            self.stop.set()  # --count is over every pod together: remove every probe
+
+    def summary(self, results) -> int:
+        codes = []
+        snapshots = []
+        for transport, result in results:
+            if isinstance(result, WandError):
+                self.err.write("error: %s: %s\n" % (transport.where, result.message))
+                codes.append(result.code)
+                continue
+            if result.get("status") != "ok":
+                self.err.write("error: %s: %s\n" % (transport.where, result.get("error")))
+                codes.append(errors.exit_code(result))
+                continue
+            if result.get("snapshot") is not None:
+                snapshots.append(dict(result["snapshot"], pod=transport.labels.get("pod")))
+            removed = ("probe removed (tool id %s freed)" % ", ".join(map(str, result.get("tool_ids") or []))
+                       if result.get("removed") else "warning: " + result.get("warning", "removal not confirmed"))
+            self.note("%s pid %s: %d hit(s), %d dropped by the rate limit (%g/s); ended by %s; %s" % (
+                transport.where, result.get("pid"), result.get("hits", 0), result.get("dropped", 0),
+                self.opts.max_per_second, result.get("reason"), removed))
+            codes.append(errors.OK)
+        if self.opts.output == "json" and snapshots:
+            self.out.write(printers.dump(printers.as_list(snapshots, "SnapshotList"), "json"))
+        return max(codes) if codes else errors.OK
+
+
+def short(path):
+    return path if len(path) <= 60 else "..." + path[-57:]
+
+
+def snapshot_text(hit):
+    lines = ["  locals:"]
+    for name, value in (hit.get("locals") or {}).items():
+        lines.append("    %s = %s" % (name, value))
+    lines.append("  stack (innermost first):")
+    for f in hit.get("stack") or []:
+        lines.append("    %s (%s:%s)" % (f.get("function"), f.get("file"), f.get("line")))
+    return "\n".join(lines) + "\n"
+

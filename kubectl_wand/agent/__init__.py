@@ -8,6 +8,6 @@ target itself, on its main thread).
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("elf", "procfs", "processes", "runtime", "session", "checks", "debugserver", "main")
+MODULES = ("elf", "procfs", "processes", "runtime", "session", "checks", "debugserver", "tracing", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
-PASSENGERS = ("injector", "payload")
+PASSENGERS = ("injector", "payload", "codefinder", "probe")

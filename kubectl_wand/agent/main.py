@@ -19,7 +19,7 @@ LIGHT_OPS = {"list", "watch"}
 LIGHT_MODULES = ("elf", "procfs", "processes", "main")
 
 
-def handle(request: dict, fetch_blob=None) -> dict:
+def handle(request: dict, fetch_blob=None, emit=None, stop=None) -> dict:
     op = request.get("op")
     if op == "list":
         return {"status": "ok", "processes": processes.list_processes(request.get("pid"))}
@@ -35,6 +35,9 @@ def handle(request: dict, fetch_blob=None) -> dict:
         if op == "check":
             from . import checks
             return checks.run(request["pid"])
+        if op == "trace":
+            from .tracing import trace
+            return trace(request, emit, stop)
         if op == "stack":
             _proc, rt = target(request["pid"])
             return {"status": "ok", "frames": main_thread_stack(rt)}

@@ -251,6 +251,29 @@ def test_closing_stdin_of_the_controller_stops_and_removes(spawn):
     assert probe_gone(app.pid)
 
 
+def test_the_target_exiting_mid_trace_ends_it(spawn):
+    app = spawn("trace_app.py")
+    trace = Trace(app.pid, location="trace_app.py:%d" % line_of("handler"))
+    trace.next("installed")
+    app.stop()
+    result = trace.result()
+    assert result["status"] == "ok" and result["reason"] == "target exited" and result["removed"] is True, result
+
+
+def test_two_probes_at_once_take_two_tool_ids_and_both_go(spawn):
+    app = spawn("trace_app.py")
+    first = Trace(app.pid, location="trace_app.py:%d" % line_of("handler"), exprs=["HITS"])
+    second = Trace(app.pid, location="trace_lib.py:%d" % line_of("lib", os.path.join(APPS, "trace_lib.py")),
+                   exprs=["user"])
+    ids = {first.next("installed")["tool_id"], second.next("installed")["tool_id"]}
+    assert len(ids) == 2 and 0 not in ids
+    get(app)
+    assert values(first.next("hit"))["HITS"] == "1"
+    assert values(second.next("hit"))["user"] == "{'id': 1, 'name': 'user1'}"
+    assert first.stop()["tool_ids"] != second.stop()["tool_ids"]
+    assert probe_gone(app.pid)
+
+
 # -- snapshot, condition, rate limit --------------------------------------------------------------------------
 
 def test_snapshot_returns_the_locals_and_stack_of_the_first_hit(spawn):
@@ -369,6 +392,25 @@ def test_a_reloaded_module_is_covered(spawn):
         hits.append(trace.next("hit"))
     assert trace.stop()["removed"] is True
     assert probe_gone(app.pid)
+
+
+def test_a_suspended_coroutine_and_a_module_level_loop_are_found(spawn):
+    app = spawn("asyncio_app.py")
+    trace = Trace(app.pid, location="asyncio_app.py:%d" % dap.marker_line(os.path.join(APPS, "asyncio_app.py"),
+                                                                         "TICKS += 1"), exprs=["TICKS"], count=2)
+    assert trace.next("installed")["functions"] == ["ticker"]
+    first, second = [int(values(h)["TICKS"]) for h in (trace.next("hit"), trace.next("hit"))]
+    assert second > first and trace.result()["reason"] == "count"
+    assert probe_gone(app.pid)
+    busy = spawn("busy.py")  # `while True: counter += 1` at module level: no function holds that code
+    trace = Trace(busy.pid, location="busy.py:%d" % dap.marker_line(os.path.join(APPS, "busy.py"), "counter += 1"),
+                  exprs=["counter"], count=2, max_per_second=1)
+    assert trace.next("installed")["functions"] == ["<module>"]
+    result = trace.result()
+    hits = [int(values(h)["counter"]) for h in trace.hits()]
+    assert result["reason"] == "count" and len(hits) == result["hits"] == 2 and hits[1] > hits[0]
+    assert result["dropped"] > 1000  # the line runs millions of times a second; one hit a second gets through
+    assert probe_gone(busy.pid)
 
 
 def free_port():

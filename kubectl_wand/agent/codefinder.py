@@ -45,11 +45,18 @@ def code_lines(code):
     return {line for _begin, end, line in code.co_lines() if line is not None and end > start}
 
 
+SUSPENDED = {types.GeneratorType: "gi_code", types.CoroutineType: "cr_code", types.AsyncGeneratorType: "ag_code"}
+
+
 def roots_everywhere():
-    """Code objects of every live function (gc), plus the code of every running frame (module-level loops)."""
+    """Code objects of every live function and suspended generator or coroutine (gc), plus the code of every
+    running frame (a module-level loop has no function)."""
     for obj in gc.get_objects():
-        if type(obj) is types.FunctionType:
+        kind = type(obj)
+        if kind is types.FunctionType:
             yield obj.__code__
+        elif kind in SUSPENDED:
+            yield getattr(obj, SUSPENDED[kind])
     for frame in list(sys._current_frames().values()):
         while frame is not None:
             yield frame.f_code

@@ -20,6 +20,7 @@ import select
 import socket
 import time
 
+from . import procfs
 from .session import AgentError, Injection, module_source
 
 PING_EVERY = 1.0
@@ -106,7 +107,7 @@ class Relay:
                 result["reason"] = "snapshot"
             if removed.get("problems"):
                 result["problems"] = removed["problems"]
-        elif not os.path.exists("/proc/%d" % self.pid):
+        elif exited(self.pid):
             result.update(removed=True, reason="target exited")
         else:
             result["warning"] = ("the probe did not acknowledge its removal within %gs; it removes itself when "
@@ -129,9 +130,9 @@ class Relay:
                 reason = "duration"
                 break
             if now >= next_ping:
-                if not self.send(conn, {"op": "ping"}):
-                    reason = "connection lost"
-                    break
+                # A failed send is not the end: what the probe sent before closing (its last hits, its
+                # removal after --count) is still to be read, and the read below then sees EOF.
+                self.send(conn, {"op": "ping"})
                 next_ping = now + PING_EVERY
             # Wake for the next ping, the end, or at least every 0.2 s to notice ``stop``.
             wait = min(next_ping, end or next_ping) - now
@@ -204,3 +205,25 @@ class Relay:
 
 
 EOF = object()  # the probe closed the connection
+
+
+def exited(pid: int, wait: float = 1.0) -> bool:
+    """Whether ``pid`` has exited (or does within ``wait`` s): a dying process closes its sockets before it
+    becomes a zombie, so the probe's connection can end a moment before the process does."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)  # readable once the process has exited: no polling
+        except OSError:
+            return True
+        try:
+            return bool(select.select([fd], [], [], wait)[0])
+        finally:
+            os.close(fd)
+    deadline = time.monotonic() + wait
+    while True:
+        stat = procfs.read_text("/proc/%d/stat" % pid)
+        if stat is None or stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # no pidfd (Python < 3.9 in the container): look again

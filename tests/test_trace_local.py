@@ -287,7 +287,7 @@ def test_snapshot_returns_the_locals_and_stack_of_the_first_hit(spawn):
     assert result["reason"] == "snapshot" and result["removed"] is True and result["hits"] == 1
     snap = result["snapshot"]
     assert snap["locals"]["user"] == "{'id': 2, 'name': 'user2'}"
-    assert snap["locals"]["self"].startswith("<trace_app.Handler") or snap["locals"]["self"].startswith("<__main__.Handler")
+    assert snap["locals"]["self"].startswith("<__main__.Handler object at 0x")
     assert "body" not in snap["locals"]  # the event fires before the line runs
     assert snap["stack"][0] == {"file": snap["file"], "line": line_of("handler"), "function": "Handler.do_GET"}
     assert any(f["function"] == "BaseHTTPRequestHandler.handle_one_request" for f in snap["stack"])
@@ -313,7 +313,7 @@ def test_rate_limit_drops_inside_the_target_and_counts(spawn):
     trace = Trace(app.pid, location="trace_app.py:%d" % line_of("hot"), exprs=["i"], max_per_second=5)
     trace.next("installed")
     assert get(app, "/spin?n=3000") == (200, str(sum(range(3000))))
-    hits = [trace.next("hit")]
+    trace.next("hit")  # what got through has reached us
     result = trace.stop()
     hits = trace.hits()
     # A bucket of 5 tokens refilled at 5/s: the loop takes milliseconds, so about 5 get through.
@@ -326,9 +326,10 @@ def test_rate_limit_drops_inside_the_target_and_counts(spawn):
 # -- refusals: nothing enabled, no tool id taken ----------------------------------------------------------
 
 @pytest.mark.parametrize("request_, kind, words", [
-    ({"location": "nowhere.py:3"}, "location", ["no code loaded", "nowhere.py", "main file is /opt/wand-tests/trace_app.py"]),
+    ({"location": "nowhere.py:3"}, "location", ["no code loaded", "'nowhere.py'", "main file is", "/trace_app.py"]),
     ({"location": "util.py:2"}, "location", ["ambiguous", "/a/util.py", "/b/util.py", "longer path suffix"]),
-    ({"location": "trace_app.py:COMMENT"}, "location", ["has no code in a loaded function", "lines with code near it"]),
+    ({"location": "trace_app.py:COMMENT"}, "location", ["has no code in a loaded function",
+                                                         "lines with code near it: ", " NEVER"]),
     ({"location": "trace_app.py:HANDLER", "exprs": ["user["]}, "syntax", ["not a valid Python expression"]),
     ({"location": "trace_app.py:HANDLER", "condition": "x ="}, "syntax", ["condition"]),
 ])
@@ -339,7 +340,7 @@ def test_bad_locations_and_expressions_are_refused_before_anything_is_enabled(sp
     result = Trace(app.pid, **request_).result()
     assert result["status"] == "error" and result["kind"] == kind, result
     for word in words:
-        assert word in result["error"], result["error"]
+        assert word.replace("NEVER", str(line_of("never"))) in result["error"], result["error"]
     assert "\n" not in result["error"]
     assert probe_gone(app.pid)
     assert app.stderr_so_far() == ""

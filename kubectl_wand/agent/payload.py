@@ -2,7 +2,8 @@
 
 The agent writes this file's source, followed by one call line, into a private directory and injects it.
 It runs in a fresh globals dict (no module is registered in the target), connects back to the agent's Unix
-socket, says hello, receives one request (run code, or start debugpy), answers and leaves nothing behind.
+socket, says hello, receives one request (run code, start debugpy, or start a trace probe, whose own thread
+then keeps the connection until the probe is removed), answers and leaves nothing behind.
 
 If the agent is gone by the time it runs (an injection that timed out while the main thread was blocked), the
 socket is gone too: it removes its own directory and returns without a word, so nothing is started and

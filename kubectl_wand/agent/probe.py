@@ -85,8 +85,9 @@ class Probe:
         self.reported = set()
         self.finished = False  # --count reached: the thread removes the probe once the queue is drained
         self.removed = None
-        self.claims = {}  # who removes: dict.setdefault is atomic, and unlike a lock it cannot be inherited
-        # held by a fork (a forked child removes its copy of the probe from inside the callback)
+        # Who removes: dict.setdefault is atomic under the GIL and, unlike a lock, cannot be inherited held by
+        # a forked child (which removes its copy of the probe from inside the callback).
+        self.claims = {}
 
     @staticmethod
     def compile(text, what):
@@ -302,7 +303,10 @@ class Probe:
                     reason = "heartbeat lost"
                 elif reason is None and now >= next_rescan:
                     next_rescan = now + RESCAN_EVERY
-                    self.rescan(conn)
+                    try:
+                        self.rescan()
+                    except Exception:
+                        self.internal_errors += 1  # a strange module namespace must not end the probe
         except Exception as exc:
             reason = reason or "connection failed: %s" % type(exc).__name__
         finally:
@@ -310,7 +314,8 @@ class Probe:
             try:
                 self.flush(conn)  # hits taken before removal still count
                 hits = next(self.serial)  # numbers taken: hits delivered, plus any refused past --count
-                removed = dict(removed, hits=min(hits, self.count) if self.count else hits, dropped=self.dropped)
+                removed = dict(removed, hits=min(hits, self.count) if self.count else hits, dropped=self.dropped,
+                               internal_errors=self.internal_errors)
                 self.send(conn, {"removed": removed})
             except Exception:
                 pass
@@ -327,13 +332,14 @@ class Probe:
     def send(self, conn, message):
         conn.sendall(json.dumps(message).encode() + b"\n")
 
-    def rescan(self, conn):
+    def rescan(self):
         """Cover code objects of the file created after install (a reload, a later import), cheaply.
 
-        Each second only the modules whose __file__ is the probed file are walked (~1 µs per module listed);
-        when one has new code objects, a full gc walk also finds new functions kept outside the module
-        (registered callbacks). Functions of the file that appear without any module of that file
-        changing (code exec'd under that filename) are not seen: the limit is in docs and the 'covered' note.
+        Each second the modules whose __file__ is the probed file are walked: ~50 us with 230 modules loaded
+        (measured), and it runs in our thread. When one holds new code objects, a full gc walk (as at install)
+        also finds new functions kept only outside the module (registered callbacks). The limit: code of the
+        file that appears while no module of that file changes (source exec'd under its name outside any
+        module) is not seen.
         """
         fresh = []
         for module in list(sys.modules.values()):

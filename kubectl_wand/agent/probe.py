@@ -33,7 +33,9 @@ TOOL_NAME = "kubectl-wand trace"
 # cProfile takes in 3.12+ and 1 is coverage.py's, so an app starting those while we trace still can.
 TOOL_ORDER = (3, 4, 5, 2, 1)
 HEARTBEAT_TIMEOUT = 5.0  # the agent pings every second; five missed pings mean the controller is gone or frozen
-POLL = 0.1               # the thread's wake-up period: queue drain latency, and 10 GIL requests a second
+# The thread's wake-up period: hits reach the agent within it. Measured: the thread uses 1.1 ms of CPU a
+# second idle, 2.3 ms at 20 hits/s, 3.2 ms at 200 hits/s (bench/bench_trace_local.py's app).
+POLL = 0.1
 QUEUE_MAX = 1000         # hits waiting for the thread; beyond that they are dropped and counted
 RESCAN_EVERY = 1.0       # look for new code objects of the file (a reload, a later import) this often
 SEND_TIMEOUT = 2.0

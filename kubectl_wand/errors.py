@@ -21,7 +21,7 @@ EXIT_CODES = {
 
 # Agent error kinds (kubectl_wand.agent.protocol.KINDS) -> exit code.
 KIND_EXIT = {
-    "usage": USAGE, "syntax": USAGE,
+    "usage": USAGE, "syntax": USAGE, "location": USAGE,
     "not-found": NOT_FOUND, "not-python": NOT_FOUND, "exited": NOT_FOUND,
     "version": NOT_ATTACHABLE, "disabled": NOT_ATTACHABLE, "permission": NOT_ATTACHABLE,
     "stopped": NOT_ATTACHABLE, "refused": NOT_ATTACHABLE,

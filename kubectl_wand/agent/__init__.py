@@ -9,9 +9,9 @@ target itself, on its main thread).
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "session", "checks", "debugserver",
-           "observe", "main")
+           "observe", "tracing", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
-PASSENGERS = ("injector", "payload", "sampler")
+PASSENGERS = ("injector", "payload", "sampler", "codefinder", "probe")
 # Listing and watching (every pod of `get processes` runs them) need only these modules: a pod is sent no more
 # than an operation needs.
 LIGHT_OPS = ("list", "watch")
@@ -20,6 +20,9 @@ LIGHT_MODULES = ("protocol", "elf", "procfs", "processes", "main")
 OBSERVE_OPS = ("stack", "profile")
 OBSERVE_MODULES = ("protocol", "elf", "procfs", "processes", "runtime", "session", "observe", "main")
 
+# trace injects the probe: no debug server, no checks.
+TRACE_MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "session", "tracing", "main")
+
 
 def modules_for(op):
     """(modules to load in import order, passengers) that a pod needs for ``op``."""
@@ -27,4 +30,6 @@ def modules_for(op):
         return LIGHT_MODULES, ()
     if op in OBSERVE_OPS:
         return OBSERVE_MODULES, ("sampler",)
+    if op == "trace":
+        return TRACE_MODULES, ("injector", "payload", "codefinder", "probe")
     return MODULES, PASSENGERS

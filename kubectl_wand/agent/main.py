@@ -18,7 +18,7 @@ from .protocol import AgentError
 # Operations that run until done or stopped: the CLI may end them early (stop line, or stdin closed).
 STREAMING = ("watch", "profile", "trace")
 # Operations on the app process: without a pid the agent chooses it here (one kubectl exec, not two).
-CHOOSING = ("exec", "attach", "check")
+CHOOSING = ("exec", "attach", "check", "trace")
 
 
 def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -> dict:
@@ -67,6 +67,9 @@ def dispatch(request, fetch_blob, emit, stop):
         if op in ("stack", "profile"):
             from . import observe
             return getattr(observe, op)(request, emit, stop)
+        if op == "trace":
+            from .tracing import trace
+            return trace(request, emit, stop)
         return {"status": "error", "kind": "usage", "error": "unknown agent request %r" % (op,)}
     except AgentError as exc:
         return exc.to_json()

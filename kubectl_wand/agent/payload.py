@@ -2,7 +2,8 @@
 
 The agent writes this file's source, followed by one call line, into a private directory and injects it.
 It runs in a fresh globals dict (no module is registered in the target), connects back to the agent's Unix
-socket, says hello, receives one request (run code, or start debugpy), answers and leaves nothing behind.
+socket, says hello, receives one request (run code, start debugpy, or start a trace probe, whose own thread
+then keeps the connection until the probe is removed), answers and leaves nothing behind.
 
 If the agent is gone by the time it runs (an injection that timed out while the main thread was blocked), the
 socket is gone too: it removes its own directory and returns without a word, so nothing is started and
@@ -42,13 +43,32 @@ def wand_main(sock_path, private_dir, token):
             result = run_code(request["code"], float(request.get("timeout", 10.0)))
         elif op == "attach":
             result = start_debugpy(request)
+        elif op == "trace":
+            result = start_probe(request, conn)
+            if result is None:
+                conn = None  # the probe's thread owns the connection now and closes it when the probe is removed
+                return
         else:
             result = {"status": "error", "error": "unknown request %r" % (op,)}
         send(channel, result)
     except Exception:
         pass  # the agent went away mid-way: keep the app unharmed and quiet
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
+
+
+def start_probe(request, conn):
+    """Run the probe's sources (agent/codefinder.py, agent/probe.py, sent in the request) in one fresh
+    namespace and start it: None once its thread owns ``conn``, else the error to send."""
+    namespace = {"__name__": "kubectl_wand_probe"}
+    try:
+        for name, source in request["sources"]:
+            exec(compile(source, "<kubectl-wand %s>" % name, "exec"), namespace)
+        return namespace["start"](request, conn)
+    except Exception as exc:
+        return {"status": "error", "kind": "trace", "error": "the probe failed to start: %s: %s" % (
+            type(exc).__name__, exc)}
 
 
 def send(channel, obj):

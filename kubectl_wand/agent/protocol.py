@@ -50,6 +50,7 @@ KINDS = (
     "refused",                                           # the target refused the script (audit hook)
     "busy", "port", "foreign",                           # someone else holds what we need
     "environment", "runtime", "inject", "debugpy",       # the machine or the container is in the way
+    "location", "trace",                                 # trace: FILE:LINE refused; the probe failed
     "protocol",                                          # a message we cannot understand
 )
 

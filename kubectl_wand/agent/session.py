@@ -91,11 +91,13 @@ class Injection:
         self.proc, self.rt = target(pid)
         self.token = os.urandom(16).hex()
 
-    def run(self, request: dict, code_for_check: bytes = b"", on_hello=None) -> dict:
+    def run(self, request: dict, code_for_check: bytes = b"", on_hello=None, stream=None) -> dict:
+        """``stream(conn, hello) -> dict``, if given, takes over the connection once the request is sent
+        (a long-lived exchange such as trace) and its return value is the result."""
         deadline = time.monotonic() + self.timeout
         lock = self._lock(deadline)
         try:
-            return self._run(request, code_for_check, on_hello, deadline)
+            return self._run(request, code_for_check, on_hello, deadline, stream, lock)
         finally:
             lock.close()
 
@@ -117,7 +119,7 @@ class Injection:
                     raise AgentError("busy", "another kubectl wand injection into %d is still running" % self.pid)
                 time.sleep(0.05)  # another injection holds the target; poll the lock until it is free
 
-    def _run(self, request, code_for_check, on_hello, deadline):
+    def _run(self, request, code_for_check, on_hello, deadline, stream=None, lock=None):
         private = runtime_mod.PrivateDir(self.rt)
         abandoned = False
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -149,6 +151,12 @@ class Injection:
                         return dict(request, hello=hello)
                 channel.write(json.dumps(request).encode() + b"\n")
                 channel.flush()
+                if stream is not None:
+                    # The script slot is consumed and the socket file has done its job: free both now, so
+                    # other verbs can inject beside a long stream and a killed agent leaves no directory.
+                    lock.close()
+                    private.remove()
+                    return stream(conn, hello)
                 # The payload enforces the code's own deadline; allow it a moment to report.
                 conn.settimeout(max(0.5, deadline - time.monotonic()) + 2.0)
                 try:

@@ -1,0 +1,229 @@
+"""The agent side of ``trace``: inject the probe, relay its hits, keep it alive with pings, remove it for certain.
+
+One injection whose connection stays open (``session.Injection.run(stream=...)``). The request carries the
+sources of ``codefinder`` and ``probe``, which run inside the target (see agent/probe.py). JSON lines:
+  probe -> agent  first ``{"installed": {...}}``, or ``{"status": "error", ...}`` when the location or an
+                  expression is refused (nothing was enabled, no tool id was claimed); then any number of
+                  ``{"hit": {...}}``, ``{"error": {...}}`` (an expression raised; once per location and
+                  expression), ``{"covered": {...}}`` (new code objects of the file got the probe); last
+                  ``{"removed": {"reason", "tool_ids", "freed", "hits", "dropped", ...}}``.
+  agent -> probe  ``{"op": "ping"}`` every second (after HEARTBEAT_TIMEOUT = 5 s without one the probe removes
+                  itself: a frozen or vanished controller), ``{"op": "remove"}``.
+Closing the connection also removes the probe, so every way this function ends (return, exception, the agent
+process killed) ends the probe within seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import time
+
+from . import procfs
+from .session import AgentError, Injection, module_source
+
+PING_EVERY = 1.0
+ACK_TIMEOUT = 5.0        # how long a removal may take to be acknowledged (the probe thread polls every 0.1 s)
+INSTALL_TIMEOUT = 30.0   # locating the code walks every live object of the target: seconds in a huge heap
+DEFAULT_RATE = 20.0
+DEFAULT_REPR = 200
+
+
+def parse_location(text: str):
+    """``FILE:LINE`` -> (file, line), or AgentError saying what a location looks like."""
+    file, sep, line = (text or "").rpartition(":")
+    if not sep or not file or not line.strip().isdigit() or int(line) < 1:
+        raise AgentError("usage", "%r is not a location: give FILE:LINE, e.g. web.py:42 or app/web.py:42" % (text,))
+    return file.strip(), int(line)
+
+
+def probe_request(request: dict) -> dict:
+    """The request the probe gets, checked here so bad input is one clear line before anything is injected."""
+    if request.get("location"):
+        file, line = parse_location(request["location"])
+    else:
+        file, line = request.get("file"), request.get("line")
+        if not file or not isinstance(line, int) or line < 1:
+            raise AgentError("usage", "trace needs a FILE:LINE location, e.g. web.py:42")
+    exprs = request.get("exprs") or []
+    if not all(isinstance(e, str) and e.strip() for e in exprs):
+        raise AgentError("usage", "each EXPR must be a non-empty Python expression")
+    condition = request.get("condition")
+    if condition is not None and (not isinstance(condition, str) or not condition.strip()):
+        raise AgentError("usage", "--condition must be a non-empty Python expression")
+    count = request.get("count")
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise AgentError("usage", "--count must be a whole number >= 1")
+    rate = request.get("max_per_second", DEFAULT_RATE)
+    if not isinstance(rate, (int, float)) or rate <= 0:
+        raise AgentError("usage", "--max-per-second must be a number > 0")
+    return {"op": "trace", "file": file, "line": line, "exprs": exprs, "condition": condition,
+            "count": count, "snapshot": bool(request.get("snapshot")), "max_per_second": float(rate),
+            "max_repr": int(request.get("max_repr") or DEFAULT_REPR),
+            "sources": [[name, module_source(name)] for name in ("codefinder", "probe")]}
+
+
+def trace(request: dict, emit=None, stop=None) -> dict:
+    """Op ``trace``: see the module docstring. Emits ``{"installed"|"hit"|"error"|"covered": {...}}``; returns
+    ``{"status": "ok", "hits", "dropped", "removed", "tool_ids", "reason", ...}`` once the probe is gone."""
+    pid = int(request["pid"])
+    probe = probe_request(request)
+    duration = request.get("duration")
+    if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
+        raise AgentError("usage", "--duration must be a positive number of seconds")
+    injection = Injection(pid, float(request.get("timeout", 10.0)))
+    return injection.run(probe, stream=Relay(pid, emit, stop, duration))
+
+
+class Relay:
+    """Owns the open connection to the probe: relays its messages, pings, and asks for removal."""
+
+    def __init__(self, pid, emit, stop, duration):
+        self.pid, self.emit, self.stop, self.duration = pid, emit, stop, duration
+        self.pending = b""
+        self.hits, self.dropped, self.errors, self.snapshot, self.installed = 0, 0, [], None, None
+
+    def __call__(self, conn: socket.socket, hello: dict) -> dict:
+        conn.settimeout(2.0)  # for sends; reads wait in select()
+        first = self.next_message(conn, time.monotonic() + INSTALL_TIMEOUT)
+        if first is None or first is EOF or "installed" not in first:
+            if first is not None and first is not EOF and first.get("status") == "error":
+                extra = {k: v for k, v in first.items() if k not in ("status", "kind", "error")}
+                raise AgentError(first.get("kind", "trace"), first.get("error", "the probe was refused"), **extra)
+            raise AgentError("trace", "the probe in process %d did not start (%s)" % (
+                self.pid, "no answer" if first is None or first is EOF else first))
+        self.installed = dict(first["installed"], pid=self.pid)
+        self.send_event({"installed": self.installed})
+        removed, reason = self.relay(conn)
+        result = {"status": "ok", "pid": self.pid, "file": self.installed["file"], "line": self.installed["line"],
+                  "hits": self.hits, "dropped": self.dropped, "errors": self.errors, "reason": reason,
+                  "removed": removed is not None and removed.get("freed", False),
+                  "tool_ids": (removed or {}).get("tool_ids", [self.installed["tool_id"]])}
+        if removed is not None:
+            result["dropped"] = removed.get("dropped", self.dropped)
+            result["probe_reason"] = removed.get("reason")
+            if reason == "count" and self.snapshot is not None:
+                result["reason"] = "snapshot"
+            if removed.get("problems"):
+                result["problems"] = removed["problems"]
+        elif exited(self.pid):
+            result.update(removed=True, reason="target exited")
+        else:
+            result["warning"] = ("the probe did not acknowledge its removal within %gs; it removes itself when "
+                                 "it sees the connection closed" % ACK_TIMEOUT)
+        if self.snapshot is not None:
+            result["snapshot"] = self.snapshot
+        return result
+
+    def relay(self, conn):
+        """Relay until the probe is removed; returns (its removal message or None, why it ended)."""
+        started = next_ping = time.monotonic()
+        end = started + self.duration if self.duration else None
+        reason = None
+        while reason is None:
+            now = time.monotonic()
+            if self.stop is not None and self.stop.is_set():
+                reason = "stopped"
+                break
+            if end is not None and now >= end:
+                reason = "duration"
+                break
+            if now >= next_ping:
+                # A failed send is not the end: what the probe sent before closing (its last hits, its
+                # removal after --count) is still to be read, and the read below then sees EOF.
+                self.send(conn, {"op": "ping"})
+                next_ping = now + PING_EVERY
+            # Wake for the next ping, the end, or at least every 0.2 s to notice ``stop``.
+            wait = min(next_ping, end or next_ping) - now
+            message = self.next_message(conn, now + max(0.0, min(wait, 0.2)))
+            while message is not None:
+                if message is EOF:
+                    return None, "connection lost"
+                if "removed" in message:  # the probe ended itself: --count/--snapshot reached, or it failed
+                    return message["removed"], message["removed"].get("reason", "removed")
+                self.handle(message)
+                message = self.next_message(conn, 0)
+        # Ask for removal; keep relaying what the probe flushes before its acknowledgement.
+        self.send(conn, {"op": "remove"})
+        deadline = time.monotonic() + ACK_TIMEOUT
+        while True:
+            message = self.next_message(conn, deadline)
+            if message is None or message is EOF:
+                return None, reason
+            if "removed" in message:
+                return message["removed"], reason
+            self.handle(message)
+
+    def handle(self, message):
+        if "hit" in message:
+            hit = message["hit"]
+            self.hits += 1
+            self.dropped = max(self.dropped, hit.get("dropped", 0))
+            if "locals" in hit and self.snapshot is None:
+                self.snapshot = hit
+            self.send_event({"hit": hit})
+        elif "error" in message:
+            error = dict(message["error"], pid=self.pid)
+            self.errors.append(error)
+            self.send_event({"error": error})
+        elif "covered" in message:
+            self.send_event({"covered": dict(message["covered"], pid=self.pid)})
+
+    def send_event(self, event):
+        if self.emit is not None:
+            try:
+                self.emit(event)
+            except Exception:
+                pass  # the CLI went away: stop is (or will be) set, and removal must still happen
+
+    @staticmethod
+    def send(conn, message) -> bool:
+        try:
+            conn.sendall(json.dumps(message).encode() + b"\n")
+            return True
+        except OSError:
+            return False
+
+    def next_message(self, conn, deadline):
+        """The next JSON line; None when none came by ``deadline`` (a monotonic time; 0: do not wait); EOF
+        when the connection ended."""
+        while b"\n" not in self.pending:
+            wait = max(0.0, deadline - time.monotonic()) if deadline else 0.0
+            try:
+                readable, _, _ = select.select([conn], [], [], wait)
+                data = conn.recv(65536) if readable else None
+            except OSError:
+                data = b""
+            if data is None:
+                return None
+            if not data:
+                return EOF
+            self.pending += data
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+
+EOF = object()  # the probe closed the connection
+
+
+def exited(pid: int, wait: float = 1.0) -> bool:
+    """Whether ``pid`` has exited (or does within ``wait`` s): a dying process closes its sockets before it
+    becomes a zombie, so the probe's connection can end a moment before the process does."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)  # readable once the process has exited: no polling
+        except OSError:
+            return True
+        try:
+            return bool(select.select([fd], [], [], wait)[0])
+        finally:
+            os.close(fd)
+    deadline = time.monotonic() + wait
+    while True:
+        stat = procfs.read_text("/proc/%d/stat" % pid)
+        if stat is None or stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)  # no pidfd (Python < 3.9 in the container): look again

@@ -92,9 +92,9 @@ class Hits:
                 return
             if "installed" in event:
                 e = event["installed"]
-                self.note("tracing %s:%s in %s pid %s (sys.monitoring tool id %s, %s code object(s))" % (
-                    e.get("file"), e.get("line"), transport.where, e.get("pid"), e.get("tool_id"),
-                    e.get("code_objects", "?")))
+                self.note("tracing %s:%s (in %s) in %s pid %s, sys.monitoring tool id %s" % (
+                    e.get("file"), e.get("line"), ", ".join(e.get("functions") or ["?"]), transport.where,
+                    e.get("pid"), e.get("tool_id")))
             elif "hit" in event:
                 self.hit(dict(event["hit"], pod=transport.labels.get("pod")))
             elif "error" in event:

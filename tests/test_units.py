@@ -67,6 +67,14 @@ def test_choose_reload_worker_and_gunicorn_worker():
     assert pid == 8 and "gunicorn 1 has 2 worker(s)" in note and "--pid" in note
 
 
+def test_choose_ignores_processes_started_by_kubectl_exec():
+    procs = [proc(1, 0, "main", "python3 -m uvicorn web:app"), proc(574, 0, "main", "python3 -c pass")]
+    assert choose_process(procs, "pod/x", in_container=True) == (1, None)
+    with pytest.raises(AgentError):  # on a host, ppid 0 means nothing: still ambiguous
+        choose_process(procs, "pod/x", in_container=False)
+    assert choose_process([proc(574, 0, "main")], "pod/x", in_container=True) == (574, None)  # nothing else
+
+
 def test_choose_single_main_and_ambiguity():
     assert choose_process([proc(5, 0, "main")], "pod/x") == (5, None)
     with pytest.raises(AgentError) as err:

@@ -8,9 +8,24 @@ from __future__ import annotations
 from .protocol import AgentError
 
 
-def choose_process(procs, where="this container"):
-    """(pid, note): the reload parent's worker, a supervisor's first worker, or the single app process."""
+def started_by_exec(p) -> bool:
+    """A process someone started with `kubectl exec` (a shell, a one-off python3 -c): its parent is outside the
+    container's pid namespace, so its ppid reads 0 (seen: `kubectl exec POD -- python3 -c ...` is ppid 0 beside
+    the app's pid 1). The container's own processes descend from its pid 1."""
+    return p["ppid"] == 0 and p["pid"] != 1
+
+
+def choose_process(procs, where="this container", in_container=None):
+    """(pid, note): the reload parent's worker, a supervisor's first worker, or the single app process.
+    In a container (we came in by `kubectl exec` ourselves: our own ppid is 0), processes started by
+    `kubectl exec` are chosen only when nothing else runs Python."""
+    import os
+    if in_container is None:
+        in_container = os.getppid() == 0
     candidates = [p for p in procs if p["role"] != "helper"]
+    own = [p for p in candidates if not started_by_exec(p)]
+    if in_container and own:
+        candidates = own
     if not candidates:
         raise AgentError("not-found", "no Python process in %s; is the app running? (kubectl wand get processes)"
                          % where)
@@ -29,3 +44,4 @@ def choose_process(procs, where="this container"):
         return mains[0]["pid"], None
     raise AgentError("usage", "%d Python processes in %s (%s); choose one with --pid" % (
         len(mains), where, ", ".join("%d %s" % (p["pid"], p["command"][:40]) for p in mains)))
+

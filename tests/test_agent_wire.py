@@ -30,7 +30,11 @@ def test_agent_over_stdin_lists_and_runs_code(spawn, tmp_path):
 
 
 def test_agent_sources_are_verbatim_module_files():
-    header = json.loads(agent_header())
+    import zlib
+    line, _, packed = agent_header("exec").partition(b"\n")
+    header = json.loads(line)
+    assert len(packed) == header["size"]
+    header["modules"] = json.loads(zlib.decompress(packed))
     import kubectl_wand.agent.payload as payload
     with open(payload.__file__) as f:
         assert header["modules"]["payload"] == f.read()

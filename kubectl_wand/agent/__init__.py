@@ -12,24 +12,23 @@ MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "sessi
            "observe", "tracing", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
 PASSENGERS = ("injector", "payload", "sampler", "codefinder", "probe")
-# Listing and watching (every pod of `get processes` runs them) need only these modules: a pod is sent no more
-# than an operation needs.
-LIGHT_OPS = ("list", "watch")
-LIGHT_MODULES = ("protocol", "elf", "procfs", "processes", "main")
-# stack and profile only read memory (the sampler passenger): no injection, no debug server.
-OBSERVE_OPS = ("stack", "profile")
-OBSERVE_MODULES = ("protocol", "elf", "procfs", "processes", "runtime", "session", "observe", "main")
-
-# trace injects the probe: no debug server, no checks.
-TRACE_MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "session", "tracing", "main")
+# What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
+# operation uses (listing 20 pods must not ship the debug server 20 times; exec-py's header was 118 KB of
+# sources when it carried everything).
+CORE = ("protocol", "elf", "procfs", "processes")
+INJECT = CORE + ("choose", "runtime", "session")
+NEEDS = {
+    "list": (CORE + ("main",), ()),
+    "watch": (CORE + ("main",), ()),
+    "exec": (INJECT + ("main",), ("injector", "payload")),
+    "attach": (INJECT + ("debugserver", "main"), ("injector", "payload")),
+    "check": (INJECT + ("checks", "main"), ("injector",)),
+    "stack": (CORE + ("runtime", "session", "observe", "main"), ("sampler",)),
+    "profile": (CORE + ("runtime", "session", "observe", "main"), ("sampler",)),
+    "trace": (INJECT + ("tracing", "main"), ("injector", "payload", "codefinder", "probe")),
+}
 
 
 def modules_for(op):
     """(modules to load in import order, passengers) that a pod needs for ``op``."""
-    if op in LIGHT_OPS:
-        return LIGHT_MODULES, ()
-    if op in OBSERVE_OPS:
-        return OBSERVE_MODULES, ("sampler",)
-    if op == "trace":
-        return TRACE_MODULES, ("injector", "payload", "codefinder", "probe")
-    return MODULES, PASSENGERS
+    return NEEDS.get(op, (MODULES, PASSENGERS))

@@ -1,13 +1,16 @@
 """Runs as ``python3 -c <this source>`` in the container: loads the agent from stdin and serves one request.
 
-The first stdin line is JSON ``{"order": [...], "modules": {name: source}}``: the agent's own module files,
-sent verbatim. They become the package ``wand_agent`` in memory; nothing is written to the container's disk.
+After the line carrying this source, stdin holds JSON ``{"order": [...], "size": N}`` and N bytes of
+zlib(JSON {name: source}): the agent's own module files, verbatim. They become the package ``wand_agent`` in memory; nothing is written to the
+container's disk.
 """
 import json
 import sys
 import types
+import zlib
 
 header = json.loads(sys.stdin.buffer.readline())
+header["modules"] = json.loads(zlib.decompress(sys.stdin.buffer.read(header["size"])))
 package = types.ModuleType("wand_agent")
 package.__path__ = []
 sys.modules["wand_agent"] = package

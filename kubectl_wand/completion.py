@@ -311,13 +311,19 @@ def target_pids(line):
     for transport in transports[:3]:  # a Deployment's replicas: the first few are enough to choose from
         result = transport.agent({"op": "list", "cpu": False}, timeout=AGENT_TIMEOUT)
         for proc in result.get("processes") or []:
-            found.append("%d\t%s (%s)" % (proc["pid"], proc.get("command", "")[:60], transport.where))
+            found.append("%d\t%s (%s)" % (proc["pid"], one_line(proc.get("command", ""))[:60], transport.where))
     return found
 
 
 def local_pids():
     from .agent.processes import list_processes
-    return ["%d\t%s" % (p["pid"], p.get("command", "")[:60]) for p in list_processes(cpu_window=0)]
+    return ["%d\t%s" % (p["pid"], one_line(p.get("command", ""))[:60]) for p in list_processes(cpu_window=0)]
+
+
+def one_line(text: str) -> str:
+    """A description on one line: a command line may hold newlines and tabs (python -c scripts), and kubectl
+    reads one candidate per line, its description after a tab."""
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

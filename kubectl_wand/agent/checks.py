@@ -83,18 +83,22 @@ def injector_row(rt, info):
     if not version.startswith(wanted + "."):
         return row("injector", "fail", "found %s, target is %s" % (version, info["python"]))
     how = {"direct": "its own binary", "loader": "its own binary and libraries (chroot)",
-           "nsenter": "its own binary in its namespaces"}[rt.mode]
+           "nsenter": "its own binary in its namespaces",
+           "chroot": "its own binary, chrooted into its root from the debug container"}[rt.mode]
     return row("injector", "ok", "CPython %s, %s" % (version, how))
 
 
 def tempdir_row(rt):
     try:
-        private = runtime_mod.PrivateDir(rt, prefix="wand-check")
+        private = runtime_mod.private_dir(rt, prefix="wand-check")
     except runtime_mod.RuntimeProblem as exc:
-        return row("private files", "fail", str(exc), "mount a writable emptyDir at /tmp")
+        return row("private files", "fail", str(exc), "mount a writable emptyDir at /tmp, or use kubectl wand "
+                                                      "--ephemeral (its debug container lends its own /tmp)")
     where = private.target_path.rsplit("/", 1)[0]
+    detail = getattr(private, "summary", None) or "%s is writable (0700 dir, 0600 files, owner uid %d)" % (
+        where, rt.proc.euid)
     private.remove()
-    return row("private files", "ok", "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, rt.proc.euid))
+    return row("private files", "ok", detail)
 
 
 def debugpy_row(proc):

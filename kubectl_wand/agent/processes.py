@@ -11,6 +11,7 @@ HELPER_MARKERS = (
     "multiprocessing.resource_tracker", "multiprocessing.forkserver", "semaphore_tracker",
     "debugpy/adapter", "debugpy.adapter", "debugpy/launcher", "pydevd",
     "exec(json.loads(sys.stdin.buffer.readline()))",  # another kubectl-wand agent (e.g. attach's watcher)
+    "kubectl-wand-idle",  # the idle process of a kubectl-wand ephemeral debug container (it shares the PIDs)
 )
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 

@@ -5,7 +5,9 @@ target's own binary (``/proc/PID/exe``). That binary links against the libraries
 - same root as ours (a pod, a plain local process): run ``/proc/PID/exe`` directly;
 - a chroot in our mount namespace: run it through the target's own dynamic loader and libraries, reached via
   ``/proc/PID/root`` (a chroot would hide ``/proc``, which the injector needs to read the target's maps);
-- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces.
+- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces;
+- another container of the same pod, from an ephemeral debug container (same PID namespace, no CAP_SYS_ADMIN for
+  nsenter): chrooted into ``/proc/PID/root``, with private files lent from our filesystem (``lent``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,11 @@ import shutil
 import subprocess
 
 from . import elf, procfs
+
+try:
+    from . import lent  # shipped to pods only by --ephemeral (agent.CROSS_CONTAINER); always there locally
+except ImportError:
+    lent = None
 
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu",
             "usr/lib/aarch64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib", "usr/local/lib")
@@ -31,12 +38,16 @@ class TargetRuntime:
         self.same_root = procfs.same_file("/proc/%d/root" % pid, "/")
         self.same_mntns = procfs.same_file("/proc/%d/ns/mnt" % pid, "/proc/self/ns/mnt")
         self.same_pidns = procfs.same_file("/proc/%d/ns/pid" % pid, "/proc/self/ns/pid")
+        self.chroot_ok = (lent is not None and not self.same_root and not self.same_mntns and
+                          lent.can_chroot(pid, self.same_pidns))
 
     @property
     def mode(self) -> str:
         if self.same_root:
             return "direct"
-        return "loader" if self.same_mntns else "nsenter"
+        if self.same_mntns:
+            return "loader"
+        return "chroot" if self.chroot_ok else "nsenter"
 
     @property
     def injector_pid(self) -> int:
@@ -50,6 +61,8 @@ class TargetRuntime:
         if self.mode == "direct":
             return ["/proc/%d/exe" % pid, "-I", "-S"] + list(args), env
         exe_inside = self.proc.in_target_view(self.proc.exe or "").replace(" (deleted)", "")
+        if self.mode == "chroot":
+            return lent.chroot_argv(pid, exe_inside, args), env
         if self.mode == "nsenter":
             nsenter = shutil.which("nsenter")
             if os.geteuid() != 0 or not nsenter:
@@ -157,3 +170,15 @@ class PrivateDir:
     def remove(self):
         self.remove_mirror()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def private_dir(runtime: TargetRuntime, prefix: str = "wand"):
+    """The private directory for an injection: in the target's filesystem (PrivateDir), or, for a target in
+    another container (chroot mode), in ours and lent to it (lent.LentDir: nothing is written into its
+    filesystem, which may be read-only)."""
+    if runtime.mode == "chroot":
+        try:
+            return lent.LentDir(runtime, prefix)
+        except lent.LendProblem as exc:
+            raise RuntimeProblem(str(exc))
+    return PrivateDir(runtime, prefix)

@@ -120,7 +120,10 @@ class Injection:
                 time.sleep(0.05)  # another injection holds the target; poll the lock until it is free
 
     def _run(self, request, code_for_check, on_hello, deadline, stream=None, lock=None):
-        private = runtime_mod.PrivateDir(self.rt)
+        try:
+            private = runtime_mod.private_dir(self.rt)
+        except runtime_mod.RuntimeProblem as exc:  # e.g. no writable temporary directory: one line, not a traceback
+            raise AgentError("environment", str(exc))
         abandoned = False
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock_path = private.path + "/s"

@@ -22,6 +22,8 @@ from . import Transport, Watch, pipes
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
+                  "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
 
 def kubectl_in(flags, namespace, *args):
@@ -75,6 +77,7 @@ class KubectlWatch(Watch):
 
 class KubectlTransport(Transport):
     local = False
+    ephemeral = False
 
     def __init__(self, flags, pod: dict, containers, explicit=False, all_namespaces=False):
         """``containers``: candidates, best first; without -c (explicit) the first that has Python wins."""
@@ -126,10 +129,10 @@ class KubectlTransport(Transport):
         self.use(containers[0])
         if self.explicit or len(containers) == 1:
             raise WandError("container %s in pod/%s has no Python interpreter (%s not found on PATH, and the pod "
-                            "spec names none); choose the Python container with -c" % (
-                                self.container, self.name, "/".join(PYTHONS)), errors.NOT_FOUND)
-        raise WandError("no container in pod/%s has a Python interpreter (tried %s)" % (
-            self.name, ", ".join(containers)), errors.NOT_FOUND)
+                            "spec names none); choose the Python container with -c%s" % (
+                                self.container, self.name, "/".join(PYTHONS), NO_PYTHON_HINT), errors.NOT_FOUND)
+        raise WandError("no container in pod/%s has a Python interpreter (tried %s)%s" % (
+            self.name, ", ".join(containers), NO_PYTHON_HINT), errors.NOT_FOUND)
 
     def adopt(self, early):
         """Take a listing started before the pod was read, if it went to the container we would choose."""

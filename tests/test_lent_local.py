@@ -25,10 +25,10 @@ def contained(py314, spawn):
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to give the target a mount namespace of its own")
 
-    def start(app, *args):
+    def start(app, *args, flags=()):
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", IN_OTHER_NS % chroot, py314.root,
-                py314.app(app)] + list(args)
+                *flags, py314.app(app)] + list(args)
         return spawn(app, argv=argv)
     return start
 
@@ -66,3 +66,21 @@ def test_pending_injection_keeps_its_script_reachable_until_the_target_reads_it(
     assert "WOKE" in app.popen.stdout.readline().decode()
     assert app.stderr_so_far(wait=1.0) == ""  # no "Can't open debugger script", no traceback
     assert set(our_tmp_leftovers()) == before and private_dirs(py314, app.pid) == []
+
+
+def test_attach_ships_debugpy_into_lent_files(contained, wand, py314):
+    """A target without debugpy (-S: no site-packages) gets the CLI's own, unpacked into the lent directory in
+    subdirectories, written with the target's uid, and imported through /proc/<helper>/root."""
+    import socket
+    before = set(our_tmp_leftovers())
+    app = contained("http_app.py", flags=["-S"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = wand("attach", "pid/%d" % app.pid, "--port", port, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["status"] == "listening" and info["source"] == "shipped", info
+    assert set(our_tmp_leftovers()) == before and private_dirs(py314, app.pid) == []
+    assert app.stderr_so_far() == ""
+

@@ -25,6 +25,7 @@ import atexit
 import os
 import select
 import shutil
+import stat
 import sys
 import time
 
@@ -112,11 +113,25 @@ class LentDir:
         """Write a private file (0600) as the target's user: a link it planted in its own directory gives it
         nothing it could not do itself. Returns the path in the target's view."""
         full = self.path + "/" + name
+        self._own_parents(os.path.dirname(full))
         with self.as_target():
             fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         return self.target_path + "/" + name
+
+    def _own_parents(self, parent):
+        """Directories a caller made inside ours as root (debugpy's tree) become the target's, so that it can
+        write there: each is lchown'ed, never followed (a link stays a link, and root's)."""
+        rel = os.path.relpath(parent, self.path)
+        if rel == "." or rel.startswith(".."):
+            return
+        path = self.path
+        for part in rel.split("/"):
+            path += "/" + part
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) != (self.uid, self.gid):
+                self.own(path)
 
     def own(self, full: str):
         if os.geteuid() == 0 and (self.uid, self.gid) != (0, 0):

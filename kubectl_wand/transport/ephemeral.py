@@ -113,7 +113,11 @@ class EphemeralTransport(KubectlTransport):
                     raise WandError("the debug container %s in pod/%s did not start within %gs (node %s): does "
                                     "its kubelet support ephemeral containers? kubectl describe pod/%s tells why" % (
                                         self.debug, self.name, START, watch.node, self.name), errors.TIMEOUT)
-                watch.wait(min(RETRY, left))  # raises when it cannot start (image, no python3)
+                try:
+                    watch.wait(min(RETRY, left))  # raises when it cannot start (image, no python3)
+                except WandError:
+                    self._started()
+                    raise
                 continue
             except NoInterpreter as exc:
                 raise WandError("the debug container %s in pod/%s cannot run %s: %s; choose an image with a "
@@ -133,8 +137,8 @@ class EphemeralTransport(KubectlTransport):
 
     def checks(self):
         from ..kube.checks import pod_rows
-        rows = [r for r in pod_rows(self.flags, self.pod, self.container, ptrace=False)]
-        return rows + debugc.rows(self.flags, self.pod, self.container, self.image)
+        return (pod_rows(self.flags, self.pod, self.container, ptrace=False) +
+                debugc.rows(self.flags, self.pod, self.container, self.image))
 
     def permission_fix(self):
         return None  # SYS_PTRACE is the debug container's: nothing to add to the app's

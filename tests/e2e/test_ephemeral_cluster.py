@@ -22,7 +22,8 @@ PODS = {
     "eph-readonly": (6, "no writable temporary directory", 1000),
     "eph-abspath": (3, "has no Python interpreter", 0),
 }
-BASELINE_NS = "wand-eph-baseline"
+# Not wand-*: completion tests expect wand-e2e to be the only namespace of that prefix.
+BASELINE_NS = "eph-wand-baseline"
 
 
 def pod_json(cluster, pod, namespace=None):
@@ -217,8 +218,18 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: eph-debugger}
 
 
 def test_refused_by_pod_security_baseline(cluster, wand):
+    # an earlier run's namespace may still be terminating
+    cluster.kubectl("wait", "--for=delete", "namespace/" + BASELINE_NS, "--timeout=120s", timeout=150,
+                    namespaced=False)
     cluster.kubectl("apply", "-f", "-", input=BASELINE.replace("NS", BASELINE_NS).replace("IMAGE", cluster.app_image()),
                     check=True, namespaced=False)
+    try:
+        refused_by_baseline(cluster, wand)
+    finally:
+        cluster.kubectl("delete", "namespace", BASELINE_NS, "--wait=false", namespaced=False)
+
+
+def refused_by_baseline(cluster, wand):
     cluster.kubectl("wait", "-n", BASELINE_NS, "pod/eph-baseline", "--for=condition=Ready", "--timeout=90s",
                     timeout=120, check=True, namespaced=False)
     # Read before trying: the namespace's label.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .. import errors
+from .. import agent as agent_pkg, errors
 from ..agent import protocol
 from ..errors import WandError
 from ..kube import ephemeral as debugc
@@ -34,6 +34,7 @@ class NotStarted(Exception):
 
 class EphemeralTransport(KubectlTransport):
     ephemeral = True
+    agent_extra = agent_pkg.CROSS_CONTAINER  # the chroot mode and lent files (agent/lent.py)
 
     def __init__(self, flags, pod, containers, explicit=False, all_namespaces=False, image=None, note=None):
         super().__init__(flags, pod, containers, explicit=explicit, all_namespaces=all_namespaces)

@@ -32,14 +32,14 @@ def kubectl_in(flags, namespace, *args):
     return argv[:1] + ["-n", namespace] + argv[1:]
 
 
-def spawn_agent(flags, argv, request, short_lived=True):
+def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     """Start ``kubectl exec -i ... python -c LOADER`` and send it the agent and the request."""
     if flags.verbosity >= 6:
         import sys
         sys.stderr.write("+ %s\n" % " ".join(argv))
     proc = pipes.spawn(argv, env=kubectl_env(short_lived))
     # kubectl may already have exited (forbidden, no such pod...): its stderr says why, read by the caller
-    pipes.write_line(proc, boot_line() + agent_header(request.get("op")) + protocol.encode(request))
+    pipes.write_line(proc, boot_line() + agent_header(request.get("op"), extra) + protocol.encode(request))
     return proc
 
 
@@ -78,6 +78,7 @@ class KubectlWatch(Watch):
 class KubectlTransport(Transport):
     local = False
     ephemeral = False
+    agent_extra = ()  # agent modules shipped beside what an operation needs (agent.CROSS_CONTAINER)
 
     def __init__(self, flags, pod: dict, containers, explicit=False, all_namespaces=False):
         """``containers``: candidates, best first; without -c (explicit) the first that has Python wins."""
@@ -148,7 +149,7 @@ class KubectlTransport(Transport):
             early = None
         short = request.get("op") not in ("watch", "profile", "trace")
         proc = early.proc if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
-                                                                 short_lived=short)
+                                                                 short_lived=short, extra=self.agent_extra)
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()

@@ -84,7 +84,7 @@ def main():
     kubectl = ["kubectl", "--kubeconfig", args.kubeconfig, "-n", NS]
     wand = [sys.executable, "-m", "kubectl_wand"]
     if args.only == "ephemeral":
-        return report(ephemeral_attach(kubectl, wand, env))
+        return report(ephemeral_attach(kubectl, wand, env, args.runs))
     pods = sh(kubectl + ["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]).stdout.split()
     pod = pods[0]
     results = []
@@ -140,7 +140,7 @@ def main():
         ratio = throughput(kubectl, wand, env, fresh_pods[4], fresh_pods[5])
     finally:
         sh(kubectl + ["delete", "deploy/benchweb", "--wait=false"])
-    results += ephemeral_attach(kubectl, wand, env)
+    results += ephemeral_attach(kubectl, wand, env, args.runs)
     return report(results) or (0 if ratio >= 0.97 else 1)
 
 

@@ -86,11 +86,9 @@ def pod_rows(flags, pod, container_name, ptrace=True):
     rows = [row("pod", "ok", "%s is Running on %s" % (name, pod["spec"].get("nodeName", "?")))]
     container = next(c for c in pod["spec"]["containers"] if c["name"] == container_name)
     rows.append(row("container", "ok", "%s (image %s)" % (container_name, container.get("image"))))
-    if not ptrace:
-        pass
-    elif has_ptrace(container):
+    if ptrace and has_ptrace(container):
         rows.append(row("SYS_PTRACE", "ok", "container %s adds SYS_PTRACE" % container_name))
-    else:
+    elif ptrace:
         rows.append(row("SYS_PTRACE", "warn", "container %s lacks SYS_PTRACE: injecting works only into processes "
                         "of the exec user (and not under Yama ptrace_scope>=1)" % container_name,
                         ptrace_fix(flags, pod, container_name)))

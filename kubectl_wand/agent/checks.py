@@ -5,8 +5,8 @@ import glob
 import os
 import time
 
-from . import processes, procfs, runtime as runtime_mod
-from .session import blocked_in, main_thread_stack
+from . import private as private_mod, processes, procfs, runtime as runtime_mod
+from .session import blocked_in, main_thread_stack, module_source
 
 BLOCKING_CALLS = {"read", "poll", "select", "nanosleep", "accept", "recvfrom", "wait4", "futex", "clock_nanosleep",
                   "epoll_wait", "pselect6", "ppoll", "epoll_pwait", "accept4", "epoll_pwait2"}
@@ -88,13 +88,26 @@ def injector_row(rt, info):
 
 
 def tempdir_row(rt):
+    """Make a private directory as an injection would, with a file the size of the bootstrap in it: a
+    read-only or full directory (mkdir may still work on a full tmpfs, the write does not) is passed over."""
+    size = len(module_source("payload")) + 200
     try:
-        private = runtime_mod.PrivateDir(rt, prefix="wand-check")
-    except runtime_mod.RuntimeProblem as exc:
-        return row("private files", "fail", str(exc), "mount a writable emptyDir at /tmp")
-    where = private.target_path.rsplit("/", 1)[0]
+        private = private_mod.PrivateDir(rt, private_mod.temp_bases(rt.proc), prefix="wand-check",
+                                         files=lambda _path: {"probe": b"\0" * size})
+    except private_mod.NoTempDir as exc:
+        return row("private files", "fail", "no writable temporary directory with room (%s)" % exc,
+                   "mount a writable emptyDir at /tmp (a few MB free)")
+    try:
+        vfs = os.fstatvfs(private.base_fd)
+        free = vfs.f_bavail * vfs.f_frsize
+    except OSError:
+        free = None
+    where = private.base
     private.remove()
-    return row("private files", "ok", "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, rt.proc.euid))
+    detail = "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, rt.proc.euid)
+    if free is not None:
+        detail += ", %.1f MB free" % (free / 1e6)
+    return row("private files", "ok", detail)
 
 
 def debugpy_row(proc):

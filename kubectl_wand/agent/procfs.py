@@ -59,7 +59,8 @@ class Proc:
         self.state = fields[0]
         self.ppid = int(fields[1])
         self.cpu_ticks = int(fields[11]) + int(fields[12])
-        self.start_time = BOOT_TIME + int(fields[19]) / CLK_TCK
+        self.start_ticks = int(fields[19])  # with the pid, names this process for as long as it lives
+        self.start_time = BOOT_TIME + self.start_ticks / CLK_TCK
         self.rss = int(fields[21]) * PAGE_SIZE
         raw = read_text("/proc/%d/cmdline" % pid) or ""
         self.cmdline = raw.split("\0")[:-1] if raw.endswith("\0") else ([raw] if raw else [])
@@ -247,6 +248,14 @@ def my_permitted_caps() -> int:
 def yama_scope():
     text = read_text("/proc/sys/kernel/yama/ptrace_scope")
     return int(text) if text and text.strip().isdigit() else None
+
+
+def pidns(pid: int):
+    """The inode of ``pid``'s pid namespace, or None."""
+    try:
+        return os.stat("/proc/%d/ns/pid" % pid).st_ino
+    except OSError:
+        return None
 
 
 def same_file(a: str, b: str) -> bool:

@@ -1,7 +1,7 @@
 """One injection: private directory, bootstrap, Unix socket back-channel, deadline, cleanup.
 
 Protocol (all JSON lines over a Unix socket in the private directory):
-  agent: mkdir 0700 (owned by the target's uid) -> bind socket -> write bootstrap.py (payload source + call)
+  agent: a private directory (private.py) holding the socket and bootstrap.py (payload source + call)
   agent: run the injector (the target's own interpreter) -> sys.remote_exec(pid, bootstrap.py)
   target main thread, at its next safe point: connect -> hello -> request -> result
 Nothing waits on a fixed sleep: the agent blocks in accept()/recv() with the time left of the deadline.
@@ -13,7 +13,7 @@ import os
 import socket
 import time
 
-from . import processes, procfs, runtime as runtime_mod
+from . import private as private_mod, processes, procfs, runtime as runtime_mod
 
 SOURCES = {}  # module name -> source text; filled when the agent arrives in a pod without files
 
@@ -120,26 +120,18 @@ class Injection:
                 time.sleep(0.05)  # another injection holds the target; poll the lock until it is free
 
     def _run(self, request, code_for_check, on_hello, deadline, stream=None, lock=None):
-        private = runtime_mod.PrivateDir(self.rt)
+        private = self._private_dir()
         abandoned = False
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock_path = private.path + "/s"
+        listener = private.listener
         try:
-            listener.bind(sock_path)
-            os.chmod(sock_path, 0o600)
-            private.own(sock_path)
-            listener.listen(1)
-            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
-                json.dumps(private.target_path + "/s"), json.dumps(private.target_path), json.dumps(self.token))
-            script = private.write("bootstrap.py", source.encode(), mirror=True)
+            script = private.target_path + "/bootstrap.py"
             self._inject(script, code_for_check, deadline)
             private.remove_mirror()  # only sys.remote_exec's existence check in our view needed it
             conn = self._accept(listener, deadline)
             if conn is None:
                 abandoned = True
                 return self._pending(private)
-            with conn:
-                channel = conn.makefile("rwb")
+            with conn, conn.makefile("rwb") as channel:
                 hello = json.loads(channel.readline() or b"{}")
                 if hello.get("token") != self.token:
                     raise AgentError("inject", "an unexpected process answered the injection")
@@ -169,16 +161,23 @@ class Injection:
                 result["hello"] = hello
                 return result
         finally:
-            listener.close()
             if abandoned:
                 # The bootstrap stays until the main thread wakes: it finds no socket and deletes itself.
-                try:
-                    os.unlink(sock_path)
-                except OSError:
-                    pass
-                private.remove_mirror()
+                private.remove(keep=("bootstrap.py",))
             else:
                 private.remove()
+
+    def _private_dir(self):
+        def files(target_path):
+            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
+                json.dumps(target_path + "/s"), json.dumps(target_path), json.dumps(self.token))
+            return {"bootstrap.py": source.encode()}
+        try:
+            return private_mod.PrivateDir(self.rt, private_mod.temp_bases(self.proc), files=files, socket_name="s",
+                                          mirror=("bootstrap.py",))
+        except private_mod.NoTempDir as exc:
+            raise AgentError("environment", "no room for kubectl wand's private files in process %d's filesystem "
+                             "(%s); mount a writable emptyDir at /tmp (a few MB free)" % (self.pid, exc))
 
     def _inject(self, script, code_for_check, deadline):
         args = ["-c", module_source("injector"), "inject", str(self.rt.injector_pid), script]

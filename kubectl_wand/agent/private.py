@@ -1,0 +1,314 @@
+"""Private files for one injection, made and removed without ever acting by path on what the target can change.
+
+We often run as root beside a target of another uid, and the target must own its directory (0700) to read
+the bootstrap, connect to the socket and remove them. Anything that uid owns, any of its processes may swap
+for a symlink at any moment, and a root ``chown``/``chmod``/``open`` by path would follow it to a file of the
+attacker's choosing. So (tests/test_trust_local.py races exactly that):
+- the base directory (``/tmp`` in the target's view) is walked from the target's root one component at a
+  time with ``O_NOFOLLOW``, and must be one the target's uid could write to itself;
+- our directory is created there root-owned and 0700: nobody else can enter it while we fill it; every file
+  is created by directory fd with ``O_EXCL|O_NOFOLLOW`` and chowned by its own fd (``fchown``); the Unix
+  socket is bound through ``/proc/self/fd/N/`` (the directory itself, not a name), then chmodded and chowned
+  while the directory is still ours;
+- only then is the directory handed over, by ``fchown`` on its fd. After that we touch its contents only
+  through that fd: ``unlinkat``/``mkdirat``/``openat(O_NOFOLLOW)``, never following a name twice.
+The name ``wand-PID-START-NS-RANDOM`` carries the target's pid, start time (clock ticks since boot) and pid
+namespace, so a later run can tell a directory whose target is gone.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+from .procfs import pidns
+
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+MAX_DEPTH = 64  # removal descends no deeper: a hostile tree cannot exhaust our stack
+
+
+class NoTempDir(Exception):
+    """No candidate directory could hold the files; ``str()`` lists why, per candidate."""
+
+
+TMP_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def temp_bases(proc):
+    """Where private files may go, in the target's view: its $TMPDIR, then the usual ones."""
+    env = proc.environ() or {}
+    seen = []
+    for base in ([env["TMPDIR"]] if env.get("TMPDIR", "").startswith("/") else []) + list(TMP_CANDIDATES):
+        if base not in seen:
+            seen.append(base)
+    return seen
+
+
+def dir_name(proc, prefix="wand") -> str:
+    """``wand-PID-START-NS-RANDOM``: the target's pid in its own pid namespace, its start time in clock
+    ticks since boot, that namespace's inode, and 48 random bits."""
+    return "%s-%d-%d-%d-%s" % (prefix, proc.inner_pid, proc.start_ticks, pidns(proc.pid) or 0,
+                                os.urandom(6).hex())
+
+
+def open_base(root_fd: int, base: str) -> int:
+    """A directory fd for ``base`` (absolute, in the target's view), walked from ``root_fd`` without following
+    any symlink or ``..``."""
+    fd = os.dup(root_fd)
+    try:
+        for part in base.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                raise OSError(errno.EINVAL, "'..' in the path")
+            try:
+                nxt = os.open(part, O_DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OSError(exc.errno, "a symlink or not a directory")
+                raise
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_root_base(root: str, base: str) -> int:
+    """``open_base`` from the root directory ``root`` (``/``, or ``/proc/PID/root``: a magic link we follow)."""
+    root_fd = os.open(root, O_DIR & ~os.O_NOFOLLOW)
+    try:
+        return open_base(root_fd, base)
+    finally:
+        os.close(root_fd)
+
+
+def writable_by(st, uid: int, gids) -> bool:
+    """Whether a process of ``uid``/``gids`` may create entries in a directory with this stat."""
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & 0o200)
+    if st.st_gid in gids:
+        return bool(st.st_mode & 0o020)
+    return bool(st.st_mode & 0o002)
+
+
+def same_inode(a, b) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def remove_entry(dir_fd: int, name: str, depth: int = 0):
+    """Remove ``name`` inside ``dir_fd`` and everything under it, never following a symlink."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
+        try:
+            fd = os.open(name, O_DIR, dir_fd=dir_fd)
+        except OSError:
+            return  # swapped for something else since: not ours to chase
+        try:
+            if same_inode(os.fstat(fd), st):
+                for entry in os.listdir(fd):
+                    remove_entry(fd, entry, depth + 1)
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+    else:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+
+
+def write_file(dir_fd: int, name: str, data: bytes, owner):
+    """Create ``name`` (0600, O_EXCL|O_NOFOLLOW) in ``dir_fd``, write ``data``, chown it by fd to ``owner``."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                 0o600, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if owner:
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
+
+
+class PrivateDir:
+    """One ``wand-*`` directory in the target's temporary directory: 0700, owned by the target's uid.
+
+    ``files(target_path)`` gives the files to create (name -> bytes) once the directory's name is known;
+    ``socket_name`` is bound as a listening Unix socket (``self.listener``). Both exist, 0600 and owned by the
+    target's uid, before the directory is handed over. When the injector runs in our own view (loader mode),
+    ``sys.remote_exec`` checks the script exists in *our* view: ``mirror`` names files that get an empty,
+    root-owned placeholder at the same path here (never handed over).
+    """
+
+    def __init__(self, rt, bases, files=None, socket_name=None, mirror=(), prefix="wand"):
+        self.rt, proc = rt, rt.proc
+        # The target's uid must own what it reads; handing it over needs CAP_CHOWN (root). Without it the
+        # directory cannot be made for another uid: fchown fails and we say so, nothing is injected.
+        self.owner = (proc.euid, proc.egid) if proc.euid != os.geteuid() else None
+        self.uid = proc.euid
+        self.gids = set(int(g) for g in (proc.status.get("Groups") or "").split()) | {proc.egid}
+        self.fd = self.base_fd = self.mirror_fd = self.listener = None
+        self.mirror_names = ()
+        self.made = False
+        errors = []
+        for base in bases:
+            self.name = dir_name(proc, prefix)
+            self.base = base.rstrip("/") or "/"
+            self.target_path = self.base.rstrip("/") + "/" + self.name
+            if len(self.target_path) > 96:  # the socket inside must stay under the 108-byte AF_UNIX limit
+                errors.append("%s: path too long" % base)
+                continue
+            try:
+                self._make(files, socket_name, mirror)
+                return
+            except OSError as exc:
+                self._undo()
+                errors.append("%s: %s" % (base, exc.strerror or exc))
+            except BaseException:
+                self._undo()
+                raise
+        raise NoTempDir("; ".join(errors))
+
+    # -- making ----------------------------------------------------------------------------------------
+    def _make(self, files, socket_name, mirror):
+        self.base_fd = open_root_base(self.rt.root_dir, self.base)
+        if not writable_by(os.fstat(self.base_fd), self.uid, self.gids):
+            raise OSError(errno.EACCES, "not writable by uid %d" % self.uid)
+        os.mkdir(self.name, 0o700, dir_fd=self.base_fd)
+        self.made = True
+        self.fd = os.open(self.name, O_DIR, dir_fd=self.base_fd)
+        st = os.fstat(self.fd)
+        if st.st_uid != os.geteuid() or not stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EEXIST, "our new directory was replaced")
+        os.fchmod(self.fd, 0o700)
+        if socket_name:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind("/proc/self/fd/%d/%s" % (self.fd, socket_name))
+            # Safe by name only because the directory is still ours alone (root-owned, 0700).
+            os.chmod(socket_name, 0o600, dir_fd=self.fd)
+            if self.owner:
+                os.chown(socket_name, *self.owner, dir_fd=self.fd, follow_symlinks=False)
+            self.listener.listen(1)
+        for name, data in (files(self.target_path) if files else {}).items():
+            write_file(self.fd, name, data, self.owner)
+        if mirror and self.rt.mode == "loader":
+            self._make_mirror(mirror)
+        if self.owner:
+            os.fchown(self.fd, *self.owner)  # handed over: from here on, by fd only
+
+    def _make_mirror(self, names):
+        self.mirror_fd = open_root_base("/", self.base)
+        os.mkdir(self.name, 0o700, dir_fd=self.mirror_fd)
+        self.mirror_names = (self.name,)
+        fd = os.open(self.name, O_DIR, dir_fd=self.mirror_fd)
+        try:
+            for name in names:
+                write_file(fd, name, b"", None)
+        finally:
+            os.close(fd)
+
+    def _undo(self):
+        """A candidate that failed half-way: nothing of it was handed to anyone yet, remove it all."""
+        self.remove()
+
+    # -- after the hand-over -----------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
+
+    def add_tree(self, top: str, members):
+        """Create ``top/`` with ``members`` ((relative path, bytes) pairs) inside, then hand it over.
+
+        ``top`` is made root-owned and 0700, filled by directory fds, and chowned (every directory by its
+        fd) only when complete: the target never sees half of it. The last file written is ``.complete``.
+        """
+        os.mkdir(top, 0o700, dir_fd=self.fd)
+        top_fd = os.open(top, O_DIR, dir_fd=self.fd)
+        dirs = {"": top_fd}
+        try:
+            st = os.fstat(top_fd)
+            if st.st_uid != os.geteuid():
+                raise OSError(errno.EEXIST, "%s was replaced" % top)
+            for relpath, data in list(members) + [(".complete", b"")]:
+                parts = relpath.split("/")
+                if any(p in ("", ".", "..") for p in parts) or "\0" in relpath:
+                    continue
+                parent = ""
+                for part in parts[:-1]:
+                    here = parent + "/" + part if parent else part
+                    if here not in dirs:
+                        os.mkdir(part, 0o700, dir_fd=dirs[parent])
+                        dirs[here] = os.open(part, O_DIR, dir_fd=dirs[parent])
+                    parent = here
+                write_file(dirs[parent], parts[-1], data, self.owner)
+            if self.owner:
+                for key in sorted(dirs, key=len, reverse=True):  # deepest first, the top last
+                    os.fchown(dirs[key], *self.owner)
+        except BaseException:
+            for key, fd in dirs.items():
+                if key:
+                    os.close(fd)
+            dirs = {"": top_fd}
+            remove_entry(self.fd, top)
+            raise
+        finally:
+            for fd in dirs.values():
+                os.close(fd)
+
+    def remove_mirror(self):
+        if self.mirror_fd is not None:
+            for name in self.mirror_names:
+                remove_entry(self.mirror_fd, name)
+            os.close(self.mirror_fd)
+            self.mirror_fd = None
+
+    def remove(self, keep=()):
+        """Remove everything we made; with ``keep``, leave those entries (and so the directory) in place."""
+        self.remove_mirror()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.fd is not None:
+            for name in os.listdir(self.fd):
+                if name not in keep:
+                    remove_entry(self.fd, name)
+            if not any(self.has(name) for name in keep):
+                try:  # only if the name still is our directory: the target's uid may have renamed it
+                    if same_inode(os.stat(self.name, dir_fd=self.base_fd, follow_symlinks=False),
+                                  os.fstat(self.fd)):
+                        os.rmdir(self.name, dir_fd=self.base_fd)
+                except OSError:
+                    pass
+        elif self.made and self.base_fd is not None:  # made, never opened: still ours and empty
+            try:
+                os.rmdir(self.name, dir_fd=self.base_fd)
+            except OSError:
+                pass
+        self.made = False
+        self.close()
+
+    def close(self):
+        """Let go of the directory without removing anything."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for attr in ("mirror_fd", "fd", "base_fd"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, attr, None)

@@ -114,3 +114,329 @@ def test_symlink_race_never_makes_root_touch_another_file(spawn, py314, tmp_path
     assert all(r["status"] in ("ok", "error", "pending", "listening", "already") for r in results), results
     # The attacker's files are its own business; with it gone, the target is served as before.
     assert agent({"op": "exec", "pid": app.pid, "code": "6 * 7", "timeout": 10})["value"] == "42"
+
+
+# -- 2. nothing written into the app: a queued bootstrap stays until the target takes it ----------------------
+
+def wait_for(predicate, timeout=20.0, interval=0.02):
+    """Poll a condition until it holds (what is polled has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def queued(pid):
+    """The bootstrap path queued in ``pid``'s main thread (read from its memory), or None."""
+    from kubectl_wand.agent import procfs, slot
+    current = slot.read(procfs.Proc(pid))
+    return current.path if current is not None and current.pending else None
+
+
+def cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=REPO),
+                            cwd=REPO)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def quiet_and_clean(app, py314):
+    """The app's log stays empty and no private directory is left, once its main thread has run."""
+    assert wait_for(lambda: private_dirs(py314, app.pid) == []), private_dirs(py314, app.pid)
+    logs = app.stderr_so_far(wait=0.3)
+    assert logs == "", logs
+    assert app.alive()
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "crash"])
+def test_cli_gone_while_pending_leaves_the_bootstrap_for_the_target(spawn, py314, how):
+    app = spawn("sleeper.py")
+    run = cli("exec-py", "pid/%d" % app.pid, "--timeout", "60", "--", "print('must never run')")
+    try:
+        assert wait_for(lambda: queued(app.pid)), "the injection was never queued"
+        run.send_signal(how)
+        run.wait(30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(10)
+    left = private_dirs(py314, app.pid)
+    assert len(left) == 1 and os.path.exists(left[0] + "/bootstrap.py"), left  # still queued: it stays
+    os.kill(app.pid, signal.SIGUSR1)  # the main thread passes a safe point: the bootstrap runs, finds nobody
+    quiet_and_clean(app, py314)
+    assert queued(app.pid) is None
+
+
+@pytest.mark.parametrize("op", ["exec", "attach"])
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0, -5, "soon"])
+def test_bad_timeouts_are_refused_before_the_target_is_touched(spawn, py314, op, timeout):
+    app = spawn("sleeper.py")
+    result = agent({"op": op, "pid": app.pid, "code": "1", "port": 0, "timeout": timeout})
+    assert result["status"] == "error" and result["kind"] == "usage", result
+    assert "--timeout must be a positive number of seconds" in result["error"]
+    assert queued(app.pid) is None and private_dirs(py314, app.pid) == []
+    os.kill(app.pid, signal.SIGUSR1)
+    quiet_and_clean(app, py314)
+
+
+def test_attach_with_a_negative_timeout_is_a_usage_error(spawn, py314, wand):
+    app = spawn("sleeper.py")
+    result = wand("attach", "pid/%d" % app.pid, "--timeout", "-5")
+    assert result.returncode == 2, result.stderr
+    assert queued(app.pid) is None and private_dirs(py314, app.pid) == []
+
+
+def test_second_injection_while_one_is_pending_adopts_it(spawn, py314):
+    app = spawn("sleeper.py")
+    first = agent({"op": "exec", "pid": app.pid, "code": "print('first')", "timeout": 1})
+    assert first["status"] == "pending", first
+    [pending_dir] = private_dirs(py314, app.pid)
+    results = []
+    import threading
+    second = threading.Thread(target=lambda: results.append(
+        agent({"op": "exec", "pid": app.pid, "code": "print('second')", "timeout": 60})))
+    second.start()
+    try:
+        # it waits on the queued bootstrap's directory instead of queueing a second script over it
+        assert wait_for(lambda: os.path.exists(pending_dir + "/s")), private_dirs(py314, app.pid)
+        assert private_dirs(py314, app.pid) == [pending_dir]
+        os.kill(app.pid, signal.SIGUSR1)
+    finally:
+        second.join(90)
+    assert results and results[0]["status"] == "ok", results
+    assert results[0]["stdout"] == "second\n"
+    quiet_and_clean(app, py314)
+
+
+def test_a_target_that_exits_while_pending_is_reaped_by_the_next_run(spawn, py314):
+    app = spawn("sleeper.py")
+    assert agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 1})["status"] == "pending"
+    assert len(private_dirs(py314, app.pid)) == 1
+    app.stop()  # it never takes the bootstrap now
+    other = spawn("busy.py")
+    assert agent({"op": "exec", "pid": other.pid, "code": "1", "timeout": 10})["status"] == "ok"
+    assert private_dirs(py314, app.pid) == []
+    assert private_dirs(py314, other.pid) == []
+
+
+# -- 2b. the capture is a stream of its own ---------------------------------------------------------------
+
+CAPTURE_CODE = r"""
+import io, sys, threading
+sys.stdout.write('text ')
+sys.stdout.buffer.write(b'\xff\x00bytes ')
+print(sys.stdout.isatty(), sys.stdout.encoding, sys.stdout.closed)
+try:
+    sys.stdout.fileno()
+except io.UnsupportedOperation:
+    print('no fileno')
+t = threading.Thread(target=print, args=('from another thread',)); t.start(); t.join()
+sys.stderr.buffer.write(b'err bytes')
+sys.stdout.close()
+sys.stdout.closed
+"""
+
+
+def test_exec_py_output_is_a_stream_of_its_own(spawn, py314):
+    import base64
+    app = spawn("ticker.py")
+    result = agent({"op": "exec", "pid": app.pid, "code": CAPTURE_CODE, "timeout": 10})
+    assert result["status"] == "ok", result
+    assert base64.b64decode(result["stdout_b64"]) == b"text \xff\x00bytes False utf-8 False\nno fileno\n"
+    assert result["stdout"] == "text \ufffd\x00bytes False utf-8 False\nno fileno\n"
+    assert base64.b64decode(result["stderr_b64"]) == b"err bytes"
+    assert result["value"] == "True"  # the user closed the capture, not the app's stream
+    # the app's own stdout: still open, its own lines only, plus the other thread's line (not ours to capture)
+    lines = [read_line(app.popen.stdout, 10) for _ in range(40)]
+    assert all(line.startswith("tick ") or line == "from another thread" for line in lines), lines
+    assert "from another thread" in lines
+    assert wait_for(lambda: read_line(app.popen.stdout, 10).startswith("tick "))
+    assert app.alive() and app.stderr_so_far() == ""
+    text = agent({"op": "exec", "pid": app.pid, "code": "print('h\u00e9llo')", "timeout": 10})
+    assert text["stdout"] == "h\u00e9llo\n" and "stdout_b64" not in text and text["truncated"] is False
+    cut = agent({"op": "exec", "pid": app.pid, "code": "print('x' * 5000); 'y' * 5000", "timeout": 10,
+                 "max_output": 1000})
+    assert cut["stdout"] == "x" * 1000 and cut["value"] == "'" + "y" * 999 and cut["truncated"] is True
+
+
+# -- 3. faults named truthfully ------------------------------------------------------------------------------
+
+def test_an_audit_hook_refusal_is_named_quickly_and_cleaned_up(spawn, py314, wand):
+    app = spawn("refuser.py")
+    started = time.monotonic()
+    result = agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 60})
+    assert result["status"] == "error" and result["kind"] == "refused", result
+    assert "refuses remote debugging" in result["error"] and "audit hook" in result["error"]
+    assert time.monotonic() - started < 60  # named from evidence, not from waiting out the timeout
+    assert private_dirs(py314, app.pid) == [] and queued(app.pid) is None
+    again = wand("exec-py", "pid/%d" % app.pid, "--timeout", "60", "--", "1")
+    assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+    assert "refuses remote debugging" in again.stderr
+    assert private_dirs(py314, app.pid) == [] and app.alive()
+
+
+def test_a_stopped_target_is_said_to_be_stopped(spawn, py314):
+    app = spawn("busy.py")
+    os.kill(app.pid, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: state(app.pid) == "T")
+        result = agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 5})
+        assert result["status"] == "error" and result["kind"] == "stopped", result
+        assert "is stopped" in result["error"] and "kill -CONT %d" % app.pid in result["error"]
+        assert private_dirs(py314, app.pid) == [] and queued(app.pid) is None
+        rows = {r["check"]: r for r in agent({"op": "check", "pid": app.pid})["rows"]}
+        assert rows["main thread"]["status"] == "fail" and "stopped" in rows["main thread"]["detail"]
+    finally:
+        os.kill(app.pid, signal.SIGCONT)
+    assert agent({"op": "exec", "pid": app.pid, "code": "6 * 7", "timeout": 10})["value"] == "42"
+
+
+def test_a_target_stopped_while_pending_is_said_to_be_stopped(spawn, py314):
+    import threading
+    app = spawn("sleeper.py")
+    results = []
+    waiting = threading.Thread(target=lambda: results.append(
+        agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 3})))
+    waiting.start()
+    try:
+        assert wait_for(lambda: queued(app.pid))
+        os.kill(app.pid, signal.SIGSTOP)
+    finally:
+        waiting.join(60)
+    try:
+        [result] = results
+        assert result["status"] == "pending" and result["stopped"] is True, result
+        assert "is stopped" in result["error"] and "poll" not in result["error"]
+    finally:
+        os.kill(app.pid, signal.SIGCONT)
+    os.kill(app.pid, signal.SIGUSR1)
+    quiet_and_clean(app, py314)
+
+
+def state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def test_a_zombie_is_said_to_have_exited(spawn):
+    app = spawn("zombie.py")
+    zombie = int(app.info["zombie"])
+    result = agent({"op": "exec", "pid": zombie, "code": "1", "timeout": 5})
+    assert result["status"] == "error" and result["kind"] == "exited", result
+    assert "has exited" in result["error"]
+    rows = agent({"op": "check", "pid": zombie})["rows"]
+    assert rows[0]["status"] == "fail" and "has exited" in rows[0]["detail"]
+
+
+def test_a_target_killed_while_the_code_runs_is_reported_at_once(spawn, py314):
+    import threading
+    app = spawn("busy.py")
+    results = []
+    running = threading.Thread(target=lambda: results.append(
+        agent({"op": "exec", "pid": app.pid, "code": "import time; time.sleep(120)", "timeout": 120})))
+    running.start()
+    # the code runs when the busy main thread sits in clock_nanosleep (it never sleeps on its own)
+    assert wait_for(lambda: (read("/proc/%d/syscall" % app.pid) or "").split()[:1] == ["230"])
+    os.kill(app.pid, signal.SIGKILL)
+    running.join(30)  # not the 120 s of its timeout
+    assert results, "still waiting for a dead target"
+    assert results[0]["status"] == "error" and results[0]["kind"] == "exited", results
+    assert private_dirs(py314, app.pid) == []
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def test_waiting_for_another_injection_is_not_the_targets_time(spawn, py314):
+    """The deadline counts from when the lock is ours: here the main thread reaches a safe point 2.5 s in,
+    after another injection held the target for 1.5 s of a 2 s --timeout."""
+    import socket
+    import threading
+    from kubectl_wand.agent import procfs
+    app = spawn("sleeper.py")
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lock.bind("\0kubectl-wand-%d-%d" % (app.pid, procfs.Proc(app.pid).start_ticks))  # as another injection
+    results = []
+    started = time.monotonic()
+    waiting = threading.Thread(target=lambda: results.append(
+        agent({"op": "exec", "pid": app.pid, "code": "print('ran')", "timeout": 2})))
+    waiting.start()
+    try:
+        time.sleep(1.5)  # the other injection's turn: a scenario, not a readiness wait
+        lock.close()
+        assert wait_for(lambda: queued(app.pid))
+        time.sleep(max(0.0, started + 2.5 - time.monotonic()))  # past 2 s from the start, within 2 s of the lock
+        os.kill(app.pid, signal.SIGUSR1)
+    finally:
+        waiting.join(60)
+    assert results and results[0]["status"] == "ok" and results[0]["stdout"] == "ran\n", results
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind("\0kubectl-wand-%d-%d" % (app.pid, procfs.Proc(app.pid).start_ticks))
+    try:
+        busy = agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 1})
+    finally:
+        held.close()
+    assert busy["status"] == "error" and busy["kind"] == "busy", busy
+    assert "another kubectl wand injection" in busy["error"] and "safe point" not in busy["error"]
+    quiet_and_clean(app, py314)
+
+
+# -- 4. shipping debugpy is all or nothing -----------------------------------------------------------------
+
+def test_a_failed_debugpy_import_leaves_nothing_behind(spawn, py314):
+    import io
+    import tarfile
+    from kubectl_wand.agent import main
+    from kubectl_wand.agent.debugserver import server_answers
+    from kubectl_wand.transport.local import ship
+    app = spawn("http_app.py", flags=["-S"])  # no site-packages: attach ships debugpy
+
+    def broken(name):
+        """debugpy without debugpy/server/api.py: its import fails half-way, like a copy cut short."""
+        src, out = tarfile.open(fileobj=io.BytesIO(ship(name))), io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:gz") as dst:
+            for member in src.getmembers():
+                if member.name != "debugpy/server/api.py":
+                    dst.addfile(member, src.extractfile(member))
+        return out.getvalue()
+
+    failed = main.handle({"op": "attach", "pid": app.pid, "port": 0, "timeout": 30}, fetch_blob=broken)
+    assert failed["status"] == "error" and "cannot import debugpy" in failed["error"], failed
+    loaded = agent({"op": "exec", "pid": app.pid, "timeout": 10, "code":
+                    "import sys; sorted(m for m in sys.modules if 'debugpy' in m or 'pydev' in m)"})
+    assert loaded["value"] == "[]", loaded
+    good = main.handle({"op": "attach", "pid": app.pid, "port": 0, "timeout": 30}, fetch_blob=ship)
+    assert good["status"] == "listening" and good["source"] == "shipped", good
+    assert server_answers("127.0.0.1", good["port"], 10)
+    assert private_dirs(py314, app.pid) == [] and app.stderr_so_far() == ""
+
+
+# -- 5. no socket left open in the target -------------------------------------------------------------------
+
+def sockets(pid):
+    fds = "/proc/%d/fd" % pid
+    return sum(1 for fd in os.listdir(fds) if (read_link(fds + "/" + fd) or "").startswith("socket:"))
+
+
+def read_link(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def test_no_socket_leaks_when_the_code_raises(spawn):
+    app = spawn("busy.py")  # allocates nothing: its garbage collector never runs on its own
+    before = sockets(app.pid)
+    for _ in range(5):
+        assert agent({"op": "exec", "pid": app.pid, "code": "1 / 0", "timeout": 10})["status"] == "raised"
+    assert sockets(app.pid) == before

@@ -15,7 +15,7 @@ def run_attach(request, fetch_blob):
     from .session import AgentError, Injection
     pid = int(request["pid"])
     host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
-    injection = Injection(pid, float(request.get("timeout", 15.0)))
+    injection = Injection(pid, request.get("timeout", 15.0))
     if port_taken(host, port) and not ours_on_port(port, pid):
         # Fail before touching the target: debugpy.listen would spawn an adapter only to see it die.
         raise AgentError("port", "port %d is already in use beside the target; choose another with --port" % port)

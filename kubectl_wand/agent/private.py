@@ -13,7 +13,7 @@ attacker's choosing. So (tests/test_trust_local.py races exactly that):
 - only then is the directory handed over, by ``fchown`` on its fd. After that we touch its contents only
   through that fd: ``unlinkat``/``mkdirat``/``openat(O_NOFOLLOW)``, never following a name twice.
 The name ``wand-PID-START-NS-RANDOM`` carries the target's pid, start time (clock ticks since boot) and pid
-namespace, so a later run can tell a directory whose target is gone.
+namespace, so a later run can tell a directory whose target is gone (reap.py).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def temp_bases(proc):
 
 def dir_name(proc, prefix="wand") -> str:
     """``wand-PID-START-NS-RANDOM``: the target's pid in its own pid namespace, its start time in clock
-    ticks since boot, that namespace's inode, and 48 random bits."""
+    ticks since boot, that namespace's inode, and 48 random bits (reap.py reads the first three)."""
     return "%s-%d-%d-%d-%s" % (prefix, proc.inner_pid, proc.start_ticks, pidns(proc.pid) or 0,
                                 os.urandom(6).hex())
 
@@ -222,6 +222,50 @@ class PrivateDir:
     def _undo(self):
         """A candidate that failed half-way: nothing of it was handed to anyone yet, remove it all."""
         self.remove()
+
+    @classmethod
+    def adopt(cls, rt, base: str, name: str):
+        """Take over an existing private directory of this target (a queued injection's), or None."""
+        self = cls.__new__(cls)
+        self.rt, proc = rt, rt.proc
+        self.owner = (proc.euid, proc.egid) if proc.euid != os.geteuid() else None
+        self.uid, self.gids = proc.euid, set()
+        self.fd = self.base_fd = self.mirror_fd = self.listener = None
+        self.mirror_names, self.made = (), False
+        self.base, self.name = base, name
+        self.target_path = base.rstrip("/") + "/" + name
+        try:
+            self.base_fd = open_root_base(rt.root_dir, base)
+            self.fd = os.open(name, O_DIR, dir_fd=self.base_fd)
+            if os.fstat(self.fd).st_uid != proc.euid:
+                raise OSError(errno.EPERM, "not the target's")
+        except OSError:
+            self.close()
+            return None
+        return self
+
+    def rebind(self, socket_name: str):
+        """A new listening socket at ``socket_name`` in a directory already handed over.
+
+        Bound in a root-owned staging directory inside (no one else can touch it there), made 0600 and
+        chowned, then renamed into place: ``renameat`` acts on names relative to fds and follows nothing.
+        """
+        staging = ".bind-" + os.urandom(4).hex()
+        os.mkdir(staging, 0o700, dir_fd=self.fd)
+        sfd = os.open(staging, O_DIR, dir_fd=self.fd)
+        try:
+            if os.fstat(sfd).st_uid != os.geteuid():
+                raise OSError(errno.EEXIST, "staging directory replaced")
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind("/proc/self/fd/%d/%s" % (sfd, socket_name))
+            os.chmod(socket_name, 0o600, dir_fd=sfd)
+            if self.owner:
+                os.chown(socket_name, *self.owner, dir_fd=sfd, follow_symlinks=False)
+            self.listener.listen(1)
+            os.rename(socket_name, socket_name, src_dir_fd=sfd, dst_dir_fd=self.fd)
+        finally:
+            os.close(sfd)
+            remove_entry(self.fd, staging)
 
     # -- after the hand-over -----------------------------------------------------------------------------
     def has(self, name: str) -> bool:

@@ -157,8 +157,8 @@ class Proc:
             return True
         return bool(self.exe and LIBPYTHON.search(self.maps() or ""))
 
-    def runtime(self):
-        """(hexversion, free_threaded) read from the live process's debug offsets, or None."""
+    def _runtime_binary(self):
+        """(mapped path, the same file reachable from here, load base) of the CPython runtime, or None."""
         found = self.python_binary()
         if not found:
             return None
@@ -166,8 +166,25 @@ class Proc:
         local = mapped
         if not os.path.exists(local) or self.root not in (None, "/"):
             local = self.host_path(self.in_target_view(mapped))
+        return mapped, local, base
+
+    def runtime(self):
+        """(hexversion, free_threaded) read from the live process's debug offsets, or None."""
+        found = self._runtime_binary()
+        if not found:
+            return None
         try:
-            return elf.read_runtime(self.pid, mapped, local, base)
+            return elf.read_runtime(self.pid, *found)
+        except (OSError, ValueError):
+            return None
+
+    def runtime_address(self):
+        """Where ``_PyRuntime`` lives in the process's memory, or None."""
+        found = self._runtime_binary()
+        if not found:
+            return None
+        try:
+            return elf.runtime_address(*found)
         except (OSError, ValueError):
             return None
 

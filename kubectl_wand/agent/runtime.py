@@ -5,7 +5,8 @@ target's own binary (``/proc/PID/exe``). That binary links against the libraries
 - same root as ours (a pod, a plain local process): run ``/proc/PID/exe`` directly;
 - a chroot in our mount namespace: run it through the target's own dynamic loader and libraries, reached via
   ``/proc/PID/root`` (a chroot would hide ``/proc``, which the injector needs to read the target's maps);
-- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces.
+- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces
+  and its root (``-r``: a chroot inside that namespace; without it the binary's path means nothing there).
 Private files (private.py) are made through ``root_dir``, the target's root as we reach it.
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ class TargetRuntime:
             if os.geteuid() != 0 or not nsenter:
                 raise RuntimeProblem("target %d runs in another mount namespace (a container): injecting from "
                                      "here needs root and nsenter; run kubectl wand inside its pod instead" % pid)
-            return [nsenter, "-t", str(pid), "-m", "-p", "--", exe_inside, "-I", "-S"] + list(args), env
+            return [nsenter, "-t", str(pid), "-m", "-p", "-r", "--", exe_inside, "-I", "-S"] + list(args), env
         root = "/proc/%d/root" % pid
         try:
             loader = elf.interpreter("/proc/%d/exe" % pid)

@@ -440,3 +440,130 @@ def test_no_socket_leaks_when_the_code_raises(spawn):
     for _ in range(5):
         assert agent({"op": "exec", "pid": app.pid, "code": "1 / 0", "timeout": 10})["status"] == "raised"
     assert sockets(app.pid) == before
+
+
+# -- 6, 7. a target in a mount namespace of its own: full temporary directories, a chroot inside it ---------
+
+def start_in_own_mount_ns(spawn, py314, app, full=()):
+    """``app`` in a mount namespace of its own, chrooted into the rootfs (a container seen from its host);
+    each directory of ``full`` is a 64 KiB tmpfs there, filled up. The mounts die with the namespace."""
+    needs_root()
+    if not py314.root or not shutil.which("unshare"):
+        pytest.skip("needs the CPython 3.14 rootfs and unshare")
+    # /proc inside, as every container has: the injector reads the target's maps there
+    steps = ["mount -t proc proc %s/proc" % py314.root]
+    steps += ["mount -t tmpfs -o size=64k wand-full %s%s && { head -c 1048576 /dev/zero > %s%s/fill 2>/dev/null; true; }"
+             % (py314.root, d, py314.root, d) for d in full]
+    steps.append("exec %s %s /usr/bin/python3.14 %s" % (shutil.which("chroot"), py314.root, py314.app(app)))
+    return spawn(app, argv=["unshare", "-m", "--propagation", "private", "sh", "-c", " && ".join(steps)])
+
+
+def dirs_in_view(pid):
+    """This target's private directories, in its own view of its temporary directories."""
+    found = []
+    for base in ("/tmp", "/var/tmp", "/dev/shm"):
+        try:
+            found += [base + "/" + n for n in os.listdir("/proc/%d/root%s" % (pid, base))
+                      if n.startswith(("wand-%d-" % pid, "wand-check-%d-" % pid))]
+        except OSError:
+            pass
+    return found
+
+
+def test_chrooted_target_in_its_own_mount_namespace(spawn, py314):
+    app = start_in_own_mount_ns(spawn, py314, "busy.py")
+    result = agent({"op": "exec", "pid": app.pid, "code": "import os; os.getpid()", "timeout": 20})
+    assert result["status"] == "ok", result
+    assert result["value"] == str(app.pid)
+    rows = {r["check"]: r for r in agent({"op": "check", "pid": app.pid})["rows"]}
+    assert rows["injector"]["status"] == "ok" and "namespaces" in rows["injector"]["detail"], rows["injector"]
+    assert dirs_in_view(app.pid) == [] and app.stderr_so_far() == ""
+
+
+def test_a_full_tmp_falls_through_to_the_next_directory(spawn, py314):
+    app = start_in_own_mount_ns(spawn, py314, "busy.py", full=("/tmp",))
+    result = agent({"op": "exec", "pid": app.pid, "code": "6 * 7", "timeout": 20})
+    assert result["status"] == "ok" and result["value"] == "42", result
+    rows = {r["check"]: r for r in agent({"op": "check", "pid": app.pid})["rows"]}
+    assert rows["private files"]["status"] == "ok" and rows["private files"]["detail"].startswith("/var/tmp ")
+    assert dirs_in_view(app.pid) == [] and app.stderr_so_far() == ""
+
+
+def test_no_room_anywhere_is_an_environment_error_with_the_fix(spawn, py314, wand):
+    app = start_in_own_mount_ns(spawn, py314, "busy.py", full=("/tmp", "/var/tmp", "/dev/shm"))
+    result = agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 20})
+    assert result["status"] == "error" and result["kind"] == "environment", result
+    assert "No space left on device" in result["error"] and "mount a writable emptyDir at /tmp" in result["error"]
+    via_cli = wand("exec-py", "pid/%d" % app.pid, "--", "1")
+    assert via_cli.returncode == 6 and len(via_cli.stderr.strip().splitlines()) == 1, via_cli.stderr
+    assert "emptyDir" in via_cli.stderr and "RuntimeProblem" not in via_cli.stderr and "wand_agent" not in via_cli.stderr
+    rows = {r["check"]: r for r in agent({"op": "check", "pid": app.pid})["rows"]}
+    assert rows["private files"]["status"] == "fail" and "No space left" in rows["private files"]["detail"]
+    assert dirs_in_view(app.pid) == [] and app.stderr_so_far() == "" and queued(app.pid) is None
+
+
+# -- 8. check's debugpy row --------------------------------------------------------------------------------
+
+def test_check_says_debugpy_cannot_be_imported_under_python_S(spawn):
+    normal = spawn("http_app.py")
+    rows = {r["check"]: r for r in agent({"op": "check", "pid": normal.pid})["rows"]}
+    assert rows["debugpy"]["detail"].startswith("importable: "), rows["debugpy"]
+    bare = spawn("http_app.py", flags=["-S"])
+    row = {r["check"]: r for r in agent({"op": "check", "pid": bare.pid})["rows"]}["debugpy"]
+    assert row["detail"].startswith("not importable in the target"), row
+    assert "python -S" in row["detail"] and "attach ships" in row["detail"]
+
+
+# -- 9. get processes and attach's watcher ------------------------------------------------------------------
+
+def test_our_own_watcher_agent_is_not_listed(spawn, wand):
+    """attach's watcher runs in the pod for as long as attach does; it is kubectl-wand's, not the app's."""
+    from kubectl_wand import agent as agent_pkg
+    from kubectl_wand.agent import main, processes
+    app = spawn("busy.py")
+    here = os.path.dirname(agent_pkg.__file__)
+    sources = {}
+    for name in main.LIGHT_MODULES + ("boot",):
+        with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
+            sources[name] = f.read()
+    watcher = subprocess.Popen([sys.executable, "-S", "-c", processes.AGENT_LOADER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+    try:  # what kube/transport.py sends: boot.py's source, the modules, the request
+        watcher.stdin.write(json.dumps(sources.pop("boot")).encode() + b"\n")
+        watcher.stdin.write(json.dumps({"order": list(main.LIGHT_MODULES), "modules": sources}).encode() + b"\n")
+        watcher.stdin.write(json.dumps({"op": "watch", "pid": app.pid, "stdin_watch": True}).encode() + b"\n")
+        watcher.stdin.flush()
+        assert wait_for(lambda: (read("/proc/%d/wchan" % watcher.pid) or "").startswith(("do_sys_poll", "poll")),
+                        timeout=20)  # it is watching
+        listed = agent({"op": "list"})["processes"]
+        assert app.pid in [p["pid"] for p in listed]
+        assert watcher.pid not in [p["pid"] for p in listed], [p for p in listed if p["pid"] == watcher.pid]
+        table = wand("get", "processes", "-o", "json")
+        assert watcher.pid not in [p["pid"] for p in json.loads(table.stdout)["items"]]
+    finally:
+        watcher.stdin.close()  # the CLI left: the watcher ends
+        assert json.loads(watcher.stdout.readline())["result"]["status"] == "cancelled"
+        watcher.wait(10)
+
+
+def watches(pid):
+    """Whether this process holds a pidfd on ``pid`` (the watch op waits on one)."""
+    for fd in os.listdir("/proc/self/fdinfo"):
+        if "Pid:\t%d\n" % pid in (read("/proc/self/fdinfo/" + fd) or ""):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("mode", ["respawn", "reload"])
+def test_the_watcher_says_why_a_worker_was_replaced(spawn, mode):
+    import threading
+    app = spawn("supervisor.py", *(["--reload"] if mode == "reload" else []))
+    worker = int(app.info["worker"])
+    results = []
+    watching = threading.Thread(target=lambda: results.append(agent({"op": "watch", "pid": worker})))
+    watching.start()
+    assert wait_for(lambda: watches(worker))
+    os.kill(worker, signal.SIGKILL)
+    watching.join(60)
+    assert results and results[0]["status"] == "restarted", results
+    assert results[0]["old"] == worker and results[0]["why"] == mode

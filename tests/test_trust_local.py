@@ -154,7 +154,7 @@ def quiet_and_clean(app, py314):
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "crash"])
 def test_cli_gone_while_pending_leaves_the_bootstrap_for_the_target(spawn, py314, how):
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     run = cli("exec-py", "pid/%d" % app.pid, "--timeout", "60", "--", "print('must never run')")
     try:
         assert wait_for(lambda: queued(app.pid)), "the injection was never queued"
@@ -174,7 +174,7 @@ def test_cli_gone_while_pending_leaves_the_bootstrap_for_the_target(spawn, py314
 @pytest.mark.parametrize("op", ["exec", "attach"])
 @pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0, -5, "soon"])
 def test_bad_timeouts_are_refused_before_the_target_is_touched(spawn, py314, op, timeout):
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     result = agent({"op": op, "pid": app.pid, "code": "1", "port": 0, "timeout": timeout})
     assert result["status"] == "error" and result["kind"] == "usage", result
     assert "--timeout must be a positive number of seconds" in result["error"]
@@ -184,14 +184,14 @@ def test_bad_timeouts_are_refused_before_the_target_is_touched(spawn, py314, op,
 
 
 def test_attach_with_a_negative_timeout_is_a_usage_error(spawn, py314, wand):
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     result = wand("attach", "pid/%d" % app.pid, "--timeout", "-5")
     assert result.returncode == 2, result.stderr
     assert queued(app.pid) is None and private_dirs(py314, app.pid) == []
 
 
 def test_second_injection_while_one_is_pending_adopts_it(spawn, py314):
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     first = agent({"op": "exec", "pid": app.pid, "code": "print('first')", "timeout": 1})
     assert first["status"] == "pending", first
     [pending_dir] = private_dirs(py314, app.pid)
@@ -213,7 +213,7 @@ def test_second_injection_while_one_is_pending_adopts_it(spawn, py314):
 
 
 def test_a_target_that_exits_while_pending_is_reaped_by_the_next_run(spawn, py314):
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     assert agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 1})["status"] == "pending"
     assert len(private_dirs(py314, app.pid)) == 1
     app.stop()  # it never takes the bootstrap now
@@ -297,7 +297,7 @@ def test_a_stopped_target_is_said_to_be_stopped(spawn, py314):
 
 def test_a_target_stopped_while_pending_is_said_to_be_stopped(spawn, py314):
     import threading
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     results = []
     waiting = threading.Thread(target=lambda: results.append(
         agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 3})))
@@ -362,7 +362,7 @@ def test_waiting_for_another_injection_is_not_the_targets_time(spawn, py314):
     import socket
     import threading
     from kubectl_wand.agent import procfs
-    app = spawn("sleeper.py")
+    app = spawn("napper.py")
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lock.bind("\0kubectl-wand-%d-%d" % (app.pid, procfs.Proc(app.pid).start_ticks))  # as another injection
     results = []
@@ -518,23 +518,17 @@ def test_check_says_debugpy_cannot_be_imported_under_python_S(spawn):
 
 def test_our_own_watcher_agent_is_not_listed(spawn, wand):
     """attach's watcher runs in the pod for as long as attach does; it is kubectl-wand's, not the app's."""
-    from kubectl_wand import agent as agent_pkg
-    from kubectl_wand.agent import main, processes
+    from kubectl_wand.agent import processes, protocol
+    from kubectl_wand.transport import bundle
+    assert bundle.LOADER == processes.AGENT_LOADER  # how agents start is how they are recognised
     app = spawn("busy.py")
-    here = os.path.dirname(agent_pkg.__file__)
-    sources = {}
-    for name in main.LIGHT_MODULES + ("boot",):
-        with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
-            sources[name] = f.read()
-    watcher = subprocess.Popen([sys.executable, "-S", "-c", processes.AGENT_LOADER], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE)
-    try:  # what kube/transport.py sends: boot.py's source, the modules, the request
-        watcher.stdin.write(json.dumps(sources.pop("boot")).encode() + b"\n")
-        watcher.stdin.write(json.dumps({"order": list(main.LIGHT_MODULES), "modules": sources}).encode() + b"\n")
-        watcher.stdin.write(json.dumps({"op": "watch", "pid": app.pid, "stdin_watch": True}).encode() + b"\n")
+    watcher = subprocess.Popen([sys.executable] + bundle.AGENT_ARGS, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:  # what transport/kubectl.py sends into a pod
+        watcher.stdin.write(bundle.boot_line() + bundle.agent_header("watch") +
+                            protocol.encode(protocol.request("watch", pid=app.pid)))
         watcher.stdin.flush()
-        assert wait_for(lambda: (read("/proc/%d/wchan" % watcher.pid) or "").startswith(("do_sys_poll", "poll")),
-                        timeout=20)  # it is watching
+        assert "hello" in json.loads(watcher.stdout.readline())
+        assert wait_for(lambda: watches(app.pid, watcher.pid))
         listed = agent({"op": "list"})["processes"]
         assert app.pid in [p["pid"] for p in listed]
         assert watcher.pid not in [p["pid"] for p in listed], [p for p in listed if p["pid"] == watcher.pid]
@@ -546,10 +540,10 @@ def test_our_own_watcher_agent_is_not_listed(spawn, wand):
         watcher.wait(10)
 
 
-def watches(pid):
-    """Whether this process holds a pidfd on ``pid`` (the watch op waits on one)."""
-    for fd in os.listdir("/proc/self/fdinfo"):
-        if "Pid:\t%d\n" % pid in (read("/proc/self/fdinfo/" + fd) or ""):
+def watches(pid, watcher="self"):
+    """Whether ``watcher`` holds a pidfd on ``pid`` (the watch op waits on one)."""
+    for fd in os.listdir("/proc/%s/fdinfo" % watcher):
+        if "Pid:\t%d\n" % pid in (read("/proc/%s/fdinfo/%s" % (watcher, fd)) or ""):
             return True
     return False
 

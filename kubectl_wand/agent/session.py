@@ -263,7 +263,7 @@ class Injection:
             conn.settimeout(5.0)  # it started answering: the rest of the line follows at once
             line = channel.readline()
             if not line:
-                if not watch.alive():
+                if watch.exits_within(1.0):
                     raise Exited()
                 raise AgentError("inject", "the payload in process %d closed the connection without answering "
                                  "(did the code close file descriptors?)" % self.pid)

@@ -48,6 +48,21 @@ class Watch:
             return False
         return proc.start_ticks == self.proc.start_ticks and proc.state not in ("Z", "X")
 
+    def exits_within(self, seconds: float) -> bool:
+        """Whether the target is gone, or goes within ``seconds``: a dying process closes its sockets
+        (we see EOF) before the kernel marks it exited, so right after an EOF it may still look alive."""
+        until = time.monotonic() + seconds
+        while True:
+            if self.pidfd is not None:
+                if select.select([self.pidfd], [], [], max(0.0, min(0.05, until - time.monotonic())))[0]:
+                    return True
+            if not self.alive():
+                return True
+            if time.monotonic() >= until:
+                return False
+            if self.pidfd is None:
+                time.sleep(0.05)  # no pidfd to wait on: look at /proc again shortly
+
     def state(self):
         try:
             return procfs.Proc(self.proc.pid).state

@@ -6,7 +6,7 @@ import os
 import time
 
 from . import private as private_mod, processes, procfs, runtime as runtime_mod, slot as slot_mod
-from .session import STOPPED, blocked_in, main_thread_stack, module_source
+from .session import STOPPED, blocked_in, main_thread_stack
 
 BLOCKING_CALLS = {"read", "poll", "select", "nanosleep", "accept", "recvfrom", "wait4", "futex", "clock_nanosleep",
                   "epoll_wait", "pselect6", "ppoll", "epoll_pwait", "accept4", "epoll_pwait2"}
@@ -92,10 +92,13 @@ def injector_row(rt, info):
     return row("injector", "ok", "CPython %s, %s" % (version, how))
 
 
+BOOTSTRAP_BYTES = 32768  # agent/payload.py and its call line are ~17 KB; a bootstrap fits with room to spare
+
+
 def tempdir_row(rt):
-    """Make a private directory as an injection would, with a file the size of the bootstrap in it: a
+    """Make a private directory as an injection would, with a file the size of a bootstrap in it: a
     read-only or full directory (mkdir may still work on a full tmpfs, the write does not) is passed over."""
-    size = len(module_source("payload")) + 200
+    size = BOOTSTRAP_BYTES
     try:
         private = private_mod.PrivateDir(rt, private_mod.temp_bases(rt.proc), prefix="wand-check",
                                          files=lambda _path: {"probe": b"\0" * size})

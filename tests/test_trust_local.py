@@ -246,9 +246,9 @@ def test_exec_py_output_is_a_stream_of_its_own(spawn, py314):
     app = spawn("ticker.py")
     result = agent({"op": "exec", "pid": app.pid, "code": CAPTURE_CODE, "timeout": 10})
     assert result["status"] == "ok", result
-    assert base64.b64decode(result["stdout_b64"]) == b"text \xff\x00bytes False utf-8 False\nno fileno\n"
-    assert result["stdout"] == "text \ufffd\x00bytes False utf-8 False\nno fileno\n"
-    assert base64.b64decode(result["stderr_b64"]) == b"err bytes"
+    assert result["stdout"] == "text False utf-8 False\nno fileno\n"  # text as text
+    assert base64.b64decode(result["stdout_bytes"]) == b"\xff\x00bytes "  # bytes as bytes
+    assert result["stderr"] == "" and base64.b64decode(result["stderr_bytes"]) == b"err bytes"
     assert result["value"] == "True"  # the user closed the capture, not the app's stream
     # the app's own stdout: still open, its own lines only, plus the other thread's line (not ours to capture)
     lines = [read_line(app.popen.stdout, 10) for _ in range(40)]
@@ -257,10 +257,12 @@ def test_exec_py_output_is_a_stream_of_its_own(spawn, py314):
     assert wait_for(lambda: read_line(app.popen.stdout, 10).startswith("tick "))
     assert app.alive() and app.stderr_so_far() == ""
     text = agent({"op": "exec", "pid": app.pid, "code": "print('h\u00e9llo')", "timeout": 10})
-    assert text["stdout"] == "h\u00e9llo\n" and "stdout_b64" not in text and text["truncated"] is False
+    assert text["stdout"] == "h\u00e9llo\n" and "stdout_bytes" not in text and text["truncated"] is False
     cut = agent({"op": "exec", "pid": app.pid, "code": "print('x' * 5000); 'y' * 5000", "timeout": 10,
                  "max_output": 1000})
     assert cut["stdout"] == "x" * 1000 and cut["value"] == "'" + "y" * 999 and cut["truncated"] is True
+    whole = agent({"op": "exec", "pid": app.pid, "code": "print('x' * 5000)", "timeout": 10, "max_output": 0})
+    assert whole["stdout"] == "x" * 5000 + "\n" and whole["truncated"] is False  # 0: no limit
 
 
 # -- 3. faults named truthfully ------------------------------------------------------------------------------
@@ -561,3 +563,17 @@ def test_the_watcher_says_why_a_worker_was_replaced(spawn, mode):
     watching.join(60)
     assert results and results[0]["status"] == "restarted", results
     assert results[0]["old"] == worker and results[0]["why"] == mode
+
+
+def test_no_right_to_give_files_to_the_targets_uid_is_named_before_injecting(spawn, py314):
+    """root without CAP_CHOWN (a container that drops it) cannot hand the private directory to uid 1000."""
+    needs_root()
+    if not shutil.which("setpriv"):
+        pytest.skip("needs setpriv")
+    app = start_target(spawn, py314, "napper.py")
+    run = subprocess.run(["setpriv", "--bounding-set=-chown", "--inh-caps=-chown", sys.executable, "-m",
+                          "kubectl_wand", "exec-py", "pid/%d" % app.pid, "--", "1"], capture_output=True, text=True,
+                         timeout=60, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert run.returncode == 4, run.stderr
+    assert "may not give it files (no CAP_CHOWN)" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert queued(app.pid) is None and private_dirs(py314, app.pid) == []

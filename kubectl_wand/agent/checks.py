@@ -105,6 +105,9 @@ def tempdir_row(rt):
     except private_mod.NoTempDir as exc:
         return row("private files", "fail", "no writable temporary directory with room (%s)" % exc,
                    "mount a writable emptyDir at /tmp (a few MB free)"), None
+    except private_mod.CannotHandOver:
+        return row("private files", "fail", "cannot give files to uid %d (no CAP_CHOWN)" % rt.proc.euid,
+                   "run kubectl wand as uid %d or as root" % rt.proc.euid), None
     try:
         vfs = os.fstatvfs(private.base_fd)
         free = vfs.f_bavail * vfs.f_frsize

@@ -127,28 +127,28 @@ def existing_server():
 
 
 class Capture:
-    """What one thread wrote to one stream, in order: text (str) and binary (bytes) parts, up to ``limit``."""
+    """What one thread wrote to one stream: its text, and the bytes written to ``.buffer``, together up to
+    ``limit`` characters and bytes (0: no limit)."""
 
     def __init__(self, limit):
-        self.parts, self.size, self.limit = [], 0, limit
-        self.truncated = self.binary = False
+        self.text, self.binary, self.size, self.limit = [], [], 0, limit
+        self.truncated = False
 
     def add(self, data):
-        room = self.limit - self.size
-        if len(data) > room:
-            data, self.truncated = data[:max(room, 0)], True
+        if self.limit:
+            room = self.limit - self.size
+            if len(data) > room:
+                data, self.truncated = data[:max(room, 0)], True
         if data:
-            self.parts.append(data)
+            (self.binary if isinstance(data, bytes) else self.text).append(data)
             self.size += len(data)
-            self.binary = self.binary or isinstance(data, bytes)
 
     def result(self):
-        """(text, base64 of the exact bytes or None when only text was written)."""
+        """(the text, base64 of the bytes or None when no bytes were written)."""
         if not self.binary:
-            return "".join(self.parts), None
+            return "".join(self.text), None
         import base64
-        raw = b"".join(p if isinstance(p, bytes) else p.encode("utf-8", "backslashreplace") for p in self.parts)
-        return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
+        return "".join(self.text), base64.b64encode(b"".join(self.binary)).decode("ascii")
 
 
 class CapturedBytes(io.BufferedIOBase):
@@ -303,19 +303,21 @@ def run_code(source, timeout, max_output=1 << 20):
     for name, capture in captured.items():
         result[name], raw = capture.result()
         if raw is not None:
-            result[name + "_b64"] = raw  # binary output (written to .buffer): the exact bytes
+            result[name + "_bytes"] = raw  # what the code wrote to .buffer: bytes, base64-encoded
     result["truncated"] = value_cut or any(c.truncated for c in captured.values())
     result["seconds"] = round(time.monotonic() - started, 4)
     return result
 
 
 def safe_repr(value, limit=1 << 20):
-    """(repr cut to ``limit`` characters, whether it was cut)."""
+    """(repr cut to ``limit`` characters (0: no limit), whether it was cut)."""
     try:
         text = repr(value)
     except BaseException as exc:
         text = "<repr failed: %s: %s>" % (type(exc).__name__, exc)
-    return text[:limit], len(text) > limit
+    if not limit or len(text) <= limit:
+        return text, False
+    return text[:limit], True
 
 
 def start_debugpy(request):

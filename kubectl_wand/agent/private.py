@@ -32,6 +32,10 @@ class NoTempDir(Exception):
     """No candidate directory could hold the files; ``str()`` lists why, per candidate."""
 
 
+class CannotHandOver(Exception):
+    """We may not give files to the target's uid (no CAP_CHOWN): no directory anywhere would do."""
+
+
 TMP_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm")
 
 
@@ -128,6 +132,14 @@ def remove_entry(dir_fd: int, name: str, depth: int = 0):
             pass
 
 
+def fchown(fd: int, owner):
+    """os.fchown, with a failure we can tell apart: EPERM here means we lack CAP_CHOWN."""
+    try:
+        os.fchown(fd, *owner)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, "fchown")
+
+
 def write_file(dir_fd: int, name: str, data: bytes, owner):
     """Create ``name`` (0600, O_EXCL|O_NOFOLLOW) in ``dir_fd``, write ``data``, chown it by fd to ``owner``."""
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
@@ -137,7 +149,7 @@ def write_file(dir_fd: int, name: str, data: bytes, owner):
         while view:
             view = view[os.write(fd, view):]
         if owner:
-            os.fchown(fd, *owner)
+            fchown(fd, owner)
     finally:
         os.close(fd)
 
@@ -175,6 +187,8 @@ class PrivateDir:
                 return
             except OSError as exc:
                 self._undo()
+                if exc.errno == errno.EPERM and self.owner and getattr(exc, "filename", None) == "fchown":
+                    raise CannotHandOver("uid %d" % self.owner[0])
                 errors.append("%s: %s" % (base, exc.strerror or exc))
             except BaseException:
                 self._undo()
@@ -199,14 +213,17 @@ class PrivateDir:
             # Safe by name only because the directory is still ours alone (root-owned, 0700).
             os.chmod(socket_name, 0o600, dir_fd=self.fd)
             if self.owner:
-                os.chown(socket_name, *self.owner, dir_fd=self.fd, follow_symlinks=False)
+                try:
+                    os.chown(socket_name, *self.owner, dir_fd=self.fd, follow_symlinks=False)
+                except OSError as exc:
+                    raise OSError(exc.errno, exc.strerror, "fchown")
             self.listener.listen(1)
         for name, data in (files(self.target_path) if files else {}).items():
             write_file(self.fd, name, data, self.owner)
         if mirror and self.rt.mode == "loader":
             self._make_mirror(mirror)
         if self.owner:
-            os.fchown(self.fd, *self.owner)  # handed over: from here on, by fd only
+            fchown(self.fd, self.owner)  # handed over: from here on, by fd only
 
     def _make_mirror(self, names):
         self.mirror_fd = open_root_base("/", self.base)
@@ -302,7 +319,7 @@ class PrivateDir:
                 write_file(dirs[parent], parts[-1], data, self.owner)
             if self.owner:
                 for key in sorted(dirs, key=len, reverse=True):  # deepest first, the top last
-                    os.fchown(dirs[key], *self.owner)
+                    fchown(dirs[key], self.owner)
         except BaseException:
             for key, fd in dirs.items():
                 if key:

@@ -577,3 +577,86 @@ def test_no_right_to_give_files_to_the_targets_uid_is_named_before_injecting(spa
     assert run.returncode == 4, run.stderr
     assert "may not give it files (no CAP_CHOWN)" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert queued(app.pid) is None and private_dirs(py314, app.pid) == []
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Inotify:
+    """Just enough inotify (ctypes) to see files appear and open the moment they do."""
+    CREATE, OPEN, ISDIR = 0x100, 0x20, 0x40000000
+
+    def __init__(self):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK)
+        self.paths = {}
+
+    def watch(self, path, mask):
+        wd = self.libc.inotify_add_watch(self.fd, path.encode(), mask)
+        if wd >= 0:
+            self.paths[wd] = path
+        return wd >= 0
+
+    def events(self, timeout):
+        """(directory, name, mask) events within ``timeout`` seconds."""
+        import select
+        import struct
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return []
+        data, out, offset = os.read(self.fd, 65536), [], 0
+        while offset < len(data):
+            wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+            name = data[offset + 16:offset + 16 + length].rstrip(b"\0").decode()
+            offset += 16 + length
+            out.append((self.paths.get(wd), name, mask))
+        return out
+
+    def close(self):
+        os.close(self.fd)
+
+
+def test_ctrl_c_while_attach_ships_debugpy_leaves_no_half_imported_debugpy(spawn, py314):
+    """Ctrl-C lands the moment the target starts importing the shipped copy: the copy is removed under it,
+    the import fails half-way and must leave nothing, so the next attach works."""
+    from kubectl_wand.agent import main
+    from kubectl_wand.transport.local import ship
+    app = spawn("http_app.py", flags=["-S"])
+    ship("debugpy")  # built and cached before the race starts
+    tmp = py314.host("/tmp")
+    notify = Inotify()
+    notify.watch(tmp, Inotify.CREATE)
+    run = cli("attach", "pid/%d" % app.pid, "--port", free_port(), "--timeout", "60")
+    interrupted = False
+    try:
+        deadline = time.monotonic() + 60
+        while not interrupted and time.monotonic() < deadline:
+            for where, name, mask in notify.events(1.0):
+                path = os.path.join(where or "", name)
+                if where == tmp and name.startswith("wand-%d-" % app.pid):
+                    notify.watch(path, Inotify.CREATE)  # our private directory: lib/ appears in it
+                elif name == "lib":
+                    notify.watch(path, Inotify.CREATE)
+                elif name == ".complete":  # shipped in full: the import starts now
+                    assert notify.watch(os.path.join(where, "debugpy"), Inotify.OPEN)
+                elif mask & Inotify.OPEN and name == "__init__.py":
+                    run.send_signal(signal.SIGINT)  # the target is importing the shipped files right now
+                    interrupted = True
+                    break
+        run.wait(30)
+    finally:
+        notify.close()
+        if run.poll() is None:
+            run.kill()
+            run.wait(10)
+    assert interrupted, "never saw the target import the shipped debugpy"
+    assert wait_for(lambda: private_dirs(py314, app.pid) == [])
+    state = agent({"op": "exec", "pid": app.pid, "timeout": 30, "code":
+                   "import sys; d = sys.modules.get('debugpy'); d is None or hasattr(d, '_kubectl_wand_server')"})
+    assert state["value"] == "True", state  # nothing, or a complete server: never half of one
+    again = main.handle({"op": "attach", "pid": app.pid, "port": 0, "timeout": 30}, fetch_blob=ship)
+    assert again["status"] in ("listening", "already"), again

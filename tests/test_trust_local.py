@@ -660,3 +660,13 @@ def test_ctrl_c_while_attach_ships_debugpy_leaves_no_half_imported_debugpy(spawn
     assert state["value"] == "True", state  # nothing, or a complete server: never half of one
     again = main.handle({"op": "attach", "pid": app.pid, "port": 0, "timeout": 30}, fetch_blob=ship)
     assert again["status"] in ("listening", "already"), again
+
+
+def test_code_for_an_adopted_injection_is_still_compiled_by_the_targets_compiler(spawn, py314):
+    app = spawn("napper.py")
+    assert agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 1})["status"] == "pending"
+    bad = agent({"op": "exec", "pid": app.pid, "code": "x = (", "timeout": 5})
+    assert bad["status"] == "error" and bad["kind"] == "syntax" and "answered" not in bad, bad
+    assert len(private_dirs(py314, app.pid)) == 1  # the queued bootstrap still waits for its main thread
+    os.kill(app.pid, signal.SIGUSR1)
+    quiet_and_clean(app, py314)

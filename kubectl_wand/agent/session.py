@@ -121,6 +121,7 @@ class Injection:
         self.timeout = check_timeout(timeout)
         self.pid = pid
         self.proc, self.rt = target(pid)
+        self.answered = False  # whether the injector said why it did not queue the bootstrap
 
     def run(self, request: dict, code_for_check: bytes = b"", on_hello=None, stream=None) -> dict:
         """``stream(conn, hello) -> dict``, if given, takes over the connection once the request is sent
@@ -172,8 +173,15 @@ class Injection:
         try:
             if state == "made":
                 state = "maybe"  # from here the injector may have queued it: never delete it unseen
-                self._inject(script, code_for_check, deadline)
+                try:
+                    self._inject(script, code_for_check, deadline)
+                except AgentError:
+                    if self.answered:
+                        state = "made"  # the injector said no: nothing was queued
+                    raise
                 state = "queued"
+            elif code_for_check:
+                self._inject("-", code_for_check, deadline)  # adopted: still judge the code by its compiler
             private.remove_mirror()  # only sys.remote_exec's existence check in our view needed it
             verdict, detail = watch.bootstrap(private.listener, script, lambda: private.has("bootstrap.py"),
                                               deadline)
@@ -233,6 +241,7 @@ class Injection:
             err = (done.stderr or b"").decode("utf-8", "replace").strip().splitlines()
             raise AgentError("inject", "the injector failed: %s" % (err[-1] if err else "exit %d" % done.returncode))
         if not result.get("ok"):
+            self.answered = True  # it ran and refused: nothing was queued
             raise AgentError(result.get("kind", "inject"), result.get("error", "injection failed"),
                              **{k: result[k] for k in ("line", "offset", "text") if k in result})
 

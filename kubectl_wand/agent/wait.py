@@ -16,7 +16,7 @@ from . import procfs
 
 SLOT_POLL = 0.1
 # How long after the main thread took our script its bootstrap may take to connect. Measured from the flag
-# clearing to the connection, 120 injections into a busy loop and an HTTP server on 2 loaded cores (load
+# clearing to the connection, 160 injections into a busy loop and an HTTP server on 2 loaded cores (load
 # average 3): median 0.1 ms, 90th percentile 6 ms, worst 16 ms. Past this, with the bootstrap still unread,
 # the script was refused. Generous, because judging too early would delete a bootstrap about to be opened.
 TAKEN_GRACE = 1.0

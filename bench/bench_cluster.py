@@ -4,6 +4,8 @@
   get processes on 1 pod                                                                          <= 1 s
   get processes on 20 pods                                                                        <= 2 s
   app throughput while attached (no breakpoints) / unattached                                     >= 97 %
+  attach --ephemeral to "listening confirmed" (--no-forward): a new debug container               <= 3 s
+                                                              the debug container reused            <= 1.5 s
 """
 from __future__ import annotations
 
@@ -76,10 +78,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kubeconfig", required=True)
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--only", choices=["ephemeral"], help="run only these benchmarks")
     args = ap.parse_args()
     env = dict(os.environ, KUBECONFIG=args.kubeconfig, PYTHONPATH=REPO)
     kubectl = ["kubectl", "--kubeconfig", args.kubeconfig, "-n", NS]
     wand = [sys.executable, "-m", "kubectl_wand"]
+    if args.only == "ephemeral":
+        return report(ephemeral_attach(kubectl, wand, env, args.runs))
     pods = sh(kubectl + ["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]).stdout.split()
     pod = pods[0]
     results = []
@@ -135,7 +140,64 @@ def main():
         ratio = throughput(kubectl, wand, env, fresh_pods[4], fresh_pods[5])
     finally:
         sh(kubectl + ["delete", "deploy/benchweb", "--wait=false"])
+    results += ephemeral_attach(kubectl, wand, env, args.runs)
     return report(results) or (0 if ratio >= 0.97 else 1)
+
+
+EPH_DEPLOY = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: eph-bench, namespace: wand-e2e}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: eph-bench}}
+  template:
+    metadata: {labels: {app: eph-bench}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: IMAGE
+        imagePullPolicy: IfNotPresent
+        # two independent Python processes: pid 1, and a second one for "reused container, fresh process"
+        command: ["/bin/sh", "-c", "python3 -m http.server 8001 & exec python3 -m http.server 8000"]
+        resources: {requests: {cpu: 1m, memory: 8Mi}}
+"""
+
+
+def ephemeral_attach(kubectl, wand, env, pods=5):
+    """attach --ephemeral --no-forward -o json (it exits once the debug server answers DAP in the pod) on fresh
+    pods of the app's image (on the node): a new debug container (and a fresh process), then in the same pod the
+    container reused with a fresh process, and reused with the server reused. Every pod is new: no container."""
+    image = sh(kubectl + ["get", "deploy/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]).stdout
+    sh(kubectl + ["apply", "-f", "-"], input=EPH_DEPLOY.replace("IMAGE", image).replace("REPLICAS", str(pods)))
+    new, fresh, again = [], [], []
+    try:
+        sh(kubectl + ["rollout", "status", "deploy/eph-bench", "--timeout=300s"], timeout=320)
+        names = sh(kubectl + ["get", "pods", "-l", "app=eph-bench", "-o",
+                              "jsonpath={.items[*].metadata.name}"]).stdout.split()
+        for name in names:
+            def attach(pid, bucket, status):
+                port = "5679" if pid == 1 else "5680"  # one network namespace: a port per process
+                t = time.perf_counter()
+                done = sh(wand + ["attach", "pod/" + name, "-n", NS, "--ephemeral", "--pid", str(pid), "--port", port,
+                                  "--no-forward", "-o", "json", "-q"], env=env, cwd=REPO)
+                took = time.perf_counter() - t
+                if done.returncode != 0 or json.loads(done.stdout)["status"] != status:
+                    raise SystemExit("attach --ephemeral %s failed: %s" % (name, done.stderr))
+                bucket.append(took)
+            attach(1, new, "listening")
+            listing = json.loads(sh(wand + ["get", "processes", "pod/" + name, "-n", NS, "--ephemeral", "-o", "json",
+                                            "-q"], env=env, cwd=REPO).stdout)["items"]
+            second = next(p["pid"] for p in listing if p["role"] != "helper" and p["pid"] != 1)
+            attach(second, fresh, "listening")
+            attach(1, again, "already")
+    finally:
+        sh(kubectl + ["delete", "deploy/eph-bench", "--wait=false"])
+    return [("attach --ephemeral, new container", new, 3.0),
+            ("attach --ephemeral, reused, fresh pid", fresh, 1.5),
+            ("attach --ephemeral, reused, server up", again, 1.5)]
 
 
 def exec_floor(kubectl, selector, runs, command, env=None):

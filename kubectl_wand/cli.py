@@ -106,6 +106,11 @@ def add_target_flags(p, one_pod=True, pid=True):
         p.add_argument("--pod", help="which pod when the target has several")
     if pid:
         p.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
+    p.add_argument("--ephemeral", action="store_true",
+                   help="work from an ephemeral debug container added to the pod (SYS_PTRACE there only, no "
+                        "restart): for pods kubectl exec cannot debug (another uid, no capabilities, read-only "
+                        "filesystem, no python3 on PATH); it stays listed in the pod spec")
+    p.add_argument("--image", help="image of the --ephemeral debug container (default: the app container's own)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress spinner or notes on stderr")
 
 

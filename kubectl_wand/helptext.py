@@ -36,6 +36,9 @@ EXAMPLES = {
   # A chosen worker of a gunicorn pod, on another local port
   kubectl wand attach pod/gunicorn-abc --pid 12 --local-port 15679
 
+  # An app that runs as another user without capabilities (or read-only): from an ephemeral debug container
+  kubectl wand attach deploy/web --ephemeral
+
   # A local process (Python 3.14) on this machine
   kubectl wand attach pid/4242""",
     "exec-py": """Examples:

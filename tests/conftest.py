@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APPS = os.path.join(REPO, "tests", "apps")
+from procs import APPS, REPO, become, read_line  # noqa: F401  (shared with the tests that import them)
 IN_ROOT_APPS = "/opt/wand-tests"
 
 
@@ -131,27 +130,6 @@ def spawn(py314):
         target.stop()
 
 
-def read_line(stream, timeout):
-    fd = stream.fileno()
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\n" not in buf:
-        r, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
-        if not r:
-            return buf.decode(errors="replace")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="replace").strip()
-
-
-def become(uid):
-    def switch():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    return switch
 
 
 @pytest.fixture

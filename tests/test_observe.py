@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import APPS, REPO, become, read_line
+from procs import APPS, REPO, become, read_line
 from kubectl_wand import profiles, stackview
 from kubectl_wand.agent import procfs, runtime
 from kubectl_wand.agent.main import handle

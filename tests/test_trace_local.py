@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 import dap
-from conftest import APPS, REPO, read_line
+from procs import APPS, REPO, read_line
 from leftovers import private_dirs
 
 from kubectl_wand.agent.main import handle

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import APPS, become, read_line
+from procs import APPS, become, read_line
 from leftovers import private_dirs
 
 pytestmark = pytest.mark.py314

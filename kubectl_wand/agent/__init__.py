@@ -8,8 +8,8 @@ target itself, on its main thread).
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("protocol", "elf", "procfs", "processes", "choose", "runtime", "private", "reap", "slot", "wait",
-           "session", "checks", "debugserver", "observe", "tracing", "main")
+MODULES = ("protocol", "elf", "procfs", "processes", "choose", "lent", "runtime", "private", "reap", "slot",
+           "wait", "session", "checks", "debugserver", "observe", "tracing", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
 PASSENGERS = ("injector", "payload", "sampler", "codefinder", "probe")
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
@@ -27,6 +27,11 @@ NEEDS = {
     "profile": (CORE + ("runtime", "private", "reap", "slot", "wait", "session", "observe", "main"), ("sampler",)),
     "trace": (INJECT + ("tracing", "main"), ("injector", "payload", "codefinder", "probe")),
 }
+
+
+# Shipped only by the ephemeral transport (its debug container reaches the target in another container); loaded
+# before runtime, which uses it when it is there.
+CROSS_CONTAINER = ("lent",)
 
 
 def modules_for(op):

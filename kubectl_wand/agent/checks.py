@@ -88,7 +88,8 @@ def injector_row(rt, info):
     if not version.startswith(wanted + "."):
         return row("injector", "fail", "found %s, target is %s" % (version, info["python"]))
     how = {"direct": "its own binary", "loader": "its own binary and libraries (chroot)",
-           "nsenter": "its own binary in its namespaces"}[rt.mode]
+           "nsenter": "its own binary in its namespaces",
+           "chroot": "its own binary, chrooted into its root from the debug container"}[rt.mode]
     return row("injector", "ok", "CPython %s, %s" % (version, how))
 
 
@@ -104,18 +105,25 @@ def tempdir_row(rt):
                                          files=lambda _path: {"probe": b"\0" * size})
     except private_mod.NoTempDir as exc:
         return row("private files", "fail", "no writable temporary directory with room (%s)" % exc,
-                   "mount a writable emptyDir at /tmp (a few MB free)"), None
+                   "mount a writable emptyDir at /tmp (a few MB free), or use kubectl wand --ephemeral (its "
+                   "debug container lends its own /tmp)"), None
     except private_mod.CannotHandOver:
         return row("private files", "fail", "cannot give files to uid %d (no CAP_CHOWN)" % rt.proc.euid,
                    "run kubectl wand as uid %d or as root" % rt.proc.euid), None
+    except private_mod.CannotLend as exc:
+        return row("private files", "fail", str(exc)), None
     try:
         vfs = os.fstatvfs(private.base_fd)
         free = vfs.f_bavail * vfs.f_frsize
     except OSError:
         free = None
-    where = private.base
+    where, lent, owner = private.base, private.lent, private.uid
     private.remove()
-    detail = "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, rt.proc.euid)
+    if lent:
+        detail = ("%s in the debug container, reached by the target as /proc/<helper>/root%s (0700 dir, 0600 "
+                  "files, owner uid %d; nothing written into its filesystem)" % (where, where, owner))
+    else:
+        detail = "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, owner)
     if free is not None:
         detail += ", %.1f MB free" % (free / 1e6)
     return row("private files", "ok", detail), free

@@ -17,12 +17,18 @@ namespace, so a later run can tell a directory whose target is gone (reap.py).
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import socket
 import stat
 
 from .procfs import pidns
+
+try:
+    from . import lent  # shipped to pods only by --ephemeral (agent.CROSS_CONTAINER); always there locally
+except ImportError:
+    lent = None
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 MAX_DEPTH = 64  # removal descends no deeper: a hostile tree cannot exhaust our stack
@@ -36,6 +42,10 @@ class CannotHandOver(Exception):
     """We may not give files to the target's uid (no CAP_CHOWN): no directory anywhere would do."""
 
 
+class CannotLend(Exception):
+    """A target in another container cannot be handed our files (lent.LendProblem's message)."""
+
+
 TMP_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm")
 
 
@@ -47,6 +57,12 @@ def temp_bases(proc):
         if base not in seen:
             seen.append(base)
     return seen
+
+
+def lent_bases():
+    """Our own temporary directories, for files lent to a target in another container (lent.py)."""
+    env = os.environ.get("TMPDIR", "")
+    return ([env] if env.startswith("/") and env not in lent.TMP_CANDIDATES else []) + list(lent.TMP_CANDIDATES)
 
 
 def dir_name(proc, prefix="wand") -> str:
@@ -154,6 +170,20 @@ def write_file(dir_fd: int, name: str, data: bytes, owner):
         os.close(fd)
 
 
+def linger(helper):
+    """At exit, for a lent directory whose bootstrap is still queued: answer first (our streams are closed, so
+    kubectl exec ends for the CLI), then keep the helper, and so the path the target was given, until the
+    target has read and deleted the bootstrap or lent.LINGER passes; the helper, of the target's uid, then
+    removes the directory (lent.linger)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+    helper.finish()
+
+
 class PrivateDir:
     """One ``wand-*`` directory in the target's temporary directory: 0700, owned by the target's uid.
 
@@ -162,24 +192,34 @@ class PrivateDir:
     target's uid, before the directory is handed over. When the injector runs in our own view (loader mode),
     ``sys.remote_exec`` checks the script exists in *our* view: ``mirror`` names files that get an empty,
     root-owned placeholder at the same path here (never handed over).
+
+    Lent (``rt.mode == "chroot"``: a target in another container of the pod, from an ephemeral debug
+    container): the directory is made the same way in *our* temporary directory, owned by the target's fs
+    uid/gid, and the target reaches it as ``/proc/<helper>/root<path>`` (lent.Helper: a process of its
+    credentials whose root it may open). The files are then written after the hand-over, by directory fd with
+    ``O_EXCL|O_NOFOLLOW`` and chowned by their own fd: their content names the helper's pid.
     """
 
     def __init__(self, rt, bases, files=None, socket_name=None, mirror=(), prefix="wand"):
         self.rt, proc = rt, rt.proc
+        self.lent = rt.mode == "chroot" and lent is not None
+        uid, gid = lent.fs_ids(proc) if self.lent else (proc.euid, proc.egid)
         # The target's uid must own what it reads; handing it over needs CAP_CHOWN (root). Without it the
         # directory cannot be made for another uid: fchown fails and we say so, nothing is injected.
-        self.owner = (proc.euid, proc.egid) if proc.euid != os.geteuid() else None
-        self.uid = proc.euid
-        self.gids = set(int(g) for g in (proc.status.get("Groups") or "").split()) | {proc.egid}
-        self.fd = self.base_fd = self.mirror_fd = self.listener = None
+        self.owner = (uid, gid) if uid != os.geteuid() else None
+        self.uid, self.gid = uid, gid
+        self.gids = set(int(g) for g in (proc.status.get("Groups") or "").split()) | {gid}
+        self.fd = self.base_fd = self.mirror_fd = self.listener = self.helper = None
         self.mirror_names = ()
         self.made = False
+        self.root = "/" if self.lent else rt.root_dir
         errors = []
-        for base in bases:
+        for base in (lent_bases() if self.lent else bases):
             self.name = dir_name(proc, prefix)
             self.base = base.rstrip("/") or "/"
             self.target_path = self.base.rstrip("/") + "/" + self.name
-            if len(self.target_path) > 96:  # the socket inside must stay under the 108-byte AF_UNIX limit
+            reach = ("/proc/%d/root" % 4194304 if self.lent else "") + self.target_path  # the longest pid
+            if len(reach) > 96:  # the socket inside must stay under the 108-byte AF_UNIX limit
                 errors.append("%s: path too long" % base)
                 continue
             try:
@@ -190,6 +230,11 @@ class PrivateDir:
                 if exc.errno == errno.EPERM and self.owner and getattr(exc, "filename", None) == "fchown":
                     raise CannotHandOver("uid %d" % self.owner[0])
                 errors.append("%s: %s" % (base, exc.strerror or exc))
+            except Exception as exc:
+                self._undo()
+                if lent is not None and isinstance(exc, lent.LendProblem):
+                    raise CannotLend(str(exc))
+                raise
             except BaseException:
                 self._undo()
                 raise
@@ -197,8 +242,8 @@ class PrivateDir:
 
     # -- making ----------------------------------------------------------------------------------------
     def _make(self, files, socket_name, mirror):
-        self.base_fd = open_root_base(self.rt.root_dir, self.base)
-        if not writable_by(os.fstat(self.base_fd), self.uid, self.gids):
+        self.base_fd = open_root_base(self.root, self.base)
+        if not self.lent and not writable_by(os.fstat(self.base_fd), self.uid, self.gids):
             raise OSError(errno.EACCES, "not writable by uid %d" % self.uid)
         os.mkdir(self.name, 0o700, dir_fd=self.base_fd)
         self.made = True
@@ -218,11 +263,16 @@ class PrivateDir:
                 except OSError as exc:
                     raise OSError(exc.errno, exc.strerror, "fchown")
             self.listener.listen(1)
+        if self.lent:
+            if self.owner:
+                fchown(self.fd, self.owner)  # handed over: from here on, by fd only
+            self.helper = lent.Helper(self.uid, self.gid, self.target_path)
+            self.target_path = "/proc/%d/root%s" % (self.helper.pid, self.target_path)
         for name, data in (files(self.target_path) if files else {}).items():
             write_file(self.fd, name, data, self.owner)
         if mirror and self.rt.mode == "loader":
             self._make_mirror(mirror)
-        if self.owner:
+        if self.owner and not self.lent:
             fchown(self.fd, self.owner)  # handed over: from here on, by fd only
 
     def _make_mirror(self, names):
@@ -344,11 +394,13 @@ class PrivateDir:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        kept = False
         if self.fd is not None:
             for name in os.listdir(self.fd):
                 if name not in keep:
                     remove_entry(self.fd, name)
-            if not any(self.has(name) for name in keep):
+            kept = any(self.has(name) for name in keep)
+            if not kept:
                 try:  # only if the name still is our directory: the target's uid may have renamed it
                     if same_inode(os.stat(self.name, dir_fd=self.base_fd, follow_symlinks=False),
                                   os.fstat(self.fd)):
@@ -361,6 +413,12 @@ class PrivateDir:
             except OSError:
                 pass
         self.made = False
+        if self.helper is not None:
+            if kept:
+                atexit.register(linger, self.helper)  # the target still needs the path: see linger()
+            else:
+                self.helper.finish()
+            self.helper = None
         self.close()
 
     def close(self):

@@ -10,6 +10,7 @@ MIN_VERSION = (3, 14)
 HELPER_MARKERS = (
     "multiprocessing.resource_tracker", "multiprocessing.forkserver", "semaphore_tracker",
     "debugpy/adapter", "debugpy.adapter", "debugpy/launcher", "pydevd",
+    "kubectl-wand-idle",  # the idle process of a kubectl-wand ephemeral debug container (it shares the PIDs)
 )
 # kubectl-wand's own processes beside the target are never the app's and never listed: the agent in a pod
 # (`python3 -S -c LOADER`, kube/transport.py: the attach watcher lives for the whole attach) and the

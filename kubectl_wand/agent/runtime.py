@@ -5,8 +5,10 @@ target's own binary (``/proc/PID/exe``). That binary links against the libraries
 - same root as ours (a pod, a plain local process): run ``/proc/PID/exe`` directly;
 - a chroot in our mount namespace: run it through the target's own dynamic loader and libraries, reached via
   ``/proc/PID/root`` (a chroot would hide ``/proc``, which the injector needs to read the target's maps);
-- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces
-  and its root (``-r``: a chroot inside that namespace; without it the binary's path means nothing there).
+- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces and
+  its root (``-r``: a chroot inside that namespace; without it the binary's path means nothing there);
+- another container of the same pod, from an ephemeral debug container (same PID namespace, no CAP_SYS_ADMIN for
+  nsenter): chrooted into ``/proc/PID/root``, with private files lent from our filesystem (``lent``).
 Private files (private.py) are made through ``root_dir``, the target's root as we reach it.
 """
 from __future__ import annotations
@@ -16,6 +18,11 @@ import shutil
 import subprocess
 
 from . import elf, procfs
+
+try:
+    from . import lent  # shipped to pods only by --ephemeral (agent.CROSS_CONTAINER); always there locally
+except ImportError:
+    lent = None
 
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu",
             "usr/lib/aarch64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib", "usr/local/lib")
@@ -32,12 +39,16 @@ class TargetRuntime:
         self.same_root = procfs.same_file("/proc/%d/root" % pid, "/")
         self.same_mntns = procfs.same_file("/proc/%d/ns/mnt" % pid, "/proc/self/ns/mnt")
         self.same_pidns = procfs.same_file("/proc/%d/ns/pid" % pid, "/proc/self/ns/pid")
+        self.chroot_ok = (lent is not None and not self.same_root and not self.same_mntns and
+                          lent.can_chroot(pid, self.same_pidns))
 
     @property
     def mode(self) -> str:
         if self.same_root:
             return "direct"
-        return "loader" if self.same_mntns else "nsenter"
+        if self.same_mntns:
+            return "loader"
+        return "chroot" if self.chroot_ok else "nsenter"
 
     @property
     def root_dir(self) -> str:
@@ -56,6 +67,8 @@ class TargetRuntime:
         if self.mode == "direct":
             return ["/proc/%d/exe" % pid, "-I", "-S"] + list(args), env
         exe_inside = self.proc.in_target_view(self.proc.exe or "").replace(" (deleted)", "")
+        if self.mode == "chroot":
+            return lent.chroot_argv(pid, exe_inside, args), env
         if self.mode == "nsenter":
             nsenter = shutil.which("nsenter")
             if os.geteuid() != 0 or not nsenter:

@@ -222,6 +222,8 @@ class Injection:
         except private_mod.NoTempDir as exc:
             raise AgentError("environment", "no room for kubectl wand's private files in process %d's filesystem "
                              "(%s); mount a writable emptyDir at /tmp (a few MB free)" % (self.pid, exc))
+        except private_mod.CannotLend as exc:
+            raise AgentError("environment", str(exc))
         except private_mod.CannotHandOver:
             raise AgentError("permission", "process %d runs as uid %d and kubectl wand (uid %d) may not give it "
                              "files (no CAP_CHOWN); run as uid %d or as root" % (

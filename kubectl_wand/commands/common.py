@@ -43,6 +43,8 @@ class TargetOptions:
     quiet: bool = False
     request_timeout_s: float = 30.0
     kube: object = None              # kube.config.KubeFlags, for cluster targets
+    ephemeral: bool = False          # --ephemeral: the agent runs in an ephemeral debug container
+    image: str = None                # --image: that container's image (default: the app container's)
     streams: Streams = field(default_factory=Streams.system)
 
     def complete_target(self, ns, streams):
@@ -55,6 +57,7 @@ class TargetOptions:
         self.all_namespaces = bool(getattr(ns, "all_namespaces", False))
         self.quiet = bool(getattr(ns, "quiet", False))
         self.request_timeout_s = ns.request_timeout_s
+        self.ephemeral, self.image = bool(getattr(ns, "ephemeral", False)), getattr(ns, "image", None)
         if self.target is None or not self.target.local:
             self.kube = kube_flags(ns, warn=streams.stderr)
 
@@ -69,6 +72,12 @@ class TargetOptions:
             if self.selector or self.container or self.pod or self.all_namespaces:
                 raise WandError("pid/N is a process on this machine: -l, -c, --pod and -A are for pods",
                                 errors.USAGE)
+        if self.image and not self.ephemeral:
+            raise WandError("--image is the image of the --ephemeral debug container: add --ephemeral", errors.USAGE)
+        if self.ephemeral and (self.target is None and not self.selector or self.target is not None and
+                               self.target.local):
+            raise WandError("--ephemeral adds a debug container to a pod: name one (POD, TYPE/NAME or -l)",
+                            errors.USAGE)
         if self.all_namespaces and self.target is not None and self.target.kind == "pod":
             raise WandError("-A lists pods in every namespace; it does not go with a single pod", errors.USAGE)
 
@@ -151,14 +160,21 @@ def pod_transports(opts):
     flags, target = opts.kube, opts.target
     flags.kubectl()  # fail first, and plainly, when kubectl is missing
     early = None
-    request = opts.early_request()
+    request = None if opts.ephemeral else opts.early_request()  # an early call would go to the app container
     if target is not None and target.kind == "pod" and not opts.selector and request is not None:
         from ..transport.early import EarlyCall  # overlaps the API read below
         early = EarlyCall(flags, flags.namespace(), target.name, request, opts.container)
     try:
         found = pods(flags, target, opts.selector, opts.all_namespaces)
-        made = [KubectlTransport(flags, pod, container_order(pod, opts.container), explicit=bool(opts.container),
-                                 all_namespaces=opts.all_namespaces) for pod in found]
+        if opts.ephemeral:
+            from ..transport.ephemeral import EphemeralTransport
+            note = None if opts.quiet else opts.streams.stderr
+            made = [EphemeralTransport(flags, pod, container_order(pod, opts.container), bool(opts.container),
+                                       opts.all_namespaces, image=opts.image, note=note) for pod in found]
+        else:
+            made = [KubectlTransport(flags, pod, container_order(pod, opts.container),
+                                     explicit=bool(opts.container), all_namespaces=opts.all_namespaces)
+                    for pod in found]
     except BaseException:
         if early is not None:
             early.cancel()
@@ -169,13 +185,23 @@ def pod_transports(opts):
     return made
 
 
+EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
+                  "that shares the app's processes (no restart)")
+
+
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission)."""
+    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and
+    --ephemeral where it would help)."""
     if result.get("status") == "error":
         error = errors.from_agent(result, transport.where)
+        exec_path = not transport.local and not getattr(transport, "ephemeral", False)
         if result.get("kind") == "permission":
             fix = transport.permission_fix()
             if fix:
                 error.message += "; the container lacks SYS_PTRACE: " + fix
+            if exec_path:
+                error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
+        elif exec_path and "temporary directory" in (result.get("error") or ""):
+            error.message += EPHEMERAL_HINT % "with a writable /tmp of its own (nothing is written into the app's)"
         raise error
     return result

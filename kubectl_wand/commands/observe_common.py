@@ -62,7 +62,12 @@ def entries(results, err, opts):
         for entry in result.get("processes") or []:
             entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
             if "error" in entry:
-                err.write("error: %s pid %s: %s\n" % (transport.where, entry["pid"], entry["error"]))
+                hint = ""
+                if entry.get("kind") == "permission" and not transport.local and not getattr(transport, "ephemeral",
+                                                                                              False):
+                    from .common import EPHEMERAL_HINT
+                    hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
+                err.write("error: %s pid %s: %s%s\n" % (transport.where, entry["pid"], entry["error"], hint))
                 codes.append(errors.exit_code({"status": "error", "kind": entry.get("kind")}))
                 continue
             out.append(entry)

@@ -79,15 +79,16 @@ def can_i(flags, namespace, resource, subresource, verb="create"):
     return bool((result.get("status") or {}).get("allowed"))
 
 
-def pod_rows(flags, pod, container_name):
+def pod_rows(flags, pod, container_name, ptrace=True):
+    """``ptrace``: whether the container's own SYS_PTRACE matters (not with --ephemeral: the debug container's)."""
     ns = pod["metadata"]["namespace"]
     name = pod["metadata"]["name"]
     rows = [row("pod", "ok", "%s is Running on %s" % (name, pod["spec"].get("nodeName", "?")))]
     container = next(c for c in pod["spec"]["containers"] if c["name"] == container_name)
     rows.append(row("container", "ok", "%s (image %s)" % (container_name, container.get("image"))))
-    if has_ptrace(container):
+    if ptrace and has_ptrace(container):
         rows.append(row("SYS_PTRACE", "ok", "container %s adds SYS_PTRACE" % container_name))
-    else:
+    elif ptrace:
         rows.append(row("SYS_PTRACE", "warn", "container %s lacks SYS_PTRACE: injecting works only into processes "
                         "of the exec user (and not under Yama ptrace_scope>=1)" % container_name,
                         ptrace_fix(flags, pod, container_name)))

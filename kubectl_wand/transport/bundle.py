@@ -37,7 +37,7 @@ def sources() -> dict:
 _HEADERS = {}
 
 
-def agent_header(op=None) -> bytes:
+def agent_header(op=None, extra=()) -> bytes:
     """The agent's module sources as agent/boot.py reads them (only what ``op`` needs), zlib-compressed: a JSON
     line ``{"order": [...], "size": N}`` and then N bytes of zlib(JSON {name: source}).
 
@@ -45,6 +45,9 @@ def agent_header(op=None) -> bytes:
     (seen: a 118 KB header blocked the write and held back the API read that should overlap the exec), and a
     fraction of the bytes cross the API server and the kubelet."""
     order, passengers = agent_pkg.modules_for(op)
+    if extra and "runtime" in order:  # modules runtime uses when present (agent.CROSS_CONTAINER): before it
+        at = order.index("runtime")
+        order = order[:at] + tuple(extra) + order[at:]
     key = (order, passengers)
     if key not in _HEADERS:
         import zlib

@@ -22,6 +22,8 @@ from . import Transport, Watch, pipes
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
+                  "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
 
 def kubectl_in(flags, namespace, *args):
@@ -30,14 +32,14 @@ def kubectl_in(flags, namespace, *args):
     return argv[:1] + ["-n", namespace] + argv[1:]
 
 
-def spawn_agent(flags, argv, request, short_lived=True):
+def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     """Start ``kubectl exec -i ... python -c LOADER`` and send it the agent and the request."""
     if flags.verbosity >= 6:
         import sys
         sys.stderr.write("+ %s\n" % " ".join(argv))
     proc = pipes.spawn(argv, env=kubectl_env(short_lived))
     # kubectl may already have exited (forbidden, no such pod...): its stderr says why, read by the caller
-    pipes.write_line(proc, boot_line() + agent_header(request.get("op")) + protocol.encode(request))
+    pipes.write_line(proc, boot_line() + agent_header(request.get("op"), extra) + protocol.encode(request))
     return proc
 
 
@@ -75,6 +77,8 @@ class KubectlWatch(Watch):
 
 class KubectlTransport(Transport):
     local = False
+    ephemeral = False
+    agent_extra = ()  # agent modules shipped beside what an operation needs (agent.CROSS_CONTAINER)
 
     def __init__(self, flags, pod: dict, containers, explicit=False, all_namespaces=False):
         """``containers``: candidates, best first; without -c (explicit) the first that has Python wins."""
@@ -126,10 +130,10 @@ class KubectlTransport(Transport):
         self.use(containers[0])
         if self.explicit or len(containers) == 1:
             raise WandError("container %s in pod/%s has no Python interpreter (%s not found on PATH, and the pod "
-                            "spec names none); choose the Python container with -c" % (
-                                self.container, self.name, "/".join(PYTHONS)), errors.NOT_FOUND)
-        raise WandError("no container in pod/%s has a Python interpreter (tried %s)" % (
-            self.name, ", ".join(containers)), errors.NOT_FOUND)
+                            "spec names none); choose the Python container with -c%s" % (
+                                self.container, self.name, "/".join(PYTHONS), NO_PYTHON_HINT), errors.NOT_FOUND)
+        raise WandError("no container in pod/%s has a Python interpreter (tried %s)%s" % (
+            self.name, ", ".join(containers), NO_PYTHON_HINT), errors.NOT_FOUND)
 
     def adopt(self, early):
         """Take a listing started before the pod was read, if it went to the container we would choose."""
@@ -145,7 +149,7 @@ class KubectlTransport(Transport):
             early = None
         short = request.get("op") not in ("watch", "profile", "trace")
         proc = early.proc if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
-                                                                 short_lived=short)
+                                                                 short_lived=short, extra=self.agent_extra)
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()

@@ -1,0 +1,34 @@
+"""Helpers for tests that start real processes: where the test apps are, reading a line with a deadline,
+dropping to another uid. A module of its own, because two conftest.py files (tests/ and tests/e2e/) make
+`from conftest import ...` depend on which one pytest loaded first."""
+from __future__ import annotations
+
+import os
+import select
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(REPO, "tests", "apps")
+
+
+def read_line(stream, timeout):
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        r, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+        if not r:
+            return buf.decode(errors="replace")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").strip()
+
+
+def become(uid):
+    def switch():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    return switch

@@ -17,7 +17,7 @@ import os
 import re
 
 from . import procfs
-from .private import open_root_base, remove_entry
+from .fdops import open_root_base, remove_entry
 from .procfs import pidns
 
 NAME = re.compile(r"^wand-(\d+)-(\d+)-(\d+)-[0-9a-f]{12}$")  # private.dir_name; "wand-check-*" never matches

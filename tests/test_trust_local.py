@@ -447,8 +447,9 @@ def test_no_socket_leaks_when_the_code_raises(spawn):
 # -- 6, 7. a target in a mount namespace of its own: full temporary directories, a chroot inside it ---------
 
 def start_in_own_mount_ns(spawn, py314, app, full=()):
-    """``app`` in a mount namespace of its own, chrooted into the rootfs (a container seen from its host);
-    each directory of ``full`` is a 64 KiB tmpfs there, filled up. The mounts die with the namespace."""
+    """``app`` in mount and pid namespaces of its own, chrooted into the rootfs: a container seen from its
+    host (kubectl wand reaches it with nsenter). Each directory of ``full`` is a 64 KiB tmpfs there, filled
+    up. The mounts die with the namespace, the namespace with its first process (--kill-child)."""
     needs_root()
     if not py314.root or not shutil.which("unshare"):
         pytest.skip("needs the CPython 3.14 rootfs and unshare")
@@ -457,7 +458,11 @@ def start_in_own_mount_ns(spawn, py314, app, full=()):
     steps += ["mount -t tmpfs -o size=64k wand-full %s%s && { head -c 1048576 /dev/zero > %s%s/fill 2>/dev/null; true; }"
              % (py314.root, d, py314.root, d) for d in full]
     steps.append("exec %s %s /usr/bin/python3.14 %s" % (shutil.which("chroot"), py314.root, py314.app(app)))
-    return spawn(app, argv=["unshare", "-m", "--propagation", "private", "sh", "-c", " && ".join(steps)])
+    target = spawn(app, argv=["unshare", "-m", "-p", "-f", "--kill-child", "--propagation", "private", "sh", "-c",
+                              " && ".join(steps)])
+    with open("/proc/%d/task/%d/children" % (target.popen.pid, target.popen.pid)) as f:
+        target.pid = int(f.read().split()[0])  # READY said its pid in its own namespace (1); ours is this
+    return target
 
 
 def dirs_in_view(pid):
@@ -476,7 +481,7 @@ def test_chrooted_target_in_its_own_mount_namespace(spawn, py314):
     app = start_in_own_mount_ns(spawn, py314, "busy.py")
     result = agent({"op": "exec", "pid": app.pid, "code": "import os; os.getpid()", "timeout": 20})
     assert result["status"] == "ok", result
-    assert result["value"] == str(app.pid)
+    assert result["value"] == app.info["pid"]  # its pid in its own namespace
     rows = {r["check"]: r for r in agent({"op": "check", "pid": app.pid})["rows"]}
     assert rows["injector"]["status"] == "ok" and "namespaces" in rows["injector"]["detail"], rows["injector"]
     assert dirs_in_view(app.pid) == [] and app.stderr_so_far() == ""

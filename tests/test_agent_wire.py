@@ -41,7 +41,8 @@ def test_agent_sources_are_verbatim_module_files():
     assert "boot" not in header["modules"] and header["order"][-1] == "main"
 
 
-def test_our_own_agents_are_helpers_not_apps():
+def test_our_own_agents_are_never_the_apps():
     from kubectl_wand.agent import processes
     from kubectl_wand.transport.bundle import AGENT_ARGS
-    assert processes.is_helper(" ".join(["python3"] + AGENT_ARGS))
+    assert processes.is_own(["python3"] + AGENT_ARGS)
+    assert not processes.is_own(["python3", "-c", "import app"])

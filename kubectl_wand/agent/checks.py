@@ -5,8 +5,8 @@ import glob
 import os
 import time
 
-from . import processes, procfs, runtime as runtime_mod
-from .session import blocked_in, main_thread_stack
+from . import private as private_mod, processes, procfs, runtime as runtime_mod, slot as slot_mod
+from .session import STOPPED, blocked_in, main_thread_stack
 
 BLOCKING_CALLS = {"read", "poll", "select", "nanosleep", "accept", "recvfrom", "wait4", "futex", "clock_nanosleep",
                   "epoll_wait", "pselect6", "ppoll", "epoll_pwait", "accept4", "epoll_pwait2"}
@@ -22,6 +22,10 @@ def run(pid: int) -> dict:
         proc = procfs.Proc(pid)
     except ProcessLookupError:
         rows.append(row("process", "fail", "no process %d" % pid, "list them: kubectl wand get processes"))
+        return {"status": "ok", "rows": rows}
+    if proc.state in ("Z", "X"):
+        rows.append(row("process", "fail", "%d (%s) has exited (a zombie its parent has not reaped)" % (
+            pid, proc.comm), "pick a running process: kubectl wand get processes"))
         return {"status": "ok", "rows": rows}
     if not proc.looks_like_python():
         rows.append(row("process", "fail", "%d (%s) is not Python" % (pid, proc.comm),
@@ -50,8 +54,9 @@ def run(pid: int) -> dict:
         rows.append(row("injector", "fail", str(exc)))
         return {"status": "ok", "rows": rows}
     rows.append(injector_row(rt, info))
-    rows.append(tempdir_row(rt))
-    rows.append(debugpy_row(proc))
+    tempdir, free = tempdir_row(rt)
+    rows.append(tempdir)
+    rows.append(debugpy_row(proc, free))
     rows.append(main_thread_row(rt))
     return {"status": "ok", "rows": rows}
 
@@ -88,29 +93,68 @@ def injector_row(rt, info):
     return row("injector", "ok", "CPython %s, %s" % (version, how))
 
 
+BOOTSTRAP_BYTES = 32768  # agent/payload.py and its call line are ~17 KB; a bootstrap fits with room to spare
+
+
 def tempdir_row(rt):
+    """Make a private directory as an injection would, with a file the size of a bootstrap in it: a
+    read-only or full directory (mkdir may still work on a full tmpfs, the write does not) is passed over."""
+    size = BOOTSTRAP_BYTES
     try:
-        private = runtime_mod.private_dir(rt, prefix="wand-check")
-    except runtime_mod.RuntimeProblem as exc:
-        return row("private files", "fail", str(exc), "mount a writable emptyDir at /tmp, or use kubectl wand "
-                                                      "--ephemeral (its debug container lends its own /tmp)")
-    where = private.target_path.rsplit("/", 1)[0]
-    detail = getattr(private, "summary", None) or "%s is writable (0700 dir, 0600 files, owner uid %d)" % (
-        where, rt.proc.euid)
+        private = private_mod.PrivateDir(rt, private_mod.temp_bases(rt.proc), prefix="wand-check",
+                                         files=lambda _path: {"probe": b"\0" * size})
+    except private_mod.NoTempDir as exc:
+        return row("private files", "fail", "no writable temporary directory with room (%s)" % exc,
+                   "mount a writable emptyDir at /tmp (a few MB free), or use kubectl wand --ephemeral (its "
+                   "debug container lends its own /tmp)"), None
+    except private_mod.CannotHandOver:
+        return row("private files", "fail", "cannot give files to uid %d (no CAP_CHOWN)" % rt.proc.euid,
+                   "run kubectl wand as uid %d or as root" % rt.proc.euid), None
+    except private_mod.CannotLend as exc:
+        return row("private files", "fail", str(exc)), None
+    try:
+        vfs = os.fstatvfs(private.base_fd)
+        free = vfs.f_bavail * vfs.f_frsize
+    except OSError:
+        free = None
+    where, lent, owner = private.base, private.lent, private.uid
     private.remove()
-    return row("private files", "ok", detail)
+    if lent:
+        detail = ("%s in the debug container, reached by the target as /proc/<helper>/root%s (0700 dir, 0600 "
+                  "files, owner uid %d; nothing written into its filesystem)" % (where, where, owner))
+    else:
+        detail = "%s is writable (0700 dir, 0600 files, owner uid %d)" % (where, owner)
+    if free is not None:
+        detail += ", %.1f MB free" % (free / 1e6)
+    return row("private files", "ok", detail), free
 
 
-def debugpy_row(proc):
-    found = find_debugpy(proc)
+# Measured: the pure-Python sources attach ships (debugpy 1.8.x) unpack to 11.1 MB.
+SHIP_BYTES = 12_000_000
+
+
+def debugpy_row(proc, free=None):
+    found, unused = find_debugpy(proc)
     if found:
-        return row("debugpy", "ok", "installed: %s" % found)
-    return row("debugpy", "ok", "not installed in the target; attach ships a pure-Python debugpy into a private "
-                                "directory")
+        return row("debugpy", "ok", "importable: %s" % found)
+    detail = "not importable in the target"
+    if unused:
+        detail += " (%s is installed, but %s)" % (unused[0], unused[1])
+    detail += "; attach ships a pure-Python debugpy into a private directory"
+    if free is not None and free < SHIP_BYTES:
+        return row("debugpy", "warn", detail + ", which needs %.0f MB: %.1f MB are free" % (
+            SHIP_BYTES / 1e6, free / 1e6), "free space in the target's /tmp, or mount an emptyDir at /tmp")
+    return row("debugpy", "ok", detail)
 
 
 def find_debugpy(proc):
-    """Where debugpy would be imported from, by looking at the target's site directories (no injection)."""
+    """(where ``import debugpy`` would load it from, or None; (a copy off its path, why) or None), from the
+    target's command line, environment and site directories (no injection).
+
+    Python's path: the script's directory; $PYTHONPATH unless -E/-I; site-packages unless -S.
+    """
+    flags, _xopts = processes.python_options(proc.cmdline)
+    env = proc.environ() or {}
     exe = proc.in_target_view(proc.exe or "").replace(" (deleted)", "")
     name = os.path.basename(exe)
     ver = name[len("python"):] if name.startswith("python") and "." in name else "3*"
@@ -119,13 +163,49 @@ def find_debugpy(proc):
         first = proc.cmdline[0]
         if first.startswith("/") and os.path.basename(os.path.dirname(first)) == "bin":
             prefixes.add(os.path.dirname(os.path.dirname(first)))  # a virtualenv's bin/python
-    env = proc.environ() or {}
-    patterns = [p + "/lib/python%s/%s-packages/debugpy" % (ver, kind) for p in prefixes for kind in ("site", "dist")]
-    patterns += ["/usr/lib/python3/dist-packages/debugpy"]
-    patterns += [p + "/debugpy" for p in env.get("PYTHONPATH", "").split(":") if p.startswith("/")]
-    for pattern in patterns:
-        for hit in glob.glob(proc.host_path(pattern)):
-            return proc.in_target_view(hit[len("/proc/%d/root" % proc.pid):])
+    site = [p + "/lib/python%s/%s-packages" % (ver, kind) for p in prefixes for kind in ("site", "dist")]
+    site += ["/usr/lib/python3/dist-packages"]
+    path = []
+    script = script_of(proc.cmdline)
+    if script and "P" not in flags and "I" not in flags:
+        path.append(os.path.dirname(os.path.join(proc.in_target_view(proc.cwd) or "/", script)))
+    if not flags & {"E", "I"}:
+        path += [p for p in env.get("PYTHONPATH", "").split(":") if p.startswith("/")]
+    if "S" not in flags:
+        path += site
+    for where in path:
+        hit = locate(proc, where)
+        if hit:
+            return hit, None
+    if "S" in flags:
+        for where in site:
+            hit = locate(proc, where)
+            if hit:
+                return None, (hit, "the target runs with python -S, which leaves site-packages off its path")
+    return None, None
+
+
+def script_of(cmdline):
+    """The script a Python command line runs, or None (-c, -m, or the interactive prompt)."""
+    args = cmdline[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-c", "-m") or arg.startswith(("-c", "-m")) or arg == "-":
+            return None
+        if arg.startswith(("-X", "-W")) and len(arg) == 2:
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            return arg
+        i += 1
+    return None
+
+
+def locate(proc, where):
+    """``where``/debugpy as the target sees it, if it exists there (``where`` may hold a glob)."""
+    for hit in glob.glob(proc.host_path(where + "/debugpy")):
+        return proc.in_target_view(hit[len("/proc/%d/root" % proc.pid):])
     return None
 
 
@@ -143,6 +223,16 @@ def main_thread_row(rt, window: float = 0.2):
     time it returns from a blocking call. We watch them over a short sampling window.
     """
     pid = rt.proc.pid
+    state = (procfs.read_text("/proc/%d/stat" % pid) or ")  ").rpartition(")")[2].split()[0]
+    if state in STOPPED:
+        return row("main thread", "fail", "process %d is %s: nothing runs in it until it is continued" % (
+            pid, STOPPED[state]), "kill -CONT %d" % pid)
+    queued = slot_mod.read(rt.proc)
+    if queued is not None and queued.pending:
+        whose = "an earlier kubectl wand injection" if "/wand-" in queued.path else "another debugger"
+        return row("main thread", "warn", "a script is already queued (%s: %s): the main thread has not "
+                   "reached a safe point since" % (whose, queued.path),
+                   "it runs when the main thread returns to Python; kubectl wand waits for the same moment")
     before = wakeups(pid)
     frames = main_thread_stack(rt)
     where = ("%s:%s in %s" % (frames[0]["file"], frames[0]["line"], frames[0]["function"])) if frames else "unknown"

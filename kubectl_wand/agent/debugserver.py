@@ -15,7 +15,7 @@ def run_attach(request, fetch_blob):
     from .session import AgentError, Injection
     pid = int(request["pid"])
     host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
-    injection = Injection(pid, float(request.get("timeout", 15.0)))
+    injection = Injection(pid, request.get("timeout", 15.0))
     if port_taken(host, port) and not ours_on_port(port, pid):
         # Fail before touching the target: debugpy.listen would spawn an adapter only to see it die.
         raise AgentError("port", "port %d is already in use beside the target; choose another with --port" % port)
@@ -93,26 +93,28 @@ def ours_on_port(port: int, pid: int) -> bool:
 
 
 def ship_debugpy(blob: bytes, private):
-    """Unpack a pure-Python debugpy into the private directory, owned by the target's user."""
+    """Unpack a pure-Python debugpy into ``lib/`` of the private directory, owned by the target's user, all
+    of it before the target sees any (private.add_tree; the payload checks ``lib/.complete``)."""
+    import errno
     import io
     import tarfile
-    lib = os.path.join(private.path, "lib")
-    os.mkdir(lib, 0o700)
-    private.own(lib)
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        for member in tar.getmembers():
-            if member.name.startswith(("/", "..")) or "/../" in member.name or not (member.isfile() or member.isdir()):
-                continue
-            dest = os.path.join(lib, member.name)
-            if member.isdir():
-                os.makedirs(dest, 0o700, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(dest), 0o700, exist_ok=True)
-                with tar.extractfile(member) as src:
-                    private.write("lib/" + member.name, src.read())  # 0600, owned by the target's user
-    for dirpath, dirnames, _files in os.walk(lib):
-        for name in dirnames:
-            private.own(os.path.join(dirpath, name))
+    from .session import AgentError
+
+    def members():
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and not member.name.startswith("/"):
+                    with tar.extractfile(member) as src:
+                        yield member.name, src.read()
+    try:
+        private.add_tree("lib", members())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                size = sum(m.size for m in tar.getmembers())
+            raise AgentError("environment", "no room to ship debugpy (%.1f MB) into %s in the target's filesystem; "
+                             "free some space there or mount an emptyDir at /tmp" % (size / 1e6, private.base))
+        raise AgentError("environment", "cannot ship debugpy into %s: %s" % (private.target_path, exc))
 
 
 def dap_message(seq: int, command: str, arguments: dict) -> bytes:

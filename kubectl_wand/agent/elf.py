@@ -77,18 +77,26 @@ def version_string(hexversion: int) -> str:
     return text
 
 
+def runtime_address(mapped_file: str, local_file: str, base: int):
+    """Address of the ``.PyRuntime`` section (``_PyRuntime``, which starts with ``_Py_DebugOffsets``) in the
+    live process, or None. ``local_file`` is ``mapped_file`` reachable from here, ``base`` where its first
+    page is mapped."""
+    found = section_address(local_file, ".PyRuntime")
+    if not found:
+        return None
+    addr, e_type = found
+    return addr + base if e_type == 3 else addr  # position independent: relative to the load base
+
+
 def read_runtime(pid: int, mapped_file: str, local_file: str, base: int):
     """Read _Py_DebugOffsets of a mapped binary from the live process.
 
     ``mapped_file`` is the file as the target maps it, ``local_file`` the same file reachable from here and
     ``base`` the address where its first page is mapped. Returns (hexversion, free_threaded) or None.
     """
-    found = section_address(local_file, ".PyRuntime")
-    if not found:
+    addr = runtime_address(mapped_file, local_file, base)
+    if addr is None:
         return None
-    addr, e_type = found
-    if e_type == 3:  # position independent: section addresses are relative to the load base
-        addr += base
     with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
         mem.seek(addr)
         raw = mem.read(24)

@@ -2,7 +2,8 @@
 
 Usage (the agent passes this file's source with ``-c``):
   inject PID PATH   compile the code read from stdin (if any) with the target's own compiler, so a syntax
-                    error never reaches the target; then ``sys.remote_exec(PID, PATH)``.
+                    error never reaches the target; then ``sys.remote_exec(PID, PATH)``. PATH ``-``: only
+                    compile (our bootstrap is already queued in the target: the agent adopted it).
   stack PID         every thread's Python stack, read from the target's memory without injecting.
 Prints one JSON object on stdout.
 """
@@ -19,6 +20,8 @@ def inject(pid, path):
             return {"ok": False, "kind": "syntax", "error": "%s: %s (line %s)" % (
                 type(exc).__name__, exc.msg, exc.lineno), "line": exc.lineno, "offset": exc.offset,
                 "text": (exc.text or "").rstrip("\n")}
+    if path == "-":
+        return {"ok": True}
     if not hasattr(sys, "remote_exec"):
         return {"ok": False, "kind": "version", "error": "this interpreter has no sys.remote_exec"}
     try:

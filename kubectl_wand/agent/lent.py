@@ -7,7 +7,8 @@ Measured on Kubernetes 1.34 / containerd / runc (a debug container added with ``
   ``chroot /proc/PID/root`` then exec of the target's own interpreter works (17 ms): it sees the target's files
   under the paths its ``/proc/PID/maps`` names, and the app container's ``/proc`` (same PID namespace).
 - The script ``sys.remote_exec`` hands the target must exist in the target's view, and its filesystem may be
-  read-only. We keep the files in *our* filesystem and hand the target ``/proc/<helper>/root/tmp/wand-...``.
+  read-only. We keep the files in *our* filesystem and hand the target ``/proc/<helper>/root/tmp/wand-...``
+  (the directory itself is made by private.PrivateDir, by fd, as for any target).
   Opening ``/proc/X/root`` needs ptrace-read access to X with the opener's fs credentials
   (PTRACE_MODE_READ_FSCREDS): the target has it to a process X of its own fs uid and gid, with no capability
   the target lacks, that is dumpable. Setting the uid makes a process non-dumpable; ``prctl(PR_SET_DUMPABLE,
@@ -21,11 +22,9 @@ Measured on Kubernetes 1.34 / containerd / runc (a debug container added with ``
 """
 from __future__ import annotations
 
-import atexit
 import os
 import select
 import shutil
-import stat
 import sys
 import time
 
@@ -60,125 +59,6 @@ def fs_ids(proc):
     uids = proc.status.get("Uid", "0 0 0 0").split()
     gids = proc.status.get("Gid", "0 0 0 0").split()
     return int(uids[-1]), int(gids[-1])
-
-
-class LentDir:
-    """A private directory in our filesystem (0700, owned by the target's fs uid/gid) that the target reaches
-    as ``target_path`` = /proc/<helper>/root<path>. The same interface as runtime.PrivateDir."""
-
-    mirror = None  # the injector runs in the target's root, where target_path resolves: no placeholder needed
-
-    def __init__(self, runtime, prefix="wand"):
-        self.runtime = runtime
-        proc = runtime.proc
-        self.uid, self.gid = fs_ids(proc)
-        self.helper = None
-        name = "%s-%d-%s" % (prefix, proc.pid, os.urandom(6).hex())
-        errors = []
-        for base in self._candidates():
-            path = base.rstrip("/") + "/" + name
-            try:
-                with self.as_target():
-                    os.mkdir(path, 0o700)
-            except OSError as exc:
-                errors.append("%s: %s" % (base, exc.strerror))
-                continue
-            self.path = path
-            break
-        else:
-            raise LendProblem("no writable temporary directory in the debug container (%s)" % "; ".join(errors))
-        try:
-            self.helper = Helper(self.uid, self.gid, self.path)
-        except BaseException:
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise
-        self.target_path = "/proc/%d/root%s" % (self.helper.pid, self.path)
-        atexit.register(self._at_exit)
-
-    @staticmethod
-    def _candidates():
-        env = os.environ.get("TMPDIR", "")
-        return ([env] if env.startswith("/") and env not in TMP_CANDIDATES else []) + list(TMP_CANDIDATES)
-
-    def as_target(self):
-        return AsUser(self.uid, self.gid)
-
-    @property
-    def summary(self) -> str:
-        return ("%s in the debug container, reached by the target as /proc/<helper>/root%s (0700 dir, 0600 files, "
-                "owner uid %d; nothing written into its filesystem)" % (os.path.dirname(self.path),
-                                                                       os.path.dirname(self.path), self.uid))
-
-    def write(self, name: str, data: bytes, mirror: bool = False) -> str:
-        """Write a private file (0600) as the target's user: a link it planted in its own directory gives it
-        nothing it could not do itself. Returns the path in the target's view."""
-        full = self.path + "/" + name
-        self._own_parents(os.path.dirname(full))
-        with self.as_target():
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        return self.target_path + "/" + name
-
-    def _own_parents(self, parent):
-        """Directories a caller made inside ours as root (debugpy's tree) become the target's, so that it can
-        write there: each is lchown'ed, never followed (a link stays a link, and root's)."""
-        rel = os.path.relpath(parent, self.path)
-        if rel == "." or rel.startswith(".."):
-            return
-        path = self.path
-        for part in rel.split("/"):
-            path += "/" + part
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) != (self.uid, self.gid):
-                self.own(path)
-
-    def own(self, full: str):
-        if os.geteuid() == 0 and (self.uid, self.gid) != (0, 0):
-            os.lchown(full, self.uid, self.gid)
-
-    def remove_mirror(self):
-        pass
-
-    def remove(self):
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self.helper is not None:
-            self.helper.finish()
-            self.helper = None
-
-    def _at_exit(self):
-        """Left in place (a pending injection): answer first, then keep the path reachable until the target
-        has read the script (it deletes it) or LINGER passes, then reap the helper and clean up."""
-        if self.helper is None:
-            return
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # kubectl exec ends for the CLI now; we only wait for the target
-            try:
-                os.dup2(devnull, fd)
-            except OSError:
-                pass
-        self.helper.finish()
-        self.helper = None
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-class AsUser:
-    """Act with another effective uid/gid for file operations (root only; a no-op otherwise)."""
-
-    def __init__(self, uid, gid):
-        self.uid, self.gid = uid, gid
-        self.active = os.geteuid() == 0 and (uid, gid) != (0, 0)
-
-    def __enter__(self):
-        if self.active:
-            os.setegid(self.gid)
-            os.seteuid(self.uid)
-        return self
-
-    def __exit__(self, *exc):
-        if self.active:
-            os.seteuid(0)  # the saved uid is 0: this restores root and its effective capabilities
-            os.setegid(0)
 
 
 class Helper:

@@ -76,8 +76,9 @@ def dispatch(request, fetch_blob, emit, stop):
 
 
 def watch(pid: int, stop=None) -> dict:
-    """Wait until ``pid`` exits; then, if its parent starts another Python worker (a reloader or a
-    supervisor restarting it), return that worker's pid. Returns early when ``stop`` is set (the CLI left).
+    """Wait until ``pid`` exits; then, if its parent starts another Python worker, return that worker's pid
+    and ``why``: "reload" (a reloader replaced it after a code change) or "respawn" (a supervisor such as
+    gunicorn's master restarted a worker that died). Returns early when ``stop`` is set (the CLI left).
     """
     import select
     from . import procfs
@@ -111,9 +112,12 @@ def watch(pid: int, stop=None) -> dict:
             return {"status": "cancelled"}
         # No kernel event announces a new child to a non-parent: look every 0.2 s until the reloader's
         # new worker appears (it usually takes well under a second).
-        for info in processes.list_processes(cpu_window=0):
+        infos = processes.list_processes(cpu_window=0)
+        for info in infos:
             if info["ppid"] == parent and info["pid"] not in known and info["role"] != "helper":
-                return {"status": "restarted", "old": pid, "pid": info["pid"]}
+                roles = [i["role"] for i in infos if i["pid"] == parent]
+                why = "reload" if roles == ["reload-parent"] else "respawn"
+                return {"status": "restarted", "old": pid, "pid": info["pid"], "why": why}
         time.sleep(0.2)
     return {"status": "exited", "pid": pid}
 
@@ -121,8 +125,9 @@ def watch(pid: int, stop=None) -> dict:
 def run_exec(request):
     from .session import Injection
     code = request["code"]
-    injection = Injection(int(request["pid"]), float(request.get("timeout", 10.0)))
-    return injection.run({"op": "exec", "code": code, "timeout": request.get("timeout", 10.0)},
+    injection = Injection(int(request["pid"]), request.get("timeout", 10.0))
+    return injection.run({"op": "exec", "code": code, "timeout": injection.timeout,
+                          "max_output": int(request.get("max_output", 1 << 20))},
                          code_for_check=code.encode("utf-8"))
 
 

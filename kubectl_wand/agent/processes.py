@@ -10,9 +10,13 @@ MIN_VERSION = (3, 14)
 HELPER_MARKERS = (
     "multiprocessing.resource_tracker", "multiprocessing.forkserver", "semaphore_tracker",
     "debugpy/adapter", "debugpy.adapter", "debugpy/launcher", "pydevd",
-    "exec(json.loads(sys.stdin.buffer.readline()))",  # another kubectl-wand agent (e.g. attach's watcher)
     "kubectl-wand-idle",  # the idle process of a kubectl-wand ephemeral debug container (it shares the PIDs)
 )
+# kubectl-wand's own processes beside the target are never the app's and never listed: the agent in a pod
+# (`python3 -S -c LOADER`, kube/transport.py: the attach watcher lives for the whole attach) and the
+# injector (the target's interpreter running agent/injector.py, for a few milliseconds).
+AGENT_LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
+INJECTOR_MARK = '"""Runs under the *target\'s* interpreter'
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 
 
@@ -164,6 +168,15 @@ def is_worker(info, parent, procs) -> bool:
     return is_reloader(procs[parent["pid"]], parent["command"], siblings)
 
 
+def is_own(cmdline) -> bool:
+    """Whether this command line is one of kubectl-wand's own processes."""
+    for i, arg in enumerate(cmdline[:-1]):
+        if arg == "-c":
+            code = cmdline[i + 1]
+            return code == AGENT_LOADER or code.startswith(INJECTOR_MARK)
+    return False
+
+
 def is_helper(cmd: str) -> bool:
     return any(m in cmd for m in HELPER_MARKERS)
 
@@ -200,7 +213,7 @@ def list_processes(only_pid=None, cpu_window: float = 0.2):
             proc = procfs.Proc(pid)
         except (ProcessLookupError, ValueError, IndexError):
             continue
-        if proc.looks_like_python():
+        if proc.looks_like_python() and not is_own(proc.cmdline):
             procs[pid] = proc
     infos = []
     for pid, proc in sorted(procs.items()):

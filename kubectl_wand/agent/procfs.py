@@ -59,7 +59,8 @@ class Proc:
         self.state = fields[0]
         self.ppid = int(fields[1])
         self.cpu_ticks = int(fields[11]) + int(fields[12])
-        self.start_time = BOOT_TIME + int(fields[19]) / CLK_TCK
+        self.start_ticks = int(fields[19])  # with the pid, names this process for as long as it lives
+        self.start_time = BOOT_TIME + self.start_ticks / CLK_TCK
         self.rss = int(fields[21]) * PAGE_SIZE
         raw = read_text("/proc/%d/cmdline" % pid) or ""
         self.cmdline = raw.split("\0")[:-1] if raw.endswith("\0") else ([raw] if raw else [])
@@ -156,8 +157,8 @@ class Proc:
             return True
         return bool(self.exe and LIBPYTHON.search(self.maps() or ""))
 
-    def runtime(self):
-        """(hexversion, free_threaded) read from the live process's debug offsets, or None."""
+    def _runtime_binary(self):
+        """(mapped path, the same file reachable from here, load base) of the CPython runtime, or None."""
         found = self.python_binary()
         if not found:
             return None
@@ -165,8 +166,25 @@ class Proc:
         local = mapped
         if not os.path.exists(local) or self.root not in (None, "/"):
             local = self.host_path(self.in_target_view(mapped))
+        return mapped, local, base
+
+    def runtime(self):
+        """(hexversion, free_threaded) read from the live process's debug offsets, or None."""
+        found = self._runtime_binary()
+        if not found:
+            return None
         try:
-            return elf.read_runtime(self.pid, mapped, local, base)
+            return elf.read_runtime(self.pid, *found)
+        except (OSError, ValueError):
+            return None
+
+    def runtime_address(self):
+        """Where ``_PyRuntime`` lives in the process's memory, or None."""
+        found = self._runtime_binary()
+        if not found:
+            return None
+        try:
+            return elf.runtime_address(*found)
         except (OSError, ValueError):
             return None
 
@@ -247,6 +265,14 @@ def my_permitted_caps() -> int:
 def yama_scope():
     text = read_text("/proc/sys/kernel/yama/ptrace_scope")
     return int(text) if text and text.strip().isdigit() else None
+
+
+def pidns(pid: int):
+    """The inode of ``pid``'s pid namespace, or None."""
+    try:
+        return os.stat("/proc/%d/ns/pid" % pid).st_ino
+    except OSError:
+        return None
 
 
 def same_file(a: str, b: str) -> bool:

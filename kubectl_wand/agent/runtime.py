@@ -5,9 +5,11 @@ target's own binary (``/proc/PID/exe``). That binary links against the libraries
 - same root as ours (a pod, a plain local process): run ``/proc/PID/exe`` directly;
 - a chroot in our mount namespace: run it through the target's own dynamic loader and libraries, reached via
   ``/proc/PID/root`` (a chroot would hide ``/proc``, which the injector needs to read the target's maps);
-- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces;
+- another mount namespace (a container seen from its host): ``nsenter`` into its mount and pid namespaces and
+  its root (``-r``: a chroot inside that namespace; without it the binary's path means nothing there);
 - another container of the same pod, from an ephemeral debug container (same PID namespace, no CAP_SYS_ADMIN for
   nsenter): chrooted into ``/proc/PID/root``, with private files lent from our filesystem (``lent``).
+Private files (private.py) are made through ``root_dir``, the target's root as we reach it.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ except ImportError:
 
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu",
             "usr/lib/aarch64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib", "usr/local/lib")
-TMP_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 class RuntimeProblem(Exception):
@@ -50,6 +51,11 @@ class TargetRuntime:
         return "chroot" if self.chroot_ok else "nsenter"
 
     @property
+    def root_dir(self) -> str:
+        """The target's root directory, reached from here."""
+        return "/" if self.same_root else "/proc/%d/root" % self.proc.pid
+
+    @property
     def injector_pid(self) -> int:
         """The target's pid as the injector sees it."""
         return self.proc.inner_pid if self.mode == "nsenter" else self.proc.pid
@@ -68,7 +74,7 @@ class TargetRuntime:
             if os.geteuid() != 0 or not nsenter:
                 raise RuntimeProblem("target %d runs in another mount namespace (a container): injecting from "
                                      "here needs root and nsenter; run kubectl wand inside its pod instead" % pid)
-            return [nsenter, "-t", str(pid), "-m", "-p", "--", exe_inside, "-I", "-S"] + list(args), env
+            return [nsenter, "-t", str(pid), "-m", "-p", "-r", "--", exe_inside, "-I", "-S"] + list(args), env
         root = "/proc/%d/root" % pid
         try:
             loader = elf.interpreter("/proc/%d/exe" % pid)
@@ -90,95 +96,3 @@ class TargetRuntime:
         argv, env = self.command(args)
         return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                               timeout=timeout, cwd="/")
-
-
-class PrivateDir:
-    """A directory only the target's user can read (0700), named uniquely, visible to the target.
-
-    ``target_path`` is its name in the target's view; ``path`` reaches it from here. When our root differs
-    from the target's and the injector runs in our view (loader mode), ``sys.remote_exec`` checks that the
-    script exists in *the caller's* view too, so a placeholder of the same name is made here as well.
-    """
-
-    def __init__(self, runtime: TargetRuntime, prefix: str = "wand"):
-        self.runtime = runtime
-        proc = runtime.proc
-        self.uid, self.gid = proc.euid, proc.egid
-        name = "%s-%d-%s" % (prefix, proc.pid, os.urandom(6).hex())
-        errors = []
-        for base in self._candidates():
-            target_path = base.rstrip("/") + "/" + name
-            path = target_path if runtime.same_root else proc.host_path(target_path)
-            if len(path) > 80:  # leave room under the 108-byte AF_UNIX limit for a socket inside
-                errors.append("%s: path too long" % base)
-                continue
-            try:
-                self._make(path)
-            except OSError as exc:
-                errors.append("%s: %s" % (base, exc.strerror))
-                continue
-            self.target_path, self.path = target_path, path
-            self.mirror = None
-            if runtime.mode == "loader":
-                try:
-                    self._make(target_path)
-                    self.mirror = target_path
-                except OSError as exc:
-                    self.remove()
-                    errors.append("%s here: %s" % (base, exc.strerror))
-                    continue
-            return
-        raise RuntimeProblem("no writable temporary directory in the target's filesystem (%s); mount an "
-                             "emptyDir at /tmp" % "; ".join(errors))
-
-    def _candidates(self):
-        seen = []
-        env = self.runtime.proc.environ() or {}
-        for base in ([env["TMPDIR"]] if env.get("TMPDIR", "").startswith("/") else []) + list(TMP_CANDIDATES):
-            if base not in seen:
-                seen.append(base)
-        return seen
-
-    def _make(self, path: str):
-        os.mkdir(path, 0o700)
-        try:
-            if os.geteuid() == 0 and (self.uid, self.gid) != (0, 0):
-                os.chown(path, self.uid, self.gid)
-        except OSError:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-
-    def write(self, name: str, data: bytes, mirror: bool = False) -> str:
-        """Write a private file (0600, owned by the target's user); return its path in the target's view."""
-        for path in [self.path] + ([self.mirror] if mirror and self.mirror else []):
-            full = path + "/" + name
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            self.own(full)
-        return self.target_path + "/" + name
-
-    def own(self, full: str):
-        if os.geteuid() == 0 and (self.uid, self.gid) != (0, 0):
-            os.chown(full, self.uid, self.gid)
-
-    def remove_mirror(self):
-        if self.mirror:
-            shutil.rmtree(self.mirror, ignore_errors=True)
-            self.mirror = None
-
-    def remove(self):
-        self.remove_mirror()
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-def private_dir(runtime: TargetRuntime, prefix: str = "wand"):
-    """The private directory for an injection: in the target's filesystem (PrivateDir), or, for a target in
-    another container (chroot mode), in ours and lent to it (lent.LentDir: nothing is written into its
-    filesystem, which may be read-only)."""
-    if runtime.mode == "chroot":
-        try:
-            return lent.LentDir(runtime, prefix)
-        except lent.LendProblem as exc:
-            raise RuntimeProblem(str(exc))
-    return PrivateDir(runtime, prefix)

@@ -1,19 +1,28 @@
 """One injection: private directory, bootstrap, Unix socket back-channel, deadline, cleanup.
 
 Protocol (all JSON lines over a Unix socket in the private directory):
-  agent: mkdir 0700 (owned by the target's uid) -> bind socket -> write bootstrap.py (payload source + call)
+  agent: a private directory (private.py) holding the socket and bootstrap.py (payload source + call)
   agent: run the injector (the target's own interpreter) -> sys.remote_exec(pid, bootstrap.py)
   target main thread, at its next safe point: connect -> hello -> request -> result
-Nothing waits on a fixed sleep: the agent blocks in accept()/recv() with the time left of the deadline.
+Nothing waits on a fixed sleep: the agent blocks in select() on the socket and the target's pidfd, with
+the time left of the deadline (wait.py).
+
+Lifecycle of the directory (docs/security.md): removed before we return, except that a bootstrap the target
+has queued but not taken stays (deleting it would make CPython print "Can't open debugger script" into the
+app's log when it wakes) until the target takes it (it then removes itself and the directory), or until a
+later injection into the same target adopts it, or a later run finds the target gone (reap.py).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import struct
 import time
 
-from . import processes, procfs, runtime as runtime_mod
+from . import private as private_mod, processes, procfs, reap, runtime as runtime_mod, slot as slot_mod
+from .wait import Exited, Watch
 
 SOURCES = {}  # module name -> source text; filled when the agent arrives in a pod without files
 
@@ -29,12 +38,33 @@ def module_source(name: str) -> str:
 from .protocol import AgentError  # noqa: E402,F401  (defined once, in the protocol; re-exported here)
 
 
+STOPPED = {"T": "stopped (state T: SIGSTOP or job control)", "t": "stopped by a tracer (state t: a debugger)"}
+
+
+def check_timeout(value, name="--timeout"):
+    """A finite, positive number of seconds, or AgentError("usage"): never inject with a deadline we cannot
+    keep (nan makes every comparison false; 0 or less would give up before the target could answer)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise AgentError("usage", "%s must be a positive number of seconds, not %r" % (name, value))
+    return seconds
+
+
 def target(pid: int):
     """The process and how to run its interpreter, or an AgentError saying why we cannot."""
     try:
         proc = procfs.Proc(pid)
     except ProcessLookupError:
         raise AgentError("not-found", "no process %d here" % pid)
+    if proc.state in ("Z", "X"):
+        raise AgentError("exited", "process %d (%s) has exited (a zombie its parent has not reaped yet)"
+                         % (pid, proc.comm))
+    if proc.state in STOPPED:
+        raise AgentError("stopped", "process %d is %s: it runs nothing until continued; resume it (kill -CONT "
+                         "%d) and retry" % (pid, STOPPED[proc.state], pid))
     if not proc.looks_like_python():
         raise AgentError("not-python", "process %d (%s) is not a Python process" % (pid, proc.comm))
     info = processes.describe(proc)
@@ -83,31 +113,33 @@ def blocked_in(pid: int):
     return names.get(nr, "syscall %d" % nr) if nr >= 0 else None
 
 
+
 class Injection:
     """Inject the payload into ``pid`` and exchange one request/result with it."""
 
     def __init__(self, pid: int, timeout: float = 10.0):
-        self.pid, self.timeout = pid, timeout
+        self.timeout = check_timeout(timeout)
+        self.pid = pid
         self.proc, self.rt = target(pid)
-        self.token = os.urandom(16).hex()
+        self.answered = False  # whether the injector said why it did not queue the bootstrap
 
     def run(self, request: dict, code_for_check: bytes = b"", on_hello=None, stream=None) -> dict:
         """``stream(conn, hello) -> dict``, if given, takes over the connection once the request is sent
         (a long-lived exchange such as trace) and its return value is the result."""
-        deadline = time.monotonic() + self.timeout
-        lock = self._lock(deadline)
+        lock = self._lock()
         try:
-            return self._run(request, code_for_check, on_hello, deadline, stream, lock)
+            # The deadline counts from here: time spent waiting for another injection is not the target's.
+            return self._run(request, code_for_check, on_hello, time.monotonic() + self.timeout, stream, lock)
         finally:
             lock.close()
 
-    def _lock(self, deadline):
+    def _lock(self):
         """One injection per target at a time: the target has a single pending-script slot.
 
         An abstract Unix socket is the lock: the kernel drops it when we exit, and it leaves no file.
         """
-        start = procfs.read_text("/proc/%d/stat" % self.pid) or ""
-        name = "\0kubectl-wand-%d-%s" % (self.pid, start.rpartition(")")[2].split()[19] if start else "")
+        name = "\0kubectl-wand-%d-%d" % (self.pid, self.proc.start_ticks)
+        started = time.monotonic()
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -115,73 +147,87 @@ class Injection:
                 return sock
             except OSError:
                 sock.close()
-                if time.monotonic() > deadline:
-                    raise AgentError("busy", "another kubectl wand injection into %d is still running" % self.pid)
+                if time.monotonic() - started > self.timeout:
+                    raise AgentError("busy", "another kubectl wand injection into process %d is still running "
+                                     "(waited %gs for it); retry when it has finished" % (self.pid, self.timeout))
                 time.sleep(0.05)  # another injection holds the target; poll the lock until it is free
 
     def _run(self, request, code_for_check, on_hello, deadline, stream=None, lock=None):
+        reader = slot_mod.Reader(self.proc)
+        watch = Watch(self.proc, reader)
+        bases = private_mod.temp_bases(self.proc)
+        queued = reap.sweep(self.rt, bases, reader)
+        private = private_mod.PrivateDir.adopt(self.rt, *queued) if queued else None
+        if private is not None:
+            try:
+                private.rebind("s")
+            except OSError:  # someone of the target's uid interferes: queue our own (the old one is dead then)
+                private.close()
+                private = None
+        if private is not None:
+            state = "queued"  # adopted: its bootstrap is the one in the slot, it will connect to the new socket
+        else:
+            private = self._private_dir(bases)
+            state = "made"
+        script = private.target_path + "/bootstrap.py"
         try:
-            private = runtime_mod.private_dir(self.rt)
-        except runtime_mod.RuntimeProblem as exc:  # e.g. no writable temporary directory: one line, not a traceback
-            raise AgentError("environment", str(exc))
-        abandoned = False
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock_path = private.path + "/s"
-        try:
-            listener.bind(sock_path)
-            os.chmod(sock_path, 0o600)
-            private.own(sock_path)
-            listener.listen(1)
-            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
-                json.dumps(private.target_path + "/s"), json.dumps(private.target_path), json.dumps(self.token))
-            script = private.write("bootstrap.py", source.encode(), mirror=True)
-            self._inject(script, code_for_check, deadline)
+            if state == "made":
+                state = "maybe"  # from here the injector may have queued it: never delete it unseen
+                try:
+                    self._inject(script, code_for_check, deadline)
+                except AgentError:
+                    if self.answered:
+                        state = "made"  # the injector said no: nothing was queued
+                    raise
+                state = "queued"
+            elif code_for_check:
+                self._inject("-", code_for_check, deadline)  # adopted: still judge the code by its compiler
             private.remove_mirror()  # only sys.remote_exec's existence check in our view needed it
-            conn = self._accept(listener, deadline)
-            if conn is None:
-                abandoned = True
-                return self._pending(private)
-            with conn:
-                channel = conn.makefile("rwb")
-                hello = json.loads(channel.readline() or b"{}")
-                if hello.get("token") != self.token:
-                    raise AgentError("inject", "an unexpected process answered the injection")
-                if on_hello is not None:
-                    request = on_hello(hello, request, private)
-                    if "status" in request:  # decided without running anything (e.g. existing server)
-                        channel.write(b'{"op": "noop"}\n')
-                        channel.flush()
-                        return dict(request, hello=hello)
-                channel.write(json.dumps(request).encode() + b"\n")
-                channel.flush()
-                if stream is not None:
-                    # The script slot is consumed and the socket file has done its job: free both now, so
-                    # other verbs can inject beside a long stream and a killed agent leaves no directory.
-                    lock.close()
-                    private.remove()
-                    return stream(conn, hello)
-                # The payload enforces the code's own deadline; allow it a moment to report.
-                conn.settimeout(max(0.5, deadline - time.monotonic()) + 2.0)
-                try:
-                    line = channel.readline()
-                except socket.timeout:
-                    line = b""
-                if not line:
-                    return self._still_running()
-                result = json.loads(line)
-                result["hello"] = hello
-                return result
+            verdict, detail = watch.bootstrap(private.listener, script, lambda: private.has("bootstrap.py"),
+                                              deadline)
+            if verdict in ("pending", "unknown"):
+                return self._pending(private, watch)
+            if verdict != "connected":
+                state = "dead"
+                raise self._not_run(verdict, detail)
+            state = "connected"
+            with detail as conn:
+                return self._exchange(conn, watch, private, request, on_hello, deadline, stream, lock)
+        except Exited:
+            state = "dead"
+            raise AgentError("exited", "process %d exited while kubectl wand waited for it" % self.pid)
         finally:
-            listener.close()
-            if abandoned:
-                # The bootstrap stays until the main thread wakes: it finds no socket and deletes itself.
-                try:
-                    os.unlink(sock_path)
-                except OSError:
-                    pass
-                private.remove_mirror()
+            watch.close()
+            if state in ("maybe", "queued") and self._still_holds(reader, script, watch):
+                private.remove(keep=("bootstrap.py",))  # the target still holds it: it removes itself later
             else:
                 private.remove()
+
+    @staticmethod
+    def _still_holds(reader, script, watch):
+        """Whether the target may still open our bootstrap: queued, or just taken (about to be opened). When
+        the slot cannot be read, assume it may."""
+        if not watch.alive():
+            return False
+        current = reader.read()
+        return current is None or current.path == script
+
+    def _private_dir(self, bases):
+        def files(target_path):
+            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
+                json.dumps(target_path + "/s"), json.dumps(target_path), json.dumps(target_path.rsplit("/", 1)[1]))
+            return {"bootstrap.py": source.encode()}
+        try:
+            return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))
+        except private_mod.NoTempDir as exc:
+            raise AgentError("environment", "no room for kubectl wand's private files in process %d's filesystem "
+                             "(%s); mount a writable emptyDir at /tmp (a few MB free)" % (self.pid, exc))
+        except private_mod.CannotLend as exc:
+            raise AgentError("environment", str(exc))
+        except private_mod.CannotHandOver:
+            raise AgentError("permission", "process %d runs as uid %d and kubectl wand (uid %d) may not give it "
+                             "files (no CAP_CHOWN); run as uid %d or as root" % (
+                                 self.pid, self.proc.euid, os.geteuid(), self.proc.euid))
 
     def _inject(self, script, code_for_check, deadline):
         args = ["-c", module_source("injector"), "inject", str(self.rt.injector_pid), script]
@@ -197,27 +243,71 @@ class Injection:
             err = (done.stderr or b"").decode("utf-8", "replace").strip().splitlines()
             raise AgentError("inject", "the injector failed: %s" % (err[-1] if err else "exit %d" % done.returncode))
         if not result.get("ok"):
+            self.answered = True  # it ran and refused: nothing was queued
             raise AgentError(result.get("kind", "inject"), result.get("error", "injection failed"),
                              **{k: result[k] for k in ("line", "offset", "text") if k in result})
 
-    def _accept(self, listener, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        listener.settimeout(remaining)
-        try:
-            conn, _ = listener.accept()
-        except socket.timeout:
-            return None
+    def _exchange(self, conn, watch, private, request, on_hello, deadline, stream, lock):
+        peer = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        if peer != self.pid:
+            raise AgentError("inject", "process %d, not the target %d, answered the injection" % (peer, self.pid))
         conn.settimeout(max(1.0, deadline - time.monotonic()))
-        return conn
+        with conn.makefile("rwb") as channel:
+            hello = json.loads(channel.readline() or b"{}")
+            if hello.get("token") != private.name:
+                raise AgentError("inject", "an unexpected bootstrap answered the injection")
+            # Ours ran, so any other directory of this target is dead (one slot; the lock is ours).
+            reap.sweep(self.rt, private_mod.temp_bases(self.proc), watch.reader, keep=private.name)
+            if on_hello is not None:
+                request = on_hello(hello, request, private)
+                if "status" in request:  # decided without running anything (e.g. existing server)
+                    channel.write(b'{"op": "noop"}\n')
+                    channel.flush()
+                    return dict(request, hello=hello)
+            channel.write(json.dumps(request).encode() + b"\n")
+            channel.flush()
+            if stream is not None:
+                # The script slot is consumed and the socket file has done its job: free both now, so
+                # other verbs can inject beside a long stream and a killed agent leaves no directory.
+                lock.close()
+                private.remove()
+                return stream(conn, hello)
+            # The payload enforces the code's own deadline; allow it a moment to report.
+            if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + 2.0):
+                return self._still_running()
+            conn.settimeout(5.0)  # it started answering: the rest of the line follows at once
+            line = channel.readline()
+            if not line:
+                if watch.exits_within(1.0):
+                    raise Exited()
+                raise AgentError("inject", "the payload in process %d closed the connection without answering "
+                                 "(did the code close file descriptors?)" % self.pid)
+            result = json.loads(line)
+            result["hello"] = hello
+            return result
 
-    def _pending(self, private):
+    def _not_run(self, verdict, detail):
+        if verdict == "refused":
+            return AgentError("refused", "process %d took the injected script but did not run it: the app refuses "
+                              "remote debugging (an audit hook on cpython.remote_debugger_script, or an open_code "
+                              "hook); nothing ran and nothing was left behind" % self.pid)
+        if verdict == "replaced":
+            return AgentError("busy", "another debugger queued its own script in process %d (%s) before its main "
+                              "thread ran ours; nothing of this request will run; retry when it is done"
+                              % (self.pid, detail))
+        return AgentError("inject", "the bootstrap started in process %d but never connected back" % self.pid)
+
+    def _pending(self, private, watch):
         frames = main_thread_stack(self.rt)
-        return {"status": "pending", "frames": frames, "syscall": blocked_in(self.pid),
-                "left_behind": private.target_path + "/bootstrap.py",
-                "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
-                         "safe point" % (self.timeout, self.pid)}
+        state = watch.state()
+        result = {"status": "pending", "frames": frames, "syscall": blocked_in(self.pid),
+                  "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
+                  "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
+                           "safe point" % (self.timeout, self.pid)}
+        if state in STOPPED:
+            result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
+                          "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))
+        return result
 
     def _still_running(self):
         frames = main_thread_stack(self.rt)

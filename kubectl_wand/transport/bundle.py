@@ -10,10 +10,12 @@ import os
 import threading
 
 from .. import agent as agent_pkg
+from ..agent.processes import AGENT_LOADER
 
 # The command line stays tiny (it shows up in `ps`, kubelet URLs and error messages): it reads
-# agent/boot.py's source as the first stdin line and runs it.
-LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
+# agent/boot.py's source as the first stdin line and runs it. Defined beside the listing that recognises our own
+# agents by it (they are never listed as the app's processes).
+LOADER = AGENT_LOADER
 
 # -S: no `site`. The agent needs only the standard library, and skipping site-packages (.pth files and any
 # sitecustomize: APM auto-instrumentation, for one, would otherwise start inside our agent) saves ~10 ms of CPU

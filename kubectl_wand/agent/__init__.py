@@ -8,25 +8,23 @@ target itself, on its main thread).
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("protocol", "elf", "procfs", "processes", "choose", "lent", "runtime", "fdops", "private", "reap",
-           "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "main")
+MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
+           "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
 PASSENGERS = ("injector", "payload", "sampler", "codefinder", "probe")
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
 # operation uses (listing 20 pods must not ship the debug server 20 times; exec-py's header was 118 KB of
 # sources when it carried everything).
 CORE = ("protocol", "elf", "procfs", "processes")
-INJECT = CORE + ("choose", "runtime", "fdops", "private", "reap", "slot", "wait", "session")
+INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "slot", "wait", "session")
 NEEDS = {
     "list": (CORE + ("main",), ()),
     "watch": (CORE + ("main",), ()),
     "exec": (INJECT + ("main",), ("injector", "payload")),
     "attach": (INJECT + ("debugserver", "main"), ("injector", "payload")),
     "check": (INJECT + ("checks", "main"), ("injector",)),
-    "stack": (CORE + ("runtime", "fdops", "private", "reap", "slot", "wait", "session", "observe", "main"),
-              ("sampler",)),
-    "profile": (CORE + ("runtime", "fdops", "private", "reap", "slot", "wait", "session", "observe", "main"),
-                ("sampler",)),
+    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("sampler",)),
+    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("sampler",)),
     "trace": (INJECT + ("tracing", "main"), ("injector", "payload", "codefinder", "probe")),
 }
 

@@ -21,6 +21,6 @@ for name in header["order"]:
     sys.modules[module.__name__] = module
     exec(compile(header["modules"][name], module.__file__, "exec"), module.__dict__)
     setattr(package, name, module)
-if "wand_agent.session" in sys.modules:
-    sys.modules["wand_agent.session"].SOURCES.update(header["modules"])
+if "wand_agent.sources" in sys.modules:
+    sys.modules["wand_agent.sources"].SOURCES.update(header["modules"])
 sys.modules["wand_agent.main"].serve_stdio()

@@ -20,7 +20,7 @@ import time
 
 from . import processes, procfs, runtime as runtime_mod
 from .protocol import AgentError
-from .session import module_source
+from .sources import module_source
 
 MIN_VERSION = (3, 14)
 STACK_TIMEOUT = 15.0     # one stack read takes ~25 ms here (interpreter start included); a loaded node is slower

@@ -24,17 +24,7 @@ import time
 from . import private as private_mod, processes, procfs, reap, runtime as runtime_mod, slot as slot_mod
 from .wait import Exited, Watch
 
-SOURCES = {}  # module name -> source text; filled when the agent arrives in a pod without files
-
-
-def module_source(name: str) -> str:
-    if name in SOURCES:
-        return SOURCES[name]
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
-        return f.read()
-
-
+from .sources import SOURCES, module_source  # noqa: E402,F401  (re-exported for the agent modules)
 from .protocol import AgentError  # noqa: E402,F401  (defined once, in the protocol; re-exported here)
 
 

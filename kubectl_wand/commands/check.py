@@ -43,7 +43,7 @@ class Options(TargetOptions):
                 rows.append({"check": "python", "status": "fail", "detail": exc.message, "fix": ""})
         denied = [r for r in rows if r["check"] == "permission" and r["status"] == "fail"]
         fix = transport.permission_fix() if denied else None  # one API read
-        exec_path = not transport.local and not getattr(transport, "ephemeral", False)
+        exec_path = not transport.local and not transport.ephemeral
         for r in denied:
             r["fix"] = (fix or r["fix"]) + ("; or add --ephemeral (a debug container with SYS_PTRACE of its own, no "
                                             "restart)" if exec_path else "")

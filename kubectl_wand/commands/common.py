@@ -194,14 +194,14 @@ def check_result(result: dict, transport):
     --ephemeral where it would help)."""
     if result.get("status") == "error":
         error = errors.from_agent(result, transport.where)
-        exec_path = not transport.local and not getattr(transport, "ephemeral", False)
+        exec_path = not transport.local and not transport.ephemeral
         if result.get("kind") == "permission":
             fix = transport.permission_fix()
             if fix:
                 error.message += "; the container lacks SYS_PTRACE: " + fix
             if exec_path:
                 error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
-        elif exec_path and "temporary directory" in (result.get("error") or ""):
+        elif exec_path and result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
             error.message += EPHEMERAL_HINT % "with a writable /tmp of its own (nothing is written into the app's)"
         raise error
     return result

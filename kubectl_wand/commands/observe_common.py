@@ -63,8 +63,7 @@ def entries(results, err, opts):
             entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
             if "error" in entry:
                 hint = ""
-                if entry.get("kind") == "permission" and not transport.local and not getattr(transport, "ephemeral",
-                                                                                              False):
+                if entry.get("kind") == "permission" and not transport.local and not transport.ephemeral:
                     from .common import EPHEMERAL_HINT
                     hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
                 err.write("error: %s pid %s: %s%s\n" % (transport.where, entry["pid"], entry["error"], hint))

@@ -52,6 +52,8 @@ class Transport:
     labels: dict = {}
     #: whether paths here equal the target's (editor path mappings, --no-forward hints)
     local: bool = False
+    #: whether the agent runs in an ephemeral debug container of the pod (not the target's own container)
+    ephemeral: bool = False
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
         """Run one agent request beside the target; its result (a protocol result dict).

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.cluster
 # pod -> (exit code through kubectl exec, what that error says, uid of the app process)
 PODS = {
     "eph-dropuid": (4, "without CAP_SYS_PTRACE", 1000),
-    "eph-readonly": (6, "no writable temporary directory", 1000),
+    "eph-readonly": (6, "no room for kubectl wand's private files", 1000),
     "eph-abspath": (3, "has no Python interpreter", 0),
 }
 # Not wand-*: completion tests expect wand-e2e to be the only namespace of that prefix.

@@ -1,4 +1,4 @@
-"""The agent as it travels to a pod: its module sources, verbatim, in the first stdin line.
+"""The agent as it travels to a pod: its module sources, verbatim and compressed, on stdin after agent/boot.py.
 
 agent/boot.py reads that line and loads the modules in memory (nothing is written to the container's disk).
 Only what an operation needs is sent: listing 20 pods must not ship debugpy's server code 20 times.

@@ -32,3 +32,13 @@ def become(uid):
         os.setgid(uid)
         os.setuid(uid)
     return switch
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05):
+    """Poll a condition until it holds (what is polled has no event to wait on); its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

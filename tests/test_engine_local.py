@@ -12,18 +12,11 @@ import pytest
 
 import dap
 from leftovers import private_dirs
+from procs import wait_for
 
 pytestmark = pytest.mark.py314
 
 
-def wait_for(predicate, timeout=15.0, interval=0.05):
-    """Poll a condition until it holds (the thing polled has no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def one_line_error(result):

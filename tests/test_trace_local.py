@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 import dap
-from procs import APPS, REPO, read_line
+from procs import APPS, REPO, read_line, wait_for
 from leftovers import private_dirs
 
 from kubectl_wand.agent.main import handle
@@ -29,14 +29,6 @@ pytestmark = pytest.mark.py314
 APP = os.path.join(APPS, "trace_app.py")
 
 
-def wait_for(predicate, timeout=20.0, interval=0.1):
-    """Poll a condition of the target (it has no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def line_of(marker, path=APP):

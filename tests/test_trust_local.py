@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from procs import APPS, become, read_line
+from procs import APPS, become, read_line, wait_for
 from leftovers import private_dirs
 
 pytestmark = pytest.mark.py314
@@ -118,14 +118,6 @@ def test_symlink_race_never_makes_root_touch_another_file(spawn, py314, tmp_path
 
 # -- 2. nothing written into the app: a queued bootstrap stays until the target takes it ----------------------
 
-def wait_for(predicate, timeout=20.0, interval=0.02):
-    """Poll a condition until it holds (what is polled has no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def queued(pid):

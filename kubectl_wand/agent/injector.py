@@ -11,8 +11,10 @@ import json
 import sys
 
 
-def inject(pid, path):
-    code = sys.stdin.buffer.read()
+def inject(pid, path, code=None):
+    """``code``: the bytes to compile first; None reads them from stdin (the subprocess form)."""
+    if code is None:
+        code = sys.stdin.buffer.read()
     if code:
         try:
             compile(code, "<wand>", "exec", dont_inherit=True)

@@ -81,17 +81,8 @@ def describe(pid, resolved):
 _SAMPLER = {}
 
 
-def same_interpreter(rt) -> bool:
-    """Whether this very interpreter can read the target: the same CPython binary, in the same root. In a pod,
-    the python3 that runs the agent usually *is* the app's interpreter; reading in-process then saves starting
-    a second one (its start-up is most of a stack read on a busy node)."""
-    import sys
-    return (rt.mode == "direct" and sys.version_info[:2] >= MIN_VERSION and
-            procfs.same_file("/proc/%d/exe" % rt.proc.pid, "/proc/self/exe"))
-
-
 def stack_in_process(rt, want_async) -> dict:
-    """The sampler's ``stack``, called here (see same_interpreter): the same code, the same answer."""
+    """The sampler's ``stack``, called here (see TargetRuntime.same_interpreter): the same code, the same answer."""
     if "module" not in _SAMPLER:
         import types
         module = types.ModuleType("wand_sampler")
@@ -144,7 +135,7 @@ def stack(request: dict, emit=None, stop=None) -> dict:
             running.append((pid, resolved, None))
             continue
         rt = resolved[1]
-        if same_interpreter(rt):
+        if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
         running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))

@@ -42,6 +42,15 @@ class TargetRuntime:
         self.chroot_ok = (lent is not None and not self.same_root and not self.same_mntns and
                           lent.can_chroot(pid, self.same_pidns))
 
+    def same_interpreter(self) -> bool:
+        """Whether this very interpreter is the target's: the same CPython binary, in the same root. In a pod,
+        the python3 that runs the agent usually *is* the app's interpreter; then the injector's and the
+        sampler's code can run here, in-process, which saves starting a second interpreter (most of an
+        injection's or a stack read's time beside the target on a busy node)."""
+        import sys
+        return (self.mode == "direct" and sys.version_info[:2] >= (3, 14) and
+                procfs.same_file("/proc/%d/exe" % self.proc.pid, "/proc/self/exe"))
+
     @property
     def mode(self) -> str:
         if self.same_root:

@@ -19,6 +19,7 @@ import math
 import os
 import socket
 import struct
+import sys
 import time
 
 from . import private as private_mod, processes, procfs, reap, runtime as runtime_mod, slot as slot_mod
@@ -220,6 +221,17 @@ class Injection:
                                  self.pid, self.proc.euid, os.geteuid(), self.proc.euid))
 
     def _inject(self, script, code_for_check, deadline):
+        if self.rt.same_interpreter() and sys.is_remote_debug_enabled():
+            result = in_process_injector().inject(self.rt.injector_pid, script, code_for_check or b"")
+        else:
+            result = self._run_injector(script, code_for_check, deadline)
+        if not result.get("ok"):
+            self.answered = True  # it ran and refused: nothing was queued
+            raise AgentError(result.get("kind", "inject"), result.get("error", "injection failed"),
+                             **{k: result[k] for k in ("line", "offset", "text") if k in result})
+
+    def _run_injector(self, script, code_for_check, deadline):
+        """The injector in a subprocess of the target's interpreter (another root, another version here)."""
         args = ["-c", module_source("injector"), "inject", str(self.rt.injector_pid), script]
         try:
             done = self.rt.run(args, stdin=code_for_check, timeout=max(1.0, deadline - time.monotonic()))
@@ -232,10 +244,7 @@ class Injection:
         if not result:
             err = (done.stderr or b"").decode("utf-8", "replace").strip().splitlines()
             raise AgentError("inject", "the injector failed: %s" % (err[-1] if err else "exit %d" % done.returncode))
-        if not result.get("ok"):
-            self.answered = True  # it ran and refused: nothing was queued
-            raise AgentError(result.get("kind", "inject"), result.get("error", "injection failed"),
-                             **{k: result[k] for k in ("line", "offset", "text") if k in result})
+        return result
 
     def _exchange(self, conn, watch, private, request, on_hello, deadline, stream, lock):
         peer = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
@@ -304,3 +313,16 @@ class Injection:
         return {"status": "running", "frames": frames, "syscall": blocked_in(self.pid),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
+
+
+_INJECTOR = {}
+
+
+def in_process_injector():
+    """The injector's code loaded here (see TargetRuntime.same_interpreter), once."""
+    if "module" not in _INJECTOR:
+        import types
+        module = types.ModuleType("wand_injector")
+        exec(compile(module_source("injector"), "<kubectl-wand>/injector.py", "exec"), module.__dict__)
+        _INJECTOR["module"] = module
+    return _INJECTOR["module"]

@@ -49,15 +49,15 @@ for i in range(windows):
     rates.append(n / width)
 print(json.dumps(rates))
 """
-BENCH_DEPLOY = """
+DEPLOY = """
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: bench20, namespace: wand-e2e}
+metadata: {name: NAME, namespace: wand-e2e}
 spec:
-  replicas: 20
-  selector: {matchLabels: {app: bench20}}
+  replicas: REPLICAS
+  selector: {matchLabels: {app: NAME}}
   template:
-    metadata: {labels: {app: bench20}}
+    metadata: {labels: {app: NAME}}
     spec:
       automountServiceAccountToken: false
       terminationGracePeriodSeconds: 1
@@ -65,9 +65,11 @@ spec:
       - name: app
         image: IMAGE
         imagePullPolicy: IfNotPresent
-        command: ["python3", "-c", "import time; [time.sleep(1) for _ in iter(int, 1)]"]
+        command: COMMAND
         resources: {requests: {cpu: 1m, memory: 8Mi}}
 """
+BENCH_DEPLOY = (DEPLOY.replace("NAME", "bench20").replace("REPLICAS", "20")
+                .replace("COMMAND", '["python3", "-c", "import time; [time.sleep(1) for _ in iter(int, 1)]"]'))
 
 
 def sh(argv, timeout=120, **kw):
@@ -144,26 +146,9 @@ def main():
     return report(results) or (0 if ratio >= 0.97 else 1)
 
 
-EPH_DEPLOY = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: eph-bench, namespace: wand-e2e}
-spec:
-  replicas: REPLICAS
-  selector: {matchLabels: {app: eph-bench}}
-  template:
-    metadata: {labels: {app: eph-bench}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: IMAGE
-        imagePullPolicy: IfNotPresent
-        # two independent Python processes: pid 1, and a second one for "reused container, fresh process"
-        command: ["/bin/sh", "-c", "python3 -m http.server 8001 & exec python3 -m http.server 8000"]
-        resources: {requests: {cpu: 1m, memory: 8Mi}}
-"""
+# two independent Python processes: pid 1, and a second one for "reused container, fresh process"
+EPH_DEPLOY = DEPLOY.replace("NAME", "eph-bench").replace(
+    "COMMAND", '["/bin/sh", "-c", "python3 -m http.server 8001 & exec python3 -m http.server 8000"]')
 
 
 def ephemeral_attach(kubectl, wand, env, pods=5):

@@ -85,3 +85,16 @@ def test_usage_hints_name_the_verb(wand):
     assert done.returncode == 2 and "are for pods" in one_line(done)
     done = wand("frobnicate")
     assert done.returncode == 2 and "unknown command" in one_line(done)
+
+
+@pytest.mark.py314
+def test_max_output_is_said_and_flagged(spawn, wand):
+    app = spawn("busy.py")
+    done = wand("exec-py", "pid/%d" % app.pid, "--max-output", "100", "--", "print('x' * 5000)")
+    assert done.returncode == 0 and done.stdout == "x" * 100, done.stderr
+    assert "output cut at 100 bytes (--max-output" in done.stderr
+    data = wand("exec-py", "pid/%d" % app.pid, "--max-output", "100", "-o", "json", "--", "print('x' * 5000)")
+    import json
+    assert json.loads(data.stdout)["truncated"] is True
+    whole = wand("exec-py", "pid/%d" % app.pid, "--max-output", "0", "--", "print('x' * 5000)")
+    assert whole.stdout == "x" * 5000 + "\n" and "cut" not in whole.stderr

@@ -135,12 +135,11 @@ def attach_many(opts):
 
 def attach_pod(opts, transport, ports):
     """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers)."""
-    pids = [opts.target_pid(transport)[0]]
-    if opts.all_workers:
-        from .common import check_result
-        listing = check_result(transport.agent({"op": "list", "cpu": False}, timeout=opts.request_timeout_s), transport)
-        workers = sorted(p["pid"] for p in listing["processes"] if p["role"] == "worker")
-        pids = workers or pids
+    if opts.all_workers:  # one listing serves both: the workers, or else the app process
+        listed = opts.processes(transport)
+        pids = sorted(p["pid"] for p in listed if p["role"] == "worker") or [opts.choose(listed, transport)[0]]
+    else:
+        pids = [opts.target_pid(transport)[0]]
     sessions, remote = [], opts.port
     for pid in pids:
         server, remote = start_on_free_port(opts, transport, pid, remote)

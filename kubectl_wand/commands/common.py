@@ -137,13 +137,22 @@ class TargetOptions:
             return self.target.pid, None
         if self.pid:
             return self.pid, None
-        from ..agent.choose import choose_process
-        from ..agent.protocol import AgentError
+        return self.choose(self.processes(transport), transport)
+
+    def processes(self, transport):
+        """The Python processes beside the target, as the agent lists them (no CPU% window)."""
         with self.step("listing processes in %s" % transport.where):
             listing = check_result(transport.agent({"op": "list", "cpu": False}, timeout=self.request_timeout_s),
                                    transport)
+        return listing["processes"]
+
+    @staticmethod
+    def choose(processes, transport):
+        """(pid, note) of the app process among ``processes``, or the agent's refusal as a WandError."""
+        from ..agent.choose import choose_process
+        from ..agent.protocol import AgentError
         try:
-            return choose_process(listing["processes"], transport.where)
+            return choose_process(processes, transport.where)
         except AgentError as exc:
             raise errors.from_agent(exc.to_json())
 

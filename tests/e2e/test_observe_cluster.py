@@ -31,7 +31,9 @@ def workloads(cluster):
                        pod={"volumes": [{"name": "code", "configMap": {"name": "observe-apps"}}]})
     for name in ("layers", "asynctree"):
         cluster.kubectl("rollout", "status", "deploy/" + name, "--timeout=150s", check=True, timeout=180)
-    return cluster
+    yield cluster
+    # layers' hot worker keeps a core busy per replica: left running, it slows every later test and benchmark
+    cluster.kubectl("delete", "deployment", "layers", "asynctree", "--wait=false", timeout=60)
 
 
 def test_stack_reads_every_replica_where_exec_py_cannot(workloads, wand):

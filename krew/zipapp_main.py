@@ -55,8 +55,8 @@ def main():
     archive = os.path.abspath(sys.path[0])
     here = unpack(archive)
     sys.path[0] = here  # import everything from the unpacked copy, nothing from the zip
-    from kubectl_wand.cli import main as cli_main
-    return cli_main()
+    from kubectl_wand.cli import entry
+    entry()
 
 
 if __name__ == "__main__":

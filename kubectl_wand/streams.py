@@ -3,17 +3,14 @@ interactive choices included, so no layer below a verb touches sys.stdin/sys.std
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 from . import errors
 from .errors import WandError
 
 
-@dataclass
 class Streams:
-    stdin: object
-    stdout: object
-    stderr: object
+    def __init__(self, stdin, stdout, stderr):
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
 
     @classmethod
     def system(cls):

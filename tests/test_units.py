@@ -143,3 +143,15 @@ def test_ptrace_fix_appends_and_is_offered_only_where_it_applies(monkeypatch):
     monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("job", "batch"))
     job = checks.ptrace_fix(None, pod({}), "app")
     assert "Job's pod template cannot change" in job and "kubectl patch" not in job
+
+
+def test_the_written_out_value_flags_are_every_verbs():
+    # split_verb steps over these to find the verb; a flag added to a verb's parser and not here would make
+    # `kubectl wand --newflag VALUE stack POD` take VALUE for the verb
+    assert cli.TAKES_VALUE == cli.value_flags(cli.verb_parsers())
+
+
+def test_the_verb_is_found_wherever_it_stands():
+    assert cli.split_verb(["-n", "ns", "stack", "pod/p"], cli.TAKES_VALUE) == ("stack", ["-n", "ns", "pod/p"])
+    assert cli.split_verb(["--context=c", "-q", "exec-py", "p"], cli.TAKES_VALUE) == ("exec-py", ["--context=c", "-q", "p"])
+    assert cli.split_verb(["-o", "json"], cli.TAKES_VALUE) == (None, ["-o", "json"])

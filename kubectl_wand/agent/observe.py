@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
-import signal
-import subprocess
 import time
 
 from . import processes, procfs, runtime as runtime_mod
@@ -98,6 +95,7 @@ def stack_in_process(rt, want_async) -> dict:
 
 
 def start(rt, args):
+    import subprocess  # only when a sampler is started (runtime.run says why not at the top)
     argv, env = rt.command(["-c", module_source("sampler")] + list(args))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
@@ -108,6 +106,7 @@ def start(rt, args):
 def kill_group(popen):
     """SIGKILL the sampler's process group. Only call it before the leader is reaped (no poll()/wait() yet):
     until then its pid, which names the group, cannot be reused."""
+    import signal
     try:
         os.killpg(popen.pid, signal.SIGKILL)
     except OSError:  # already gone
@@ -154,6 +153,7 @@ def stack(request: dict, emit=None, stop=None) -> dict:
 
 
 def collect_stack(popen, deadline) -> dict:
+    import subprocess
     try:
         stdout, stderr = popen.communicate(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -249,6 +249,7 @@ class Sampling:
             return
         if self.open_streams:  # someone in its group still holds the pipes: end them all
             kill_group(self.popen)
+        import subprocess
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -274,6 +275,7 @@ class Sampling:
 
 def watch(runs, duration, emit, stop):
     """Read every sampler's lines until all have exited, forwarding summed progress; end them on ``stop``."""
+    import selectors
     sel = selectors.DefaultSelector()
     for run in runs:
         for stream, kind in ((run.popen.stdout, "out"), (run.popen.stderr, "err")):

@@ -8,7 +8,6 @@ attach follows a workload to its replacement pod (--follow) or serves every pod 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from .. import editor, errors, printers, report
 from ..errors import PortBusy, WandError
@@ -19,7 +18,6 @@ DEFAULT_ADDRESS = "127.0.0.1"
 WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset", "job", "service", "ksvc")
 
 
-@dataclass
 class Options(TargetOptions):
     port: int = DEFAULT_PORT
     local_port: int = None

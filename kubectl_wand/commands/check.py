@@ -1,7 +1,6 @@
 """`kubectl wand check TARGET`: every condition an injection needs, with ok/warn/fail and the fix."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from .. import errors, printers
 from ..errors import WandError
@@ -10,7 +9,6 @@ from .common import TargetOptions, check_result
 COLUMNS = [("CHECK", "check"), ("STATUS", "status"), ("DETAIL", "detail"), ("FIX", "fix")]
 
 
-@dataclass
 class Options(TargetOptions):
     output: str = None
     no_headers: bool = False

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass, field
 
 from .. import errors, printers, report
 from ..errors import WandError
@@ -34,10 +33,9 @@ def decode_source(data: bytes, what: str) -> str:
                         "'# -*- coding: NAME -*-' line" % (what, where), errors.USAGE)
 
 
-@dataclass
 class Options(TargetOptions):
     code: str = None
-    code_words: list = field(default_factory=list)
+    code_words: tuple = ()
     filename: str = None
     timeout: float = 10.0
     output: str = None

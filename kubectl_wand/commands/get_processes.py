@@ -1,7 +1,6 @@
 """`kubectl wand get processes [TARGET]`: Python processes with their role and whether we can attach."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from .. import errors, printers
 from ..errors import WandError
@@ -18,7 +17,6 @@ WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "comma
 PARALLEL = 32  # pods listed at once: one wave for most workloads, still bounded for the API server and kubelets
 
 
-@dataclass
 class Options(TargetOptions):
     output: str = "table"
     no_headers: bool = False

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 from .. import errors, printers, profiles
 from ..errors import WandError
@@ -28,7 +27,6 @@ def format_for(path):
     return "collapsed"
 
 
-@dataclass
 class Options(TargetOptions):
     duration: float = 10.0
     rate: float = 100.0

@@ -3,7 +3,6 @@ Python process, read from the process's memory: nothing runs in it, it never sto
 exec-py cannot (remote debugging disabled, an audit hook refusing scripts, a main thread blocked in C)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from .. import errors, printers, stackview
 from ..errors import WandError
@@ -11,7 +10,6 @@ from .common import TargetOptions
 from .observe_common import entries, pods_of, read_all
 
 
-@dataclass
 class Options(TargetOptions):
     asyncio: bool = False
     output: str = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 
 from .. import errors, printers
 from ..errors import WandError
@@ -19,10 +18,9 @@ from .common import TargetOptions, positive_seconds
 from .observe_common import pods_of, read_all
 
 
-@dataclass
 class Options(TargetOptions):
     location: str = None
-    exprs: list = field(default_factory=list)
+    exprs: tuple = ()
     condition: str = None
     count: int = None
     duration: float = 60.0

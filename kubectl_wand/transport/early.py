@@ -41,6 +41,11 @@ class EarlyCall:
         first = (pod["spec"].get("containers") or [{}])[0].get("name")
         self.container = self.container or annotated_container(pod) or first
 
+    def hand_over(self):
+        """The transport reads this call now and closes it: nothing is left for the exit handler."""
+        atexit.unregister(self.cancel)
+        return self.proc
+
     def cancel(self):
         """Drop it: closing stdin makes a held agent return without touching anything."""
         if self.proc.poll() is None:

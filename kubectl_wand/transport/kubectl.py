@@ -148,7 +148,7 @@ class KubectlTransport(Transport):
             early.cancel()
             early = None
         short = request.get("op") not in ("watch", "profile", "trace")
-        proc = early.proc if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
+        proc = early.hand_over() if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
                                                                  short_lived=short, extra=self.agent_extra)
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
@@ -156,7 +156,7 @@ class KubectlTransport(Transport):
         if stop is not None:
             threading.Thread(target=self._stopper, args=(proc, stop, finished), daemon=True).start()
         deadline = time.monotonic() + timeout
-        greeted = False
+        greeted = answered = False
         try:
             reader = pipes.lines(proc.stdout, deadline)
             while True:
@@ -186,6 +186,7 @@ class KubectlTransport(Transport):
                     if on_event is not None:
                         on_event(msg[protocol.EVENT])
                 else:
+                    answered = True
                     return protocol.check_result(msg[protocol.RESULT])
         except TimeoutError:
             raise WandError("no answer from %s within %gs (kubectl exec); raise --request-timeout or --timeout"
@@ -197,7 +198,7 @@ class KubectlTransport(Transport):
                             "both ends?" % (self.where, exc), errors.ENVIRONMENT)
         finally:
             finished.set()
-            pipes.close(proc)
+            pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
         error = self.exec_error(proc.returncode, stderr.text())
         if isinstance(error, NoInterpreter) or not greeted and getattr(error, "unexplained", False):
             # it ran, but no agent greeted: not a Python we can use (pid 1 a shell, a Python 2...)

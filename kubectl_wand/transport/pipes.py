@@ -86,8 +86,12 @@ def lines(pipe, deadline):
         buf += chunk
 
 
-def close(proc, grace=5.0):
-    """Close our end of stdin (ends an agent that watches it), then terminate what still runs."""
+def close(proc, grace=5.0, wait=True):
+    """Close our end of stdin (ends an agent that watches it), then terminate what still runs.
+
+    ``wait=False`` once the answer is in: kubectl is reaped by a thread instead of on the way to printing it
+    (measured 7-16 ms for a kubectl exec to exit after SIGTERM: 5 % of a `stack`). Its stderr is then left
+    unread; nothing needs it."""
     try:
         if proc.stdin:
             proc.stdin.close()
@@ -95,12 +99,23 @@ def close(proc, grace=5.0):
         pass
     if proc.poll() is None:
         proc.terminate()
+        if not wait:
+            threading.Thread(target=_reap, args=(proc, grace), daemon=True).start()
+            return
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(grace)
     # stdout/stderr stay open: a Drain may still be reading the last of kubectl's error message.
+
+
+def _reap(proc, grace):
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def write_line(proc, data: bytes) -> bool:

@@ -317,7 +317,7 @@ def target_pids(line):
 
 def local_pids():
     from .agent.processes import list_processes
-    return ["%d\t%s" % (p["pid"], one_line(p.get("command", ""))[:60]) for p in list_processes(cpu_window=0)]
+    return ["%d\t%s" % (p["pid"], one_line(p.get("command", ""))[:60]) for p in list_processes(cpu=False)]
 
 
 def one_line(text: str) -> str:

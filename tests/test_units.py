@@ -155,3 +155,27 @@ def test_the_verb_is_found_wherever_it_stands():
     assert cli.split_verb(["-n", "ns", "stack", "pod/p"], cli.TAKES_VALUE) == ("stack", ["-n", "ns", "pod/p"])
     assert cli.split_verb(["--context=c", "-q", "exec-py", "p"], cli.TAKES_VALUE) == ("exec-py", ["--context=c", "-q", "p"])
     assert cli.split_verb(["-o", "json"], cli.TAKES_VALUE) == (None, ["-o", "json"])
+
+
+def test_cpu_clock_of_a_process_is_its_cpu_time_to_the_nanosecond():
+    import os
+    import time
+    from kubectl_wand.agent import procfs
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn 50 ms of CPU, so both clocks have something to say
+        pass
+    mine, theirs = time.process_time_ns(), procfs.cpu_ns(os.getpid())
+    assert theirs is not None and abs(theirs - mine) < 5_000_000  # the same clock, read a moment apart
+    assert procfs.cpu_ns(2 ** 22 + 12345) is None  # beyond pid_max: no such process
+
+
+def test_cpu_percent_falls_back_to_ticks_over_a_longer_window(monkeypatch):
+    import os
+    import time
+    from kubectl_wand.agent import procfs
+    me = procfs.Proc(os.getpid())
+    monkeypatch.setattr(procfs, "cpu_ns", lambda pid: None)
+    started = time.monotonic()
+    percent = procfs.cpu_percent({me.pid: procfs.cpu_sample(me)}, started)
+    assert time.monotonic() - started >= procfs.TICKS_WINDOW
+    assert 0.0 <= percent[me.pid] <= 100.0 * os.cpu_count()

@@ -30,7 +30,7 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -
     if request["op"] in CHOOSING and request.get("pid") is None:
         from .choose import choose_process
         try:
-            pid, note = choose_process(processes.list_processes(cpu_window=0))
+            pid, note = choose_process(processes.list_processes(cpu=False))
         except AgentError as exc:
             return exc.to_json()
         if emit is not None:
@@ -47,10 +47,10 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -
 def dispatch(request, fetch_blob, emit, stop):
     op = request.get("op")
     if op == "list":
-        # CPU% needs a sampling window (0.2 s); only `get processes` shows it, a choice of process does not.
-        window = 0.2 if request.get("cpu", True) else 0
+        # CPU% needs a sampling window (0.1 s); only `get processes` shows it, a choice of process does not.
         try:
-            return {"status": "ok", "processes": processes.list_processes(request.get("pid"), cpu_window=window)}
+            return {"status": "ok", "processes": processes.list_processes(request.get("pid"),
+                                                                          cpu=request.get("cpu", True))}
         except AgentError as exc:
             return exc.to_json()
     if op == "watch":
@@ -86,7 +86,7 @@ def watch(pid: int, stop=None) -> dict:
         parent = procfs.Proc(pid).ppid
     except ProcessLookupError:
         return {"status": "exited", "pid": pid}
-    known = {p["pid"] for p in processes.list_processes(cpu_window=0)}  # before: the new worker is not in it
+    known = {p["pid"] for p in processes.list_processes(cpu=False)}  # before: the new worker is not in it
     waiter = select.poll()
     fds = []
     if hasattr(os, "pidfd_open"):
@@ -112,7 +112,7 @@ def watch(pid: int, stop=None) -> dict:
             return {"status": "cancelled"}
         # No kernel event announces a new child to a non-parent: look every 0.2 s until the reloader's
         # new worker appears (it usually takes well under a second).
-        infos = processes.list_processes(cpu_window=0)
+        infos = processes.list_processes(cpu=False)
         for info in infos:
             if info["ppid"] == parent and info["pid"] not in known and info["role"] != "helper":
                 roles = [i["role"] for i in infos if i["pid"] == parent]

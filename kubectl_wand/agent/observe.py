@@ -56,7 +56,7 @@ def targets(pid):
     if pid is not None:
         return [(int(pid), resolve(int(pid)))]
     found = []
-    for info in processes.list_processes(cpu_window=0):
+    for info in processes.list_processes(cpu=False):
         if info["role"] == "helper":
             continue
         try:

@@ -200,10 +200,12 @@ def server_kind(cmd: str):
     return None
 
 
-def list_processes(only_pid=None, cpu_window: float = 0.2):
-    """Facts about every Python process here (or the one named), sorted by pid."""
+def list_processes(only_pid=None, cpu: bool = True):
+    """Facts about every Python process here (or the one named), sorted by pid; with ``cpu`` their CPU %
+    over a short window (procfs.cpu_percent)."""
     procs = {}
-    started = time.monotonic()  # CPU ticks are read from here on: the CPU window starts now
+    samples = {}
+    started = time.monotonic()  # CPU time is read from here on: the CPU window starts now
     pids = [only_pid] if only_pid is not None else procfs.all_pids()
     me = os.getpid()
     for pid in pids:
@@ -215,6 +217,8 @@ def list_processes(only_pid=None, cpu_window: float = 0.2):
             continue
         if proc.looks_like_python() and not is_own(proc.cmdline):
             procs[pid] = proc
+            if cpu:
+                samples[pid] = procfs.cpu_sample(proc)
     infos = []
     for pid, proc in sorted(procs.items()):
         info = describe(proc)
@@ -223,8 +227,8 @@ def list_processes(only_pid=None, cpu_window: float = 0.2):
         info["reason"] = reason
         infos.append(info)
     classify(infos, procs)
-    if cpu_window and procs:
-        cpu = procfs.cpu_percent({pid: p.cpu_ticks for pid, p in procs.items()}, cpu_window, started)
+    if samples:
+        percent = procfs.cpu_percent(samples, started)
         for info in infos:
-            info["cpu"] = cpu.get(info["pid"], 0.0)
+            info["cpu"] = percent.get(info["pid"], 0.0)
     return infos

@@ -172,8 +172,6 @@ class TargetOptions:
 
 def pod_transports(opts):
     """A kubectl transport per Running pod of the target (or -l); a pod named alone is listed early."""
-    from ..kube.resolve import container_order, pods
-    from ..transport.kubectl import KubectlTransport
     flags, target = opts.kube, opts.target
     flags.kubectl()  # fail first, and plainly, when kubectl is missing
     early = None
@@ -181,6 +179,8 @@ def pod_transports(opts):
     if target is not None and target.kind == "pod" and not opts.selector and request is not None:
         from ..transport.early import EarlyCall  # overlaps the API read below
         early = EarlyCall(flags, flags.namespace(), target.name, request, opts.container)
+    from ..kube.resolve import container_order, pods  # after the early call's spawn: nothing delays it
+    from ..transport.kubectl import KubectlTransport
     try:
         found = pods(flags, target, opts.selector, opts.all_namespaces)
         if opts.ephemeral:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 
 from ..agent import protocol
-from ..kube.resolve import annotated_container
 from . import pipes
 from .bundle import AGENT_ARGS
 from .kubectl import kubectl_in, spawn_agent
@@ -38,6 +37,7 @@ class EarlyCall:
 
     def where_kubectl_went(self, pod):
         """The container kubectl picks without -c, as kubectl does it."""
+        from ..kube.resolve import annotated_container  # imported after the spawn, which it must not delay
         first = (pod["spec"].get("containers") or [{}])[0].get("name")
         self.container = self.container or annotated_container(pod) or first
 

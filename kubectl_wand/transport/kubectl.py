@@ -9,12 +9,11 @@ seen in the e2e tests, `kubectl exec POD -c sidecar -- /proc/1/exe ...` started 
 """
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
 
-from .. import debugpy_bundle, errors
+from .. import errors
 from ..agent import protocol
 from ..errors import WandError
 from ..kube.config import kubectl_env
@@ -176,6 +175,8 @@ class KubectlTransport(Transport):
                     protocol.check_hello(msg)
                     greeted = True
                 elif kind == protocol.NEED:
+                    import base64  # only attach ships a blob (debugpy): not imported before every first exec
+                    from .. import debugpy_bundle
                     blob = debugpy_bundle.blob(msg[protocol.NEED])
                     if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
                         break

@@ -376,12 +376,17 @@ def entry():
     import threading
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # the reader went away (| head): benign, as in main()
-            pass
+    try:
+        atexit._run_exitfuncs()  # every handler runs; one that raises is reported and the rest still run
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (BrokenPipeError, ValueError):  # the reader went away (| head): benign, as in main()
+                pass
+    except KeyboardInterrupt:  # Ctrl-C in the last moment
+        code = errors.INTERRUPTED
+    except Terminated as exc:
+        code = 128 + exc.signum
     os._exit(code)
 
 

@@ -54,7 +54,9 @@ def agent_header(op=None, extra=()) -> bytes:
     if key not in _HEADERS:
         import zlib
         src = sources()
-        packed = zlib.compress(json.dumps({k: src[k] for k in order + passengers}).encode(), 6)
+        # Level 1: 1.3 instead of 3.1 ms (stack's modules; exec's 1.4 instead of 5.0) for 29 instead of 24 KB,
+        # spent while kubectl starts its exec on the same cores
+        packed = zlib.compress(json.dumps({k: src[k] for k in order + passengers}).encode(), 1)
         _HEADERS[key] = json.dumps({"order": list(order), "size": len(packed)}).encode() + b"\n" + packed
     return _HEADERS[key]
 

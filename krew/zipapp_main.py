@@ -12,7 +12,7 @@ MIN_PYTHON = (3, 9)
 
 
 def cache_base():
-    # the same place as kubectl_wand.debugpy_bundle.cache_dir()
+    # the same place as kubectl_wand.usercache.base()
     return os.environ.get("WAND_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubectl-wand")
 

@@ -21,12 +21,6 @@ def source_dir() -> str:
     return os.path.dirname(spec.origin)
 
 
-def cache_dir() -> str:
-    base = os.environ.get("WAND_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubectl-wand")
-    return base
-
-
 def blob(name: str = "debugpy") -> bytes:
     src = source_dir()
     version = "unknown"
@@ -37,10 +31,12 @@ def blob(name: str = "debugpy") -> bytes:
                     version = line.split(":")[1].strip().strip('",')
     except OSError:
         pass
-    path = os.path.join(cache_dir(), "debugpy-%s-pure.tar.gz" % version)
-    if os.path.exists(path) and version != "unknown":
-        with open(path, "rb") as f:
-            return f.read()
+    from . import usercache
+    name = "debugpy-%s-pure.tar.gz" % version
+    if version != "unknown":
+        cached = usercache.read(name)  # it is shipped into targets: only a file private to us is used
+        if cached:
+            return cached
     import io
     import tarfile
     buf = io.BytesIO()
@@ -53,12 +49,6 @@ def blob(name: str = "debugpy") -> bytes:
                 full = os.path.join(dirpath, fname)
                 tar.add(full, arcname=os.path.join("debugpy", os.path.relpath(full, src)))
     data = buf.getvalue()
-    try:
-        os.makedirs(cache_dir(), exist_ok=True)
-        tmp = path + ".%d.tmp" % os.getpid()
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs rebuilding next time
+    if version != "unknown":
+        usercache.write(name, data)  # a read-only cache only costs rebuilding next time
     return data

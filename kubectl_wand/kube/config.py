@@ -150,16 +150,40 @@ class KubeFlags:
         return one, ctx.get("namespace")
 
     def namespace(self) -> str:
+        """-n, else the namespace kubectl itself would use (client-go's DeferredLoadingClientConfig): the one
+        the kubeconfig's context sets, else, inside a pod, the pod's own, else "default"."""
         if self._namespace is None:
-            if self.namespace_flag:
-                self._namespace = self.namespace_flag
-            else:
-                try:
-                    _cfg, ns = self.effective()
-                except WandError:
-                    ns = None
-                self._namespace = ns or "default"
+            self._namespace = self.namespace_flag or self.context_namespace() or in_cluster_namespace() or "default"
         return self._namespace
+
+    def context_namespace(self) -> str:
+        """The namespace the kubeconfig's context (--context, else current-context) names; "" for none.
+
+        Parsing the kubeconfig is ~20 ms of a command's start (importing PyYAML) before its first kubectl
+        call, so the answer is kept in the user's cache, keyed by the identity of every kubeconfig file
+        (device, inode, size, modification time in ns) and --context: any edit of a file reads it again."""
+        import json
+        from .. import usercache
+        key = json.dumps([self.values.get("context"), [file_identity(p) for p in self.kubeconfig_files()]])
+        try:
+            known = json.loads(usercache.read(NAMESPACE_CACHE) or b"{}")
+        except ValueError:
+            known = {}
+        if isinstance(known, dict) and isinstance(known.get(key), str):
+            return known[key]
+        try:
+            cfg = self.merged_kubeconfig()
+        except WandError:
+            return ""  # unreadable: kubectl's own call says why
+        name = self.values.get("context") or cfg["current-context"]
+        context = next((c.get("context") or {} for c in cfg["contexts"] if c.get("name") == name), {})
+        found = context.get("namespace") or ""
+        if not isinstance(found, str):
+            return ""
+        kept = {k: v for k, v in list(known.items())[-(NAMESPACE_CACHE_SIZE - 1):]} if isinstance(known, dict) else {}
+        kept[key] = found
+        usercache.write(NAMESPACE_CACHE, json.dumps(kept).encode())
+        return found
 
     def server_name(self) -> str:
         """The API server the flags point at, for messages."""
@@ -170,6 +194,34 @@ class KubeFlags:
             return cfg["clusters"][0]["cluster"].get("server") or "?"
         except WandError:
             return "the configured server"
+
+
+NAMESPACE_CACHE, NAMESPACE_CACHE_SIZE = "kubeconfig-namespaces.json", 32
+# client-go's inClusterClientConfig: kubectl running in a pod, with a service account token mounted
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def file_identity(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def in_cluster_namespace():
+    """The namespace kubectl uses inside a pod when the kubeconfig's context names none (POD_NAMESPACE, else
+    the service account's), or None outside a pod."""
+    if not (os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("KUBERNETES_SERVICE_PORT")
+            and os.path.isfile(SERVICE_ACCOUNT + "/token")):
+        return None
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SERVICE_ACCOUNT + "/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def kubectl_env(short_lived: bool):

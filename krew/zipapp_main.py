@@ -55,8 +55,8 @@ def main():
     archive = os.path.abspath(sys.path[0])
     here = unpack(archive)
     sys.path[0] = here  # import everything from the unpacked copy, nothing from the zip
-    from kubectl_wand.cli import entry
-    entry()
+    from kubectl_wand.launch import main as launch
+    launch()
 
 
 if __name__ == "__main__":

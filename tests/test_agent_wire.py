@@ -30,19 +30,22 @@ def test_agent_over_stdin_lists_and_runs_code(spawn, tmp_path):
 
 
 def test_agent_sources_are_verbatim_module_files():
+    import marshal
     import zlib
     line, _, packed = agent_header("exec").partition(b"\n")
-    header = json.loads(line)
-    assert len(packed) == header["size"]
-    header["modules"] = json.loads(zlib.decompress(packed))
+    assert len(packed) == int(line) < 64 * 1024  # fits a pipe's buffer: writing it never waits for kubectl
+    order, modules = marshal.loads(zlib.decompress(packed))
     import kubectl_wand.agent.payload as payload
     with open(payload.__file__) as f:
-        assert header["modules"]["payload"] == f.read()
-    assert "boot" not in header["modules"] and header["order"][-1] == "main"
+        assert modules["payload"] == f.read()
+    assert "boot" not in modules and order[-1] == "main"
+    for op in ("list", "stack", "profile", "attach", "check", "trace"):
+        assert len(agent_header(op)) < 64 * 1024, op
 
 
 def test_our_own_agents_are_never_the_apps():
     from kubectl_wand.agent import processes
     from kubectl_wand.transport.bundle import AGENT_ARGS
     assert processes.is_own(["python3"] + AGENT_ARGS)
+    assert processes.is_own(["python3", "-S", "-c", processes.EARLIER_LOADERS[0]])  # an older CLI's agent
     assert not processes.is_own(["python3", "-c", "import app"])

@@ -179,3 +179,48 @@ def test_cpu_percent_falls_back_to_ticks_over_a_longer_window(monkeypatch):
     percent = procfs.cpu_percent({me.pid: procfs.cpu_sample(me)}, started)
     assert time.monotonic() - started >= procfs.TICKS_WINDOW
     assert 0.0 <= percent[me.pid] <= 100.0 * os.cpu_count()
+
+
+def test_protocol_lines_are_json_as_the_json_module_writes_and_reads_them():
+    import json
+    from kubectl_wand.agent import protocol
+    values = [{"a": 1, "b": [1, 2.5, None, True, False, "x\u00e9\u2603\n\"\\"], "c": {"d": -3}}, [], {}, "s", 0,
+              {"inf": float("inf")}, {"big": 10 ** 30}, {"lone surrogate": "\ud800"}, [[[]]], {"k": "a" * 100000}]
+    for value in values:
+        assert protocol.dumps(value) == json.dumps(value)
+        assert json.dumps(protocol.loads(protocol.dumps(value))) == json.dumps(json.loads(json.dumps(value)))
+    assert protocol.loads(b' {"a": [1, 2]}\r\n') == {"a": [1, 2]}
+    for bad in ["", " ", "{", '{"a":1} x', "[1,]", "nul", '"\\x"', "{'a':1}", '{"a":1}{"b":2}', "1 2", b'"\xff"']:
+        with pytest.raises(ValueError):
+            protocol.loads(bad)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(b'{"a": 1} trailing\n')
+    with pytest.raises(TypeError):
+        protocol.dumps({"x": object()})
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError):
+        protocol.dumps(loop)
+
+
+def test_hand_matched_names_agree_with_their_patterns():
+    import re
+    from kubectl_wand.agent import procfs, reap
+    exe = re.compile(r"^python(\d)?(?:\.(\d+))?[a-z]?$")
+    for name in ["python", "python3", "python3.14", "python3.14t", "python3.14d", "pythonw", "python2.7", "python10",
+                 "python3.", "python3.x", "python3.14tt", "python.14", "pyth", "ipython3", "python3-config",
+                 "python3.14-dbg", "python3\u00b2", "python3.1\u0664"]:
+        m = exe.match(name) if name.isascii() else None
+        want = None if m is None else (m.group(1) and int(m.group(1)), m.group(2) and int(m.group(2)))
+        assert procfs.python_name(name) == want, name
+    lib = re.compile(r"/libpython(\d)\.(\d+)[a-z]*\.so")
+    for text in ["/usr/lib/libpython3.14.so.1.0", "x /lib/libpython3.14t.so", "/libpython3.so", "/libpython3..so",
+                 "/libpython3.14", "/a/libpython2.7.so /b/libpython3.12.so", "/libpythonX.1.so /libpython3.9d.so",
+                 "", "/libpython"]:
+        m = lib.search(text)
+        assert procfs.libpython_version(text) == (m and (int(m.group(1)), int(m.group(2)))), text
+    name = re.compile(r"^wand-(\d+)-(\d+)-(\d+)-[0-9a-f]{12}$")
+    for text in ["wand-12-345-4026531836-0123456789ab", "wand-check-1-2-0123456789ab", "wand-1-2-3-0123456789aB",
+                 "wand-1-2-3-0123456789a", "wand-1-2--0123456789ab", "wand-1-2-3-4-0123456789ab", "wand-x-2-3-0123456789ab"]:
+        m = name.match(text)
+        assert reap.dir_fields(text) == (m and tuple(int(g) for g in m.groups())), text

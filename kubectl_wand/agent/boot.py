@@ -1,26 +1,27 @@
-"""Runs as ``python3 -c <this source>`` in the container: loads the agent from stdin and serves one request.
+"""Runs as ``python3 -c <LOADER>`` in the container: loads the agent from stdin and serves one request.
 
-After the line carrying this source, stdin holds JSON ``{"order": [...], "size": N}`` and N bytes of
-zlib(JSON {name: source}): the agent's own module files, verbatim. They become the package ``wand_agent`` in memory; nothing is written to the
-container's disk.
+LOADER executes the first stdin line, ``exec('<this source>')``. After it, stdin holds a line with a size N
+and N bytes of zlib(marshal((order, {name: source}))): the agent's own module files, verbatim. They become the
+package ``wand_agent`` in memory; nothing is written to the container's disk. marshal and zlib are built in:
+the loader imports nothing that costs (json's import alone was 9 ms of an agent's start in a pod).
 """
-import json
+import marshal
 import sys
-import types
 import zlib
 
-header = json.loads(sys.stdin.buffer.readline())
-header["modules"] = json.loads(zlib.decompress(sys.stdin.buffer.read(header["size"])))
-package = types.ModuleType("wand_agent")
+size = int(sys.stdin.buffer.readline())
+order, modules = marshal.loads(zlib.decompress(sys.stdin.buffer.read(size)))
+Module = type(sys)
+package = Module("wand_agent")
 package.__path__ = []
 sys.modules["wand_agent"] = package
-for name in header["order"]:
-    module = types.ModuleType("wand_agent." + name)
+for name in order:
+    module = Module("wand_agent." + name)
     module.__package__ = "wand_agent"
     module.__file__ = "<kubectl-wand>/wand_agent/%s.py" % name
     sys.modules[module.__name__] = module
-    exec(compile(header["modules"][name], module.__file__, "exec"), module.__dict__)
+    exec(compile(modules[name], module.__file__, "exec"), module.__dict__)
     setattr(package, name, module)
 if "wand_agent.sources" in sys.modules:
-    sys.modules["wand_agent.sources"].SOURCES.update(header["modules"])
+    sys.modules["wand_agent.sources"].SOURCES.update(modules)
 sys.modules["wand_agent.main"].serve_stdio()

@@ -5,9 +5,9 @@ Usage (the agent passes this file's source with ``-c``):
                     error never reaches the target; then ``sys.remote_exec(PID, PATH)``. PATH ``-``: only
                     compile (our bootstrap is already queued in the target: the agent adopted it).
   stack PID         every thread's Python stack, read from the target's memory without injecting.
-Prints one JSON object on stdout.
+Prints one JSON object on stdout. Loaded into the agent instead when the agent runs the target's own interpreter
+(session.in_process_injector): json is imported only to print, not at the top (9 ms of an agent's start).
 """
-import json
 import sys
 
 
@@ -64,6 +64,7 @@ def frame(f):
 
 
 if __name__ == "__main__":
+    import json
     op, target = sys.argv[1], int(sys.argv[2])
     result = inject(target, sys.argv[3]) if op == "inject" else stack(target)
     sys.stdout.write(json.dumps(result))

@@ -11,11 +11,10 @@ Both answer ``{"status": "ok", "processes": [...]}``, one entry per process (see
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from . import processes, procfs, runtime as runtime_mod
+from . import processes, procfs, protocol, runtime as runtime_mod
 from .protocol import AgentError
 from .sources import module_source
 
@@ -162,7 +161,7 @@ def collect_stack(popen, deadline) -> dict:
         return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "
                                             "node" % STACK_TIMEOUT}
     try:
-        data = json.loads(stdout or b"{}")
+        data = protocol.loads(stdout or b"{}")
     except ValueError:
         data = {}
     if not data:
@@ -228,7 +227,7 @@ class Sampling:
         while b"\n" in self.buf:
             line, self.buf = self.buf.split(b"\n", 1)
             try:
-                obj = json.loads(line)
+                obj = protocol.loads(line)
             except ValueError:
                 continue
             if "progress" in obj:

@@ -15,7 +15,9 @@ HELPER_MARKERS = (
 # kubectl-wand's own processes beside the target are never the app's and never listed: the agent in a pod
 # (`python3 -S -c LOADER`, kube/transport.py: the attach watcher lives for the whole attach) and the
 # injector (the target's interpreter running agent/injector.py, for a few milliseconds).
-AGENT_LOADER = "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))"
+AGENT_LOADER = "import sys;exec(sys.stdin.buffer.readline())"
+# Loaders of earlier kubectl-wand versions, whose agents may run beside ours
+EARLIER_LOADERS = ("import sys,json;exec(json.loads(sys.stdin.buffer.readline()))",)
 INJECTOR_MARK = '"""Runs under the *target\'s* interpreter'
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 
@@ -173,7 +175,7 @@ def is_own(cmdline) -> bool:
     for i, arg in enumerate(cmdline[:-1]):
         if arg == "-c":
             code = cmdline[i + 1]
-            return code == AGENT_LOADER or code.startswith(INJECTOR_MARK)
+            return code == AGENT_LOADER or code in EARLIER_LOADERS or code.startswith(INJECTOR_MARK)
     return False
 
 

@@ -5,17 +5,58 @@ caller explains why.
 """
 from __future__ import annotations
 
-import functools
 import os
-import re
 import time
 
 from . import elf
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-PYTHON_EXE = re.compile(r"^python(\d)?(?:\.(\d+))?[a-z]?$")
-LIBPYTHON = re.compile(r"/libpython(\d)\.(\d+)[a-z]*\.so")
+DIGITS = "0123456789"
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+# Names are matched by hand, not with re: the agent imports nothing that costs at its start in a pod (re, with
+# enum, functools and collections, was ~6 ms of it on 3.14 -S). tests/test_units.py holds both to the patterns.
+def python_name(name: str):
+    r"""(major, minor) for an interpreter file name like r"python(\d)?(\.\d+)?[a-z]?" (python, python3,
+    python3.14, python3.14t), each None where the name has none; None for any other name."""
+    if not name.startswith("python"):
+        return None
+    rest, major, minor = name[6:], None, None
+    if rest[:1] and rest[0] in DIGITS:
+        major, rest = int(rest[0]), rest[1:]
+    if rest.startswith("."):
+        end = 1
+        while end < len(rest) and rest[end] in DIGITS:
+            end += 1
+        if end == 1:
+            return None
+        minor, rest = int(rest[1:end]), rest[end:]
+    if len(rest) > 1 or rest and rest not in LOWER:
+        return None
+    return major, minor
+
+
+def libpython_version(text: str):
+    r"""(major, minor) of the first r"/libpython(\d)\.(\d+)[a-z]*\.so" in ``text`` (a path, or all of
+    /proc/PID/maps), or None."""
+    at = text.find("/libpython")
+    while at >= 0:
+        i = at + len("/libpython")
+        if text[i:i + 1] and text[i] in DIGITS and text[i + 1:i + 2] == ".":
+            j = i + 2
+            while j < len(text) and text[j] in DIGITS:
+                j += 1
+            k = j
+            while k < len(text) and text[k] in LOWER:
+                k += 1
+            if j > i + 2 and text.startswith(".so", k):
+                return int(text[i]), int(text[i + 2:j])
+        at = text.find("/libpython", at + 1)
+    return None
+
+
 CAP_SYS_PTRACE = 19
 
 
@@ -131,7 +172,7 @@ class Proc:
             if offset != 0:
                 continue
             base = int(parts[0].split("-")[0], 16)
-            if LIBPYTHON.search(path):
+            if libpython_version(path):
                 return path, base
             if exe_base is None and self.exe and path == self.exe:
                 exe_base = base
@@ -142,20 +183,17 @@ class Proc:
     def version_from_names(self):
         """(major, minor) guessed from the exe or libpython name, or None."""
         if self.exe:
-            m = PYTHON_EXE.match(os.path.basename(self.exe.replace(" (deleted)", "")))
-            if m and m.group(2):
-                return int(m.group(1)), int(m.group(2))
-        m = LIBPYTHON.search(self.maps() or "")
-        if m:
-            return int(m.group(1)), int(m.group(2))
-        return None
+            found = python_name(os.path.basename(self.exe.replace(" (deleted)", "")))
+            if found and None not in found:
+                return found
+        return libpython_version(self.maps() or "")
 
     def looks_like_python(self) -> bool:
-        if self.exe and PYTHON_EXE.match(os.path.basename(self.exe.replace(" (deleted)", ""))):
+        if self.exe and python_name(os.path.basename(self.exe.replace(" (deleted)", ""))):
             return True
-        if self.cmdline and PYTHON_EXE.match(os.path.basename(self.cmdline[0])):
+        if self.cmdline and python_name(os.path.basename(self.cmdline[0])):
             return True
-        return bool(self.exe and LIBPYTHON.search(self.maps() or ""))
+        return bool(self.exe and libpython_version(self.maps() or ""))
 
     def _runtime_binary(self):
         """(mapped path, the same file reachable from here, load base) of the CPython runtime, or None."""
@@ -272,10 +310,14 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-@functools.lru_cache(maxsize=None)
+_ONCE = {}
+
+
 def self_status() -> dict:
     """Our own /proc status: read once (our credentials do not change while we run)."""
-    return parse_status(read_text("/proc/self/status") or "")
+    if "status" not in _ONCE:
+        _ONCE["status"] = parse_status(read_text("/proc/self/status") or "")
+    return _ONCE["status"]
 
 
 def my_caps() -> int:
@@ -286,10 +328,11 @@ def my_permitted_caps() -> int:
     return int(self_status().get("CapPrm", "0"), 16)
 
 
-@functools.lru_cache(maxsize=None)
 def yama_scope():
-    text = read_text("/proc/sys/kernel/yama/ptrace_scope")
-    return int(text) if text and text.strip().isdigit() else None
+    if "yama" not in _ONCE:
+        text = read_text("/proc/sys/kernel/yama/ptrace_scope")
+        _ONCE["yama"] = int(text) if text and text.strip().isdigit() else None
+    return _ONCE["yama"]
 
 
 def pidns(pid: int):

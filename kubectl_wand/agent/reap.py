@@ -14,13 +14,20 @@ A name we cannot parse, or a namespace we cannot see, is left alone.
 from __future__ import annotations
 
 import os
-import re
 
 from . import procfs
 from .fdops import open_root_base, remove_entry
 from .procfs import pidns
 
-NAME = re.compile(r"^wand-(\d+)-(\d+)-(\d+)-[0-9a-f]{12}$")  # private.dir_name; "wand-check-*" never matches
+def dir_fields(name: str):
+    r"""(pid, start ticks, pid namespace) of a private directory's name r"wand-(\d+)-(\d+)-(\d+)-[0-9a-f]{12}"
+    (private.dir_name; "wand-check-*" never matches), else None. By hand: re costs ~6 ms of the agent's start."""
+    parts = name.split("-")
+    if len(parts) != 5 or parts[0] != "wand" or len(parts[4]) != 12 or parts[4].strip("0123456789abcdef"):
+        return None
+    if not all(p and not p.strip("0123456789") for p in parts[1:4]):
+        return None
+    return int(parts[1]), int(parts[2]), int(parts[3])
 
 
 def alive(pid: int, start: int, ns: int) -> bool:
@@ -53,9 +60,9 @@ def listing(base_fd: int):
         return []
     out = []
     for name in names:
-        m = NAME.match(name)
-        if m:
-            out.append((name, int(m.group(1)), int(m.group(2)), int(m.group(3))))
+        fields = dir_fields(name)
+        if fields:
+            out.append((name,) + fields)
     return out
 
 

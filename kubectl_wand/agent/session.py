@@ -14,7 +14,6 @@ later injection into the same target adopts it, or a later run finds the target 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -22,7 +21,7 @@ import struct
 import sys
 import time
 
-from . import private as private_mod, processes, procfs, reap, runtime as runtime_mod, slot as slot_mod
+from . import private as private_mod, processes, procfs, protocol, reap, runtime as runtime_mod, slot as slot_mod
 from .wait import Exited, Watch
 
 from .sources import SOURCES, module_source  # noqa: E402,F401  (re-exported for the agent modules)
@@ -78,7 +77,7 @@ def main_thread_stack(rt) -> list:
     """The main thread's frames, innermost first, read without injecting (empty if unreadable)."""
     try:
         done = rt.run(["-c", module_source("injector"), "stack", str(rt.injector_pid)], timeout=5)
-        data = json.loads(done.stdout or b"{}")
+        data = protocol.loads(done.stdout or b"{}")
     except Exception:
         return []
     if not data.get("ok"):
@@ -206,7 +205,8 @@ class Injection:
     def _private_dir(self, bases):
         def files(target_path):
             source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
-                json.dumps(target_path + "/s"), json.dumps(target_path), json.dumps(target_path.rsplit("/", 1)[1]))
+                protocol.dumps(target_path + "/s"), protocol.dumps(target_path),
+                protocol.dumps(target_path.rsplit("/", 1)[1]))
             return {"bootstrap.py": source.encode()}
         try:
             return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))
@@ -238,7 +238,7 @@ class Injection:
         except Exception as exc:
             raise AgentError("inject", "running the target's interpreter failed: %s" % exc)
         try:
-            result = json.loads(done.stdout or b"{}")
+            result = protocol.loads(done.stdout or b"{}")
         except ValueError:
             result = {}
         if not result:
@@ -252,7 +252,7 @@ class Injection:
             raise AgentError("inject", "process %d, not the target %d, answered the injection" % (peer, self.pid))
         conn.settimeout(max(1.0, deadline - time.monotonic()))
         with conn.makefile("rwb") as channel:
-            hello = json.loads(channel.readline() or b"{}")
+            hello = protocol.loads(channel.readline() or b"{}")
             if hello.get("token") != private.name:
                 raise AgentError("inject", "an unexpected bootstrap answered the injection")
             # Ours ran, so any other directory of this target is dead (one slot; the lock is ours).
@@ -263,7 +263,7 @@ class Injection:
                     channel.write(b'{"op": "noop"}\n')
                     channel.flush()
                     return dict(request, hello=hello)
-            channel.write(json.dumps(request).encode() + b"\n")
+            channel.write(protocol.dumps(request).encode() + b"\n")
             channel.flush()
             if stream is not None:
                 # The script slot is consumed and the socket file has done its job: free both now, so
@@ -281,7 +281,7 @@ class Injection:
                     raise Exited()
                 raise AgentError("inject", "the payload in process %d closed the connection without answering "
                                  "(did the code close file descriptors?)" % self.pid)
-            result = json.loads(line)
+            result = protocol.loads(line)
             result["hello"] = hello
             return result
 

@@ -27,6 +27,12 @@ def follow_deployment(cluster):
     cluster.kubectl("scale", "deploy/follow", "--replicas=1", check=True)
 
 
+def app_ready(cluster, pod):
+    """Wait until the pod's app answers HTTP (its readiness probe): attach reaches a new pod's process as soon as
+    it runs Python, often before uvicorn listens, and a request sent then is refused (seen: no breakpoint hit)."""
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/" + pod, "--timeout=120s", check=True, timeout=150)
+
+
 def test_attach_follows_a_deleted_pod_to_its_replacement(cluster, follow_deployment):
     old = cluster.pod_names("app=follow")
     assert len(old) == 1
@@ -39,6 +45,7 @@ def test_attach_follows_a_deleted_pod_to_its_replacement(cluster, follow_deploym
         new = attached.read_until(r"followed to pod/(\S+): debugpy listening in pid \d+, still on 127\.0\.0\.1:(\d+)",
                                   timeout=150)
         assert new.group(1) != old[0] and int(new.group(2)) == local_port
+        app_ready(cluster, new.group(1))
         hit_breakpoint(cluster, local_port, new.group(1))  # the editor's configuration still holds
     finally:
         code, out, err = attached.stop()
@@ -86,6 +93,7 @@ def test_all_pods_breaks_in_every_replica_and_new_ones(cluster, follow_deploymen
         m = attached.read_until(r"new pod: debugpy listening in pod/(\S+) pid \d+ \(127\.0\.0\.1:\d+ there\) on "
                                 r"127\.0\.0\.1:(\d+) here", timeout=150)
         assert m.group(1) not in pods
+        app_ready(cluster, m.group(1))
         hit_breakpoint(cluster, int(m.group(2)), m.group(1))
     finally:
         code, out, err = attached.stop()

@@ -253,7 +253,7 @@ def verb_parsers():
 
 # Option strings that take a value, in any verb: what split_verb steps over to find the verb word. Written out
 # so that a command builds only its own verb's parser (all seven cost ~15 ms of a 0.3 s `stack`, before its
-# first kubectl call); tests/test_cli_input.py checks it against value_flags(verb_parsers()).
+# first kubectl call); tests/test_units.py checks it against value_flags(verb_parsers()).
 TAKES_VALUE = frozenset((
     "--address", "--as", "--as-group", "--as-uid", "--cache-dir", "--certificate-authority", "--client-certificate",
     "--client-key", "--cluster", "--condition", "--container", "--context", "--count", "--duration", "--filename",

@@ -258,8 +258,8 @@ def all_pids():
 
 
 # clock_getcpuclockid(3) on Linux: the CPU-time clock of process PID has the id (~PID << CPUCLOCK_BITS) |
-# CPUCLOCK_SCHED (the kernel ABI glibc computes it with). Any process may read any other's; the kernel sums every thread, exited ones
-# included, to the nanosecond, where /proc/PID/stat counts 10 ms ticks.
+# CPUCLOCK_SCHED (the kernel ABI glibc computes it with). Any process may read any other's; the kernel sums
+# every thread, exited ones included, to the nanosecond, where /proc/PID/stat counts 10 ms ticks.
 CPUCLOCK_BITS, CPUCLOCK_SCHED = 3, 2
 # A 0.1 s window is enough with nanoseconds (ticks would make it 10 % steps); ticks alone get 0.2 s (5 % steps).
 CPU_WINDOW, TICKS_WINDOW = 0.1, 0.2
@@ -298,7 +298,7 @@ def cpu_percent(samples: dict, started: float) -> dict:
             continue
         fields = stat.rpartition(")")[2].split()
         after = int(fields[11]) + int(fields[12])
-        out[pid] = round(100.0 * (after - before_ticks) / CLK_TCK / max(now - started, 1e-3), 1)
+        out[pid] = round(100.0 * (after - before_ticks) / CLK_TCK / max(now - then, 1e-3), 1)
     return out
 
 

@@ -160,11 +160,11 @@ class KubeFlags:
         """The namespace the kubeconfig's context (--context, else current-context) names; "" for none.
 
         Parsing the kubeconfig is ~20 ms of a command's start (importing PyYAML) before its first kubectl
-        call, so the answer is kept in the user's cache, keyed by the identity of every kubeconfig file
-        (device, inode, size, modification time in ns) and --context: any edit of a file reads it again."""
+        call, so the answer is kept in the user's cache, keyed by the content of every kubeconfig file (its
+        hash) and --context: any edit of a file reads it again."""
         import json
         from .. import usercache
-        key = json.dumps([self.values.get("context"), [file_identity(p) for p in self.kubeconfig_files()]])
+        key = json.dumps([self.values.get("context"), [file_digest(p) for p in self.kubeconfig_files()]])
         try:
             known = json.loads(usercache.read(NAMESPACE_CACHE) or b"{}")
         except ValueError:
@@ -201,12 +201,16 @@ NAMESPACE_CACHE, NAMESPACE_CACHE_SIZE = "kubeconfig-namespaces.json", 32
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-def file_identity(path: str):
+def file_digest(path: str):
+    """[path, SHA-256 of its bytes], or [path] when it cannot be read: what the namespace cache is keyed by.
+    The content, not the modification time: on a filesystem with 1 s timestamps (NFS homes) `kubectl config
+    set-context --namespace` twice in a second, keeping the size, would leave the time as it was."""
+    import hashlib  # ~3 ms; PyYAML, which this spares, is ~19
     try:
-        st = os.stat(path)
+        with open(path, "rb") as f:
+            return [path, hashlib.sha256(f.read()).hexdigest()]
     except OSError:
         return [path]
-    return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def in_cluster_namespace():

@@ -99,23 +99,20 @@ def close(proc, grace=5.0, wait=True):
         pass
     if proc.poll() is None:
         proc.terminate()
-        if not wait:
+        if wait:
+            _reap(proc, grace)
+        else:
             threading.Thread(target=_reap, args=(proc, grace), daemon=True).start()
-            return
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace)
     # stdout/stderr stay open: a Drain may still be reading the last of kubectl's error message.
 
 
 def _reap(proc, grace):
+    """Wait for a terminated child; SIGKILL it if it outlives ``grace``."""
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        proc.wait(grace)
 
 
 def write_line(proc, data: bytes) -> bool:

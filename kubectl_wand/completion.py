@@ -2,8 +2,9 @@
 
 kubectl calls ``kubectl_complete-wand ARGS... WORD`` with the words typed after ``kubectl wand`` and the word
 being completed (possibly empty), and reads one candidate per line (``value<TAB>description`` allowed) and a
-last line ``:<directive>`` (Cobra's ShellCompDirective). Everything is read from the argparse parser in
-kubectl_wand.cli, so verbs and flags never go out of step with the CLI. Cluster lookups honour -n/--context/
+last line ``:<directive>`` (Cobra's ShellCompDirective). Everything is read from the argparse parsers that
+kubectl_wand.cli builds from each verb's declared flags (what completes a flag's value is declared with it), so
+verbs and flags never go out of step with the CLI. Cluster lookups honour -n/--context/
 --kubeconfig already on the line, use a short timeout, and print nothing on any error: a completion that
 fails must never spoil the prompt. The kubernetes client is imported only when a lookup needs the cluster.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from .flags import FILES
 
 # Cobra ShellCompDirective bits
 DEFAULT = 0  # the shell may complete file names
@@ -30,10 +33,6 @@ KIND_PATHS = {
     "job": "/apis/batch/v1/namespaces/{ns}/jobs",
     "ksvc": "/apis/serving.knative.dev/v1/namespaces/{ns}/services",
 }
-# option dest -> how to complete its value; options not named here (and without choices) get file names
-VALUE_COMPLETERS = {"namespace": "namespaces", "context": "contexts", "cluster": "clusters", "user": "users",
-                    "container": "containers", "pid": "pids", "pod": "pods_of_target"}
-FILE_DESTS = {"kubeconfig", "filename", "certificate_authority", "client_certificate", "client_key", "cache_dir"}
 CLUSTER_TIMEOUT = 3.0  # seconds for one API call
 AGENT_TIMEOUT = 6.0  # seconds for listing a pod's processes (kubectl exec + the agent)
 
@@ -134,12 +133,12 @@ class Line:
 
 def complete(words, current):
     """(candidates, directive) for the word ``current`` after ``words`` (flags may stand anywhere)."""
-    from .cli import VERBS, split_verb, value_flags, verb_parsers
+    from .cli import VERBS, find_verb, verb_parsers
+    from .flags import KUBE_FLAGS, value_options
     parsers = verb_parsers()
-    takes = value_flags(parsers)
-    verb, rest = split_verb(words, takes)
+    verb, rest = find_verb(words)
     if verb is None:
-        if words and words[-1] in takes:  # a global flag's value, before any verb: `kubectl wand -n <TAB>`
+        if words and words[-1] in value_options(KUBE_FLAGS):  # a global flag's value, before any verb: `kubectl wand -n <TAB>`
             line = Line(parsers["get"], words)
             if line.pending is not None:
                 return complete_value(line, line.pending, current, "")
@@ -193,9 +192,9 @@ def match(candidates, current):
 def complete_value(line, action, current, prefix):
     if action.choices:
         return [prefix + c for c in match([str(c) for c in action.choices], current)], NO_FILE
-    if action.dest in FILE_DESTS:
+    kind = getattr(action, "complete", None)  # declared with the flag (kubectl_wand.flags)
+    if kind == FILES:
         return [], DEFAULT
-    kind = VALUE_COMPLETERS.get(action.dest)
     if kind is None:
         return [], NO_FILE
     return [prefix + c for c in match(lookup(kind, line), current)], NO_FILE

@@ -145,16 +145,36 @@ def test_ptrace_fix_appends_and_is_offered_only_where_it_applies(monkeypatch):
     assert "Job's pod template cannot change" in job and "kubectl patch" not in job
 
 
-def test_the_written_out_value_flags_are_every_verbs():
-    # split_verb steps over these to find the verb; a flag added to a verb's parser and not here would make
-    # `kubectl wand --newflag VALUE stack POD` take VALUE for the verb
-    assert cli.TAKES_VALUE == cli.value_flags(cli.verb_parsers())
+def test_every_declared_flag_is_a_field_of_its_verbs_options():
+    import importlib
+    from kubectl_wand.commands.common import TARGET_DESTS
+    for verb, (module, _summary, _usage) in cli.VERBS.items():
+        mod = importlib.import_module("kubectl_wand.commands." + module)
+        assert mod.Options.flags is mod.FLAGS, verb
+        for flag in mod.FLAGS:
+            assert flag.dest in TARGET_DESTS or hasattr(mod.Options, flag.dest), (verb, flag.dest)
 
 
 def test_the_verb_is_found_wherever_it_stands():
-    assert cli.split_verb(["-n", "ns", "stack", "pod/p"], cli.TAKES_VALUE) == ("stack", ["-n", "ns", "pod/p"])
-    assert cli.split_verb(["--context=c", "-q", "exec-py", "p"], cli.TAKES_VALUE) == ("exec-py", ["--context=c", "-q", "p"])
-    assert cli.split_verb(["-o", "json"], cli.TAKES_VALUE) == (None, ["-o", "json"])
+    assert cli.find_verb(["-n", "ns", "stack", "pod/p"]) == ("stack", ["-n", "ns", "pod/p"])
+    assert cli.find_verb(["--context=c", "-q", "exec-py", "p"]) == ("exec-py", ["--context=c", "-q", "p"])
+    assert cli.find_verb(["-o", "json"]) == (None, ["-o", "json"])
+    assert cli.find_verb(["-n", "stack", "stack", "p"]) == ("stack", ["-n", "stack", "p"])  # a namespace "stack"
+    assert cli.find_verb(["--pod", "get", "attach", "x"]) == ("attach", ["--pod", "get", "x"])  # --pod's value
+    assert cli.find_verb(["--no-follow", "-v6", "attach", "x"]) == ("attach", ["--no-follow", "-v6", "x"])
+    assert cli.find_verb(["--bogus", "stack"]) == ("stack", ["--bogus"])  # its parser refuses --bogus
+    assert cli.find_verb(["-n", "ns", "frobnicate"]) == ("frobnicate", ["-n", "ns"])  # an unknown command
+    assert cli.find_verb(["stack", "--", "get"]) == ("stack", ["--", "get"])
+
+
+def test_a_command_imports_only_its_own_verb():
+    import subprocess
+    import sys
+    code = ("import sys; from kubectl_wand import cli; cli.parse(['-q', '-n', 'ns', 'stack', 'pod/p']); "
+            "print(' '.join(m for m in sys.modules if m.startswith('kubectl_wand.commands.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    verbs = {"kubectl_wand.commands." + module for module, _s, _u in cli.VERBS.values()}
+    assert verbs.intersection(out.split()) == {"kubectl_wand.commands.stack"}
 
 
 def test_cpu_clock_of_a_process_is_its_cpu_time_to_the_nanosecond():

@@ -11,14 +11,39 @@ import time
 
 from .. import editor, errors, printers, report
 from ..errors import PortBusy, WandError
-from .common import TargetOptions, check_result, positive_seconds
+from ..flags import DURATION, Flag
+from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
 
 DEFAULT_PORT = 5679
 DEFAULT_ADDRESS = "127.0.0.1"
 WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset", "job", "service", "ksvc")
 
+DESCRIPTION = ("Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to 127.0.0.1 here and "
+               "print the editor configuration.")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("--port", value=int, help="debug server port in the target (default 5679)"),
+    Flag("--local-port", value=int, help="local port of the forward (default: --port, or a free one)"),
+    Flag("--no-forward", help="inject and exit; forward yourself"),
+    Flag("--address", value=str, default=DEFAULT_ADDRESS,
+         help="address the debug server binds in the target (default 127.0.0.1; anything else exposes it to the "
+              "network and is warned about)"),
+    Flag("--timeout", value=DURATION, default=15.0,
+         help="how long to wait for the injection, e.g. 15 or 30s (default 15s)"),
+    Flag("--follow", negatable=True,
+         help="when the pod goes away, move to a Running replacement of the workload on the same local port "
+              "(default: on for workloads and -l, off for pod/NAME and pid/N)"),
+    Flag("--follow-timeout", value=DURATION, default=300.0,
+         help="how long to wait for a replacement pod, e.g. 5m (default 5m)"),
+    Flag("--all-pods", help="attach to every Running pod of the target, each on its own local port, and to pods "
+                            "that appear later"),
+    Flag("--all-workers", help="attach to every worker of a pre-fork master (gunicorn), each on its own port"),
+    Flag("-o", "--output", choices=("json", "yaml"), help="output format"),
+) + TARGET_FLAGS
+
 
 class Options(TargetOptions):
+    flags = FLAGS
     port: int = DEFAULT_PORT
     local_port: int = None
     no_forward: bool = False
@@ -34,12 +59,9 @@ class Options(TargetOptions):
     def complete(self, ns, streams):
         self.verb = "attach"
         self.complete_target(ns, streams)
-        self.port_given = ns.port is not None
-        self.port = ns.port if ns.port is not None else DEFAULT_PORT
-        self.local_port, self.no_forward, self.address = ns.local_port, ns.no_forward, ns.address
-        self.timeout, self.output = ns.timeout, ns.output
-        self.follow, self.follow_timeout = ns.follow, ns.follow_timeout
-        self.all_pods, self.all_workers = ns.all_pods, ns.all_workers
+        self.port_given = self.port is not None
+        if self.port is None:
+            self.port = DEFAULT_PORT
         if self.follow is None:  # on by default for workloads; a pod or a process has no replacement to follow
             self.follow = bool(self.target is None and self.selector or
                                self.target is not None and self.target.kind in WORKLOADS)

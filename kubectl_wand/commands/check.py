@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from .. import errors, printers
 from ..errors import WandError
-from .common import TargetOptions, check_result
+from ..flags import Flag
+from .common import TARGET_FLAGS, TargetOptions, check_result
 
 COLUMNS = [("CHECK", "check"), ("STATUS", "status"), ("DETAIL", "detail"), ("FIX", "fix")]
 
+DESCRIPTION = "One row per condition an injection needs, with ok/warn/fail and the fix. Exit 1 if any row fails."
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("--no-headers"),
+    Flag("-o", "--output", choices=("wide", "json", "yaml"), help="output format"),
+) + TARGET_FLAGS
+
 
 class Options(TargetOptions):
+    flags = FLAGS
     output: str = None
     no_headers: bool = False
 
     def complete(self, ns, streams):
         self.verb = "check"
         self.complete_target(ns, streams)
-        self.output, self.no_headers = ns.output, ns.no_headers
 
     def early_request(self):
         return None if self.pid else {"op": "check", "pid": None, "hold": True}

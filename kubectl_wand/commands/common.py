@@ -9,7 +9,33 @@ import math
 
 from .. import errors, targets
 from ..errors import WandError
+from ..flags import Flag
 from ..streams import Streams
+
+
+def target_flags(one_pod=True, pid=True):
+    """The flags that choose where the target is, read by ``TargetOptions.complete_target``."""
+    return tuple(f for f in (
+        Flag("-l", "--selector", value=str, help="label selector for the pods (kubectl's -l)"),
+        Flag("-c", "--container", value=str, complete="containers",
+             help="container (default: annotation kubectl.kubernetes.io/default-container, else the first "
+                  "container that runs Python)"),
+        Flag("--pod", value=str, complete="pods_of_target", help="which pod when the target has several")
+        if one_pod else None,
+        Flag("--pid", value=int, complete="pids", help="the process in the pod (default: the app process)")
+        if pid else None,
+        Flag("--ephemeral", help="work from an ephemeral debug container added to the pod (SYS_PTRACE there only, "
+                                 "no restart): for pods kubectl exec cannot debug (another uid, no capabilities, "
+                                 "read-only filesystem, no python3 on PATH); it stays listed in the pod spec"),
+        Flag("--image", value=str, help="image of the --ephemeral debug container (default: the app container's own)"),
+        Flag("-q", "--quiet", help="no progress spinner or notes on stderr"),
+    ) if f is not None)
+
+
+TARGET_FLAGS = target_flags()
+# Read by complete_target itself (the target is parsed, switches made bool): take() leaves them alone.
+TARGET_DESTS = frozenset(("target", "selector", "container", "pod", "pid", "all_namespaces", "quiet", "ephemeral",
+                          "image"))
 
 
 def kube_flags(ns, warn=None):
@@ -46,6 +72,7 @@ class TargetOptions:
     ephemeral: bool = False          # --ephemeral: the agent runs in an ephemeral debug container
     image: str = None                # --image: that container's image (default: the app container's)
     streams: Streams = None
+    flags: tuple = ()                # the verb's flags, as declared beside its Options (FLAGS)
 
     def __init__(self, **values):
         for name, value in values.items():
@@ -68,6 +95,13 @@ class TargetOptions:
         self.ephemeral, self.image = bool(getattr(ns, "ephemeral", False)), getattr(ns, "image", None)
         if self.target is None or not self.target.local:
             self.kube = kube_flags(ns, warn=streams.stderr)
+        self.take(ns)
+
+    def take(self, ns):
+        """The values of the verb's own flags (``flags``: its module's FLAGS), under the same names."""
+        for flag in self.flags:
+            if flag.dest not in TARGET_DESTS:
+                setattr(self, flag.dest, getattr(ns, flag.dest))
 
     def validate_target(self, needs_one=True):
         if needs_one and self.target is None and not self.selector:

@@ -11,10 +11,25 @@ import io
 
 from .. import errors, printers, report
 from ..errors import WandError
-from .common import TargetOptions, check_result, positive_seconds
+from ..flags import DURATION, FILES, Flag
+from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
 
 MAX_OUTPUT = 1 << 20  # bytes of stdout (and of stderr) brought back by default
 PARALLEL = 32
+
+DESCRIPTION = ("Run CODE inside the live process and print its stdout, stderr, the repr of a final expression, and a "
+               "traceback if it raised (exit 1).")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("code_words", nargs="*", metavar="code", help="the code, after --"),
+    Flag("-f", "--filename", value=str, complete=FILES, help="read the code from FILE (- for stdin)"),
+    Flag("--timeout", value=DURATION, default=10.0,
+         help="how long injection and run may take, e.g. 10 or 1m (default 10s)"),
+    Flag("--max-output", value=int, default=MAX_OUTPUT, metavar="BYTES",
+         help="bytes of stdout and of stderr brought back (default 1048576; 0: no limit)"),
+    Flag("--all-pods", help="run in every Running pod of the target at once"),
+    Flag("-o", "--output", choices=("json", "yaml"), help="output format"),
+) + TARGET_FLAGS
 
 
 def decode_source(data: bytes, what: str) -> str:
@@ -34,6 +49,7 @@ def decode_source(data: bytes, what: str) -> str:
 
 
 class Options(TargetOptions):
+    flags = FLAGS
     code: str = None
     code_words: tuple = ()
     filename: str = None
@@ -45,8 +61,7 @@ class Options(TargetOptions):
     def complete(self, ns, streams):
         self.verb = "exec-py"
         self.complete_target(ns, streams)
-        self.code_words, self.filename = list(ns.code), ns.filename
-        self.timeout, self.output, self.max_output, self.all_pods = ns.timeout, ns.output, ns.max_output, ns.all_pods
+        self.code_words = list(self.code_words)
         if self.filename and self.code_words:
             raise WandError("give the code either after -- or with -f, not both", errors.USAGE)
         if self.filename == "-":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .. import errors, printers
 from ..errors import WandError
-from .common import TargetOptions
+from ..flags import Flag
+from .common import TargetOptions, target_flags
 
 COLUMNS = [
     ("PID", "pid"), ("PPID", "ppid"), ("USER", "user"), ("PYTHON", "python"),
@@ -16,16 +17,26 @@ COMMAND = ("COMMAND", lambda r: r["command"] if len(r["command"]) <= 60 else r["
 WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "command")]
 PARALLEL = 32  # pods listed at once: one wave for most workloads, still bounded for the API server and kubelets
 
+DESCRIPTION = "List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, ATTACHABLE, COMMAND."
+FLAGS = (
+    Flag("resource", nargs=None, choices=("processes", "process", "procs", "ps"), metavar="processes"),
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)"),
+    Flag("-A", "--all-namespaces", help="pods in every namespace"),
+    Flag("--no-headers"),
+    Flag("-o", "--output", choices=("wide", "json", "yaml", "name"), help="output format"),
+) + target_flags(one_pod=False, pid=False)
+
 
 class Options(TargetOptions):
+    flags = FLAGS
+    resource: str = "processes"
     output: str = "table"
     no_headers: bool = False
 
     def complete(self, ns, streams):
         self.verb = "get processes"
         self.complete_target(ns, streams)
-        self.output = ns.output or "table"
-        self.no_headers = ns.no_headers
+        self.output = self.output or "table"
 
     def early_request(self):
         return {"op": "list", "cpu": True}

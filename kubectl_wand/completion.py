@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from . import targets
 from .flags import FILES
 
 # Cobra ShellCompDirective bits
@@ -21,18 +22,6 @@ DEFAULT = 0  # the shell may complete file names
 NO_SPACE = 2
 NO_FILE = 4
 
-KINDS = ("pod/", "svc/", "deploy/", "sts/", "ds/", "rs/", "job/", "ksvc/", "pid/")
-# TYPE/ prefix -> (API path in a namespace, with {ns}), for names of that kind
-KIND_PATHS = {
-    "pod": "/api/v1/namespaces/{ns}/pods", "po": "/api/v1/namespaces/{ns}/pods",
-    "svc": "/api/v1/namespaces/{ns}/services", "service": "/api/v1/namespaces/{ns}/services",
-    "deploy": "/apis/apps/v1/namespaces/{ns}/deployments", "deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
-    "sts": "/apis/apps/v1/namespaces/{ns}/statefulsets", "statefulset": "/apis/apps/v1/namespaces/{ns}/statefulsets",
-    "ds": "/apis/apps/v1/namespaces/{ns}/daemonsets", "daemonset": "/apis/apps/v1/namespaces/{ns}/daemonsets",
-    "rs": "/apis/apps/v1/namespaces/{ns}/replicasets", "replicaset": "/apis/apps/v1/namespaces/{ns}/replicasets",
-    "job": "/apis/batch/v1/namespaces/{ns}/jobs",
-    "ksvc": "/apis/serving.knative.dev/v1/namespaces/{ns}/services",
-}
 CLUSTER_TIMEOUT = 3.0  # seconds for one API call
 AGENT_TIMEOUT = 6.0  # seconds for listing a pod's processes (kubectl exec + the agent)
 
@@ -206,12 +195,12 @@ def complete_target(line, current):
         prefix, _, name = current.partition("/")
         if prefix == "pid":
             found = ["pid/%s" % c for c in local_pids()]
-        elif prefix in KIND_PATHS:
+        elif prefix in targets.KINDS:
             found = ["%s/%s" % (prefix, n) for n in names_of_kind(line, prefix)]
         else:
             found = []
         return match(found, current), NO_FILE
-    found = match(list(KINDS), current)
+    found = match([short + "/" for short in targets.SHORT_NAMES], current)
     try:
         found += match(names_of_kind(line, "pod"), current)
     except Exception:  # noqa: BLE001 - no cluster: the kinds are still worth offering
@@ -253,9 +242,10 @@ def api_items(line, path):
 
 
 def names_of_kind(line, prefix):
-    if prefix == "ksvc":
+    kind = targets.KINDS[prefix]
+    if kind == "ksvc":
         return knative_services(line)
-    items = api_items(line, KIND_PATHS[prefix])
+    items = api_items(line, targets.LIST_PATHS[kind])
     return sorted(o["metadata"]["name"] for o in items)
 
 
@@ -264,7 +254,7 @@ def knative_services(line):
     from .errors import WandError
     from .kube.resolve import KNATIVE_LABEL
     try:
-        return sorted(o["metadata"]["name"] for o in api_items(line, KIND_PATHS["ksvc"]))
+        return sorted(o["metadata"]["name"] for o in api_items(line, targets.LIST_PATHS["ksvc"]))
     except WandError:  # no Knative API here (404) or not readable
         from .kube import api
         flags = kube_flags(line)
@@ -282,7 +272,6 @@ def target_pods(line):
     args = line.namespace()
     if not getattr(args, "target", None) and not getattr(args, "selector", None):
         return []
-    from . import targets
     from .kube.resolve import pods
     target = targets.parse(args.target) if getattr(args, "target", None) else None
     if target is not None and target.local:

@@ -16,7 +16,6 @@ from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
 
 DEFAULT_PORT = 5679
 DEFAULT_ADDRESS = "127.0.0.1"
-WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset", "job", "service", "ksvc")
 
 DESCRIPTION = ("Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to 127.0.0.1 here and "
                "print the editor configuration.")
@@ -64,7 +63,7 @@ class Options(TargetOptions):
             self.port = DEFAULT_PORT
         if self.follow is None:  # on by default for workloads; a pod or a process has no replacement to follow
             self.follow = bool(self.target is None and self.selector or
-                               self.target is not None and self.target.kind in WORKLOADS)
+                               self.target is not None and self.target.workload)
 
     def attach_request(self, pid, port=None):
         return {"op": "attach", "pid": pid, "host": self.address, "port": self.port if port is None else port,

@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from .. import errors
 from ..errors import WandError
+from ..targets import LIST_PATHS
 from . import api
 
-WORKLOADS = {  # kind -> (API group path, plural)
-    "deployment": ("/apis/apps/v1", "deployments"), "statefulset": ("/apis/apps/v1", "statefulsets"),
-    "daemonset": ("/apis/apps/v1", "daemonsets"), "replicaset": ("/apis/apps/v1", "replicasets"),
-    "job": ("/apis/batch/v1", "jobs"),
-}
 KNATIVE_LABEL = "serving.knative.dev/service"
 PYTHON_HINTS = ("python", "uvicorn", "gunicorn", "flask", "django", "celery", "hypercorn", "daphne", "fastapi")
 
@@ -46,8 +42,7 @@ def target_selector(flags, target):
             raise WandError("service %s has no selector (its endpoints are managed by hand); target its pods "
                             "directly (pod/NAME or -l)" % target.name, errors.NOT_FOUND)
         return ",".join("%s=%s" % kv for kv in sorted(spec["selector"].items()))
-    group, plural = WORKLOADS[target.kind]
-    obj = api.get(flags, "%s/namespaces/%s/%s/%s" % (group, ns, plural, target.name),
+    obj = api.get(flags, "%s/%s" % (LIST_PATHS[target.kind].format(ns=ns), target.name),
                   what="%s %s" % (target.kind, target.name))
     return selector_string((obj.get("spec") or {}).get("selector") or {})
 

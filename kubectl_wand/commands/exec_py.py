@@ -13,9 +13,9 @@ from .. import errors, printers, report
 from ..errors import WandError
 from ..flags import DURATION, FILES, Flag
 from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
+from .fanout import each
 
 MAX_OUTPUT = 1 << 20  # bytes of stdout (and of stderr) brought back by default
-PARALLEL = 32
 
 DESCRIPTION = ("Run CODE inside the live process and print its stdout, stderr, the repr of a final expression, and a "
                "traceback if it raised (exit 1).")
@@ -163,9 +163,7 @@ class Options(TargetOptions):
             except WandError as exc:
                 return {"status": "error", "kind": "cli", "error": exc.message, "code": exc.code}
 
-        from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
-        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
-            results = list(pool.map(one, transports))
+        results = each(one, transports)
         codes = []
         for transport, result in zip(transports, results):
             result["pod"] = transport.labels.get("pod")

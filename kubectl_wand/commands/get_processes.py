@@ -6,6 +6,7 @@ from .. import errors, printers
 from ..errors import WandError
 from ..flags import Flag
 from .common import TargetOptions, target_flags
+from .fanout import each
 
 COLUMNS = [
     ("PID", "pid"), ("PPID", "ppid"), ("USER", "user"), ("PYTHON", "python"),
@@ -15,7 +16,6 @@ COLUMNS = [
 ]
 COMMAND = ("COMMAND", lambda r: r["command"] if len(r["command"]) <= 60 else r["command"][:57] + "...")
 WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "command")]
-PARALLEL = 32  # pods listed at once: one wave for most workloads, still bounded for the API server and kubelets
 
 DESCRIPTION = "List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, ATTACHABLE, COMMAND."
 FLAGS = (
@@ -88,13 +88,18 @@ def collect(transports, only_pid, timeout):
             if not transports[0].labels:
                 raise
             return [], [(transports[0].where, exc)]
-    from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
-    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
-        for t, fut in [(t, pool.submit(one, t)) for t in transports]:
-            try:
-                rows.extend(fut.result())
-            except Exception as exc:
-                failures.append((t.where, exc))
+
+    def kept(t):
+        try:
+            return one(t)
+        except Exception as exc:  # noqa: BLE001 - one pod's failure is reported beside the others' rows
+            return exc
+
+    for t, found in zip(transports, each(kept, transports)):
+        if isinstance(found, Exception):
+            failures.append((t.where, found))
+        else:
+            rows.extend(found)
     return rows, failures
 
 

@@ -13,7 +13,7 @@ from .. import errors, printers, profiles
 from ..errors import WandError
 from ..flags import DURATION, FILES, Flag
 from .common import TARGET_FLAGS, TargetOptions, positive_seconds
-from .observe_common import entries, pods_of, read_all
+from .fanout import entries, pods_of, read_all
 
 FORMATS = ("speedscope", "collapsed", "svg", "top")
 TOP_COLUMNS = [("OWN%", lambda r: "%.1f" % r["own_pct"]), ("TOTAL%", lambda r: "%.1f" % r["total_pct"]),

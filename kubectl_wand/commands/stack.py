@@ -8,7 +8,7 @@ from .. import errors, printers, stackview
 from ..errors import WandError
 from ..flags import Flag
 from .common import TARGET_FLAGS, TargetOptions
-from .observe_common import entries, pods_of, read_all
+from .fanout import entries, pods_of, read_all
 
 DESCRIPTION = ("Every thread of every Python process (or --pid) with its name, state and frames, innermost first; "
                "with --async the asyncio task tree. Read from the process's memory: it runs no code there and never "

@@ -16,7 +16,7 @@ from .. import errors, printers
 from ..errors import WandError
 from ..flags import DURATION, Flag
 from .common import TARGET_FLAGS, TargetOptions, positive_seconds
-from .observe_common import pods_of, read_all
+from .fanout import pods_of, read_all
 
 DESCRIPTION = ("A logpoint without stopping the process: every time code passes FILE:LINE (matched by path suffix) in "
                "the app process of every Running pod, print the time, pod, pid, thread and EXPR=repr for each EXPR. "

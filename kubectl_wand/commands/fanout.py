@@ -1,12 +1,32 @@
-"""What `stack` and `profile` share: every pod of the target read in parallel, each process's entry labelled
-with its pod, failures collected per pod (the verb's exit code is the worst of them)."""
+"""Fan-out over pods: the transports a target names (``pods_of``), one call on every one of them at once
+(``each``, ``read_all``: at most PARALLEL at a time), and each process's entry labelled with its pod, failures
+collected per pod (``entries``: the verb's exit code is the worst of them). Used by get, exec-py --all-pods,
+stack, profile and trace."""
 from __future__ import annotations
 
 
 from .. import errors
 from ..errors import WandError
 
-PARALLEL = 32
+PARALLEL = 32  # pods called at once: one wave for most workloads, still bounded for the API server and kubelets
+
+
+def each(call, transports, stop=None):
+    """[call(t) for t in transports], run at once (at most PARALLEL at a time); in order. ``call`` catches what
+    it wants kept per pod. With ``stop`` (a threading.Event), Ctrl-C sets it and the calls' results (streams
+    ended early) are still collected."""
+    if len(transports) == 1:
+        return [call(transports[0])]
+    from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
+        futures = [pool.submit(call, t) for t in transports]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            if stop is None:
+                raise
+            stop.set()  # every agent ends early and still answers with what it collected
+            return [f.result() for f in futures]
 
 
 def pods_of(opts):
@@ -30,21 +50,7 @@ def read_all(transports, request, timeout, on_event=None, stop=None):
         except WandError as exc:
             return exc
 
-    if len(transports) == 1:
-        return [(transports[0], one(transports[0]))]
-    from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
-    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
-        futures = [(t, pool.submit(one, t)) for t in transports]
-        results = []
-        try:
-            for t, f in futures:
-                results.append((t, f.result()))
-        except KeyboardInterrupt:
-            if stop is None:
-                raise
-            stop.set()  # every agent ends early and still answers with what it collected
-            results = [(t, f.result()) for t, f in futures]
-        return results
+    return list(zip(transports, each(one, transports, stop)))
 
 
 def entries(results, err, opts):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from .. import editor, errors, printers, report
+from ..agent import protocol
 from ..errors import PortBusy, WandError
 from ..flags import DURATION, Flag
 from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
@@ -137,15 +138,15 @@ class Options(TargetOptions):
         with self.step("starting the debug server in %s%s" % (transport.where, " pid %d" % pid if pid else "")):
             result = transport.agent(self.attach_request(pid, port), timeout=self.timeout + self.request_timeout_s,
                                      on_event=self.chosen)
-        if result.get("status") in ("pending", "running"):
+        if result.get("status") in protocol.UNFINISHED:
             report.timed_out(result, self.streams.stderr)
             raise WandError("attach did not complete (see above)", errors.TIMEOUT)
-        if result.get("status") == "error" and result.get("kind") == "port":
+        if result.get("status") == protocol.ERROR and result.get("kind") == "port":
             raise PortBusy("port %d is busy in %s; choose another with --port" % (port, transport.where),
                            errors.ENVIRONMENT)
         result = check_result(result, transport)
         result["pid"] = pid = result.get("pid") or pid
-        if result["status"] == "already":
+        if result["status"] == protocol.ALREADY:
             asked = [what for what, differs in (
                 ("--address %s" % self.address, self.address not in (DEFAULT_ADDRESS, "localhost") and
                  self.address != result.get("host")),
@@ -171,11 +172,11 @@ class Options(TargetOptions):
         if self.output:
             out.write(printers.dump(info, self.output))
             return errors.OK
-        verb = "already listening" if session["status"] == "already" else "listening"
+        verb = "already listening" if session["status"] == protocol.ALREADY else "listening"
         where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
         out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
             session.get("debugpy") or "", verb, session.get("host"), session.get("port"), where))
-        if session["status"] == "already" and session.get("since"):
+        if session["status"] == protocol.ALREADY and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":
             out.write("  debugpy was not installed in the target: shipped a pure-Python copy\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from .. import editor, errors
+from ..agent import protocol
 from ..agent.debugserver import server_answers
 from ..errors import PortBusy, WandError
 
@@ -178,7 +179,7 @@ def supervise(opts, sessions, rescan, ports=None):
                 s.failures = 0
                 if s.watch.done():
                     result = s.watch.result or {}
-                    if result.get("status") == "restarted":
+                    if result.get("status") == protocol.RESTARTED:
                         handover_worker(opts, s, int(result["pid"]), result.get("why", "reload"))
                         continue
                     why = ("pod/%s is gone" % s.transport.name if not s.transport.present() else

@@ -243,7 +243,8 @@ EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemer
 def check_result(result: dict, transport):
     """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and
     --ephemeral where it would help)."""
-    if result.get("status") == "error":
+    from ..agent import protocol
+    if result.get("status") == protocol.ERROR:
         error = errors.from_agent(result, transport.where)
         exec_path = not transport.local and not transport.ephemeral
         if result.get("kind") == "permission":

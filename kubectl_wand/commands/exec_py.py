@@ -10,6 +10,7 @@ import base64
 import io
 
 from .. import errors, printers, report
+from ..agent import protocol
 from ..errors import WandError
 from ..flags import DURATION, FILES, Flag
 from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
@@ -114,7 +115,7 @@ class Options(TargetOptions):
         if self.output:
             out.write(printers.dump(result, self.output))
             return errors.exit_code(result)
-        if result.get("status") in ("pending", "running"):
+        if result.get("status") in protocol.UNFINISHED:
             report.timed_out(result, err)
             return errors.TIMEOUT
         check_result(result, transport)
@@ -143,10 +144,10 @@ class Options(TargetOptions):
             write_bytes(err, base64.b64decode(result["stderr_bytes"]), prefix)
         if result.get("truncated"):
             err.write("%swarning: output cut at %d bytes (--max-output; 0 for no limit)\n" % (prefix, self.max_output))
-        if status == "raised":
+        if status == protocol.RAISED:
             write_prefixed(err, result.get("traceback") or (result.get("error", "") + "\n"), prefix)
             return errors.FAILED
-        if status == "timeout":
+        if status == protocol.TIMEOUT:
             err.write("%serror: %s (exceeded --timeout %g)\n" % (prefix, result["error"], self.timeout))
             return errors.TIMEOUT
         return errors.OK
@@ -161,22 +162,19 @@ class Options(TargetOptions):
             try:
                 return self.run_one(transport, None)
             except WandError as exc:
-                return {"status": "error", "kind": "cli", "error": exc.message, "code": exc.code}
+                return errors.as_result(exc)
 
         results = each(one, transports)
         codes = []
         for transport, result in zip(transports, results):
             result["pod"] = transport.labels.get("pod")
-            code = result.pop("code", None)
-            codes.append(code if code is not None else errors.exit_code(result))
+            codes.append(errors.exit_code(result))
         if self.output:
             out.write(printers.dump(printers.as_list(results, "ExecResultList"), self.output))
             return max(codes)
         for transport, result, code in zip(transports, results, codes):
             prefix = "[pod/%s/%s] " % (transport.name, transport.container)
-            if result.get("status") == "error":
-                err.write("%serror: %s\n" % (prefix, result["error"]))
-            elif result.get("status") in ("pending", "running"):
+            if result.get("status") == protocol.ERROR or result.get("status") in protocol.UNFINISHED:
                 err.write("%serror: %s\n" % (prefix, result["error"]))
             else:
                 self.print_result(result, out, err, prefix)

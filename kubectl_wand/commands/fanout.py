@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 from .. import errors
+from ..agent import protocol
 from ..errors import WandError
 
 PARALLEL = 32  # pods called at once: one wave for most workloads, still bounded for the API server and kubelets
@@ -61,7 +62,7 @@ def entries(results, err, opts):
             err.write("error: %s: %s\n" % (transport.where, result.message))
             codes.append(result.code)
             continue
-        if result.get("status") != "ok":
+        if result.get("status") != protocol.OK:
             err.write("error: %s: %s\n" % (transport.where, result.get("error")))
             codes.append(errors.exit_code(result))
             continue
@@ -73,7 +74,7 @@ def entries(results, err, opts):
                     from .common import EPHEMERAL_HINT
                     hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
                 err.write("error: %s pid %s: %s%s\n" % (transport.where, entry["pid"], entry["error"], hint))
-                codes.append(errors.exit_code({"status": "error", "kind": entry.get("kind")}))
+                codes.append(errors.exit_code(protocol.error(entry.get("kind"), entry["error"])))
                 continue
             out.append(entry)
     if not out and not codes:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 from .. import errors, printers
+from ..agent import protocol
 from ..errors import WandError
 from ..flags import Flag
 from .common import TargetOptions, target_flags
@@ -76,7 +77,7 @@ def collect(transports, only_pid, timeout):
     """List processes on every transport in parallel; pods whose listing failed come back as failures."""
     def one(t):
         result = t.agent({"op": "list", "pid": only_pid, "cpu": True}, timeout=timeout)
-        if result.get("status") != "ok":
+        if result.get("status") != protocol.OK:
             raise errors.from_agent(result)
         return [dict(p, **t.labels) for p in result["processes"]]
 

@@ -13,6 +13,7 @@ import threading
 import time
 
 from .. import errors, printers
+from ..agent import protocol
 from ..errors import WandError
 from ..flags import DURATION, Flag
 from .common import TARGET_FLAGS, TargetOptions, positive_seconds
@@ -151,7 +152,7 @@ class Hits:
                 self.err.write("error: %s: %s\n" % (transport.where, result.message))
                 codes.append(result.code)
                 continue
-            if result.get("status") != "ok":
+            if result.get("status") != protocol.OK:
                 self.err.write("error: %s: %s\n" % (transport.where, result.get("error")))
                 codes.append(errors.exit_code(result))
                 continue

@@ -3,7 +3,12 @@
 A transport runs the agent beside the target and makes a port inside the target's network reachable on this
 machine. Everything above it (the verbs) is shared; the implementations sit side by side:
 ``local`` (pid/N on this machine: the agent runs in-process) and ``kubectl`` (a container in a pod:
-``kubectl exec -i`` and ``kubectl port-forward``). Pipe and child-process helpers live in ``pipes``.
+``kubectl exec -i`` and ``kubectl port-forward``; ``ephemeral``: the same from a debug container).
+
+Owns: running the agent beside a target (the agent's sources as they travel: ``bundle``; the first call on a
+pod started before it is read: ``early``) and forwards (``portforward``). Below it: kube/ (the API side and
+starting kubectl) and kubectl_wand.pipes (child processes); verbs sit above and never import an
+implementation's module for anything but making one.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ import time
 from .. import errors
 from ..agent import protocol
 from ..errors import WandError
-from ..kube.config import kubectl_env
-from . import Transport, Watch, pipes
+from .. import pipes
+from . import Transport, Watch
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
@@ -25,18 +25,9 @@ NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral deb
                   "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
 
-def kubectl_in(flags, namespace, *args):
-    """kubectl argv with the user's flags, in ``namespace`` (the pod's, not necessarily the flags' own)."""
-    argv = flags.kubectl_argv(*args, namespaced=False)
-    return argv[:1] + ["-n", namespace] + argv[1:]
-
-
 def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     """Start ``kubectl exec -i ... python -c LOADER`` and send it the agent and the request."""
-    if flags.verbosity >= 6:
-        import sys
-        sys.stderr.write("+ %s\n" % " ".join(argv))
-    proc = pipes.spawn(argv, env=kubectl_env(short_lived))
+    proc = flags.spawn(argv, short_lived)
     # kubectl may already have exited (forbidden, no such pod...): its stderr says why, read by the caller
     pipes.write_line(proc, boot_line() + agent_header(request.get("op"), extra) + protocol.encode(request))
     return proc
@@ -97,7 +88,7 @@ class KubectlTransport(Transport):
         self.labels = {"pod": self.name, "container": container, "namespace": self.namespace}
 
     def kubectl(self, *args):
-        return kubectl_in(self.flags, self.namespace, *args)
+        return self.flags.kubectl_in(self.namespace, *args)
 
     def exec_argv(self, python):
         return self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, *AGENT_ARGS)

@@ -51,7 +51,7 @@ def offending(folder, forbidden, allowed=()):
 def test_the_graph_reader_sees_imports_inside_functions():
     # kube/ephemeral.py imports pipes inside functions only: a reader of top-level imports would miss it
     assert "kubectl_wand.pipes" in imports(os.path.join("kube", "ephemeral.py"))
-    assert "kubectl_wand.transport.kubectl" in imports(os.path.join("commands", "common.py"))
+    assert "kubectl_wand.transport.pods" in imports(os.path.join("commands", "common.py"))
 
 
 def test_kube_imports_neither_transport_nor_the_verbs():
@@ -69,3 +69,12 @@ def test_transport_does_not_import_the_verbs():
 def test_the_bottom_modules_import_nothing_above_them():
     for bottom in ("errors.py", "pipes.py", "flags.py", "targets.py"):
         assert {name for name in imports(bottom) if not name.startswith(("kubectl_wand.errors",))} == set(), bottom
+
+
+def test_verbs_ask_the_transport_instead_of_branching_on_its_kind():
+    # what differs between places is an answer of the transport (transport/__init__.py), never an `if` in a verb
+    import re
+    for relpath in modules("commands"):
+        with open(os.path.join(ROOT, relpath), encoding="utf-8") as f:
+            text = f.read()
+        assert not re.search(r"(?<!\.\.)transport\.(local|ephemeral|pod|namespace|container|adopt)\b", text), relpath

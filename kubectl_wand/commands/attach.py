@@ -102,7 +102,7 @@ class Options(TargetOptions):
             return attach_many(self)
         err = self.streams.stderr
         transport = self.one_transport()
-        forwarding = not transport.local and not self.no_forward
+        forwarding = transport.forwarded and not self.no_forward
         if forwarding:
             self.preflight(transport)
         if self.address not in ("127.0.0.1", "localhost"):
@@ -111,11 +111,11 @@ class Options(TargetOptions):
         session = self.start_server(transport, self.known_pid())
         pid = session["pid"]
         if not forwarding:
-            extra = {} if transport.local else {"forwarding": False}
+            extra = {"forwarding": False} if transport.forwarded else {}
             code = self.report(transport, pid, session, session["port"], extra)
-            if not transport.local:
-                err.write("not forwarding (--no-forward); to reach it: %s\n" % transport.forward_hint(
-                    self.local_port or session["port"], session["port"]))
+            hint = transport.forward_hint(self.local_port or session["port"], session["port"])
+            if hint:
+                err.write("not forwarding (--no-forward); to reach it: %s\n" % hint)
             return code
         from .attach_session import foreground
         return foreground(self, transport, pid, session)
@@ -130,7 +130,7 @@ class Options(TargetOptions):
         if transport.forward_allowed() is False:
             raise WandError("you may not port-forward to pods in namespace %s (RBAC: create on pods/portforward),"
                             " so the debug server could not be reached: nothing was injected. Ask for that "
-                            "right, or use --no-forward" % transport.namespace, errors.ENVIRONMENT)
+                            "right, or use --no-forward" % transport.labels.get("namespace"), errors.ENVIRONMENT)
 
     def start_server(self, transport, pid, port=None):
         """Inject debugpy (or find the one already there); the agent's result, listening confirmed."""
@@ -159,7 +159,7 @@ class Options(TargetOptions):
 
     def editor_config(self, transport, pid, session, local_port):
         remote_root = (session.get("hello") or {}).get("cwd") or "/"
-        name = "kubectl wand: %s pid %d" % (transport.where, pid) if not transport.local else "kubectl wand: pid %d" % pid
+        name = "kubectl wand: " + transport.describe(pid)
         return editor.configs(name, local_port, transport.local_root(remote_root), remote_root)
 
     def report(self, transport, pid, session, local_port, extra=None):
@@ -173,7 +173,7 @@ class Options(TargetOptions):
             out.write(printers.dump(info, self.output))
             return errors.OK
         verb = "already listening" if session["status"] == protocol.ALREADY else "listening"
-        where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
+        where = transport.describe(pid)
         out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
             session.get("debugpy") or "", verb, session.get("host"), session.get("port"), where))
         if session["status"] == protocol.ALREADY and session.get("since"):

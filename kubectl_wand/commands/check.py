@@ -44,15 +44,13 @@ class Options(TargetOptions):
                                                       timeout=self.request_timeout_s, on_event=self.chosen), transport)
                 rows += result["rows"]
             except WandError as exc:
-                if transport.local:
+                if not rows:  # no rows about the place (a local process): the failure is the answer
                     raise
                 rows.append({"check": "python", "status": "fail", "detail": exc.message, "fix": ""})
         denied = [r for r in rows if r["check"] == "permission" and r["status"] == "fail"]
         fix = transport.permission_fix() if denied else None  # one API read
-        exec_path = not transport.local and not transport.ephemeral
         for r in denied:
-            r["fix"] = (fix or r["fix"]) + ("; or add --ephemeral (a debug container with SYS_PTRACE of its own, no "
-                                            "restart)" if exec_path else "")
+            r["fix"] = (fix or r["fix"]) + transport.alternative("with SYS_PTRACE of its own")
         if self.output in ("json", "yaml"):
             out.write(printers.dump({"target": transport.where, "rows": rows}, self.output))
         else:

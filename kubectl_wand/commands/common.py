@@ -145,7 +145,15 @@ class TargetOptions:
         if self.target is None and not self.selector and not self.all_namespaces and not self.kube.namespace_flag:
             return []  # no target and no cluster flag: this machine (get processes)
         with self.step("finding pods"):
-            return pod_transports(self)
+            return self.pod_transports()
+
+    def pod_transports(self, early=True):
+        """A transport per Running pod of the target (or -l); a pod named alone is listed early unless
+        ``early`` is False (a poll for a replacement: the call would only be cancelled)."""
+        from ..transport.pods import pod_transports
+        return pod_transports(self.kube, self.target, self.selector, self.all_namespaces, self.container,
+                              self.ephemeral, self.image, self.early_request() if early else None,
+                              note=None if self.quiet else self.streams.stderr)
 
     def one_transport(self):
         transports = self.transports()
@@ -204,56 +212,19 @@ class TargetOptions:
             self.note(event["chosen"].get("note"))
 
 
-def pod_transports(opts):
-    """A kubectl transport per Running pod of the target (or -l); a pod named alone is listed early."""
-    flags, target = opts.kube, opts.target
-    flags.kubectl()  # fail first, and plainly, when kubectl is missing
-    early = None
-    request = None if opts.ephemeral else opts.early_request()  # an early call would go to the app container
-    if target is not None and target.kind == "pod" and not opts.selector and request is not None:
-        from ..transport.early import EarlyCall  # overlaps the API read below
-        early = EarlyCall(flags, flags.namespace(), target.name, request, opts.container)
-    from ..kube.resolve import container_order, pods  # after the early call's spawn: nothing delays it
-    from ..transport.kubectl import KubectlTransport
-    try:
-        found = pods(flags, target, opts.selector, opts.all_namespaces)
-        if opts.ephemeral:
-            from ..transport.ephemeral import EphemeralTransport
-            note = None if opts.quiet else opts.streams.stderr
-            made = [EphemeralTransport(flags, pod, container_order(pod, opts.container), bool(opts.container),
-                                       opts.all_namespaces, image=opts.image, note=note) for pod in found]
-        else:
-            made = [KubectlTransport(flags, pod, container_order(pod, opts.container),
-                                     explicit=bool(opts.container), all_namespaces=opts.all_namespaces)
-                    for pod in found]
-    except BaseException:
-        if early is not None:
-            early.cancel()
-        raise
-    if early is not None:
-        early.where_kubectl_went(found[0])
-        made[0].adopt(early)
-    return made
-
-
-EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
-                  "that shares the app's processes (no restart)")
-
-
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and
-    --ephemeral where it would help)."""
+    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and the
+    transport's other way, --ephemeral, where it would help)."""
     from ..agent import protocol
     if result.get("status") == protocol.ERROR:
         error = errors.from_agent(result, transport.where)
-        exec_path = not transport.local and not transport.ephemeral
         if result.get("kind") == "permission":
             fix = transport.permission_fix()
             if fix:
                 error.message += "; the container lacks SYS_PTRACE: " + fix
-            if exec_path:
-                error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
-        elif exec_path and result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
-            error.message += EPHEMERAL_HINT % "with a writable /tmp of its own (nothing is written into the app's)"
+            error.message += transport.alternative("with SYS_PTRACE of its own")
+        elif result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
+            error.message += transport.alternative("with a writable /tmp of its own (nothing is written into the "
+                                                   "app's)")
         raise error
     return result

@@ -173,7 +173,7 @@ class Options(TargetOptions):
             out.write(printers.dump(printers.as_list(results, "ExecResultList"), self.output))
             return max(codes)
         for transport, result, code in zip(transports, results, codes):
-            prefix = "[pod/%s/%s] " % (transport.name, transport.container)
+            prefix = "[pod/%s/%s] " % (transport.labels.get("pod"), transport.labels.get("container"))
             if result.get("status") == protocol.ERROR or result.get("status") in protocol.UNFINISHED:
                 err.write("%serror: %s\n" % (prefix, result["error"]))
             else:

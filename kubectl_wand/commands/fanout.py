@@ -69,10 +69,7 @@ def entries(results, err, opts):
         for entry in result.get("processes") or []:
             entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
             if "error" in entry:
-                hint = ""
-                if entry.get("kind") == "permission" and not transport.local and not transport.ephemeral:
-                    from .common import EPHEMERAL_HINT
-                    hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
+                hint = transport.alternative("with SYS_PTRACE of its own") if entry.get("kind") == "permission" else ""
                 err.write("error: %s pid %s: %s%s\n" % (transport.where, entry["pid"], entry["error"], hint))
                 codes.append(errors.exit_code(protocol.error(entry.get("kind"), entry["error"])))
                 continue

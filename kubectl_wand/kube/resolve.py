@@ -55,6 +55,22 @@ def running(pod) -> bool:
         "running" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or []))
 
 
+def restarts(pod, container) -> int:
+    """How many times ``container`` of the pod has restarted (its restartCount)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return status.get("restartCount") or 0
+    return 0
+
+
+def replaces(new, old, container) -> bool:
+    """Whether pod ``new`` holds a new process where ``container`` of pod ``old`` stood: another pod, or the same
+    pod whose container restarted."""
+    if new["metadata"]["uid"] != old["metadata"]["uid"]:
+        return True
+    return restarts(new, container) > restarts(old, container)
+
+
 def describe_state(pod) -> str:
     status = pod.get("status") or {}
     for cs in status.get("containerStatuses") or []:

@@ -21,6 +21,8 @@ from . import Transport, Watch
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
+                  "that shares the app's processes (no restart)")
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
                   "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
@@ -66,8 +68,6 @@ class KubectlWatch(Watch):
 
 
 class KubectlTransport(Transport):
-    local = False
-    ephemeral = False
     agent_extra = ()  # agent modules shipped beside what an operation needs (agent.CROSS_CONTAINER)
 
     def __init__(self, flags, pod: dict, containers, explicit=False, all_namespaces=False):
@@ -249,6 +249,19 @@ class KubectlTransport(Transport):
     def forward(self, remote_port: int, local_port=None):
         from .portforward import PortForward
         return PortForward(self, remote_port, local_port)
+
+    def alternative(self, having: str) -> str:
+        return EPHEMERAL_HINT % having  # the agent in a debug container of its own (transport/ephemeral.py)
+
+    def identity(self):
+        return self.pod["metadata"]["uid"]
+
+    def started(self) -> str:
+        return self.pod["metadata"].get("creationTimestamp") or ""
+
+    def replaces(self, old) -> bool:
+        from ..kube.resolve import replaces
+        return replaces(self.pod, old.pod, old.container)
 
     def forward_hint(self, local_port: int, remote_port: int) -> str:
         return "kubectl port-forward --address 127.0.0.1 -n %s pod/%s %d:%d" % (

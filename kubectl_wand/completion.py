@@ -294,7 +294,7 @@ def target_pids(line):
         return [str(opts.target.pid)]  # pid/N names the process already
     transports = opts.transports()
     if opts.pod:
-        transports = [t for t in transports if getattr(t, "name", None) == opts.pod]
+        transports = [t for t in transports if t.name == opts.pod]
     found = []
     for transport in transports[:3]:  # a Deployment's replicas: the first few are enough to choose from
         result = transport.agent({"op": "list", "cpu": False}, timeout=AGENT_TIMEOUT)

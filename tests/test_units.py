@@ -244,3 +244,29 @@ def test_hand_matched_names_agree_with_their_patterns():
                  "wand-1-2-3-0123456789a", "wand-1-2--0123456789ab", "wand-1-2-3-4-0123456789ab", "wand-x-2-3-0123456789ab"]:
         m = name.match(text)
         assert reap.dir_fields(text) == (m and tuple(int(g) for g in m.groups())), text
+
+
+def test_a_pod_replaces_another_when_it_is_new_or_its_container_restarted():
+    from kubectl_wand.kube.resolve import replaces, restarts
+
+    def pod(uid, app_restarts, sidecar_restarts=0):
+        return {"metadata": {"uid": uid}, "status": {"containerStatuses": [
+            {"name": "app", "restartCount": app_restarts}, {"name": "sidecar", "restartCount": sidecar_restarts}]}}
+    assert restarts(pod("a", 2), "app") == 2 and restarts(pod("a", 2), "other") == 0
+    assert replaces(pod("b", 0), pod("a", 3), "app")              # another pod
+    assert replaces(pod("a", 1), pod("a", 0), "app")              # the same pod, its container restarted
+    assert not replaces(pod("a", 0), pod("a", 0), "app")          # the same pod, the same process
+    assert not replaces(pod("a", 0, 1), pod("a", 0, 0), "app")    # another container restarted: not ours
+
+
+def test_the_v6_echo_goes_to_the_verbs_stderr_only():
+    import io
+    from kubectl_wand.kube.config import KubeFlags
+    err = io.StringIO()
+    done = KubeFlags(verbosity=6, warn=err).run(["/bin/sh", "-c", "exit 0"], timeout=10)
+    assert done.returncode == 0 and err.getvalue() == "+ /bin/sh -c exit 0\n"
+    quiet = io.StringIO()
+    proc = KubeFlags(verbosity=5, warn=quiet).spawn(["/bin/sh", "-c", "exit 0"])
+    proc.wait(10)
+    assert quiet.getvalue() == ""
+    KubeFlags(verbosity=6, warn=None).run(["/bin/sh", "-c", "exit 0"], timeout=10)  # completion: silence

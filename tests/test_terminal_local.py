@@ -118,3 +118,10 @@ def test_every_verb_stream_applies_the_rule_and_raw_is_data():
     terminal.raw(streams.stdout).write("\x1b[1m")
     assert out.getvalue() == "x\\x1b]0;t\\x07\n\x1b[1m"
     assert err.getvalue() == "error: \\x9b2J\n"
+
+
+def test_completion_descriptions_follow_the_rule():
+    """A process's command line is the description of its pid in shell completion (kubectl's protocol: one
+    candidate per line): no line break, and nothing the terminal would act on in the prompt."""
+    from kubectl_wand.completion import one_line
+    assert one_line("python3 -c 'x\n\ty'\x1b]0;t\x07\u202e") == "python3 -c 'x y'\\x1b]0;t\\x07\\u202e"

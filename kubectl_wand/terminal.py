@@ -20,16 +20,16 @@ from __future__ import annotations
 import re
 
 # Kept short and explicit (a scan of Unicode's categories at start would cost ~100 ms).
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-                    "\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\ud800-\udfff"
-                    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+OTHERS = ("\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+          "\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\ud800-\udfff"
+          "\U0001d173-\U0001d17a\U000e0000-\U000e0fff")
+UNSAFE = re.compile("[\x00-\x1f" + OTHERS + "]")
+UNSAFE_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f" + OTHERS + "]")  # newline and tab stay
+ASCII_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f]")  # the same for ASCII text: a smaller set, faster
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-KEEP_LINES = {"\n": "\n", "\t": "\t"}
 
 
-def _escaped(ch: str, keep=None) -> str:
-    if keep and ch in keep:
-        return ch
+def _escaped(ch: str) -> str:
     if ch in NAMED:
         return NAMED[ch]
     code = ord(ch)
@@ -45,13 +45,15 @@ def _escaped(ch: str, keep=None) -> str:
 def text(value) -> str:
     """``value`` as text safe inside one line of a terminal (None is ``None``, as ``%s`` shows it)."""
     s = value if isinstance(value, str) else str(value)
+    if s.isascii() and s.isprintable():  # the usual case, checked in C
+        return s
     return UNSAFE.sub(lambda m: _escaped(m.group()), s)
 
 
 def lines(value) -> str:
     """Text made of our own lines: the same rule, except that newlines and tabs stay."""
     s = value if isinstance(value, str) else str(value)
-    return UNSAFE.sub(lambda m: _escaped(m.group(), KEEP_LINES), s)
+    return (ASCII_IN_LINES if s.isascii() else UNSAFE_IN_LINES).sub(lambda m: _escaped(m.group()), s)
 
 
 class Human:

@@ -238,6 +238,7 @@ def profile(pid, rate, duration, idle, gil, out):
     counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
     names = {}
     samples = errors = missed = recorded = 0
+    last_error = None
     period = 1.0 / rate
     start = time.monotonic()
     ticks = max(1, int(round(duration * rate)))
@@ -251,6 +252,7 @@ def profile(pid, rate, duration, idle, gil, out):
                 stopper.reason = "exited"
                 break
             errors += 1
+            last_error = exc.message
             threads = ()
         else:
             samples += 1
@@ -283,7 +285,7 @@ def profile(pid, rate, duration, idle, gil, out):
     elapsed = time.monotonic() - start
     return {"profile": aggregate(counts, {
         "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
-        "missed": missed, "recorded": recorded, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
+        "missed": missed, "recorded": recorded, "last_error": last_error, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
         "idle": idle, "gil": gil, "stopped_early": stopper.reason})}
 
 

@@ -73,6 +73,10 @@ class Options(TargetOptions):
         merged = profiles.merge([(e.get("pod"), e) for e in found], per_pod=self.per_pod)
         if not merged["total"] and code != errors.OK and not found:
             return code  # nothing was read: the reason is printed above (not "the processes were idle")
+        unread = [e["profile"].get("last_error") for e in found
+                  if (e.get("profile") or {}).get("errors") and not e["profile"].get("samples")]
+        if not merged["total"] and unread:  # not idle: every read failed (e.g. a stack past 1024 frames)
+            raise WandError("no samples: every read of the stacks failed: %s" % unread[0], errors.ENVIRONMENT)
         if not merged["total"]:
             raise WandError("no samples: the processes were idle the whole time (add --idle to count idle "
                             "threads)", errors.NOT_FOUND)

@@ -44,6 +44,8 @@ def test_stack_shows_hostile_names_escaped(wand, hostile):
     # Visibly escaped: the argv (from /proc), the thread's kernel name, the function and file names.
     assert "arg\\x1b]0;ARGV\\x07\\x1b[2J\\rFAKE 1 * * * * root\\nFAKE-ARGV\\x9b31m\\u202eevil" in done.stdout
     assert '"\\x1b]0;PWNED\\x07' in done.stdout  # the thread's name
+    name = "\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[31mred\\rFAKE 1 * * * * root\\nFAKE-LINE"
+    assert "    %s (/srv/%s.py:2)" % (name, name) in done.stdout  # a function and its file
     # -o json: the names are data, kept whole (JSON escapes them itself).
     data = json.loads(wand("stack", "pid/%d" % hostile.pid, "-o", "json").stdout)
     entry = data["items"][0]

@@ -15,18 +15,23 @@ HOSTILE = ("\x1b]0;PWNED\x07\x1b[2J\x1b[31mred\rFAKE 1 * * * * root\n"
            "FAKE-LINE\x9b31m\u202eevil\u2067x")
 
 
+# CPython 3.14's stack reader decodes only compact ASCII names faithfully: this one reaches `stack` as it is.
+ASCII_HOSTILE = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mred\rFAKE 1 * * * * root\nFAKE-LINE"
+
+
 class Evil:
     def __repr__(self):
         return HOSTILE
 
 
-source = "def f(event):\n    event.wait()\n"
-namespace = {}
-exec(compile(source, "/srv/" + HOSTILE + ".py", "exec"), namespace)
-waiter = namespace["f"]
-waiter.__code__ = waiter.__code__.replace(co_name=HOSTILE, co_qualname=HOSTILE)
 never = threading.Event()
-threading.Thread(target=waiter, args=(never,), name=HOSTILE, daemon=True).start()
+for name in (HOSTILE, ASCII_HOSTILE):
+    source = "def f(event):\n    event.wait()\n"
+    namespace = {}
+    exec(compile(source, "/srv/" + name + ".py", "exec"), namespace)
+    waiter = namespace["f"]
+    waiter.__code__ = waiter.__code__.replace(co_name=name, co_qualname=name)
+    threading.Thread(target=waiter, args=(never,), name=name, daemon=True).start()
 
 
 def tick(evil):

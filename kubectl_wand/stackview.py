@@ -1,6 +1,7 @@
 """Text for the agent's ``stack`` results: threads as ``py-spy dump`` prints them, asyncio tasks as the tree of
-``python -m asyncio pstree``. Plain data in (one entry of the op's ``processes`` list), text out. Every name in it was chosen by the target
-(argv, thread, task, function and file names): each goes through ``terminal.text``.
+``python -m asyncio pstree``. Plain data in (one entry of the op's ``processes`` list), text out. Every name
+in it was chosen by the target (argv, thread, task, function and file names): each goes through
+``terminal.text``.
 """
 from __future__ import annotations
 

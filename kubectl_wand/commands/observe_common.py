@@ -67,7 +67,8 @@ def entries(results, err, opts):
                 if entry.get("kind") == "permission" and not transport.local and not transport.ephemeral:
                     from .common import EPHEMERAL_HINT
                     hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
-                err.write("error: %s pid %s: %s%s\n" % (transport.where, text(entry["pid"]), text(entry["error"]), hint))
+                err.write("error: %s pid %s: %s%s\n" % (transport.where, text(entry["pid"]), text(entry["error"]),
+                                                          hint))
                 codes.append(errors.exit_code({"status": "error", "kind": entry.get("kind")}))
                 continue
             out.append(entry)

@@ -2,8 +2,8 @@
 
 The scripts run for real, as root, against a private $WAND_CACHE; only their slow steps are stand-ins: a
 debootstrap (and chroot) on PATH that writes a tiny root in a second, mounts what a failing debootstrap
-leaves mounted and fails on request; for hack/cluster, a copy of hack/ whose Kubernetes build, sid packages and
-image build are stand-ins, run in private mount and network namespaces (its own /run, no ports, no
+leaves mounted and fails on request; for hack/cluster, a copy of hack/ whose Kubernetes build, sid packages,
+certificates and image build are stand-ins, run in private mount and network namespaces (its own /run, no ports, no
 bridge): the shared cluster and the shared cache are never touched. What is tested is the scripts' own
 locking, clean-up and retry. A few seconds each.
 """
@@ -165,3 +165,100 @@ def test_a_run_after_one_killed_mid_build_cleans_its_mounts(rootfs_env):
     assert rc == 0, err
     assert mounts_under(rootfs_env.cache) == []
     assert os.path.isfile(str(rootfs_env.cache / "py314-rootfs" / "usr" / "bin" / "python3.13"))
+
+
+# ------------------------------------------------------------------------------------------------ hack/cluster
+
+BUILD_K8S = r"""
+    #!/bin/bash
+    # build-k8s stand-in: notes a start while an earlier build still runs, then "compiles" like
+    # `timeout 3600 go build` does: in a process group of its own, for minutes.
+    set -u
+    for p in $(cat "$STUB/build-pids" 2>/dev/null); do
+      if [ -d /proc/$p ] && [ "$(cut -d' ' -f3 /proc/$p/stat)" != Z ]; then echo "build $$ while $p runs" >> "$STUB/overlaps"; fi
+    done
+    echo $$ >> "$STUB/build-pids"
+    echo "build $$" >> "$STUB/builds"
+    timeout 300 sleep 300 &
+    echo $! >> "$STUB/build-pids"
+    sleep 0.2; pgrep -P $! >> "$STUB/build-pids"
+    wait
+"""
+IMAGES = r"""
+    #!/bin/bash
+    # images stand-in: fails, once the Kubernetes build of the same `up` is under way.
+    set -u
+    echo "images $$" >> "$STUB/images"
+    [ -e "$STUB/images-running" ] && echo "images $$ while another runs" >> "$STUB/overlaps"
+    touch "$STUB/images-running"
+    for i in $(seq 100); do
+      [ "$(wc -l < "$STUB/builds" 2>/dev/null || echo 0)" -ge "$(wc -l < "$STUB/images")" ] && break
+      sleep 0.1
+    done
+    sleep 0.5
+    rm -f "$STUB/images-running"
+    echo "stand-in image build failed" >&2
+    exit 1
+"""
+SID_PKGS = '#!/bin/bash\nmkdir -p "$WAND_CACHE/sid-pkgs/root" && echo "$WAND_CACHE/sid-pkgs/root"\n'
+PKI = '#!/bin/bash\nmkdir -p "$1" && echo "$1"\n'  # openssl's keys take seconds on a busy machine
+# Private mount and network namespaces: hack/cluster's /run/wand-cluster and its lock, its ports and
+# ip_forward are this test's own; the shared cluster's are not seen.
+IN_NAMESPACES = ["unshare", "--mount", "--net", "--fork", "bash", "-c"]
+GO_PATH = "/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture
+def cluster_copy(tmp_path):
+    """A copy of hack/ whose Kubernetes build, sid packages, certificates and images are stand-ins."""
+    if not shutil.which("go", path=GO_PATH):
+        pytest.skip("hack/cluster up needs a Go toolchain before anything else (exit 4)")
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare (util-linux) for private namespaces")
+    hack, stub = tmp_path / "hack", tmp_path / "stub"
+    shutil.copytree(os.path.join(REPO, "hack"), str(hack))
+    stub.mkdir()
+    write_exe(hack / "cluster.d" / "build-k8s", BUILD_K8S)
+    write_exe(hack / "cluster.d" / "images", IMAGES)
+    write_exe(hack / "cluster.d" / "sid-pkgs", SID_PKGS)
+    write_exe(hack / "cluster.d" / "pki", PKI)
+    env = dict(os.environ, WAND_CACHE=str(tmp_path / "cache"), STUB=str(stub), CLUSTER=str(hack / "cluster"))
+    copy = type("ClusterCopy", (), {})()
+    copy.env, copy.stub = env, stub
+    copy.read = lambda name: (stub / name).read_text() if (stub / name).exists() else ""
+    yield copy
+    for pid in copy.read("build-pids").split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def builds_left(copy):
+    return [int(p) for p in copy.read("build-pids").split() if alive(int(p))]
+
+
+def test_a_failed_cluster_up_leaves_nothing_running(cluster_copy):
+    script = 'mount -t tmpfs wand-test /run && "$CLUSTER" up; rc=$?; [ -e /run/wand-cluster ] && echo "RUN LEFT"; exit $rc'
+    done = subprocess.run(IN_NAMESPACES + [script], env=cluster_copy.env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stderr
+    assert "building the images failed" in done.stderr and "stand-in image build failed" in done.stderr
+    assert len(cluster_copy.read("builds").splitlines()) == 1  # the build was under way when the images failed
+    assert wait_for(lambda: builds_left(cluster_copy) == [], timeout=5), builds_left(cluster_copy)
+    assert "RUN LEFT" not in done.stdout
+
+
+def test_cluster_ups_at_once_take_turns(cluster_copy):
+    script = ('mount -t tmpfs wand-test /run || exit 9\n'
+              '"$CLUSTER" up > "$STUB/up1.err" 2>&1 & a=$!\n'
+              '"$CLUSTER" up > "$STUB/up2.err" 2>&1 & b=$!\n'
+              'wait $a; echo "up1 $?"; wait $b; echo "up2 $?"\n')
+    done = subprocess.run(IN_NAMESPACES + [script], env=cluster_copy.env, capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL)
+    errs = cluster_copy.read("up1.err") + cluster_copy.read("up2.err")
+    assert done.stdout.split() == ["up1", "1", "up2", "1"], done.stdout + done.stderr + errs
+    assert cluster_copy.read("overlaps") == "", errs  # no second build (or image build) beside the first
+    assert len(cluster_copy.read("builds").splitlines()) == 2
+    assert "waiting for another run to finish" in errs
+    assert wait_for(lambda: builds_left(cluster_copy) == [], timeout=5), builds_left(cluster_copy)

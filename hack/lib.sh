@@ -58,6 +58,8 @@ apt_install() {
 ensure_venv() {
   local repo=$1 venv="$1/.venv"
   if [ ! -x "$venv/bin/python" ]; then
+    # Debian's python3 makes virtualenvs only with python3-venv (ensurepip)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
     log "creating $venv"
     python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
   fi

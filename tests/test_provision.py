@@ -211,8 +211,8 @@ GO_PATH = "/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 @pytest.fixture
 def cluster_copy(tmp_path):
     """A copy of hack/ whose Kubernetes build, sid packages, certificates and images are stand-ins."""
-    if not shutil.which("go", path=GO_PATH):
-        pytest.skip("hack/cluster up needs a Go toolchain before anything else (exit 4)")
+    if not (shutil.which("go", path=GO_PATH) and shutil.which("kubectl", path=GO_PATH)):
+        pytest.skip("hack/cluster up needs a Go toolchain and kubectl before anything else (exit 4)")
     if not shutil.which("unshare"):
         pytest.skip("no unshare (util-linux) for private namespaces")
     hack, stub = tmp_path / "hack", tmp_path / "stub"

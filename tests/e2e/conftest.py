@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
 NAMESPACE = "wand-e2e"
 # hack/cluster's exit codes for "cannot start here" (see the script's header)
-CANNOT_START = {3: "not root", 4: "no Go toolchain", 5: "host unsuitable"}
+CANNOT_START = {3: "not root", 4: "no Go toolchain or no kubectl", 5: "host unsuitable"}
 UP_TIMEOUT = int(os.environ.get("WAND_CLUSTER_UP_TIMEOUT", "3600"))
 
 

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from procs import REPO, wait_for
+from procs import REPO, default_signals, wait_for
 
 pytestmark = pytest.mark.provision
 
@@ -195,6 +195,7 @@ IMAGES = r"""
       [ "$(wc -l < "$STUB/builds" 2>/dev/null || echo 0)" -ge "$(wc -l < "$STUB/images")" ] && break
       sleep 0.1
     done
+    [ -e "$STUB/hang" ] && exec sleep 300   # until Ctrl-C
     sleep 0.5
     rm -f "$STUB/images-running"
     echo "stand-in image build failed" >&2
@@ -262,3 +263,21 @@ def test_cluster_ups_at_once_take_turns(cluster_copy):
     assert len(cluster_copy.read("builds").splitlines()) == 2
     assert "waiting for another run to finish" in errs
     assert wait_for(lambda: builds_left(cluster_copy) == [], timeout=5), builds_left(cluster_copy)
+
+
+def test_ctrl_c_during_cluster_up_leaves_nothing_running(cluster_copy):
+    (cluster_copy.stub / "hang").touch()
+    script = 'mount -t tmpfs wand-test /run && exec "$CLUSTER" up'
+    proc = subprocess.Popen(IN_NAMESPACES + [script], env=cluster_copy.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=default_signals)
+    try:
+        assert wait_for(lambda: len(builds_left(cluster_copy)) == 3 and cluster_copy.read("images"), timeout=30)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole foreground group
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    # unshare may end before the script's clean-up does: wait for what the clean-up must have stopped
+    assert wait_for(lambda: builds_left(cluster_copy) == [], timeout=15), builds_left(cluster_copy)

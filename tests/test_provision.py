@@ -281,3 +281,17 @@ def test_ctrl_c_during_cluster_up_leaves_nothing_running(cluster_copy):
             proc.wait(10)
     # unshare may end before the script's clean-up does: wait for what the clean-up must have stopped
     assert wait_for(lambda: builds_left(cluster_copy) == [], timeout=15), builds_left(cluster_copy)
+
+
+def test_cluster_up_that_cannot_start_says_why_last_and_starts_nothing(cluster_copy):
+    script = ('mount -t tmpfs wand-test /run && ip link set lo up || exit 9\n'
+              'mkfifo "$STUB/ready"\n'
+              'python3 -c "import socket, time; s = socket.socket(); s.bind((\'127.0.0.1\', 6443)); s.listen();'
+              ' open(\'$STUB/ready\', \'w\').close(); time.sleep(60)" & listener=$!\n'
+              'read -r _ < "$STUB/ready"; "$CLUSTER" up; echo "rc $?"; kill $listener\n')
+    done = subprocess.run(IN_NAMESPACES + [script], env=cluster_copy.env, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert "rc 5" in done.stdout, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == \
+        "hack/cluster: cannot start: TCP port 6443 is already in use by another program"
+    assert cluster_copy.read("builds") == ""

@@ -3,9 +3,9 @@
 The scripts run for real, as root, against a private $WAND_CACHE; only their slow steps are stand-ins: a
 debootstrap (and chroot) on PATH that writes a tiny root in a second, mounts what a failing debootstrap
 leaves mounted and fails on request; for hack/cluster, a copy of hack/ whose Kubernetes build, sid packages,
-certificates and image build are stand-ins, run in private mount and network namespaces (its own /run, no ports, no
-bridge): the shared cluster and the shared cache are never touched. What is tested is the scripts' own
-locking, clean-up and retry. A few seconds each.
+certificates and image build are stand-ins, run in private mount and network namespaces (its own /run, no
+ports, no bridge): the shared cluster and the shared cache are never touched. What is tested is the scripts'
+own locking, clean-up and retry. A few seconds each.
 """
 from __future__ import annotations
 

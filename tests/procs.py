@@ -1,6 +1,7 @@
 """Helpers for tests that start real processes: where the test apps are, reading a line with a deadline,
-dropping to another uid, starting a child with its signals at their defaults. A module of its own, because two conftest.py files (tests/ and tests/e2e/) make
-`from conftest import ...` depend on which one pytest loaded first."""
+dropping to another uid, starting a child with its signals at their defaults. A module of its own, because
+two conftest.py files (tests/ and tests/e2e/) make `from conftest import ...` depend on which one pytest
+loaded first."""
 from __future__ import annotations
 
 import os

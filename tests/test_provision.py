@@ -72,7 +72,8 @@ DEBOOTSTRAP = r"""
     if [ "$n" -gt 0 ]; then
       echo $((n - 1)) > "$STUB/failures"
       # what a failing debootstrap leaves: a mount in the target, another on top of it, one of them busy
-      mount -t tmpfs wand-test "$target/proc" && mkdir -p "$target/proc/sys" && mount -t tmpfs wand-test "$target/proc/sys"
+      mount -t tmpfs wand-test "$target/proc" && mkdir -p "$target/proc/sys" \
+        && mount -t tmpfs wand-test "$target/proc/sys"
       (cd "$target/proc/sys" && exec setsid sleep 300) </dev/null >/dev/null 2>&1 &
       echo $! >> "$STUB/holders"
       echo "E: stand-in failure" >&2
@@ -175,7 +176,9 @@ BUILD_K8S = r"""
     # `timeout 3600 go build` does: in a process group of its own, for minutes.
     set -u
     for p in $(cat "$STUB/build-pids" 2>/dev/null); do
-      if [ -d /proc/$p ] && [ "$(cut -d' ' -f3 /proc/$p/stat)" != Z ]; then echo "build $$ while $p runs" >> "$STUB/overlaps"; fi
+      if [ -d /proc/$p ] && [ "$(cut -d' ' -f3 /proc/$p/stat)" != Z ]; then
+        echo "build $$ while $p runs" >> "$STUB/overlaps"
+      fi
     done
     echo $$ >> "$STUB/build-pids"
     echo "build $$" >> "$STUB/builds"
@@ -240,7 +243,8 @@ def builds_left(copy):
 
 
 def test_a_failed_cluster_up_leaves_nothing_running(cluster_copy):
-    script = 'mount -t tmpfs wand-test /run && "$CLUSTER" up; rc=$?; [ -e /run/wand-cluster ] && echo "RUN LEFT"; exit $rc'
+    script = ('mount -t tmpfs wand-test /run && "$CLUSTER" up; rc=$?\n'
+              '[ -e /run/wand-cluster ] && echo "RUN LEFT"; exit $rc')
     done = subprocess.run(IN_NAMESPACES + [script], env=cluster_copy.env, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 1, done.stderr

@@ -23,9 +23,17 @@ import re
 OTHERS = ("\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
           "\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\ud800-\udfff"
           "\U0001d173-\U0001d17a\U000e0000-\U000e0fff")
-UNSAFE = re.compile("[\x00-\x1f" + OTHERS + "]")
-UNSAFE_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f" + OTHERS + "]")  # newline and tab stay
-ASCII_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f]")  # the same for ASCII text: a smaller set, faster
+PATTERNS = {"text": "[\x00-\x1f" + OTHERS + "]",
+            "lines": "[\x00-\x08\x0b-\x1f" + OTHERS + "]",  # newline and tab stay
+            "ascii lines": "[\x00-\x08\x0b-\x1f\x7f]"}  # the same for ASCII text: a smaller set, faster
+_compiled = {}
+
+
+def pattern(name):
+    """Compiled on first use: ~1 ms of every verb's start otherwise, and printable ASCII never needs one."""
+    if name not in _compiled:
+        _compiled[name] = re.compile(PATTERNS[name])
+    return _compiled[name]
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -47,13 +55,13 @@ def text(value) -> str:
     s = value if isinstance(value, str) else str(value)
     if s.isascii() and s.isprintable():  # the usual case, checked in C
         return s
-    return UNSAFE.sub(lambda m: _escaped(m.group()), s)
+    return pattern("text").sub(lambda m: _escaped(m.group()), s)
 
 
 def lines(value) -> str:
     """Text made of our own lines: the same rule, except that newlines and tabs stay."""
     s = value if isinstance(value, str) else str(value)
-    return (ASCII_IN_LINES if s.isascii() else UNSAFE_IN_LINES).sub(lambda m: _escaped(m.group()), s)
+    return pattern("ascii lines" if s.isascii() else "lines").sub(lambda m: _escaped(m.group()), s)
 
 
 class Human:

@@ -88,6 +88,18 @@ def main_thread_stack(rt) -> list:
     return data["threads"][0]["frames"] if data["threads"] else []
 
 
+def app_frames(frames) -> list:
+    """The main thread's frames without our own bootstrap's (a ``wand-*/bootstrap.py`` on top: the main thread
+    had just taken the script when the deadline passed). The app is not to be blamed for where we are."""
+    def ours(f):
+        path = f.get("file") or ""
+        return path.endswith("/bootstrap.py") and "/wand-" in path
+    i = 0
+    while i < len(frames) and ours(frames[i]):
+        i += 1
+    return frames[i:]
+
+
 def blocked_in(pid: int):
     """The system call the main thread sits in, from /proc (None if running or unreadable)."""
     names = {0: "read", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 45: "recvfrom",
@@ -179,6 +191,11 @@ class Injection:
                 return self._pending(private, watch)
             if verdict != "connected":
                 state = "dead"
+                if verdict in ("refused", "lost") and private.tampered():
+                    raise AgentError("refused", "process %d took the injected script, but its path no longer led to "
+                                     "kubectl wand's files: a process of uid %d replaced them while the injection "
+                                     "waited (a symlink swap in %s: an attack, or another tool); nothing of ours "
+                                     "ran and nothing was followed" % (self.pid, self.proc.euid, private.base))
                 raise self._not_run(verdict, detail)
             state = "connected"
             with detail as conn:
@@ -299,7 +316,8 @@ class Injection:
     def _pending(self, private, watch):
         frames = main_thread_stack(self.rt)
         state = watch.state()
-        result = {"status": "pending", "frames": frames, "syscall": blocked_in(self.pid),
+        result = {"status": "pending", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                  "in_bootstrap": len(app_frames(frames)) < len(frames),
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
@@ -310,7 +328,8 @@ class Injection:
 
     def _still_running(self):
         frames = main_thread_stack(self.rt)
-        return {"status": "running", "frames": frames, "syscall": blocked_in(self.pid),
+        return {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                "in_bootstrap": len(app_frames(frames)) < len(frames),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
 

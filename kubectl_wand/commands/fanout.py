@@ -8,6 +8,7 @@ from __future__ import annotations
 from .. import errors
 from ..agent import protocol
 from ..errors import WandError
+from ..terminal import text
 
 PARALLEL = 32  # pods called at once: one wave for most workloads, still bounded for the API server and kubelets
 
@@ -59,18 +60,19 @@ def entries(results, err, opts):
     out, codes = [], []
     for transport, result in results:
         if isinstance(result, WandError):
-            err.write("error: %s: %s\n" % (transport.where, result.message))
+            err.write("error: %s: %s\n" % (transport.where, text(result.message)))
             codes.append(result.code)
             continue
         if result.get("status") != protocol.OK:
-            err.write("error: %s: %s\n" % (transport.where, result.get("error")))
+            err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:
             entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
             if "error" in entry:
                 hint = transport.alternative("with SYS_PTRACE of its own") if entry.get("kind") == "permission" else ""
-                err.write("error: %s pid %s: %s%s\n" % (transport.where, entry["pid"], entry["error"], hint))
+                err.write("error: %s pid %s: %s%s\n" % (transport.where, text(entry["pid"]), text(entry["error"]),
+                                                          hint))
                 codes.append(errors.exit_code(protocol.error(entry.get("kind"), entry["error"])))
                 continue
             out.append(entry)

@@ -270,3 +270,15 @@ def test_the_v6_echo_goes_to_the_verbs_stderr_only():
     proc.wait(10)
     assert quiet.getvalue() == ""
     KubeFlags(verbosity=6, warn=None).run(["/bin/sh", "-c", "exit 0"], timeout=10)  # completion: silence
+
+
+def test_kubectls_global_flags_reach_every_kubectl_call(monkeypatch):
+    # declared once (flags.KUBE_FLAGS); kube/config derives what kubectl gets as --flag=VALUE
+    from kubectl_wand.commands.common import kube_flags
+    monkeypatch.setenv("KUBECTL_PATH", "/bin/true")
+    _verb, ns = cli.parse(["stack", "pod/p", "--as", "bob", "-s", "https://api", "--context=c", "--as-uid", "7",
+                           "--as-group", "g1", "--as-group", "g2", "--request-timeout", "5s", "-n", "ns"])
+    argv = kube_flags(ns).kubectl_argv("get", "pods")
+    assert argv[0] == "/bin/true" and argv[-4:] == ["-n", "ns", "get", "pods"]
+    assert {"--as=bob", "--server=https://api", "--context=c", "--as-uid=7", "--as-group=g1", "--as-group=g2",
+            "--request-timeout=5s"} <= set(argv)

@@ -41,7 +41,7 @@ TARGET_DESTS = frozenset(("target", "selector", "container", "pod", "pid", "all_
 def kube_flags(ns, warn=None):
     """KubeFlags from the parsed command line (imported lazily: local targets never need kube/)."""
     from ..kube.config import VALUE_FLAGS, KubeFlags
-    values = {dest: getattr(ns, "as_user" if dest == "as_" else dest, None) for dest, _f in VALUE_FLAGS}
+    values = {dest: getattr(ns, dest, None) for dest, _f in VALUE_FLAGS}
     return KubeFlags(values, as_groups=ns.as_group, insecure=ns.insecure_skip_tls_verify,
                      disable_compression=ns.disable_compression, request_timeout=ns.request_timeout,
                      timeout_s=ns.request_timeout_s, verbosity=ns.verbosity, namespace=ns.namespace, warn=warn)

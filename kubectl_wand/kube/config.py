@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 
 from ..errors import ENVIRONMENT, USAGE, WandError
+from ..flags import KUBE_FLAGS
 
-# flag (argparse dest) -> kubectl flag, for the flags that take a value
-VALUE_FLAGS = (
-    ("kubeconfig", "--kubeconfig"), ("context", "--context"), ("cluster", "--cluster"), ("user", "--user"),
-    ("server", "--server"), ("token", "--token"), ("as_", "--as"), ("as_uid", "--as-uid"),
-    ("certificate_authority", "--certificate-authority"), ("client_certificate", "--client-certificate"),
-    ("client_key", "--client-key"), ("tls_server_name", "--tls-server-name"), ("cache_dir", "--cache-dir"),
-)
+# (dest, kubectl flag) of kubectl's global flags that every kubectl call gets as --flag=VALUE, from their one
+# declaration (flags.KUBE_FLAGS); the namespace, --as-group, --request-timeout and -v are handled on their own.
+VALUE_FLAGS = tuple((f.dest, f.names[-1]) for f in KUBE_FLAGS
+                    if f.value is str and not f.many and f.dest not in ("namespace", "request_timeout"))
 
 
 def which(name):

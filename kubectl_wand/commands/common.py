@@ -155,6 +155,11 @@ class TargetOptions:
         with self.step("finding pods"):
             return self.pod_transports()
 
+    def this_machine(self):
+        """[the transport of this machine] (no target and no cluster flag: get processes, stack, profile)."""
+        from ..transport.local import LocalTransport
+        return [LocalTransport()]
+
     def pod_transports(self, early=True):
         """A transport per Running pod of the target (or -l); a pod named alone is listed early unless
         ``early`` is False (a poll for a replacement: the call would only be cancelled)."""

@@ -35,8 +35,7 @@ def pods_of(opts):
     """The transports to read: pid/N, this machine, or the target's Running pods (--pod narrows to one)."""
     transports = opts.transports()
     if not transports:
-        from ..transport.local import LocalTransport
-        return [LocalTransport()]
+        return opts.this_machine()
     if opts.pod:
         return [opts.choose_pod(transports)]
     return transports

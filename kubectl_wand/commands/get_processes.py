@@ -51,11 +51,8 @@ class Options(TargetOptions):
 
     def run(self) -> int:
         out, err = self.streams.stdout, self.streams.stderr
-        transports = self.transports()
+        transports = self.transports() or self.this_machine()
         only_pid = self.target.pid if self.target is not None and self.target.local else None
-        if not transports:
-            from ..transport.local import LocalTransport
-            transports = [LocalTransport()]
         with self.step("listing Python processes"):
             rows, failures = collect(transports, only_pid, self.request_timeout_s)
         for where, exc in failures:

@@ -7,8 +7,8 @@ machine. Everything above it (the verbs) is shared; the implementations sit side
 
 Owns: running the agent beside a target (the agent's sources as they travel: ``bundle``; the first call on a
 pod started before it is read: ``early``) and forwards (``portforward``). Below it: kube/ (the API side and
-starting kubectl) and kubectl_wand.pipes (child processes); verbs sit above and never import an
-implementation's module for anything but making one.
+starting kubectl) and kubectl_wand.pipes (child processes). Verbs sit above: they get transports only from
+TargetOptions (commands/common.py: this machine, pid/N, or transport/pods.py for a target's pods).
 """
 from __future__ import annotations
 

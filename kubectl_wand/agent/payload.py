@@ -5,9 +5,22 @@ It runs in a fresh globals dict (no module is registered in the target), connect
 socket, says hello, receives one request (run code, start debugpy, or start a trace probe, whose own thread
 then keeps the connection until the probe is removed), answers and leaves nothing behind.
 
-If the agent is gone by the time it runs (an injection that timed out while the main thread was blocked), the
-socket is gone too: it removes its own directory and returns without a word, so nothing is started and
-nothing is printed into the app's logs.
+Nothing it does may raise out of it: CPython would print whatever escapes as "Error executing debugger script"
+into the app's stderr. So every path ends silently, including a connection that fails half-way (the agent was
+interrupted or killed), a descriptor the user's code closed (it is then neither written nor closed: its number
+may be a file of the app's by now), and the app's own signals:
+
+- the app's Python signal handlers still run when their signal comes (the payload wraps them while it runs);
+  an exception one of them raises (KeyboardInterrupt from SIGINT's default handler, SystemExit from a handler
+  that exits) is the app's, not ours: it interrupts the user's code when that is what runs (as it would the
+  app's code), never the payload's own steps, and once the payload has returned it is raised again, the same
+  exception, in the app's own code (a one-shot handler, tripped by a short-lived thread once the main thread
+  has left the payload). A signal whose handler raises while CPython compiles this file, before its first line
+  runs, is reported by CPython itself: that window is the compile time of this file.
+
+If the agent is gone (an injection that timed out while the main thread was blocked, an agent that was
+killed), the socket's peer is gone too: it removes its own directory and returns without a word, so nothing is
+left and nothing is printed into the app's logs.
 """
 import io
 import json
@@ -23,6 +36,19 @@ class WandDeadline(BaseException):
 
 
 def wand_main(sock_path, private_dir, token):
+    """Never raises (see the module docstring)."""
+    signals = None
+    try:
+        signals = AppSignals()
+        serve(sock_path, private_dir, token, signals)
+    except BaseException:
+        pass
+    finally:
+        if signals is not None:
+            signals.release()
+
+
+def serve(sock_path, private_dir, token, signals):
     try:
         os.unlink(os.path.join(private_dir, "bootstrap.py"))  # already read; nothing to leave behind
     except OSError:
@@ -31,38 +57,166 @@ def wand_main(sock_path, private_dir, token):
     try:
         conn.settimeout(5.0)
         conn.connect(sock_path)
-    except OSError:
+        channel = Channel(conn)
+    except BaseException:
         conn.close()
         remove_tree(private_dir)  # the agent gave up on us: no output, no files
         return
-    # Closed here, not by the garbage collector: a traceback kept by user code that raised holds this frame
-    # (and an open socket, one per exec-py) until the next collection.
-    channel = conn.makefile("rwb")
+    owned = False  # whether the probe's thread owns the connection now
     try:
-        send(channel, hello(token))
-        request = json.loads(channel.readline() or b"{}")
+        channel.send(hello(token))
+        request = channel.receive()
         op = request.get("op")
         if op == "exec":
-            result = run_code(request["code"], float(request.get("timeout", 10.0)),
-                              int(request.get("max_output", 1 << 20)))
+            signals.user_code = True  # the app's signals interrupt the user's code, as they would the app's
+            try:
+                result = run_code(request["code"], float(request.get("timeout", 10.0)),
+                                  int(request.get("max_output", 1 << 20)))
+            finally:
+                signals.user_code = False
         elif op == "attach":
             result = start_debugpy(request)
         elif op == "trace":
             result = start_probe(request, conn)
-            if result is None:
-                conn = None  # the probe's thread owns the connection now and closes it when the probe is removed
+            owned = result is None  # the probe's thread closes it when the probe is removed
+            if owned:
                 return
         elif op == "noop":
             return
         else:
             result = {"status": "error", "error": "unknown request %r" % (op,)}
-        send(channel, result)
-    except Exception:
-        pass  # the agent went away mid-way: keep the app unharmed and quiet
+        channel.send(result)
+    except (ConnectionError, EOFError):
+        remove_tree(private_dir)  # the agent went away mid-way (interrupted or killed): nothing stays behind
+    except BaseException:
+        pass  # the app stays unharmed and quiet whatever happened
     finally:
-        channel.close()  # never closes the socket by itself: the probe may own it
-        if conn is not None:
-            conn.close()
+        if not owned:
+            channel.close()
+
+
+class Channel:
+    """The connection to the agent, written and closed only while its descriptor is still ours: the user's
+    code may close it, and the number may then belong to a file of the app's (its log) by the time we answer."""
+
+    def __init__(self, sock):
+        self.sock, self.pending = sock, b""
+        self.identity = self.describe()
+
+    def describe(self):
+        try:
+            st = os.fstat(self.sock.fileno())
+        except (OSError, ValueError):
+            return None
+        return st.st_dev, st.st_ino
+
+    def ours(self):
+        return self.identity is not None and self.describe() == self.identity
+
+    def send(self, obj):
+        data = json.dumps(obj).encode() + b"\n"
+        if not self.ours():
+            raise OSError("the connection's descriptor was closed under the payload")
+        self.sock.sendall(data)
+
+    def receive(self):
+        while b"\n" not in self.pending:
+            if not self.ours():
+                raise OSError("the connection's descriptor was closed under the payload")
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the agent closed the connection")
+            self.pending += data
+        line, self.pending = self.pending.split(b"\n", 1)
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        return request
+
+    def close(self):
+        try:
+            if self.ours():
+                self.sock.close()
+            else:
+                self.sock.detach()  # not ours any more: forget the number, never close it
+        except BaseException:
+            pass
+
+
+class AppSignals:
+    """The app's Python signal handlers while the payload runs on the main thread (see the module docstring).
+
+    Only the main thread may set handlers, and the payload runs on it: nothing else changes them meanwhile."""
+
+    def __init__(self):
+        import signal
+        self.wrapped, self.caught, self.user_code = {}, {}, False
+        for signum in signal.valid_signals():
+            try:
+                handler = signal.getsignal(signum)
+            except (OSError, ValueError):
+                continue
+            if callable(handler):
+                wrapper = self.wrap(signum, handler)
+                signal.signal(signum, wrapper)
+                self.wrapped[signum] = (handler, wrapper)
+
+    def wrap(self, signum, handler):
+        def wand_signal_wrapper(sig, frame):
+            try:
+                return handler(sig, frame)
+            except BaseException as exc:  # the app's, whatever it is
+                self.caught.setdefault(signum, exc)
+                if self.user_code:
+                    raise
+        return wand_signal_wrapper
+
+    def release(self):
+        """The app's handlers back; what they raised, raised again in the app's own code. Never raises."""
+        try:
+            import signal
+            for signum, (handler, wrapper) in self.wrapped.items():
+                if signal.getsignal(signum) is not wrapper:
+                    continue  # the user's code set a handler of its own: theirs to keep
+                if signum in self.caught:
+                    signal.signal(signum, once(signum, handler, self.caught[signum]))
+                else:
+                    signal.signal(signum, handler)
+            if self.caught:
+                import _thread
+                _thread.start_new_thread(deliver_after, (threading.get_ident(), wand_main.__code__,
+                                                         sorted(self.caught)))
+        except BaseException:
+            pass
+
+
+def once(signum, handler, exc):
+    """A handler that puts the app's own back and raises what it raised while the payload ran."""
+    def wand_redeliver(sig, frame):
+        import signal
+        signal.signal(signum, handler)
+        raise exc.with_traceback(None)
+    return wand_redeliver
+
+
+def deliver_after(main, code, signums):
+    """(a short-lived thread) Trip ``signums`` once the main thread has left ``code``: their handlers then run
+    in the app's own code. Raising them from the payload itself would only make CPython print them."""
+    try:
+        import _thread
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code is not code:
+                frame = frame.f_back
+            if frame is None:
+                break
+            frame = None
+            time.sleep(0.001)  # the main thread is returning from the payload: microseconds
+        for signum in signums:
+            _thread.interrupt_main(signum)
+    except BaseException:
+        pass
 
 
 def start_probe(request, conn):
@@ -78,15 +232,16 @@ def start_probe(request, conn):
             type(exc).__name__, exc)}
 
 
-def send(channel, obj):
-    channel.write(json.dumps(obj).encode() + b"\n")
-    channel.flush()
-
-
-def remove_tree(path):
+def remove_tree(path, depth=0):
+    """Remove our private directory by its path: we run as the target's uid, in a directory that uid owns, so
+    this can reach nothing it could not remove itself. Symlinks are removed, never followed."""
     try:
         for name in os.listdir(path):
-            os.unlink(os.path.join(path, name))
+            entry = os.path.join(path, name)
+            if os.path.isdir(entry) and not os.path.islink(entry) and depth < 32:
+                remove_tree(entry, depth + 1)
+            else:
+                os.unlink(entry)
         os.rmdir(path)
     except OSError:
         pass

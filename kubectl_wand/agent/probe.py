@@ -152,7 +152,11 @@ class Probe:
                     step()
                 except Exception as exc:
                     problems.append(str(exc))
-            self.removed["freed"] = monitoring.get_tool(self.tool) is None
+            try:
+                self.removed["freed"] = monitoring.get_tool(self.tool) is None
+            except Exception as exc:
+                problems.append(str(exc))
+                self.removed["freed"] = False
         self.codes = []
         if problems:
             self.removed["problems"] = problems
@@ -280,6 +284,19 @@ class Probe:
         thread.start()
 
     def serve(self, conn):
+        """The thread's whole life. Nothing escapes it: threading's excepthook would print it into the app's
+        stderr."""
+        try:
+            self.relay(conn)
+        except BaseException:
+            pass
+        finally:
+            try:
+                conn.close()
+            except BaseException:
+                pass
+
+    def relay(self, conn):
         reason, pending = None, b""
         last_ping = next_rescan = time.monotonic()
         try:

@@ -204,9 +204,12 @@ class Injection:
 
     def _private_dir(self, bases):
         def files(target_path):
-            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
+            # The call in a try of its own: an exception raised as it starts (a signal handler of the app's)
+            # must not escape to CPython, which would print it into the app's stderr.
+            call = "\ntry:\n    wand_main(%s, %s, %s)\nexcept BaseException:\n    pass\n" % (
                 protocol.dumps(target_path + "/s"), protocol.dumps(target_path),
                 protocol.dumps(target_path.rsplit("/", 1)[1]))
+            source = module_source("payload") + call
             return {"bootstrap.py": source.encode()}
         try:
             return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))

@@ -257,3 +257,42 @@ def test_the_probes_thread_never_prints_even_when_removal_fails(target, py314):
                 "sys.monitoring.get_tool = builtins._wand_test_get_tool\ndel builtins._wand_test_get_tool")
     assert fixed.returncode == 0, fixed.stderr
     settle(py314, app)
+
+
+def test_the_apps_ctrl_c_while_the_payload_imports_debugpy_reaches_the_app_not_the_payload(target, py314):
+    """SIGINT to the app the moment attach's payload imports a shipped debugpy (its own step, not user code):
+    the import goes on and the server starts; the app gets its KeyboardInterrupt once, after the payload."""
+    from test_trust_local import Inotify
+    from kubectl_wand.transport.local import ship
+    app = target("interruptible.py", flags=["-S"])  # no site-packages: debugpy is shipped, then imported
+    ship("debugpy")  # built and cached before the race starts
+    tmp = py314.host("/tmp")
+    notify = Inotify()
+    notify.watch(tmp, Inotify.CREATE)
+    proc = cli("attach", "pid/%d" % app.pid, "--port", free_port(), "--timeout", "60", "-o", "json")
+    interrupted = False
+    try:
+        deadline = time.monotonic() + 60
+        while not interrupted and time.monotonic() < deadline:
+            for where, name, mask in notify.events(1.0):
+                path = os.path.join(where or "", name)
+                if where == tmp and name.startswith("wand-%d-" % app.pid):
+                    notify.watch(path, Inotify.CREATE)
+                elif name == "lib":
+                    notify.watch(path, Inotify.CREATE)
+                elif name == ".complete":
+                    assert notify.watch(os.path.join(where, "debugpy"), Inotify.OPEN)
+                elif mask & Inotify.OPEN and name == "__init__.py":
+                    os.kill(app.pid, signal.SIGINT)  # the payload is importing debugpy right now
+                    interrupted = True
+                    break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        notify.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert interrupted, "never saw the target import the shipped debugpy"
+    assert proc.returncode == 0 and json.loads(out)["status"] == "listening", (out, err)
+    assert read_line(app.popen.stdout, 10) == "INTERRUPTED 1"
+    settle(py314, app)

@@ -217,12 +217,12 @@ def hold_signals():
     for signum in signal.valid_signals():
         try:
             handler = signal.getsignal(signum)
-        except (OSError, ValueError):
+            if callable(handler):
+                wrapper = wrap_handler(held, signum, handler)
+                signal.signal(signum, wrapper)
+                held.wrapped[signum] = (handler, wrapper)
+        except (OSError, ValueError):  # not settable here: its handler keeps running unwrapped
             continue
-        if callable(handler):
-            wrapper = wrap_handler(held, signum, handler)
-            signal.signal(signum, wrapper)
-            held.wrapped[signum] = (handler, wrapper)
     return held
 
 

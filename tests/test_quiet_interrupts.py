@@ -2,8 +2,8 @@
 
 The CLI is interrupted (SIGINT, as Ctrl-C, and SIGKILL) at several moments of every injecting verb (exec-py,
 attach, trace) against a real CPython 3.14 target whose stderr is a file: the file stays empty, the target
-keeps running, and its temporary directory is clean. The CLI child is started with SIGINT at its default
-(a test runner may have inherited it ignored).
+keeps running, and its temporary directory is clean. The CLI and the targets are started with SIGINT at its
+default (a test runner may have inherited it ignored, and Python keeps an ignored SIGINT ignored).
 
 Each case ends with one more injection (``exec-py -- 1``): it runs only once the main thread has left the
 interrupted payload, so the stderr file is read after the payload has finished whatever it was doing.
@@ -34,7 +34,8 @@ class QuietTarget:
         with open(self.log, "wb") as err:
             self.popen = subprocess.Popen(py314.argv(list(flags) + [py314.app(app)] + list(args)),
                                           stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-                                          env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"})
+                                          env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
+                                          preexec_fn=default_sigint)  # Python keeps an inherited SIG_IGN
         line = read_line(self.popen.stdout, 20)
         assert line.startswith("READY"), (line, self.logs())
         self.info = dict(kv.split("=", 1) for kv in line.split()[1:])

@@ -1,7 +1,8 @@
-"""What the verbs share: the target options every verb has, and the way from a target to transports.
+"""What the verbs share: the target flags every verb has (``target_flags``), their options, and the way from a
+target to transports (this machine, pid/N, or transport/pods.py for a target's pods).
 
-``TargetOptions.complete_target`` is the only code that reads the common flags from the parsed command line;
-from there on everything is typed fields.
+``TargetOptions.complete_target`` is the only code that reads the parsed command line: the target flags itself,
+the verb's own declared flags by name (``take``); from there on everything is typed fields.
 """
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ VERBS = {
                 "kubectl wand profile [TARGET] [options]"),
     "trace": ("trace", "print a line (or a snapshot) each time running code passes FILE:LINE, without stopping it",
               "kubectl wand trace TARGET FILE:LINE [EXPR ...] [options]"),
+    "pdb": ("pdb", "open pdb's prompt on a live process in this terminal", "kubectl wand pdb TARGET [options]"),
 }
 
 

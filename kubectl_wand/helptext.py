@@ -48,6 +48,13 @@ EXAMPLES = {
   # Run a file, or code from stdin
   kubectl wand exec-py pid/4242 -f snippet.py
   echo 'print(42)' | kubectl wand exec-py pid/4242 -f -""",
+    "pdb": """Examples:
+  # pdb's prompt on the app process of a Deployment's pod (b FILE:LINE, c, n, s, p, where, interact; q detaches)
+  kubectl wand pdb deploy/web
+
+  # A hardened pod, from an ephemeral debug container; a local process
+  kubectl wand pdb deploy/web --ephemeral
+  kubectl wand pdb pid/4242""",
     "stack": """Examples:
   # Every thread's stack in every pod of a Deployment (nothing runs in the processes)
   kubectl wand stack deploy/web

@@ -76,6 +76,13 @@ class Transport:
     def watch(self, pid: int) -> Watch:
         raise NotImplementedError
 
+    def terminal(self, argv: list, env: dict) -> int:
+        """Run ``argv`` (with exactly ``env``) beside the target, its stdin, stdout and stderr the user's
+        terminal (a TTY there when ours is one: ``kubectl exec -it``); its exit code once it ends. Ctrl-C goes
+        to it, not to us, meanwhile. ``argv`` comes from the agent here (``{"terminal": ...}``: pdb's client
+        under the target's interpreter)."""
+        raise NotImplementedError
+
     def forward(self, remote_port: int, local_port=None) -> Forward:
         raise NotImplementedError
 

@@ -46,6 +46,10 @@ class EphemeralTransport(KubectlTransport):
     def exec_argv(self, python):
         return self.kubectl("exec", "-i", self.name, "-c", self.debug, "--", python, *AGENT_ARGS)
 
+    @property
+    def exec_container(self):
+        return self.debug
+
     def adopt(self, early):
         early.cancel()  # an early call went to the app container, not ours
 

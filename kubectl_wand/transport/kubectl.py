@@ -35,6 +35,10 @@ def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     return proc
 
 
+# Run by the container's Python: replace itself with the command the agent named (argv, env as JSON).
+EXEC_LAUNCHER = "import json, os, sys; a, e = json.loads(sys.argv[1]); os.execve(a[0], a, e)"
+
+
 class NoInterpreter(Exception):
     pass
 
@@ -93,6 +97,23 @@ class KubectlTransport(Transport):
     def exec_argv(self, python):
         return self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, *AGENT_ARGS)
 
+    #: the container ``kubectl exec`` runs in (the ephemeral transport's is its debug container)
+    @property
+    def exec_container(self):
+        return self.container
+
+    def terminal(self, argv: list, env: dict) -> int:
+        """``kubectl exec -it`` (``-i`` alone when our stdin is no terminal) running the container's Python,
+        which execs ``argv``: no shell or ``env`` binary is assumed in the image."""
+        import json
+        import sys
+        from .local import wait_ignoring_sigint
+        tty = ["-t"] if sys.stdin.isatty() else []
+        launcher = [self.python or "python3", "-S", "-c", EXEC_LAUNCHER, json.dumps([list(argv), dict(env)])]
+        command = self.kubectl("exec", "-i", *tty, self.name, "-c", self.exec_container, "--", *launcher)
+        proc = self.flags.spawn(command, short_lived=False, stdin=None, stdout=None, stderr=None)
+        return wait_ignoring_sigint(proc)
+
     def pythons(self):
         """Interpreters to try in the current container, most likely first."""
         found = list(PYTHONS)
@@ -137,7 +158,7 @@ class KubectlTransport(Transport):
         if early is not None and (python != early.python or not early.answers(request)):
             early.cancel()
             early = None
-        short = request.get("op") not in ("watch", "profile", "trace")
+        short = request.get("op") not in ("watch", "profile", "trace", "pdb")
         proc = early.hand_over() if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
                                                                  short_lived=short, extra=self.agent_extra)
         held = early is not None and early.request.get("hold")

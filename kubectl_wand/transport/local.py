@@ -71,6 +71,11 @@ class LocalTransport(Transport):
                 raise
         return box["result"]
 
+    def terminal(self, argv: list, env: dict) -> int:
+        from .. import pipes
+        proc = pipes.spawn(argv, env=env, stdin=None, stdout=None, stderr=None)
+        return wait_ignoring_sigint(proc)
+
     def describe(self, pid: int) -> str:
         return "pid %d" % pid
 
@@ -84,3 +89,17 @@ class LocalTransport(Transport):
 def ship(name):
     from .. import debugpy_bundle  # only when a target lacks debugpy: importlib.util costs start-up time
     return debugpy_bundle.blob(name)
+
+
+def wait_ignoring_sigint(proc) -> int:
+    """Wait for a child that owns the terminal: Ctrl-C there is its (the terminal's foreground group gets
+    SIGINT; the child handles it), never the end of this process."""
+    import signal
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: it cannot get SIGINT anyway
+        return proc.wait()
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)

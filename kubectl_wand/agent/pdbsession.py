@@ -1,0 +1,149 @@
+"""The agent side of ``pdb``: inject CPython's remote pdb server, and relay it to the client in the terminal.
+
+One injection whose connection stays open (``session.Injection.run(stream=...)``); its code is
+passengers/pdbserver.py. The client (passengers/pdbclient.py) runs under the target's own interpreter, in the
+user's terminal: the agent cannot start it (in a pod its stdin and stdout are the protocol's pipes, not a
+terminal), so it emits ``{"terminal": {"argv", "env"}}`` and the CLI runs that command through its transport
+(``Transport.terminal``: the user's terminal here, ``kubectl exec -it`` in a pod). The client connects to an
+abstract Unix socket: reachable from the target's root too (chroot and nsenter keep the network namespace),
+leaves no file, and only a process of our own uid is accepted (SO_PEERCRED), once.
+
+Relay: client -> target byte for byte (the target reads its lines); target -> client line by line, minus the
+target's last ``{"wand": "detached", ...}`` line. Ends when the target closes (q, Ctrl-D: pdb detached), when
+the client goes away (its kubectl or terminal closed: the target is told to detach), or when ``stop`` is set.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import time
+
+from .protocol import AgentError
+from .session import Injection, module_source
+
+CLIENT_WAIT = 60.0    # for the client to connect: a `kubectl exec -it` that starts a Python takes ~0.2-2 s
+DETACH_WAIT = 10.0    # for the target to take everything back once asked
+
+
+def run_pdb(request: dict, emit=None, stop=None) -> dict:
+    pid = int(request["pid"])
+    injection = Injection(pid, float(request.get("timeout", 10.0)))
+    name = "kubectl-wand-pdb-%d-%s" % (pid, os.urandom(8).hex())
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind("\0" + name)
+        listener.listen(1)
+        argv, env = injection.rt.command(["-c", module_source("pdbclient"), name])
+        relay = Relay(pid, listener, argv, env, emit, stop)
+        return injection.run({"op": "pdb"}, stream=relay)
+    finally:
+        listener.close()
+
+
+class Relay:
+    def __init__(self, pid, listener, argv, env, emit, stop):
+        self.pid, self.listener, self.argv, self.env = pid, listener, argv, env
+        self.emit, self.stop = emit, stop
+        self.detached = None
+
+    def __call__(self, conn, hello):
+        if self.emit is not None:
+            self.emit({"terminal": {"argv": self.argv, "env": self.env, "pid": self.pid}})
+        client = self.accept()
+        if client is None:
+            reason = "stopped" if self.stopped() else "no client"
+            self.detach(conn, b"")
+            if reason == "no client":
+                raise AgentError("runtime", "the pdb client did not connect within %gs" % CLIENT_WAIT,
+                                 detached=self.detached is not None)
+            return {"status": "ok", "pid": self.pid, "reason": reason, "detached": self.detached is not None}
+        with client:
+            reason, pending = self.relay(conn, client)
+            if reason != "target":
+                self.detach(conn, pending)
+        return {"status": "ok", "pid": self.pid, "reason": (self.detached or {}).get("reason", reason),
+                "detached": self.detached is not None}
+
+    def stopped(self):
+        return self.stop is not None and self.stop.is_set()
+
+    def accept(self):
+        deadline = time.monotonic() + CLIENT_WAIT
+        while time.monotonic() < deadline and not self.stopped():
+            if not select.select([self.listener], [], [], 0.2)[0]:
+                continue
+            client, _ = self.listener.accept()
+            uid = struct.unpack("iII", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+            if uid != os.geteuid():
+                client.close()  # another user's process in the pod's network namespace: not our client
+                continue
+            return client
+        return None
+
+    def relay(self, conn, client):
+        """Carry bytes until one side ends; (who ended it, the target's unsent partial line)."""
+        pending = b""
+        while True:
+            if self.stopped():
+                return "stopped", pending
+            ready = select.select([conn, client], [], [], 0.2)[0]
+            if client in ready:
+                data = recv(client)
+                if not data:
+                    return "client", pending
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return "target", pending
+            if conn in ready:
+                data = recv(conn)
+                if not data:
+                    return "target", pending
+                pending += data
+                lines, pending = self.split(pending)
+                if lines:
+                    try:
+                        client.sendall(lines)
+                    except OSError:
+                        return "client", pending
+                if self.detached is not None:
+                    return "target", pending
+
+    def split(self, pending):
+        """(whole lines for the client, the rest), with the target's detached line taken out."""
+        out = []
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.startswith(b'{"wand"'):
+                import json
+                try:
+                    self.detached = json.loads(line)
+                except ValueError:
+                    self.detached = {"wand": "detached", "reason": "unknown"}
+            else:
+                out.append(line + b"\n")
+        return b"".join(out), pending
+
+    def detach(self, conn, pending):
+        """Ask the target to take everything back, and wait for its word (or the connection's end)."""
+        try:
+            conn.sendall(b'{"wand": "detach"}\n')
+        except OSError:
+            return
+        deadline = time.monotonic() + DETACH_WAIT
+        while self.detached is None and time.monotonic() < deadline:
+            if not select.select([conn], [], [], 0.2)[0]:
+                continue
+            data = recv(conn)
+            if not data:
+                break
+            _, pending = self.split(pending + data)
+
+
+def recv(sock):
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""

@@ -142,6 +142,12 @@ CASES = [
     ("trace bad location", ["trace", "pod/web-1", "ticker.py"], None, errors.USAGE, [], ["FILE:LINE"], None),
     ("trace bad expression", ["trace", "pod/web-1", "ticker.py:9", "n +"], None, errors.USAGE, [],
      ["not a Python expression"], None),
+    ("pdb pending", ["pdb", "pod/web-1", "--timeout", "1"], {"pdb": PENDING}, errors.TIMEOUT, [],
+     ["main thread blocked at /app/web.py:3:serve", "nothing of this request will run"],
+     {"op": "pdb", "timeout": 1.0}),
+    ("pdb permission", ["pdb", "pod/web-1"], {"pdb": PERMISSION}, errors.NOT_ATTACHABLE, [], ["not permitted"],
+     {"op": "pdb"}),
+    ("pdb bad timeout", ["pdb", "pod/web-1", "--timeout", "0"], None, errors.USAGE, [], ["--timeout"], None),
     ("attach image without ephemeral", ["attach", "pod/web-1", "--image", "python:3.14"], None, errors.USAGE, [],
      ["--ephemeral"], None),
 ]
@@ -185,6 +191,38 @@ def test_more_than_one_pod_needs_pod_off_a_terminal():
     second = FakeTransport("web-2")
     code, out, _err = run_verb(["exec-py", "deploy/web", "--pod", "web-2", "--", EXEC_OK], [FakeTransport(), second])
     assert code == errors.OK and second.requests
+
+
+class TerminalPod(FakeTransport):
+    """A pod whose agent names pdb's client, runs it in the 'terminal' and answers once told to stop."""
+
+    def __init__(self, detached=True):
+        super().__init__()
+        self.ran, self.detached = [], detached
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        self.requests.append(dict(request))
+        on_event({"chosen": {"pid": 7, "note": ""}})
+        on_event({"terminal": {"argv": ["/proc/7/exe", "-I", "-S", "-c", "client"], "env": {"LC_ALL": "C.UTF-8"}}})
+        assert stop.wait(10)  # the CLI stops the agent once the client has ended
+        return {"status": "ok", "pid": 7, "reason": "quit", "detached": self.detached}
+
+    def terminal(self, argv, env):
+        self.ran.append((argv, env))
+        return 0
+
+
+def test_pdb_runs_the_client_in_the_terminal_then_stops_the_agent():
+    pod = TerminalPod()
+    code, _out, err = run_verb(["pdb", "pod/web-1"], [pod])
+    assert code == errors.OK, err
+    assert pod.ran == [(["/proc/7/exe", "-I", "-S", "-c", "client"], {"LC_ALL": "C.UTF-8"})]
+    assert pod.requests[0]["op"] == "pdb" and pod.requests[0]["pid"] is None
+
+
+def test_pdb_says_when_the_target_did_not_confirm_its_detach():
+    code, _out, err = run_verb(["pdb", "pod/web-1"], [TerminalPod(detached=False)])
+    assert code == errors.ENVIRONMENT and "did not confirm" in err
 
 
 def test_every_verb_has_a_case():

@@ -41,7 +41,8 @@ def watcher():
 
 def main():
     threading.Thread(target=watcher, name="watcher", daemon=True).start()
-    server = Server(("127.0.0.1", 0), Handler)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0  # 0: any free port (local tests); 8000 in a pod
+    server = Server(("0.0.0.0" if port else "127.0.0.1", port), Handler)
     print("READY port=%d pid=%d" % (server.server_address[1], os.getpid()), flush=True)
     server.serve_forever(poll_interval=0.05)
 

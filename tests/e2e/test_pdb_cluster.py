@@ -1,0 +1,116 @@
+"""`kubectl wand pdb` on the real cluster, through a real pseudo-terminal and `kubectl exec -it`: a breakpoint
+set at the prompt is hit by a real HTTP request in a worker thread, Ctrl-C interrupts a busy loop into pdb,
+and quitting leaves the app serving with nothing of pdb in it (plain and --ephemeral). Workloads pdb-*,
+deleted after."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import urllib.request
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from ptyterm import Term  # noqa: E402
+from test_kube_verbs import HttpForward  # noqa: E402
+from test_pdb_local import LEFT, PROMPT  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+APPS = os.path.join(REPO, "tests", "apps")
+LINE = [n for n, text in enumerate(open(os.path.join(APPS, "threaded_http.py")), 1) if "wand-pdb-breakpoint" in text][0]
+
+
+@pytest.fixture(scope="module")
+def workloads(cluster):
+    files = ["--from-file=%s=%s" % (name, os.path.join(APPS, name)) for name in ("threaded_http.py", "busy.py")]
+    made = cluster.kubectl("create", "configmap", "pdb-apps", *files, "--dry-run=client", "-o", "yaml", check=True)
+    cluster.kubectl("apply", "-f", "-", input=made.stdout, check=True)
+    code = {"volumeMounts": [{"name": "code", "mountPath": "/code"}]}
+    volumes = {"volumes": [{"name": "code", "configMap": {"name": "pdb-apps"}}]}
+    cluster.deploy("pdb-http", ["python3", "/code/threaded_http.py", "8000"], container=code, pod=volumes, wait=False)
+    cluster.deploy("pdb-busy", ["python3", "/code/busy.py"], container=code, pod=volumes, wait=False)
+    for name in ("pdb-http", "pdb-busy"):
+        cluster.kubectl("rollout", "status", "deploy/" + name, "--timeout=150s", check=True, timeout=180)
+        cluster.settle("app=" + name, 1)
+    yield cluster
+    cluster.kubectl("delete", "deployment", "pdb-http", "pdb-busy", "--wait=false", timeout=60)
+    cluster.kubectl("delete", "configmap", "pdb-apps", timeout=60)
+
+
+def term(cluster, *args):
+    return Term([sys.executable, "-m", "kubectl_wand"] + list(args), env=dict(cluster.env, PYTHONPATH=REPO), cwd=REPO)
+
+
+def assert_clean(cluster, wand, pod):
+    done = wand("exec-py", "pod/" + pod, "--", LEFT)
+    assert done.returncode == 0, done.stderr
+    left = json.loads(done.stdout.strip().splitlines()[-1])
+    assert left["thread_hook"] == "None", left
+    assert left["watcher"] in ([], ["None"]) and left["main"] in ([], ["None"]), left
+    assert left["tools"] == [None] * 6 and left["traced_frames"] == [] and left["breakpoints"] == 0, left
+    assert left["attached"] in ("None", "False") and not [t for t in left["threads"] if "wand" in t], left
+    # read by kubectl exec, not exec-py: an injection has its own wand-* directory while it runs
+    tmp = cluster.kubectl("exec", pod, "--", "python3", "-c",
+                          "import os; print([n for n in os.listdir('/tmp') if n.startswith('wand-')])")
+    assert tmp.returncode == 0 and tmp.stdout.strip() == "[]", tmp.stdout + tmp.stderr
+
+
+@pytest.mark.parametrize("how", [[], ["--ephemeral"]], ids=["exec", "ephemeral"])
+def test_breakpoint_hit_by_a_request_then_quit(workloads, wand, how):
+    pod = workloads.pod_names("app=pdb-http")[0]
+    session = term(workloads, "pdb", "deploy/pdb-http", *how)
+    http = HttpForward(workloads, pod)
+    try:
+        session.expect(PROMPT, 120)
+        session.line("break /code/threaded_http.py:%d" % LINE)
+        session.expect(r"Breakpoint 1 at /code/threaded_http.py:%d" % LINE)
+        session.expect(PROMPT)
+        session.line("c")
+        box = {}
+        url = "http://127.0.0.1:%d/" % http.port
+        request = threading.Thread(target=lambda: box.setdefault(
+            "body", urllib.request.urlopen(url, timeout=60).read().decode()))
+        request.start()
+        session.expect(r"threaded_http.py\(%d\)do_GET\(\)" % LINE)
+        session.expect(PROMPT)
+        session.line("p greeting")
+        session.expect(r"'hello #\d+ from Thread-\d+")
+        session.expect(PROMPT)
+        session.line("clear 1")
+        session.expect(PROMPT)
+        session.line("c")
+        request.join(60)
+        assert box["body"].startswith("hello #")
+        session.interrupt()
+        session.expect(PROMPT)
+        session.line("q")
+        assert session.wait(60) == 0, session.seen
+        assert urllib.request.urlopen(url, timeout=30).read().decode().startswith("hello #")  # still serving
+    finally:
+        session.close()
+        http.close()
+    assert_clean(workloads, wand, pod)
+
+
+def test_ctrl_c_interrupts_a_busy_loop(workloads, wand):
+    pod = workloads.pod_names("app=pdb-busy")[0]
+    session = term(workloads, "pdb", "pod/" + pod)
+    try:
+        session.expect(PROMPT, 120)
+        session.line("c")
+        session.expect(r"\bc\r?\n")
+        session.interrupt()
+        session.expect(r"busy.py\(\d+\)<module>\(\)")
+        session.expect(PROMPT)
+        session.line("p counter > 0")
+        session.expect("True")
+        session.expect(PROMPT)
+        session.send("\x04")
+        assert session.wait(60) == 0, session.seen
+    finally:
+        session.close()
+    done = wand("exec-py", "pod/" + pod, "--", "import sys; sys.modules['__main__'].counter > 0")
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr

@@ -164,3 +164,30 @@ def test_blocked_main_thread_times_out_with_where(spawn, wand):
     assert done.returncode == 5, done.stderr
     assert "main thread blocked" in done.stderr and "sleeper.py" in done.stderr, done.stderr
     assert target.alive()
+
+
+def test_a_second_pdb_is_refused_while_one_is_attached(spawn, wand, py314):
+    target = spawn("threaded_http.py")
+    term = wand_term("pdb", "pid/%d" % target.pid)
+    try:
+        term.expect(PROMPT)
+        term.line("c")  # the app runs on, the session stays attached
+        term.expect(r"\bc\n")
+        second = wand("pdb", "pid/%d" % target.pid, "--timeout", "5")
+        assert second.returncode == 5 and "another pdb is already attached" in second.stderr, second.stderr
+        term.interrupt()
+        term.expect(PROMPT)
+        term.line("q")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    assert_clean(wand, py314, target)
+
+
+def test_pdb_is_scriptable_without_a_terminal(spawn, wand):
+    """stdin a pipe: pdb's client reads the commands as lines, and its end detaches (EOF is Ctrl-D)."""
+    target = spawn("threaded_http.py")
+    done = wand("pdb", "pid/%d" % target.pid, input="p 6 * 7\nwhere\n")
+    assert done.returncode == 0, done.stderr
+    assert "42" in done.stdout and "serve_forever" in done.stdout, done.stdout
+    assert target.alive()

@@ -25,6 +25,7 @@ from .session import Injection, module_source
 
 CLIENT_WAIT = 60.0    # for the client to connect: a `kubectl exec -it` that starts a Python takes ~0.2-2 s
 DETACH_WAIT = 10.0    # for the target to take everything back once asked
+START_WAIT = 30.0     # for pdb to start in the target (its import: ~40 ms; a loaded 2-core node: seconds)
 
 
 def run_pdb(request: dict, emit=None, stop=None) -> dict:
@@ -49,6 +50,11 @@ class Relay:
         self.detached = None
 
     def __call__(self, conn, hello):
+        first, pending = self.first(conn)
+        if first.get("wand") != "started":
+            if first.get("status") == "error":
+                raise AgentError(first.get("kind", "inject"), first.get("error", "pdb did not start"))
+            raise AgentError("inject", "pdb did not start in process %d (%s)" % (self.pid, first or "no answer"))
         if self.emit is not None:
             self.emit({"terminal": {"argv": self.argv, "env": self.env, "pid": self.pid}})
         client = self.accept()
@@ -60,7 +66,7 @@ class Relay:
                                  detached=self.detached is not None)
             return {"status": "ok", "pid": self.pid, "reason": reason, "detached": self.detached is not None}
         with client:
-            reason, pending = self.relay(conn, client)
+            reason, pending = self.relay(conn, client, pending)
             if reason != "target":
                 self.detach(conn, pending)
         return {"status": "ok", "pid": self.pid, "reason": (self.detached or {}).get("reason", reason),
@@ -82,9 +88,27 @@ class Relay:
             return client
         return None
 
-    def relay(self, conn, client):
+    def first(self, conn):
+        """The target's first line: started, or why not; (it as a dict, what came after it)."""
+        import json
+        pending, deadline = b"", time.monotonic() + START_WAIT
+        while b"\n" not in pending and time.monotonic() < deadline:
+            if select.select([conn], [], [], 0.2)[0]:
+                data = recv(conn)
+                if not data:
+                    break
+                pending += data
+        line, _, rest = pending.partition(b"\n")
+        try:
+            return json.loads(line) if line else {}, rest
+        except ValueError:
+            return {}, rest
+
+    def relay(self, conn, client, pending=b""):
         """Carry bytes until one side ends; (who ended it, the target's unsent partial line)."""
-        pending = b""
+        if pending:
+            lines, pending = self.split(pending)
+            client.sendall(lines)
         while True:
             if self.stopped():
                 return "stopped", pending

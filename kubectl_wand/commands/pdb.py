@@ -72,7 +72,12 @@ class Options(TargetOptions):
         worker = threading.Thread(target=call, daemon=True)
         with self.step("starting pdb in %s" % transport.where):
             worker.start()
-            ready.wait()
+            try:
+                ready.wait()
+            except KeyboardInterrupt:  # before the prompt: the agent drops the injection or detaches pdb
+                stop.set()
+                worker.join(15)
+                raise
         if "terminal" in box:
             term = box["terminal"]
             try:

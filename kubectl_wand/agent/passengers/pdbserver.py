@@ -21,8 +21,9 @@ What it changes from ``python -m pdb -p`` (all measured against 3.14's Lib/pdb.p
   function of every thread and of new threads, the frames' f_trace, pdb's "attached" instance; the relay
   thread then ends. The last line sent is ``{"wand": "detached", ...}``.
 
-Wire (JSON lines on the bootstrap's connection): target -> agent: pdb's own server messages, then the
-detached line; agent -> target: pdb's own client messages, plus ``{"wand": "interrupt"|"detach"}``.
+Wire (JSON lines on the bootstrap's connection): target -> agent: ``{"wand": "started"}`` (or the bootstrap's
+error result: another pdb attached, a tracer or debugpy present), pdb's own server messages, then the detached
+line; agent -> target: pdb's own client messages, plus ``{"wand": "interrupt"|"detach"}``.
 Standard library only; Python 3.14 (remote pdb exists there only).
 """
 import json
@@ -46,6 +47,11 @@ def run(request, conn, signals=None):
         return {"status": "error", "kind": "busy", "error": "a trace function is already set in process %d "
                 "(another debugger or a coverage tool); detach it first" % os.getpid()}
     kept = _our_globals()  # kept alive while the session lasts: their ids must not be reused by the app's dicts
+    monitoring = getattr(sys, "monitoring", None)
+    holder = monitoring.get_tool(monitoring.DEBUGGER_ID) if monitoring else None
+    if holder is not None:
+        return {"status": "error", "kind": "busy", "error": "a debugger (%s) holds sys.monitoring's debugger tool "
+                "id in process %d (kubectl wand attach's debugpy?); detach it first" % (holder, os.getpid())}
     ours = set(id(g) for g in kept)
     frame = sys._getframe()
     while frame is not None and id(frame.f_globals) in ours:
@@ -55,6 +61,7 @@ def run(request, conn, signals=None):
     session = Session(conn, ours, pdb)
     session.kept = kept
     try:
+        conn.sendall(b'{"wand": "started"}\n', NOSIGNAL)
         session.start(frame)
     except Exception as exc:
         session.close("failed")

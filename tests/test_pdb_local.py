@@ -62,7 +62,7 @@ def assert_clean(wand, py314, target):
     assert left["thread_hook"] == "None", left
     assert left["watcher"] in ([], ["None"]) and left["main"] in ([], ["None"]), left
     assert left["tools"] == [None] * 6, left
-    assert left["traced_frames"] == [], left
+    assert left["traced_frames"] == [], left["traced_frames"]
     assert left["attached"] in ("None", "False"), left
     assert left["breakpoints"] == 0, left
     assert not [t for t in left["threads"] if "wand" in t], left

@@ -12,7 +12,7 @@ MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent"
            "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "pdbserver", "pdbclient")
+PASSENGERS = ("injector", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "pdbserver", "pdbclient", "replserver", "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
@@ -30,6 +30,7 @@ NEEDS = {
     "profile": (CORE + ("sources", "runtime", "observe", "main"), ("sampler",)),
     "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),
+    "repl": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "replclient") + OP_CODE["repl"]),
 }
 
 

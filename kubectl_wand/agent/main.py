@@ -16,9 +16,9 @@ from . import processes, protocol
 from .protocol import AgentError
 
 # Operations that run until done or stopped: the CLI may end them early (stop line, or stdin closed).
-STREAMING = ("watch", "profile", "trace", "pdb")
+STREAMING = ("watch", "profile", "trace", "pdb", "repl")
 # Operations on the app process: without a pid the agent chooses it here (one kubectl exec, not two).
-CHOOSING = ("exec", "attach", "check", "trace", "pdb")
+CHOOSING = ("exec", "attach", "check", "trace", "pdb", "repl")
 
 
 def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -> dict:
@@ -73,6 +73,9 @@ def dispatch(request, fetch_blob, emit, stop):
         if op == "pdb":
             from .pdbsession import run_pdb
             return run_pdb(request, emit, stop)
+        if op == "repl":
+            from .pdbsession import run_repl
+            return run_repl(request, emit, stop)
         return {"status": "error", "kind": "usage", "error": "unknown agent request %r" % (op,)}
     except AgentError as exc:
         return exc.to_json()

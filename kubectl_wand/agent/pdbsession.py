@@ -1,4 +1,5 @@
-"""The agent side of ``pdb``: inject CPython's remote pdb server, and relay it to the client in the terminal.
+"""The agent side of ``pdb`` (and ``exec-py -it``, op ``repl``): inject a server that keeps its connection,
+and relay it to the client in the terminal.
 
 One injection whose connection stays open (``session.Injection.run(stream=...)``); its code is
 passengers/pdbserver.py. The client (passengers/pdbclient.py) runs under the target's own interpreter, in the
@@ -28,17 +29,32 @@ DETACH_WAIT = 10.0    # for the target to take everything back once asked
 START_WAIT = 30.0     # for pdb to start in the target (its import: ~40 ms; a loaded 2-core node: seconds)
 
 
+# op -> the client that runs in the terminal (passengers/)
+CLIENTS = {"pdb": "pdbclient", "repl": "replclient"}
+
+
 def run_pdb(request: dict, emit=None, stop=None) -> dict:
+    return run_session(request, {"op": "pdb"}, emit, stop)
+
+
+def run_repl(request: dict, emit=None, stop=None) -> dict:
+    """exec-py -it: the same session, with passengers/replserver.py inside and replclient.py in the terminal."""
+    from .session import check_timeout
+    return run_session(request, {"op": "repl", "timeout": check_timeout(request.get("code_timeout", 10.0)),
+                                 "max_output": int(request.get("max_output", 1 << 20))}, emit, stop)
+
+
+def run_session(request, inner, emit, stop):
     pid = int(request["pid"])
     injection = Injection(pid, float(request.get("timeout", 10.0)))
-    name = "kubectl-wand-pdb-%d-%s" % (pid, os.urandom(8).hex())
+    name = "kubectl-wand-%s-%d-%s" % (inner["op"], pid, os.urandom(8).hex())
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind("\0" + name)
         listener.listen(1)
-        argv, env = injection.rt.command(["-c", module_source("pdbclient"), name])
+        argv, env = injection.rt.command(["-c", module_source(CLIENTS[inner["op"]]), name, str(pid)])
         relay = Relay(pid, listener, argv, env, emit, stop)
-        return injection.run({"op": "pdb"}, stream=relay)
+        return injection.run(inner, stream=relay)
     finally:
         listener.close()
 

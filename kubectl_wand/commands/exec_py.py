@@ -32,6 +32,8 @@ FLAGS = (
     Flag("--max-output", value=int, default=MAX_OUTPUT, metavar="BYTES",
          help="bytes of stdout and of stderr brought back (default 1048576; 0: no limit)"),
     Flag("--all-pods", help="run in every Running pod of the target at once"),
+    Flag("-i", "--stdin", help="with -t: a Python prompt whose inputs run inside the live process (exec-py -it)"),
+    Flag("-t", "--tty", help="with -i: a Python prompt whose inputs run inside the live process (exec-py -it)"),
     Flag("-o", "--output", choices=("json", "yaml"), help="output format"),
 ) + TARGET_FLAGS
 
@@ -91,11 +93,15 @@ class Options(TargetOptions):
     output: str = None
     max_output: int = MAX_OUTPUT
     all_pods: bool = False
+    stdin: bool = False
+    tty: bool = False
 
     def complete(self, ns, streams):
         self.verb = "exec-py"
         self.complete_target(ns, streams)
         self.code_words = list(self.code_words)
+        if self.stdin or self.tty:
+            return  # exec-py -it: the code comes from the prompt
         if self.filename and self.code_words:
             raise WandError("give the code either after -- or with -f, not both", errors.USAGE)
         if self.filename == "-":
@@ -137,6 +143,8 @@ class Options(TargetOptions):
 
     def validate(self):
         self.validate_target()
+        if self.stdin or self.tty:
+            return self.validate_interactive()
         if not self.code or not self.code.strip():
             raise WandError("no code to run; give it after -- (exec-py pid/123 -- 'print(1)') or with -f FILE",
                             errors.USAGE)
@@ -149,16 +157,37 @@ class Options(TargetOptions):
             raise WandError("--all-pods runs in each pod's app process; --pid names one process: give one",
                             errors.USAGE)
 
+    def validate_interactive(self):
+        if not (self.stdin and self.tty):
+            raise WandError("exec-py's prompt takes both -i and -t (exec-py -it TARGET)", errors.USAGE)
+        if self.code_words or self.filename:
+            raise WandError("exec-py -it reads the code at its prompt: no code after -- and no -f", errors.USAGE)
+        if self.all_pods or self.output:
+            raise WandError("exec-py -it is one prompt on one process: no --all-pods, no -o", errors.USAGE)
+        positive_seconds(self.timeout, "--timeout")
+        if self.max_output is None or self.max_output < 0:
+            raise WandError("--max-output must be a number of bytes (0: no limit)", errors.USAGE)
+
+    def run_interactive(self):
+        from .session import run_session
+        request = {"op": "repl", "pid": self.known_pid(), "timeout": max(self.timeout, 10.0),
+                   "code_timeout": self.timeout, "max_output": self.max_output}
+        return run_session(self, self.one_transport(), request, "exec-py -it")
+
     def request(self, pid):
         return {"op": "exec", "pid": pid, "code": self.code, "timeout": self.timeout,
                 "max_output": self.max_output}
 
     def early_request(self):
+        if self.stdin:
+            return None if self.pid else {"op": "list", "cpu": False}
         if self.pid or self.all_pods:
             return None
         return dict(self.request(None), hold=True)
 
     def run(self) -> int:
+        if self.stdin:
+            return self.run_interactive()
         if self.all_pods:
             return self.run_all()
         out, err = self.streams.stdout, self.streams.stderr

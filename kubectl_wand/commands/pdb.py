@@ -10,15 +10,9 @@ does, and nothing of pdb runs.
 """
 from __future__ import annotations
 
-import threading
-
-from .. import errors, report
-from ..agent import protocol
-from ..errors import WandError
 from ..flags import DURATION, Flag
-from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
-
-SESSION_LIMIT = 7 * 24 * 3600.0  # a session lasts as long as the user wants; the agent call must not end it
+from .common import TARGET_FLAGS, TargetOptions, positive_seconds
+from .session import run_session
 
 DESCRIPTION = ("Open pdb's prompt on the live process in this terminal (CPython 3.14's remote pdb, breakpoints in "
                "every thread); q or Ctrl-D detaches and leaves the app running with nothing of pdb in it.")
@@ -48,54 +42,4 @@ class Options(TargetOptions):
         return {"op": "pdb", "pid": self.known_pid(), "timeout": self.timeout}
 
     def run(self) -> int:
-        err = self.streams.stderr
-        transport = self.one_transport()
-        ready = threading.Event()
-        box = {}
-        stop = threading.Event()
-
-        def on_event(event):
-            self.chosen(event)
-            if "terminal" in event:
-                box["terminal"] = event["terminal"]
-                ready.set()
-
-        def call():
-            try:
-                box["result"] = transport.agent(self.request(), timeout=SESSION_LIMIT, on_event=on_event, stop=stop)
-            except WandError as exc:
-                box["error"] = exc
-            except BaseException as exc:  # reported in the main thread
-                box["error"] = exc
-            ready.set()
-
-        worker = threading.Thread(target=call, daemon=True)
-        with self.step("starting pdb in %s" % transport.where):
-            worker.start()
-            try:
-                ready.wait()
-            except KeyboardInterrupt:  # before the prompt: the agent drops the injection or detaches pdb
-                stop.set()
-                worker.join(15)
-                raise
-        if "terminal" in box:
-            term = box["terminal"]
-            try:
-                transport.terminal(term["argv"], term["env"])
-            finally:
-                stop.set()  # the client ended (q, Ctrl-D, its kubectl gone): the agent detaches the target
-            worker.join(60)
-        if "error" in box:
-            raise box["error"]
-        result = box.get("result")
-        if result is None:
-            raise WandError("the agent in %s did not say whether pdb detached; check the app with `kubectl wand "
-                            "stack`" % transport.where, errors.ENVIRONMENT)
-        if result.get("status") in protocol.UNFINISHED:
-            report.timed_out(result, err)
-            return errors.TIMEOUT
-        check_result(result, transport)
-        if not result.get("detached"):
-            err.write("warning: the target did not confirm that pdb detached (%s)\n" % result.get("reason"))
-            return errors.ENVIRONMENT
-        return errors.OK
+        return run_session(self, self.one_transport(), self.request(), "pdb")

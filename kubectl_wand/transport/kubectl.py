@@ -158,7 +158,7 @@ class KubectlTransport(Transport):
         if early is not None and (python != early.python or not early.answers(request)):
             early.cancel()
             early = None
-        short = request.get("op") not in ("watch", "profile", "trace", "pdb")
+        short = request.get("op") not in ("watch", "profile", "trace", "pdb", "repl")
         proc = early.hand_over() if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
                                                                  short_lived=short, extra=self.agent_extra)
         held = early is not None and early.request.get("hold")

@@ -145,9 +145,10 @@ class ThreadCapture:
         return iter(self._wand_target())
 
 
-def run_code(source, timeout, max_output=1 << 20):
+def run_code(source, timeout, max_output=1 << 20, namespace=None, interrupted=None):
+    """``namespace``: the dict to run in (exec-py -it keeps one per session; default a fresh one);
+    ``interrupted()``: when true, the code gets KeyboardInterrupt at its next line (Ctrl-C in exec-py -it)."""
     import ast
-    import builtins
     import traceback
     started = time.monotonic()
     deadline = started + timeout
@@ -159,14 +160,15 @@ def run_code(source, timeout, max_output=1 << 20):
     value_cut = False
     # The app's __main__ names are visible (a snapshot: assigning a name does not rebind the app's global;
     # `import __main__; __main__.x = 1` does, deliberately).
-    namespace = dict(getattr(sys.modules.get("__main__"), "__dict__", {}))
-    namespace.update(__name__="__wand__", __builtins__=builtins)
-    namespace.pop("__file__", None)
+    if namespace is None:
+        namespace = main_snapshot()
 
     def tracer(frame, event, arg):
         # A deadline for Python code that never returns; it cannot interrupt a blocking C call.
         if time.monotonic() > deadline:
             raise WandDeadline()
+        if interrupted is not None and interrupted():
+            raise KeyboardInterrupt()
         return tracer
 
     saved = sys.stdout, sys.stderr, sys.gettrace()
@@ -206,6 +208,16 @@ def run_code(source, timeout, max_output=1 << 20):
     result["truncated"] = value_cut or any(c.truncated for c in captured.values())
     result["seconds"] = round(time.monotonic() - started, 4)
     return result
+
+
+def main_snapshot():
+    """A namespace that sees the app's __main__ names (a snapshot: assigning a name does not rebind the app's
+    global; `import __main__; __main__.x = 1` does, deliberately)."""
+    import builtins
+    namespace = dict(getattr(sys.modules.get("__main__"), "__dict__", {}))
+    namespace.update(__name__="__wand__", __builtins__=builtins)
+    namespace.pop("__file__", None)
+    return namespace
 
 
 def safe_repr(value, limit=1 << 20):

@@ -225,6 +225,19 @@ def make_server(pdb, session, sockfile):
             self.wand_lock = threading.RLock()
             super().__init__(sockfile, owns_sockfile=True, nosigint=True, readrc=False, backend="settrace")
 
+        def trace_dispatch(self, frame, event, arg):
+            # What a trace function returns becomes the frame's f_trace: once closed (or detached by q or
+            # Ctrl-D, whose return path runs after the cleanup) it returns None, so no frame keeps us.
+            if self.wand_closed:
+                return None
+            local = super().trace_dispatch(frame, event, arg)
+            return None if self.wand_closed else local
+
+        def detach(self):
+            self.wand_closed = True
+            stop_tracing(self)
+            super().detach()
+
         def start_trace(self):
             threading.settrace_all_threads(self.trace_dispatch)
 

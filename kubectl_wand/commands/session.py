@@ -1,0 +1,69 @@
+"""A session in this terminal with an agent op that keeps its connection to the target (pdb, exec-py -it).
+
+The agent injects the op's server and names a client command (``{"terminal": {"argv", "env"}}``, the
+target's own interpreter); the transport runs it with this terminal (``Transport.terminal``) while the agent
+relays the two (agent/pdbsession.py). When the client ends, the agent is stopped: it has the target take
+everything back, and its result says whether the target confirmed.
+"""
+from __future__ import annotations
+
+import threading
+
+from .. import errors, report
+from ..agent import protocol
+from ..errors import WandError
+from .common import check_result
+
+SESSION_LIMIT = 7 * 24 * 3600.0  # a session lasts as long as the user wants; the agent call must not end it
+
+
+def run_session(opts, transport, request, what) -> int:
+    """The session's exit code: OK once the target confirmed it took everything back."""
+    err = opts.streams.stderr
+    ready = threading.Event()
+    box = {}
+    stop = threading.Event()
+
+    def on_event(event):
+        opts.chosen(event)
+        if "terminal" in event:
+            box["terminal"] = event["terminal"]
+            ready.set()
+
+    def call():
+        try:
+            box["result"] = transport.agent(request, timeout=SESSION_LIMIT, on_event=on_event, stop=stop)
+        except BaseException as exc:  # reported in the main thread
+            box["error"] = exc
+        ready.set()
+
+    worker = threading.Thread(target=call, daemon=True)
+    with opts.step("starting %s in %s" % (what, transport.where)):
+        worker.start()
+        try:
+            ready.wait()
+        except KeyboardInterrupt:  # before the prompt: the agent drops the injection or detaches the target
+            stop.set()
+            worker.join(15)
+            raise
+    if "terminal" in box:
+        term = box["terminal"]
+        try:
+            transport.terminal(term["argv"], term["env"])
+        finally:
+            stop.set()  # the client ended (its exit, Ctrl-D, its kubectl gone): the agent detaches the target
+        worker.join(60)
+    if "error" in box:
+        raise box["error"]
+    result = box.get("result")
+    if result is None:
+        raise WandError("the agent in %s did not say whether %s detached; check the app with `kubectl wand "
+                        "stack`" % (transport.where, what), errors.ENVIRONMENT)
+    if result.get("status") in protocol.UNFINISHED:
+        report.timed_out(result, err)
+        return errors.TIMEOUT
+    check_result(result, transport)
+    if not result.get("detached"):
+        err.write("warning: the target did not confirm that %s detached (%s)\n" % (what, result.get("reason")))
+        return errors.ENVIRONMENT
+    return errors.OK

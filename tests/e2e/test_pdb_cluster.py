@@ -114,3 +114,31 @@ def test_ctrl_c_interrupts_a_busy_loop(workloads, wand):
         session.close()
     done = wand("exec-py", "pod/" + pod, "--", "import sys; sys.modules['__main__'].counter > 0")
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+
+
+@pytest.mark.parametrize("how", [[], ["--ephemeral"]], ids=["exec", "ephemeral"])
+def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
+    pod = workloads.pod_names("app=pdb-http")[0]
+    session = term(workloads, "exec-py", "-it", "deploy/pdb-http", *how)
+    try:
+        session.expect(r">>> ", 120)
+        session.line("wand_session_x = 41")
+        session.expect(r">>> ")
+        session.line("wand_session_x + 1")
+        session.expect(r"\n42\r?\n")
+        session.expect(r">>> ")
+        session.line("while True: pass")
+        session.expect(r"\.\.\. ")
+        session.line("")
+        session.expect(r"\n")
+        session.interrupt()
+        session.expect("KeyboardInterrupt")
+        session.expect(r">>> ")
+        session.line("exit()")
+        assert session.wait(60) == 0, session.seen
+    finally:
+        session.close()
+    code = ("import threading, gc; (sorted(t.name for t in threading.enumerate() if 'wand' in t.name), "
+            "sum(1 for o in gc.get_objects() if type(o) is dict and o.get('wand_session_x') == 41))")
+    done = wand("exec-py", "pod/" + pod, "--", code)
+    assert done.returncode == 0 and done.stdout.strip() == "([], 0)", done.stdout + done.stderr

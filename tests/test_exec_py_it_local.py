@@ -59,6 +59,10 @@ def test_inputs_run_in_the_process_with_a_kept_namespace_then_nothing_remains(sp
         term.line("1 / 0")
         term.expect(r"ZeroDivisionError: division by zero")
         term.expect(PROMPT)
+        term.line('raise ValueError(chr(27) + "[2J")')  # the traceback is escaped, as exec-py's is
+        term.expect(r"ValueError: \\x1b\[2J")
+        term.expect(PROMPT)
+        assert "\x1b[2J" not in term.seen
         assert remains(wand, target.pid)["dicts"] == 1  # the session's namespace lives in the target meanwhile
         term.line("while True: pass")
         term.expect(r"\.\.\. ")
@@ -67,6 +71,7 @@ def test_inputs_run_in_the_process_with_a_kept_namespace_then_nothing_remains(sp
         term.interrupt()
         term.expect(r"KeyboardInterrupt")
         term.expect(PROMPT)
+        assert "<kubectl-wand" not in term.seen  # the traceback is the user's code's, not our tracer's
         term.line("wand_session_x")  # still there after the interrupt
         term.expect(r"\n41\n")
         term.expect(PROMPT)

@@ -126,6 +126,10 @@ def test_ctrl_c_interrupts_a_busy_loop_and_ctrl_d_detaches(spawn, wand, py314):
         term.line("p counter > 0")
         term.expect(r"True")
         term.expect(PROMPT)
+        term.line('!raise ValueError(chr(27) + "[2J")')  # text the target chose never drives the terminal
+        term.expect(r"ValueError: \\x1b\[2J")
+        term.expect(PROMPT)
+        assert "\x1b[2J" not in term.seen
         term.send("\x04")  # Ctrl-D at the prompt
         assert term.wait(30) == 0, term.seen
     finally:

@@ -195,7 +195,8 @@ def run_code(source, timeout, max_output=1 << 20, namespace=None, interrupted=No
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != "<wand>":
             tb = tb.tb_next  # drop our own frames: the user wants their code's traceback
-        lines = traceback.format_exception(type(exc), exc, tb)
+        lines = [entry for entry in traceback.format_exception(type(exc), exc, tb)
+                 if not entry.startswith('  File "<kubectl-wand ')]  # our tracer (an interrupt) is not theirs
         result.update(status="raised", traceback="".join(lines),
                       error=traceback.format_exception_only(type(exc), exc)[-1].strip())
         tb = exc.__traceback__ = None  # no frame cycle keeps the user's objects alive until the next GC

@@ -11,10 +11,40 @@ import socket
 import sys
 
 
+# What the target sends is untrusted text (its source lines, reprs, names): control characters, C1 controls
+# and the characters that reorder or hide text are shown escaped, never sent to the terminal raw (the rule of
+# kubectl_wand/terminal.py, which is not importable here). Newlines and tabs keep the text's lines.
+UNSAFE = set(range(0x00, 0x20)) - {0x09, 0x0A} | set(range(0x7F, 0xA0)) | {
+    0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+    0x2060, 0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF} | set(range(0xE0000, 0xE0080))
+
+
+def safe(text):
+    if not any(ord(c) in UNSAFE for c in text):
+        return text
+    out = []
+    for c in text:
+        n = ord(c)
+        if n not in UNSAFE:
+            out.append(c)
+        elif n < 0x100:
+            out.append("\\x%02x" % n)
+        elif n < 0x10000:
+            out.append("\\u%04x" % n)
+        else:
+            out.append("\\U%08x" % n)
+    return "".join(out)
+
+
 def main(name):
     import pdb
 
     class Client(pdb._PdbClient):
+        def process_payload(self, payload):
+            if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+                payload = dict(payload, message=safe(payload["message"]))
+            return super().process_payload(payload)
+
         def send_interrupt(self):
             try:
                 self.server_socket.sendall(b'{"wand": "interrupt"}\n')

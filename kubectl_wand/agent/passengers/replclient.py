@@ -5,13 +5,39 @@ replserver.py in the target through the agent's relay, its answer printed as exe
 
 Started as ``python -I -S -c SOURCE NAME PID`` (NAME: the agent's abstract Unix socket). Ctrl-C while typing
 cancels the input; while an input runs it asks the target to interrupt it (``{"interrupt": true}``).
-Ctrl-D, ``exit()`` or ``quit()`` leave. Exits 0; 2 when the relay cannot be reached. Standard library only.
+Ctrl-D, ``exit()`` or ``quit()`` leave. What the code wrote is printed as it is (exec-py's rule: it is the
+user's program's output); the value's repr and the traceback are escaped (``safe``). Exits 0; 2 when the relay cannot be reached. Standard library only.
 """
 import json
 import socket
 import sys
 
 LEAVE = ("exit", "exit()", "quit", "quit()")
+
+
+# What the target sends is untrusted text (its source lines, reprs, names): control characters, C1 controls
+# and the characters that reorder or hide text are shown escaped, never sent to the terminal raw (the rule of
+# kubectl_wand/terminal.py, which is not importable here). Newlines and tabs keep the text's lines.
+UNSAFE = set(range(0x00, 0x20)) - {0x09, 0x0A} | set(range(0x7F, 0xA0)) | {
+    0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+    0x2060, 0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF} | set(range(0xE0000, 0xE0080))
+
+
+def safe(text):
+    if not any(ord(c) in UNSAFE for c in text):
+        return text
+    out = []
+    for c in text:
+        n = ord(c)
+        if n not in UNSAFE:
+            out.append(c)
+        elif n < 0x100:
+            out.append("\\x%02x" % n)
+        elif n < 0x10000:
+            out.append("\\u%04x" % n)
+        else:
+            out.append("\\U%08x" % n)
+    return "".join(out)
 
 
 def main(name, pid):
@@ -94,7 +120,7 @@ def show(result):
         out.flush()
         sys.stdout.buffer.write(base64.b64decode(result["stdout_bytes"]))
     if result.get("value") is not None:
-        out.write(result["value"] + "\n")
+        out.write(safe(result["value"]) + "\n")
     out.flush()
     err = sys.stderr
     if result.get("stderr"):
@@ -106,9 +132,9 @@ def show(result):
         err.write("warning: output cut (--max-output)\n")
     status = result.get("status")
     if status == "raised":
-        err.write(result.get("traceback") or (result.get("error", "") + "\n"))
+        err.write(safe(result.get("traceback") or (result.get("error", "") + "\n")))
     elif status in ("timeout", "error"):
-        err.write("error: %s\n" % result.get("error"))
+        err.write("error: %s\n" % safe(str(result.get("error"))))
     err.flush()
 
 

@@ -37,6 +37,8 @@ def render_process(entry: dict, pod=None) -> str:
             lines.append("    (no Python frames)")
         for f in t["frames"]:
             lines.append("    " + frame_text(f))
+        if t.get("cut"):  # never cut silently: the reader stopped at a C call and the rest could not be read
+            lines.append("    ... outer frames may be missing: %s" % text(t["cut"]))
     if "tasks" in entry:
         lines.append("")
         lines.extend(render_tasks(entry))

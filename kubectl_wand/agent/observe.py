@@ -89,11 +89,17 @@ def stack_in_process(rt, want_async) -> dict:
         _SAMPLER["module"] = module
     sampler = _SAMPLER["module"]
     try:
-        data = sampler.stack(rt.injector_pid, want_async)
+        data = sampler.stack(rt.injector_pid, want_async, rt.proc.runtime_address())
     except sampler.Failure as exc:
         return {"kind": exc.kind, "error": exc.message}
     data.pop("pid", None)
     return data
+
+
+def runtime_args(rt):
+    """Where _PyRuntime is, for the sampler's walk past the frames _remote_debugging stops at (sampler.Walker)."""
+    addr = rt.proc.runtime_address()
+    return ["--runtime", str(addr)] if addr else []
 
 
 def start(rt, args):
@@ -139,7 +145,7 @@ def stack(request: dict, emit=None, stop=None) -> dict:
         if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
-        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
     deadline = time.monotonic() + STACK_TIMEOUT
     out = []
     for pid, resolved, popen in running:
@@ -204,7 +210,7 @@ def profile(request: dict, emit=None, stop=None) -> dict:
         run = Sampling(pid, resolved)
         if not isinstance(resolved, AgentError):
             rt = resolved[1]
-            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args)
+            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + runtime_args(rt))
         runs.append(run)
     try:
         watch([r for r in runs if r.popen is not None], duration, emit, stop)

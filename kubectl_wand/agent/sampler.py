@@ -20,13 +20,17 @@ import time
 RETRIES = 5  # a read races the running target; a torn read raises and the next one usually succeeds
 PROGRESS_EVERY = 0.5
 SYSCALLS = {  # the calls a thread usually sleeps in, by architecture; others print as "syscall N"
-    "x86_64": {0: "read", 1: "write", 7: "poll", 17: "pread64", 23: "select", 34: "pause", 35: "nanosleep",
+    "x86_64": {0: "read", 1: "write", 7: "poll", 17: "pread64", 23: "select", 24: "sched_yield", 34: "pause",
+               35: "nanosleep",
                42: "connect", 43: "accept", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
                61: "wait4", 73: "flock", 128: "rt_sigtimedwait", 130: "rt_sigsuspend", 202: "futex",
+               # restart_syscall: a sleep resumed after a signal (a stopped and continued process, a debugger)
+               219: "restart_syscall", 220: "semtimedop",
                230: "clock_nanosleep", 232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll",
                281: "epoll_pwait", 288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2"},
     "aarch64": {22: "epoll_pwait", 32: "flock", 63: "read", 64: "write", 67: "pread64", 72: "pselect6",
                 73: "ppoll", 95: "waitid", 98: "futex", 101: "nanosleep", 115: "clock_nanosleep",
+                124: "sched_yield", 128: "restart_syscall", 192: "semtimedop",
                 133: "rt_sigsuspend", 137: "rt_sigtimedwait", 202: "accept", 203: "connect", 206: "sendto",
                 207: "recvfrom", 211: "sendmsg", 212: "recvmsg", 242: "accept4", 243: "recvmmsg", 260: "wait4",
                 441: "epoll_pwait2"},
@@ -83,6 +87,8 @@ def read(call, pid):
 
 
 def frame(f):
+    if not readable(f.funcname, f.filename):  # an asyncio task's frame: not read again (see readable)
+        return {"function": UNREADABLE[0], "file": UNREADABLE[1], "line": None}
     return {"function": f.funcname, "file": f.filename, "line": f.lineno}
 
 
@@ -119,9 +125,60 @@ def thread_name(pid, tid, comm):
     return "MainThread" if tid == pid else (comm or "?")
 
 
-def stack(pid, want_async):
+def open_walker(pid, runtime):
+    """(Walker or None, why not)."""
+    if not runtime:
+        return None, "the runtime's address is unknown"
+    try:
+        return Walker(pid, runtime), None
+    except (Unreadable, OSError) as exc:
+        return None, str(exc)
+
+
+UNREADABLE = ("<unreadable>", "<unreadable>", None)
+
+
+def readable(function, file):
+    """False for a name read badly: measured, 3.14's reader decodes a non-ASCII name as raw UCS-2/4 bytes with
+    NULs in it, and a torn read gives empty names. No real function or file name holds a NUL."""
+    return bool(function) and "\x00" not in function and "\x00" not in file
+
+
+def thread_frames(walker, starts, info, why_not):
+    """(frames innermost first as (function, file, line), why outer frames may be missing or None, how many frames
+    were unreadable). The reader's frames, names read badly read again by the walker (else <unreadable>), then
+    the walker's frames past the reader's cut."""
+    inner = [(f.funcname, f.filename, f.lineno) for f in info.frame_info]
+    bad = [i for i, f in enumerate(inner) if not readable(f[0], f[1])]
+    walked, cut, why = None, 0, why_not
+    if walker is not None:
+        try:
+            walked, cut = walker.walk(starts.get(info.thread_id, 0))
+        except Unreadable as exc:
+            walked, why = None, "reading past a C call failed: %s" % exc
+        else:
+            last = inner[-1] if inner else None
+            if cut != len(inner) or last and (walked[cut - 1][2] != last[2] or
+                                              readable(*last[:2]) and walked[cut - 1][0] != last[0]):
+                walked, why = None, "the thread moved between two reads"
+    frames = inner + (walked[cut:] if walked is not None else [])
+    unread = 0
+    for i in bad + list(range(len(inner), len(frames))):
+        if i < len(inner) and walked is not None and readable(*walked[i][:2]):
+            frames[i] = walked[i]
+        elif not readable(*frames[i][:2]):
+            frames[i], unread = UNREADABLE, unread + 1
+    return frames, (None if walked is not None else why), unread
+
+
+def stack(pid, want_async, runtime=None):
     reader = unwinder(pid, all_threads=True)
+    walker, why_not = open_walker(pid, runtime)
     threads, attempts = read(reader.get_stack_trace, pid)
+    try:
+        starts = walker.frame_addresses() if walker else {}
+    except Unreadable as exc:
+        walker, why_not = None, str(exc)
     gil, gil_known = None, True
     try:
         # Who holds the GIL, read a moment after the stacks (a second read: "where known").
@@ -134,10 +191,14 @@ def stack(pid, want_async):
         tid = info.thread_id
         comm, letter = task_stat(pid, tid)
         state = STATES.get(letter, letter or "gone")
+        frames, cut, unread = thread_frames(walker, starts, info, why_not)
         out.append({"tid": tid, "name": thread_name(pid, tid, comm), "comm": comm, "main": tid == pid,
                     "state": state, "syscall": syscall_of(pid, tid) if letter in ("S", "D") else None,
                     "gil": (tid == gil) if gil_known else None,
-                    "frames": [frame(f) for f in info.frame_info]})
+                    "frames": [{"function": f, "file": n, "line": line} for f, n, line in frames],
+                    "cut": cut, "unreadable": unread})
+    if walker is not None:
+        walker.close()
     out.sort(key=lambda t: (not t["main"], t["tid"]))
     result = {"pid": pid, "threads": out, "gil_holder": gil, "gil_known": gil_known, "attempts": attempts}
     if want_async:
@@ -163,6 +224,186 @@ def async_tasks(reader, pid):
             tasks.append({"id": task.task_id, "name": task.task_name, "thread": per_thread.thread_id,
                           "frames": frames, "awaited_by": waiters})
     return {"tasks": tasks, "asyncio": True}
+
+
+# --- Frames past CPython 3.14's reader ---------------------------------------------------------------------
+# Measured on 3.14.10: RemoteUnwinder.get_stack_trace stops at the first frame a C call pushed (an entry frame,
+# owner FRAME_OWNED_BY_INTERPRETER): a class's __call__, exec() under ``python -m``, and in 3.14 every worker
+# thread (Thread._bootstrap_inner runs self.run through Context.run) lose their outer frames, silently. py-spy
+# shows them. Walker reads the rest of the chain from /proc/PID/mem with the target's own _Py_DebugOffsets.
+
+# _Py_DebugOffsets (Include/internal/pycore_debug_offsets.h, 3.14): after the 8-byte cookie, uint64 fields in this
+# order; only the ones we read are named.
+OFFSET_FIELDS = {"version": 0, "interpreters_head": 4, "threads_head": 8, "ts_next": 23, "current_frame": 25,
+                 "native_thread_id": 27, "frame_previous": 31, "frame_executable": 32, "frame_instr_ptr": 33,
+                 "frame_owner": 35, "code_filename": 39, "code_qualname": 41, "code_linetable": 42,
+                 "code_firstlineno": 43, "code_adaptive": 47, "ob_type": 50, "bytes_size": 74, "bytes_sval": 75,
+                 "str_state": 77, "str_length": 78, "str_ascii_size": 79}
+MAX_TEXT = 4096    # characters of a name or file; the target chose them
+MAX_LINETABLE = 1 << 20
+
+
+class Unreadable(Exception):
+    pass
+
+
+class Walker:
+    """A thread's whole frame chain, innermost first, as (function, file, line), read from the target's memory.
+
+    Checked before use: the offsets it reads are the ones this interpreter (the target's own build) has for its
+    own objects, and a walk must agree with the frames _remote_debugging read before it is used to extend them."""
+
+    def __init__(self, pid, runtime):
+        self.fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        self.code_type = None
+        self.codes = {}  # code object address -> (qualname, filename, firstlineno, linetable): reused while profiling
+        raw = self.read(runtime, 8 + 8 * 80)
+        if raw[:8] != b"xdebugpy":
+            raise Unreadable("no _Py_DebugOffsets at the runtime's address")
+        fields = [int.from_bytes(raw[8 + 8 * i:16 + 8 * i], sys.byteorder) for i in range(80)]
+        self.off = {name: fields[i] for name, i in OFFSET_FIELDS.items()}
+        if self.off["version"] >> 16 != sys.hexversion >> 16:
+            raise Unreadable("the target runs another Python than this reader")
+        self.runtime = runtime
+        self.check_self()
+
+    def check_self(self):
+        """Our own code object read back from our own memory with the offsets the target gave: they must match."""
+        code = Walker.__init__.__code__
+        me = Walker.__new__(Walker)
+        me.off, me.codes, me.code_type = self.off, {}, None
+        me.fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if me.code_info(id(code))[:3] != (code.co_qualname, code.co_filename, code.co_firstlineno):
+                raise Unreadable("this reader's offsets do not fit its own objects")
+        finally:
+            os.close(me.fd)
+
+    def close(self):
+        os.close(self.fd)
+
+    def read(self, addr, size):
+        try:
+            data = os.pread(self.fd, size, addr)
+        except (OSError, OverflowError, ValueError) as exc:
+            raise Unreadable("cannot read %d bytes at 0x%x: %s" % (size, addr, exc))
+        if len(data) != size:
+            raise Unreadable("short read at 0x%x" % addr)
+        return data
+
+    def ptr(self, addr):
+        return int.from_bytes(self.read(addr, 8), sys.byteorder)
+
+    def text(self, addr):
+        off = self.off
+        head = self.read(addr, off["str_ascii_size"])
+        length = int.from_bytes(head[off["str_length"]:off["str_length"] + 8], sys.byteorder)
+        state = int.from_bytes(head[off["str_state"]:off["str_state"] + 4], sys.byteorder)
+        kind, compact, ascii = (state >> 2) & 7, (state >> 5) & 1, (state >> 6) & 1
+        if not compact or kind not in (1, 2, 4) or not 0 <= length <= MAX_TEXT:
+            raise Unreadable("not a string the reader knows")
+        data = self.read(addr + off["str_ascii_size"] + (0 if ascii else 16), length * kind)
+        codec = "ascii" if ascii else {1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}[kind]
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            raise Unreadable("a torn string")
+
+    def code_info(self, addr):
+        info = self.codes.get(addr)
+        if info is None:
+            off = self.off
+            linetable = self.ptr(addr + off["code_linetable"])
+            size = int.from_bytes(self.read(linetable + off["bytes_size"], 8), sys.byteorder)
+            if not 0 <= size <= MAX_LINETABLE:
+                raise Unreadable("a torn line table")
+            info = self.codes[addr] = (
+                self.text(self.ptr(addr + off["code_qualname"])), self.text(self.ptr(addr + off["code_filename"])),
+                int.from_bytes(self.read(addr + off["code_firstlineno"], 4), sys.byteorder, signed=True),
+                self.read(linetable + off["bytes_sval"], size))
+        return info
+
+    def frame_addresses(self):
+        """{native thread id: its innermost frame's address} of the main interpreter's threads."""
+        off, out = self.off, {}
+        interp = self.ptr(self.runtime + off["interpreters_head"])
+        tstate = self.ptr(interp + off["threads_head"]) if interp else 0
+        while tstate and len(out) < 10000:
+            out[self.ptr(tstate + off["native_thread_id"])] = self.ptr(tstate + off["current_frame"])
+            tstate = self.ptr(tstate + off["ts_next"])
+        return out
+
+    def walk(self, frame):
+        """(frames, cut): every Python frame from ``frame`` outwards, innermost first, and how many of them come
+        before the first C call's entry frame (where _remote_debugging stops). Entry frames have no code of their
+        own and are passed over, as py-spy does."""
+        off, out, cut = self.off, [], None
+        span = max(off["frame_previous"], off["frame_executable"], off["frame_instr_ptr"], off["frame_owner"]) + 8
+        while frame and len(out) < MAX_FRAMES:
+            raw = self.read(frame, span)
+            owner = raw[off["frame_owner"]]
+            executable = self.word(raw, off["frame_executable"]) & ~7
+            if owner >= 3 or not executable:  # owned by the interpreter / the C stack: an entry frame
+                if cut is None and out:
+                    cut = len(out)
+            elif self.is_code(executable):
+                qualname, filename, first, table = self.code_info(executable)
+                index = (self.word(raw, off["frame_instr_ptr"]) - executable - off["code_adaptive"]) // 2
+                out.append((qualname, filename, line_of(table, first, index)))
+            frame = self.word(raw, off["frame_previous"])
+        return out, len(out) if cut is None else cut
+
+    @staticmethod
+    def word(raw, at):
+        return int.from_bytes(raw[at:at + 8], sys.byteorder)
+
+    def is_code(self, addr):
+        if addr in self.codes:
+            return True
+        kind = self.ptr(addr + self.off["ob_type"])
+        if self.code_type is None:
+            self.code_type = kind  # the innermost frame runs code; learnt there, it tells code from other executables
+        return kind == self.code_type
+
+def line_of(table, line, index):
+    """The line of code unit ``index`` from a code object's location table (Objects/locations.md, 3.11+)."""
+    i, addr, n = 0, 0, len(table)
+
+    def varint():
+        nonlocal i
+        b = table[i]
+        i += 1
+        value, shift = b & 63, 6
+        while b & 64 and i < n:
+            b = table[i]
+            i += 1
+            value |= (b & 63) << shift
+            shift += 6
+        return value
+
+    while i < n:
+        b = table[i]
+        i += 1
+        code, length = (b >> 3) & 15, (b & 7) + 1
+        if code == 15:
+            delta = None
+        elif code == 14 or code == 13:
+            v = varint()
+            delta = -(v >> 1) if v & 1 else v >> 1
+            if code == 14:
+                varint(), varint(), varint()
+        elif code >= 10:
+            delta = code - 10
+            i += 2
+        else:
+            delta = 0
+            i += 1
+        if delta is not None:
+            line += delta
+        if addr <= index < addr + length:
+            return line if delta is not None else None
+        addr += length
+    return None
 
 
 class Stopper:
@@ -231,8 +472,13 @@ class TaskFiles:
             os.close(fd)
 
 
-def profile(pid, rate, duration, idle, gil, out):
+CUT_MARK = ("<outer frames not read>", "<kubectl-wand>", 0)  # outermost frame of a sample that may be cut
+
+
+def profile(pid, rate, duration, idle, gil, out, runtime=None):
     reader = unwinder(pid, **({"only_active_thread": True} if gil else {"all_threads": True}))
+    walker, why_not = open_walker(pid, runtime)
+    cut_samples, cut_reason, unreadable = 0, None, 0
     stopper = Stopper()
     files = TaskFiles(pid)
     counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
@@ -256,6 +502,7 @@ def profile(pid, rate, duration, idle, gil, out):
             threads = ()
         else:
             samples += 1
+        starts = None
         for info in threads:
             tid = info.thread_id
             comm, letter = files.stat(tid)
@@ -265,7 +512,17 @@ def profile(pid, rate, duration, idle, gil, out):
             # whatever its state: a C call that keeps the GIL while it blocks is what --gil is for.
             if not (idle or gil) and letter != "R" or not info.frame_info:
                 continue
-            key = (names.get(tid, "?"), tuple(info.frame_info))
+            if starts is None:
+                try:
+                    starts = walker.frame_addresses() if walker else {}
+                except Unreadable as exc:
+                    starts, walker, why_not = {}, None, str(exc)
+            frames, cut, unread = thread_frames(walker, starts, info, why_not)
+            unreadable += unread
+            if cut:
+                cut_samples, cut_reason = cut_samples + 1, cut
+                frames.append(CUT_MARK)
+            key = (names.get(tid, "?"), tuple(frames))
             counts[key] = counts.get(key, 0) + 1
             recorded += 1
         if len(files.fds) > len(threads) + 8:
@@ -285,7 +542,9 @@ def profile(pid, rate, duration, idle, gil, out):
     elapsed = time.monotonic() - start
     return {"profile": aggregate(counts, {
         "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
-        "missed": missed, "recorded": recorded, "last_error": last_error, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
+        "missed": missed, "recorded": recorded, "last_error": last_error, "cut": cut_samples,
+        "cut_reason": cut_reason, "unreadable": unreadable,
+        "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
         "idle": idle, "gil": gil, "stopped_early": stopper.reason})}
 
 
@@ -294,11 +553,10 @@ def aggregate(counts, meta):
     index, frames, stacks = {}, [], []
     for (name, chain), count in sorted(counts.items(), key=lambda kv: -kv[1]):
         ids = []
-        for f in chain:
-            key = (f.funcname, f.filename, f.lineno)
+        for key in chain:
             if key not in index:
                 index[key] = len(frames)
-                frames.append(frame(f))
+                frames.append({"function": key[0], "file": key[1], "line": key[2]})
             ids.append(index[key])
         stacks.append({"thread": name, "frames": ids, "count": count})
     return dict(meta, frames=frames, stacks=stacks)
@@ -330,11 +588,13 @@ def emit(out, obj):
 
 def parse(argv):
     op, pid, rest = argv[0], int(argv[1]), argv[2:]
-    opts = {"async": False, "idle": False, "gil": False, "rate": 100.0, "duration": 10.0}
+    opts = {"async": False, "idle": False, "gil": False, "rate": 100.0, "duration": 10.0, "runtime": None}
     while rest:
         flag = rest.pop(0).lstrip("-")
         if flag in ("rate", "duration"):
             opts[flag] = float(rest.pop(0))
+        elif flag == "runtime":
+            opts[flag] = int(rest.pop(0))
         elif flag in opts:
             opts[flag] = True
         else:
@@ -348,9 +608,9 @@ def main(argv, out):
     try:
         op, pid, opts = parse(argv)
         if op == "stack":
-            emit(out, stack(pid, opts["async"]))
+            emit(out, stack(pid, opts["async"], opts["runtime"]))
         elif op == "profile":
-            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out))
+            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out, opts["runtime"]))
         else:
             raise Failure("usage", "unknown sampler operation %r" % op)
     except Failure as exc:

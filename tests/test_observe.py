@@ -281,7 +281,7 @@ def test_profile_bad_input_is_one_line(spawn):
 
 def test_sampler_json_without_the_json_module_round_trips():
     import io
-    from kubectl_wand.agent import sampler
+    from kubectl_wand.agent.passengers import sampler
 
     class Out:
         buffer = io.BytesIO()

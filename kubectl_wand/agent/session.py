@@ -1,9 +1,9 @@
 """One injection: private directory, bootstrap, Unix socket back-channel, deadline, cleanup.
 
 Protocol (all JSON lines over a Unix socket in the private directory):
-  agent: a private directory (private.py) holding the socket and bootstrap.py (payload source + call)
+  agent: a private directory (private.py) holding the socket and bootstrap.py (passengers/bootstrap.py + call)
   agent: run the injector (the target's own interpreter) -> sys.remote_exec(pid, bootstrap.py)
-  target main thread, at its next safe point: connect -> hello -> request -> result
+  target main thread, at its next safe point: connect -> hello -> request (with the op's code) -> result
 Nothing waits on a fixed sleep: the agent blocks in select() on the socket and the target's pidfd, with
 the time left of the deadline (wait.py).
 
@@ -24,7 +24,7 @@ import time
 from . import private as private_mod, processes, procfs, protocol, reap, runtime as runtime_mod, slot as slot_mod
 from .wait import Exited, Watch
 
-from .sources import SOURCES, module_source  # noqa: E402,F401  (re-exported for the agent modules)
+from .sources import SOURCES, module_source, op_sources  # noqa: E402,F401  (re-exported for the agent modules)
 from .protocol import AgentError  # noqa: E402,F401  (defined once, in the protocol; re-exported here)
 
 
@@ -221,9 +221,12 @@ class Injection:
 
     def _private_dir(self, bases):
         def files(target_path):
-            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
+            # The call in a try of its own: an exception raised as it starts (a signal handler of the app's)
+            # must not escape to CPython, which would print it into the app's stderr.
+            call = "\ntry:\n    wand_main(%s, %s, %s)\nexcept BaseException:\n    pass\n" % (
                 protocol.dumps(target_path + "/s"), protocol.dumps(target_path),
                 protocol.dumps(target_path.rsplit("/", 1)[1]))
+            source = module_source("bootstrap") + call
             return {"bootstrap.py": source.encode()}
         try:
             return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))
@@ -280,6 +283,7 @@ class Injection:
                     channel.write(b'{"op": "noop"}\n')
                     channel.flush()
                     return dict(request, hello=hello)
+            request = dict(request, sources=op_sources(request.get("op")))  # the op's code travels here
             channel.write(protocol.dumps(request).encode() + b"\n")
             channel.flush()
             if stream is not None:

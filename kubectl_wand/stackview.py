@@ -32,7 +32,8 @@ def render_process(entry: dict, pod=None) -> str:
              "Python %s" % text(entry.get("python", "?"))]
     for t in entry.get("threads", []):
         lines.append("")
-        lines.append('Thread %s "%s" (%s)' % (text(t["tid"]), text(t["name"]), thread_state(t)))
+        cut = " (its first 15 bytes: the kernel's copy of the name)" if t.get("name_cut") else ""
+        lines.append('Thread %s "%s"%s (%s)' % (text(t["tid"]), text(t["name"]), cut, thread_state(t)))
         if not t["frames"]:
             lines.append("    (no Python frames)")
         for f in t["frames"]:

@@ -93,6 +93,19 @@ def test_stack_has_every_frame_py_spy_shows(cli_chain, wand):
     assert [f for f, _file, _line in worker][-2:] == ["Thread._bootstrap_inner", "Thread._bootstrap"]
 
 
+def test_thread_names_are_python_s_or_say_they_are_cut(cli_chain, wand):
+    """py-spy reads Python's names from memory; we show the kernel's copy (15 bytes at most) and say when it may
+    be cut. Before, "AnyIO worker th" was shown as if it were the whole name."""
+    theirs = pyspy_dump(cli_chain.pid)
+    ours = our_stack(wand, cli_chain.pid)
+    for tid, (name, _frames) in theirs.items():
+        assert name.startswith(ours[tid]["name"]), (name, ours[tid])
+        assert ours[tid]["name_cut"] == (ours[tid]["name"] != name)
+    assert theirs[cli_chain.pid][0] == "MainThread" == ours[cli_chain.pid]["name"]
+    text = wand("stack", "pid/%d" % cli_chain.pid).stdout
+    assert '"AnyIO worker th" (its first 15 bytes: the kernel\'s copy of the name)' in text
+
+
 def test_profile_has_the_outer_frames(cli_chain, wand, tmp_path):
     out = tmp_path / "p.txt"
     done = wand("profile", "pid/%d" % cli_chain.pid, "--duration", "1s", "--idle", "--format", "collapsed",

@@ -125,6 +125,12 @@ def thread_name(pid, tid, comm):
     return "MainThread" if tid == pid else (comm or "?")
 
 
+def name_cut(pid, tid, comm):
+    """True when the name shown may be the first 15 bytes of a longer Python name: the kernel keeps no more
+    (TASK_COMM_LEN), and Python's own (threading.Thread.name, in the target's memory) is not read."""
+    return tid != pid and len((comm or "").encode("utf-8", "surrogateescape")) >= 15
+
+
 def open_walker(pid, runtime):
     """(Walker or None, why not)."""
     if not runtime:
@@ -192,7 +198,8 @@ def stack(pid, want_async, runtime=None):
         comm, letter = task_stat(pid, tid)
         state = STATES.get(letter, letter or "gone")
         frames, cut, unread = thread_frames(walker, starts, info, why_not)
-        out.append({"tid": tid, "name": thread_name(pid, tid, comm), "comm": comm, "main": tid == pid,
+        out.append({"tid": tid, "name": thread_name(pid, tid, comm), "name_cut": name_cut(pid, tid, comm),
+                    "comm": comm, "main": tid == pid,
                     "state": state, "syscall": syscall_of(pid, tid) if letter in ("S", "D") else None,
                     "gil": (tid == gil) if gil_known else None,
                     "frames": [{"function": f, "file": n, "line": line} for f, n, line in frames],

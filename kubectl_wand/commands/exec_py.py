@@ -149,7 +149,7 @@ class Options(TargetOptions):
         transport = self.one_transport()
         result = self.run_one(transport, self.known_pid())
         if self.output:
-            out.write(printers.dump(result, self.output))
+            out.write(printers.dump(dict(result, **printers.source(transport)), self.output))
             return errors.exit_code(result)
         if result.get("status") in ("pending", "running"):
             report.timed_out(result, err)
@@ -209,7 +209,7 @@ class Options(TargetOptions):
             results = list(pool.map(one, transports))
         codes = []
         for transport, result in zip(transports, results):
-            result["pod"] = transport.labels.get("pod")
+            result.update(printers.source(transport))
             code = result.pop("code", None)
             codes.append(code if code is not None else errors.exit_code(result))
         if self.output:

@@ -3,7 +3,7 @@ with its pod, failures collected per pod (the verb's exit code is the worst of t
 from __future__ import annotations
 
 
-from .. import errors
+from .. import errors, printers
 from ..errors import WandError
 from ..terminal import text
 
@@ -61,7 +61,7 @@ def entries(results, err, opts):
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:
-            entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
+            entry = dict(entry, **printers.source(transport))
             if "error" in entry:
                 hint = ""
                 if entry.get("kind") == "permission" and not transport.local and not transport.ephemeral:

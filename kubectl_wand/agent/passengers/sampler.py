@@ -131,6 +131,18 @@ def name_cut(pid, tid, comm):
     return tid != pid and len((comm or "").encode("utf-8", "surrogateescape")) >= 15
 
 
+def python_names(walker):
+    """{native thread id: threading.Thread.name}, or {} where they cannot be read (see Names)."""
+    if walker is None:
+        return {}
+    try:
+        if getattr(walker, "names", None) is None:
+            walker.names = Names(walker)
+        return walker.names.read()
+    except (Unreadable, OSError):
+        return {}
+
+
 def open_walker(pid, runtime):
     """(Walker or None, why not)."""
     if not runtime:
@@ -185,6 +197,7 @@ def stack(pid, want_async, runtime=None):
         starts = walker.frame_addresses() if walker else {}
     except Unreadable as exc:
         walker, why_not = None, str(exc)
+    pynames = python_names(walker)
     gil, gil_known = None, True
     try:
         # Who holds the GIL, read a moment after the stacks (a second read: "where known").
@@ -198,7 +211,8 @@ def stack(pid, want_async, runtime=None):
         comm, letter = task_stat(pid, tid)
         state = STATES.get(letter, letter or "gone")
         frames, cut, unread = thread_frames(walker, starts, info, why_not)
-        out.append({"tid": tid, "name": thread_name(pid, tid, comm), "name_cut": name_cut(pid, tid, comm),
+        out.append({"tid": tid, "name": pynames.get(tid) or thread_name(pid, tid, comm),
+                    "name_cut": tid not in pynames and name_cut(pid, tid, comm),
                     "comm": comm, "main": tid == pid,
                     "state": state, "syscall": syscall_of(pid, tid) if letter in ("S", "D") else None,
                     "gil": (tid == gil) if gil_known else None,
@@ -245,7 +259,8 @@ OFFSET_FIELDS = {"version": 0, "interpreters_head": 4, "threads_head": 8, "ts_ne
                  "native_thread_id": 27, "frame_previous": 31, "frame_executable": 32, "frame_instr_ptr": 33,
                  "frame_owner": 35, "code_filename": 39, "code_qualname": 41, "code_linetable": 42,
                  "code_firstlineno": 43, "code_adaptive": 47, "ob_type": 50, "bytes_size": 74, "bytes_sval": 75,
-                 "str_state": 77, "str_length": 78, "str_ascii_size": 79}
+                 "str_state": 77, "str_length": 78, "str_ascii_size": 79, "thread_id": 26, "imports_modules": 11,
+                 "dict_keys": 66, "dict_values": 67, "long_tag": 71, "long_digits": 72}
 MAX_TEXT = 4096    # characters of a name or file; the target chose them
 MAX_LINETABLE = 1 << 20
 
@@ -330,13 +345,49 @@ class Walker:
                 self.read(linetable + off["bytes_sval"], size))
         return info
 
+    def dict_items(self, keys, values=0, limit=1 << 16):
+        """[(key address, value address)] of a dict's keys object (PyDictKeysObject, 3.14: the sizes at 8-10, the
+        entry count at 24, the index table at 32) with its values array (split or inline: PyDictValues, the
+        pointers from 8) or values in the entries. Checked on our own dicts first (Names)."""
+        head = self.read(keys, 32)
+        index_bytes, kind, count = 1 << head[9], head[10], self.word(head, 24)
+        if not 0 <= count <= limit or index_bytes > 1 << 24:
+            raise Unreadable("a torn dict")
+        size = 24 if kind == 0 else 16  # general entries: hash, key, value; str-keyed: key, value
+        raw = self.read(keys + 32 + index_bytes, count * size) if count else b""
+        table = self.read(values + 8, count * 8) if values and count else b""
+        out = []
+        for i in range(count):
+            key = self.word(raw, i * size + (8 if kind == 0 else 0))
+            value = self.word(table, i * 8) if values else self.word(raw, i * size + size - 8)
+            if key and value:
+                out.append((key, value))
+        return out
+
+    def lookup(self, items, name):
+        for key, value in items:
+            try:
+                if self.text(key) == name:
+                    return value
+            except Unreadable:
+                continue
+        return 0
+
+    def dict_get(self, addr, name):
+        off = self.off
+        return self.lookup(self.dict_items(self.ptr(addr + off["dict_keys"]), self.ptr(addr + off["dict_values"])),
+                           name)
+
     def frame_addresses(self):
         """{native thread id: its innermost frame's address} of the main interpreter's threads."""
         off, out = self.off, {}
         interp = self.ptr(self.runtime + off["interpreters_head"])
         tstate = self.ptr(interp + off["threads_head"]) if interp else 0
+        self.idents = {}  # pthread ident -> native thread id, for Names
         while tstate and len(out) < 10000:
-            out[self.ptr(tstate + off["native_thread_id"])] = self.ptr(tstate + off["current_frame"])
+            native = self.ptr(tstate + off["native_thread_id"])
+            out[native] = self.ptr(tstate + off["current_frame"])
+            self.idents[self.ptr(tstate + off["thread_id"])] = native
             tstate = self.ptr(tstate + off["ts_next"])
         return out
 
@@ -371,6 +422,73 @@ class Walker:
         if self.code_type is None:
             self.code_type = kind  # the innermost frame runs code; learnt there, it tells code from other executables
         return kind == self.code_type
+
+class Names:
+    """Python's own thread names (threading.Thread.name; the kernel keeps only 15 bytes of them), read as py-spy
+    reads them: threading._active in sys.modules, each Thread's ``_name``. An instance's attributes are in its
+    managed dict (24 bytes before it) or inline after it, keyed by its type's cached keys; where those live in a
+    heap type is learnt from a class of our own, and the whole read is first done on our own objects: a build
+    it does not fit gets no names (the kernel's copy is shown, and said to be cut)."""
+
+    def __init__(self, walker):
+        self.walker = walker
+        me = Walker.__new__(Walker)
+        me.off, me.codes, me.code_type = walker.off, {}, None
+        me.fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            kind = type("Probe", (), {"__qualname__": "kubectl-wand.probe"})
+            words = me.read(id(kind), type.__basicsize__)
+            at = [i for i in range(0, len(words) - 7, 8) if me.word(words, i) == id(kind.__qualname__)]
+            if len(at) != 1 or me.word(words, 32) != kind.__basicsize__:
+                raise Unreadable("this interpreter's heap types are not laid out as expected")
+            self.cached_keys = at[0] + 8  # PyHeapTypeObject: ht_name, ht_slots, ht_qualname, ht_cached_keys
+            inline, managed = kind(), kind()
+            inline._name = "inline-name"
+            managed.__dict__["_name"] = "managed-name"
+            self.walker = me  # the check reads our own memory
+            checked = [self.attr(inline, "_name"), self.attr(managed, "_name")]
+            if [me.text(a) if a else None for a in checked] != ["inline-name", "managed-name"]:
+                raise Unreadable("this interpreter's objects are not laid out as expected")
+        finally:
+            os.close(me.fd)
+            self.walker = walker
+
+    def attr(self, obj, name):
+        w = self.walker
+        obj = obj if isinstance(obj, int) and not isinstance(obj, bool) else id(obj)
+        managed = w.ptr(obj - 24)  # the managed dict pointer, before the object's header
+        if managed:
+            return w.dict_get(managed, name)
+        kind = w.ptr(obj + w.off["ob_type"])
+        values = obj + w.ptr(kind + 32)  # tp_basicsize: the inline values follow the object
+        if not w.read(values + 3, 1)[0]:  # PyDictValues.valid
+            return 0
+        return w.lookup(w.dict_items(w.ptr(kind + self.cached_keys), values, limit=255), name)
+
+    def read(self):
+        """{native thread id: Python's name}; threads without one are left out."""
+        w, off, out = self.walker, self.walker.off, {}
+        w.frame_addresses()  # pthread idents -> native ids, as they are now
+        interp = w.ptr(w.runtime + off["interpreters_head"])
+        module = w.dict_get(w.ptr(interp + off["imports_modules"]), "threading")
+        if not module:
+            return out
+        active = w.dict_get(w.ptr(module + 16), "_active")  # PyModuleObject.md_dict
+        for key, thread in w.dict_items(w.ptr(active + off["dict_keys"]), w.ptr(active + off["dict_values"]),
+                                        limit=100000) if active else ():
+            native = w.idents.get(self.integer(key))
+            name = self.attr(thread, "_name")
+            if native is not None and name:
+                out[native] = w.text(name)
+        return out
+
+    def integer(self, addr):
+        w = self.walker
+        tag = w.ptr(addr + w.off["long_tag"])
+        digits = w.read(addr + w.off["long_digits"], 4 * min(tag >> 3, 4))
+        value = sum(int.from_bytes(digits[4 * i:4 * i + 4], sys.byteorder) << (30 * i) for i in range(len(digits) // 4))
+        return -value if tag & 3 == 2 else value
+
 
 def line_of(table, line, index):
     """The line of code unit ``index`` from a code object's location table (Objects/locations.md, 3.11+)."""
@@ -486,6 +604,7 @@ def profile(pid, rate, duration, idle, gil, out, runtime=None):
     reader = unwinder(pid, **({"only_active_thread": True} if gil else {"all_threads": True}))
     walker, why_not = open_walker(pid, runtime)
     cut_samples, cut_reason, unreadable = 0, None, 0
+    pynames, names_read = {}, 0.0
     stopper = Stopper()
     files = TaskFiles(pid)
     counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
@@ -513,7 +632,12 @@ def profile(pid, rate, duration, idle, gil, out, runtime=None):
         for info in threads:
             tid = info.thread_id
             comm, letter = files.stat(tid)
-            if comm is not None:  # names can change while we sample; a thread gone keeps its last one
+            if tid not in pynames and walker is not None and time.monotonic() > names_read + 1:
+                names_read = time.monotonic()  # a new thread: its Python name, at most once a second
+                pynames = python_names(walker)
+            if tid in pynames:
+                names[tid] = pynames[tid]
+            elif comm is not None:  # names can change while we sample; a thread gone keeps its last one
                 names[tid] = thread_name(pid, tid, comm)
             # Idle: not on a CPU (sleeping in a syscall, waiting for the GIL, stopped). --gil keeps the holder
             # whatever its state: a C call that keeps the GIL while it blocks is what --gil is for.

@@ -184,9 +184,9 @@ def test_names_read_badly_are_read_again_never_emitted_with_nuls(hostile, wand, 
 
 
 def test_a_frame_read_badly_without_a_second_read_is_marked_and_counted():
-    from kubectl_wand.agent.sources import module_source
+    from kubectl_wand.agent import observe
     sampler = {}
-    exec(compile(module_source("sampler"), "sampler.py", "exec"), sampler)
+    exec(compile(observe.sampler_source(), "sampler.py", "exec"), sampler)
 
     class Info:
         thread_id = 7

@@ -15,9 +15,8 @@ import pytest
 
 from procs import APPS, REPO, become, default_signals, read_line
 from kubectl_wand import profiles, stackview
-from kubectl_wand.agent import procfs, runtime
+from kubectl_wand.agent import observe, procfs, runtime
 from kubectl_wand.agent.main import handle
-from kubectl_wand.agent.session import module_source
 
 pytestmark = pytest.mark.py314
 CHAIN = ["storage_read", "service_lookup", "handle_request", "<module>"]
@@ -223,7 +222,7 @@ def test_profile_stop_event_ends_early_with_a_partial_profile(spawn):
 def test_sampler_reports_what_it_has_on_a_signal(spawn, sig):
     app = spawn("layers.py")
     argv, env = runtime.TargetRuntime(procfs.Proc(app.pid)).command(
-        ["-c", module_source("sampler"), "profile", str(app.pid), "--rate", "100", "--duration", "120"])
+        ["-c", observe.sampler_source(), "profile", str(app.pid), "--rate", "100", "--duration", "120"])
     sampler = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/",
                                preexec_fn=default_signals)
     try:

@@ -85,7 +85,7 @@ def stack_in_process(rt, want_async) -> dict:
     if "module" not in _SAMPLER:
         import types
         module = types.ModuleType("wand_sampler")
-        exec(compile(module_source("sampler"), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
+        exec(compile(sampler_source(), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
         _SAMPLER["module"] = module
     sampler = _SAMPLER["module"]
     try:
@@ -96,6 +96,11 @@ def stack_in_process(rt, want_async) -> dict:
     return data
 
 
+def sampler_source() -> str:
+    """The sampler's source with framewalk's in front: one namespace, one ``-c`` (passengers import nothing)."""
+    return module_source("framewalk") + "\n" + module_source("sampler")
+
+
 def runtime_args(rt):
     """Where _PyRuntime is, for the sampler's walk past the frames _remote_debugging stops at (sampler.Walker)."""
     addr = rt.proc.runtime_address()
@@ -104,7 +109,7 @@ def runtime_args(rt):
 
 def start(rt, args):
     import subprocess  # only when a sampler is started (runtime.run says why not at the top)
-    argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+    argv, env = rt.command(["-c", sampler_source()] + list(args))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -1,9 +1,10 @@
 """`kubectl wand attach TARGET`: start debugpy in the live process and connect the editor to it.
 
 Flow: preflight (local port free, may we port-forward) -> inject or find the debug server (readiness confirmed
-by a DAP round trip beside the target) -> on pods, forward and stay in the foreground (attach_session), where
-attach follows a workload to its replacement pod (--follow) or serves every pod / worker at once (--all-pods,
---all-workers). Nothing is injected before every check that could still refuse has passed.
+beside the target without a connection of ours, which would replace an editor's: agent/debugserver.confirm)
+-> on pods, forward and stay in the foreground (attach_session), where attach follows a workload to its
+replacement pod (--follow) or serves every pod / worker at once (--all-pods, --all-workers). Nothing is
+injected before every check that could still refuse has passed.
 """
 from __future__ import annotations
 
@@ -152,8 +153,9 @@ class Options(TargetOptions):
             return errors.OK
         verb = "already listening" if session["status"] == "already" else "listening"
         where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
-        out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
-            session.get("debugpy") or "", verb, session.get("host"), session.get("port"), where))
+        out.write("debugpy %s %s on %s:%s in %s (confirmed: %s)\n" % (
+            session.get("debugpy") or "", verb, session.get("host"), session.get("port"), where,
+            session.get("confirmed") or "it listens"))
         if session["status"] == "already" and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":

@@ -8,6 +8,7 @@ before it (the editor got `terminated` right after `configurationDone`, its brea
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -58,7 +59,7 @@ def attach_and_break(client, path, line, url, timeout):
         while time.monotonic() < deadline:
             try:
                 event = client.events.get(timeout=0.1)
-            except Exception:
+            except queue.Empty:
                 if got:
                     return "the request was answered without stopping at the breakpoint"
                 continue

@@ -19,7 +19,7 @@ from procs import APPS
 
 pytestmark = pytest.mark.py314
 PYSPY = os.path.join(os.path.dirname(sys.executable), "py-spy")
-THREAD = re.compile(r'^Thread (\d+) \([^)]*\): "(.*)"$')
+THREAD = re.compile(r'^Thread (\d+) \([^)]*\)(?:: "(.*)")?$')  # no name without the threading module
 FRAME = re.compile(r"^    (.+) \((.+):(\d+)\)$")
 
 
@@ -196,3 +196,14 @@ def test_a_frame_read_badly_without_a_second_read_is_marked_and_counted():
     frames, cut, unread = sampler["thread_frames"](None, {}, Info, "no walker here")
     assert frames == [("ok", "/a.py", 3), ("<unreadable>", "<unreadable>", None)]
     assert unread == 1 and cut == "no walker here"
+
+
+def test_a_deep_stack_across_data_stack_chunks_matches_py_spy(spawn, wand):
+    """900 frames: past the first 16 KiB data-stack chunk, which the walker reads in one piece (older chunks are
+    read frame by frame), and under _remote_debugging's 1024-frame limit."""
+    app = spawn("deep.py", "900")
+    theirs = pyspy_dump(app.pid)
+    ours = our_stack(wand, app.pid)
+    (tid,) = theirs
+    mine = [(f["function"], os.path.basename(f["file"]), f["line"]) for f in ours[tid]["frames"]]
+    assert len(mine) == 902 and mine == theirs[tid][1]

@@ -21,7 +21,7 @@ OFFSET_FIELDS = {"version": 0, "interpreters_head": 4, "threads_head": 8, "ts_ne
                  "frame_owner": 35, "code_filename": 39, "code_qualname": 41, "code_linetable": 42,
                  "code_firstlineno": 43, "code_adaptive": 47, "ob_type": 50, "bytes_size": 74, "bytes_sval": 75,
                  "str_state": 77, "str_length": 78, "str_ascii_size": 79, "thread_id": 26, "imports_modules": 11,
-                 "dict_keys": 66, "dict_values": 67, "long_tag": 71, "long_digits": 72}
+                 "datastack_chunk": 28, "dict_keys": 66, "dict_values": 67, "long_tag": 71, "long_digits": 72}
 MAX_TEXT = 4096    # characters of a name or file; the target chose them
 MAX_LINETABLE = 1 << 20
 
@@ -40,6 +40,7 @@ class Walker:
         self.fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY | os.O_CLOEXEC)
         self.code_type = None
         self.codes = {}  # code object address -> (qualname, filename, firstlineno, linetable): reused while profiling
+        self.lines = {}  # (code object address, instruction index) -> (qualname, filename, line)
         raw = self.read(runtime, 8 + 8 * 80)
         if raw[:8] != b"xdebugpy":
             raise Unreadable("no _Py_DebugOffsets at the runtime's address")
@@ -54,7 +55,7 @@ class Walker:
         """Our own code object read back from our own memory with the offsets the target gave: they must match."""
         code = Walker.__init__.__code__
         me = Walker.__new__(Walker)
-        me.off, me.codes, me.code_type = self.off, {}, None
+        me.off, me.codes, me.lines, me.code_type = self.off, {}, {}, None
         me.fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             if me.code_info(id(code))[:3] != (code.co_qualname, code.co_filename, code.co_firstlineno):
@@ -140,35 +141,58 @@ class Walker:
                            name)
 
     def frame_addresses(self):
-        """{native thread id: its innermost frame's address} of the main interpreter's threads."""
+        """{native thread id: (its innermost frame's address, its thread state's)} of the main interpreter's
+        threads. Each thread state is read in one piece."""
         off, out = self.off, {}
+        span = max(off["native_thread_id"], off["current_frame"], off["thread_id"], off["ts_next"]) + 8
         interp = self.ptr(self.runtime + off["interpreters_head"])
         tstate = self.ptr(interp + off["threads_head"]) if interp else 0
         self.idents = {}  # pthread ident -> native thread id, for Names
         while tstate and len(out) < 10000:
-            native = self.ptr(tstate + off["native_thread_id"])
-            out[native] = self.ptr(tstate + off["current_frame"])
-            self.idents[self.ptr(tstate + off["thread_id"])] = native
-            tstate = self.ptr(tstate + off["ts_next"])
+            raw = self.read(tstate, span)
+            native = self.word(raw, off["native_thread_id"])
+            out[native] = (self.word(raw, off["current_frame"]), tstate)
+            self.idents[self.word(raw, off["thread_id"])] = native
+            tstate = self.word(raw, off["ts_next"])
         return out
 
-    def walk(self, frame):
-        """(frames, cut): every Python frame from ``frame`` outwards, innermost first, and how many of them come
-        before the first C call's entry frame (where _remote_debugging stops). Entry frames have no code of their
-        own and are passed over, as py-spy does."""
+    def stack_chunk(self, tstate, frame, span):
+        """(address, bytes) of a thread's newest data stack chunk (_PyStackChunk: previous, size, then the data) up
+        to its innermost frame, where its frames live (the stack grows up): one read instead of one per frame.
+        Older chunks (deep stacks), generators' frames and entry frames (on the C stack) are read one by one."""
+        addr = self.ptr(tstate + self.off["datastack_chunk"])
+        if not addr or not addr < frame:
+            return 0, b""
+        used = frame + span - addr
+        if used > self.ptr(addr + 8):  # not in this chunk
+            return 0, b""
+        return addr, self.read(addr, used)
+
+    def walk(self, start):
+        """(frames, cut): every Python frame from ``start`` (frame_addresses' pair) outwards, innermost first, and
+        how many of them come before the first C call's entry frame (where _remote_debugging stops). Entry frames
+        have no code of their own and are passed over, as py-spy does."""
+        frame, tstate = start or (0, 0)
         off, out, cut = self.off, [], None
         span = max(off["frame_previous"], off["frame_executable"], off["frame_instr_ptr"], off["frame_owner"]) + 8
+        base, chunk = self.stack_chunk(tstate, frame, span) if frame and tstate else (0, b"")
         while frame and len(out) < MAX_FRAMES:
-            raw = self.read(frame, span)
+            if base <= frame and frame + span <= base + len(chunk):
+                raw = chunk[frame - base:frame - base + span]
+            else:
+                raw = self.read(frame, span)
             owner = raw[off["frame_owner"]]
             executable = self.word(raw, off["frame_executable"]) & ~7
             if owner >= 3 or not executable:  # owned by the interpreter / the C stack: an entry frame
                 if cut is None and out:
                     cut = len(out)
             elif self.is_code(executable):
-                qualname, filename, first, table = self.code_info(executable)
                 index = (self.word(raw, off["frame_instr_ptr"]) - executable - off["code_adaptive"]) // 2
-                out.append((qualname, filename, line_of(table, first, index)))
+                found = self.lines.get((executable, index))
+                if found is None:  # the line table is walked once per code object and instruction
+                    qualname, filename, first, table = self.code_info(executable)
+                    found = self.lines[executable, index] = (qualname, filename, line_of(table, first, index))
+                out.append(found)
             frame = self.word(raw, off["frame_previous"])
         return out, len(out) if cut is None else cut
 
@@ -194,7 +218,7 @@ class Names:
     def __init__(self, walker):
         self.walker = walker
         me = Walker.__new__(Walker)
-        me.off, me.codes, me.code_type = walker.off, {}, None
+        me.off, me.codes, me.lines, me.code_type = walker.off, {}, {}, None
         me.fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             kind = type("Probe", (), {"__qualname__": "kubectl-wand.probe"})

@@ -1,4 +1,6 @@
 """Pure logic: parsing, formatting, process choice. Real-process behaviour is tested elsewhere."""
+import io
+
 import pytest
 
 from kubectl_wand import cli, printers, targets
@@ -73,6 +75,33 @@ def test_choose_ignores_processes_started_by_kubectl_exec():
     with pytest.raises(AgentError):  # on a host, ppid 0 means nothing: still ambiguous
         choose_process(procs, "pod/x", in_container=False)
     assert choose_process([proc(574, 0, "main")], "pod/x", in_container=True) == (574, None)  # nothing else
+
+
+def test_cli_chooses_from_a_pod_listing_as_the_agent_there_did(monkeypatch):
+    """Issue 18: attach --all-pods/--follow/--all-workers choose in the CLI from the agent's listing. The CLI's
+    own parent (a shell here) must not decide whether processes started by `kubectl exec` count: the agent's
+    does (ppid 0 in the pod), and the listing carries it. Recorded from deploy/web with a `kubectl exec ... python3
+    -c` beside its uvicorn."""
+    from kubectl_wand.agent import main
+    from kubectl_wand.commands.common import TargetOptions
+    from kubectl_wand.streams import Streams
+    recorded = [proc(1, 0, "main", "python3 -m uvicorn web:app --host 0.0.0.0"),
+                proc(574, 0, "main", "python3 -c import time; time.sleep(600)")]
+    monkeypatch.setattr(processes, "list_processes", lambda *a, **k: [dict(p) for p in recorded])
+    monkeypatch.setattr(processes, "came_by_exec", lambda: True)  # the agent in the pod: its ppid is 0
+    answer = main.dispatch({"op": "list", "cpu": False}, None, None, None)
+    agent_choice = choose_process(answer["processes"])  # what the agent itself chooses for exec/attach/trace
+
+    class PodTransport:
+        where, local, ephemeral = "pod/web-1", False, False
+
+        def agent(self, request, timeout, on_event=None, stop=None):
+            return answer
+
+    monkeypatch.setattr(processes, "came_by_exec", lambda: False)  # the CLI's machine: its parent is a shell
+    opts = TargetOptions(quiet=True, streams=Streams(None, io.StringIO(), io.StringIO()))
+    listing = opts.processes(PodTransport())
+    assert opts.choose(listing, PodTransport()) == agent_choice == (1, None)
 
 
 def test_choose_single_main_and_ambiguity():

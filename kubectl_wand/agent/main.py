@@ -49,8 +49,10 @@ def dispatch(request, fetch_blob, emit, stop):
     if op == "list":
         # CPU% needs a sampling window (0.1 s); only `get processes` shows it, a choice of process does not.
         try:
+            # in_container: what choose_process needs to choose from this listing as the agent does here
             return {"status": "ok", "processes": processes.list_processes(request.get("pid"),
-                                                                          cpu=request.get("cpu", True))}
+                                                                          cpu=request.get("cpu", True)),
+                    "in_container": processes.came_by_exec()}
         except AgentError as exc:
             return exc.to_json()
     if op == "watch":
@@ -150,6 +152,7 @@ def serve_stdio():
             raise AgentError("debugpy", "the CLI could not supply %s" % name)
         return base64.b64decode(reply[protocol.BLOB])
 
+    processes.OWN_CONTAINER_ONLY = True  # beside other containers' processes: list and choose our container's
     write(protocol.hello(python=sys.version.split()[0], pid=os.getpid()))
     try:
         request = protocol.decode(stdin.readline() or b"{}")

@@ -202,9 +202,40 @@ def server_kind(cmd: str):
     return None
 
 
+def came_by_exec() -> bool:
+    """Whether this process was started by `kubectl exec` (its parent is outside the container's pid namespace:
+    ppid 0). The agent in a pod says so in its listing, so that the CLI chooses from it as the agent would
+    (choose.choose_process), not by its own parent on another machine."""
+    return os.getppid() == 0
+
+
+# Set by the agent in a pod (main.serve_stdio): list only the processes of the container it was started in, when
+# it can tell them apart. With `shareProcessNamespace: true` every container's processes are visible, and
+# container b's Python was listed (and chosen, and read through nsenter, which failed) as container a's.
+OWN_CONTAINER_ONLY = False
+
+
+def cgroup_of(pid="self"):
+    """/proc/PID/cgroup as we read it: a container's processes, `kubectl exec`'d ones included, share one (in our
+    cgroup namespace "0::/"; another container's reads "0::/../<its scope>"); None when unreadable."""
+    return procfs.read_text("/proc/%s/cgroup" % pid)
+
+
+def in_own_container(procs):
+    """The pids of ``procs`` (pid -> Proc) in our own container, or None to keep them all: outside a pod, when
+    our cgroup cannot be read, or when none of them shares it (an ephemeral debug container is a container of
+    its own: the app's processes are in another one, and all of them are its targets)."""
+    mine = cgroup_of()
+    if not OWN_CONTAINER_ONLY or not mine:
+        return None
+    same = {pid for pid in procs if cgroup_of(pid) == mine}
+    return same or None
+
+
 def list_processes(only_pid=None, cpu: bool = True):
     """Facts about every Python process here (or the one named), sorted by pid; with ``cpu`` their CPU %
-    over a short window (procfs.cpu_percent)."""
+    over a short window (procfs.cpu_percent). In a pod, only those of our own container (in_own_container)
+    unless a pid is named."""
     procs = {}
     samples = {}
     started = time.monotonic()  # CPU time is read from here on: the CPU window starts now
@@ -221,6 +252,10 @@ def list_processes(only_pid=None, cpu: bool = True):
             procs[pid] = proc
             if cpu:
                 samples[pid] = procfs.cpu_sample(proc)
+    own = in_own_container(procs) if only_pid is None else None
+    if own is not None:
+        procs = {pid: proc for pid, proc in procs.items() if pid in own}
+        samples = {pid: sample for pid, sample in samples.items() if pid in own}
     infos = []
     for pid, proc in sorted(procs.items()):
         info = describe(proc)

@@ -152,15 +152,16 @@ class TargetOptions:
         with self.step("listing processes in %s" % transport.where):
             listing = check_result(transport.agent({"op": "list", "cpu": False}, timeout=self.request_timeout_s),
                                    transport)
-        return listing["processes"]
+        return Listing(listing["processes"], listing.get("in_container"))
 
     @staticmethod
     def choose(processes, transport):
-        """(pid, note) of the app process among ``processes``, or the agent's refusal as a WandError."""
+        """(pid, note) of the app process among ``processes`` (a Listing), chosen as the agent that listed them
+        chooses (its in_container, not this machine's), or the agent's refusal as a WandError."""
         from ..agent.choose import choose_process
         from ..agent.protocol import AgentError
         try:
-            return choose_process(processes, transport.where)
+            return choose_process(processes, transport.where, getattr(processes, "in_container", None))
         except AgentError as exc:
             raise errors.from_agent(exc.to_json())
 
@@ -168,6 +169,15 @@ class TargetOptions:
         """on_event for requests without a pid: the agent's note about the process it chose."""
         if "chosen" in event:
             self.note(event["chosen"].get("note"))
+
+
+class Listing(list):
+    """The agent's list of processes, and whether that agent ran in the processes' container (came in by kubectl
+    exec): choose_process needs it to choose as the agent does (issue 18: the CLI used its own parent's pid)."""
+
+    def __init__(self, processes, in_container=None):
+        super().__init__(processes)
+        self.in_container = in_container
 
 
 def pod_transports(opts):

@@ -133,6 +133,18 @@ def run_exec(request):
                          code_for_check=code.encode("utf-8"))
 
 
+def stdin_hung_up() -> bool:
+    """Whether the writer of our stdin, the CLI's kubectl exec -i, has gone (the CLI was interrupted or killed, or
+    kubectl died with it): POLLHUP on the pipe, without reading what may still be in it."""
+    import select
+    poller = select.poll()
+    poller.register(0, 0)  # no events asked: POLLHUP and POLLERR are reported anyway
+    try:
+        return any(flags & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, flags in poller.poll(0))
+    except OSError:
+        return False
+
+
 def serve_stdio():
     """Pod side: read the request from stdin, answer on stdout (the real stdout, not the payload's)."""
     import _thread  # its lock, not threading's: threading costs ~4 ms of start-up in a pod, needed only to stream
@@ -152,6 +164,12 @@ def serve_stdio():
             raise AgentError("debugpy", "the CLI could not supply %s" % name)
         return base64.b64decode(reply[protocol.BLOB])
 
+    try:
+        from . import wait as wait_mod  # shipped with the operations that inject
+    except ImportError:
+        wait_mod = None
+    if wait_mod is not None:
+        wait_mod.cli_gone = stdin_hung_up
     processes.OWN_CONTAINER_ONLY = True  # beside other containers' processes: list and choose our container's
     write(protocol.hello(python=sys.version.split()[0], pid=os.getpid()))
     try:

@@ -22,6 +22,7 @@ import sys
 import time
 
 from . import private as private_mod, processes, procfs, protocol, reap, runtime as runtime_mod, slot as slot_mod
+from . import wait as wait_mod
 from .wait import Exited, Watch
 
 from .sources import SOURCES, module_source  # noqa: E402,F401  (re-exported for the agent modules)
@@ -137,6 +138,9 @@ class Injection:
                 return sock
             except OSError:
                 sock.close()
+                if wait_mod.abandoned():
+                    raise AgentError("busy", "another kubectl wand injection into process %d is still running; "
+                                     "the CLI left while waiting for it" % self.pid)
                 if time.monotonic() - started > self.timeout:
                     raise AgentError("busy", "another kubectl wand injection into process %d is still running "
                                      "(waited %gs for it); retry when it has finished" % (self.pid, self.timeout))
@@ -303,6 +307,9 @@ class Injection:
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
+        if wait_mod.abandoned():
+            result.update(interrupted=True, error="interrupted while the injection into process %d was pending (its "
+                          "main thread has not reached a safe point)" % self.pid)
         if state in STOPPED:
             result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
                           "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))

@@ -174,6 +174,24 @@ def test_ptrace_fix_appends_and_is_offered_only_where_it_applies(monkeypatch):
     assert "Job's pod template cannot change" in job and "kubectl patch" not in job
 
 
+def test_capability_fix_names_what_a_container_that_drops_all_lacks():
+    """A root kubectl exec also needs CHOWN and DAC_OVERRIDE to hand its files to another uid: a container that
+    drops them gets them back in the fix (issue 17); one that keeps the runtime's defaults, or runs as non-root
+    (no effective capabilities to gain), is told SYS_PTRACE only."""
+    from kubectl_wand.kube.checks import missing_caps
+
+    def container(**sc):
+        return {"name": "app", "securityContext": sc}
+    assert missing_caps(container(capabilities={"drop": ["ALL"], "add": ["SETUID", "SETGID"]})) == [
+        "SYS_PTRACE", "CHOWN", "DAC_OVERRIDE"]
+    assert missing_caps(container(capabilities={"drop": ["ALL"], "add": ["SYS_PTRACE", "CAP_CHOWN"]})) == [
+        "DAC_OVERRIDE"]
+    assert missing_caps(container(capabilities={"drop": ["NET_RAW"]})) == ["SYS_PTRACE"]
+    assert missing_caps(container(runAsUser=1000, capabilities={"drop": ["ALL"]})) == ["SYS_PTRACE"]
+    assert missing_caps(container(privileged=True)) == []
+    assert missing_caps({"name": "app"}, {"spec": {"securityContext": {"runAsUser": 0}}}) == ["SYS_PTRACE"]
+
+
 def test_the_written_out_value_flags_are_every_verbs():
     # split_verb steps over these to find the verb; a flag added to a verb's parser and not here would make
     # `kubectl wand --newflag VALUE stack POD` take VALUE for the verb

@@ -225,7 +225,8 @@ def check_result(result: dict, transport):
         if result.get("kind") == "permission":
             fix = transport.permission_fix()
             if fix:
-                error.message += "; the container lacks SYS_PTRACE: " + fix
+                error.message += "; the container lacks %s: %s" % (
+                    "SYS_PTRACE" if "SYS_PTRACE" in fix else "capabilities to hand files over", fix)
             if exec_path:
                 error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
         elif exec_path and result.get("kind") == "environment" and "private files" in (result.get("error") or ""):

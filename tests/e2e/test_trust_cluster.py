@@ -33,7 +33,8 @@ def test_printed_ptrace_fix_adds_and_removes_nothing(cluster, wand):
                              text=True, timeout=60)
     assert applied.returncode == 0, applied.stderr
     caps = json.loads(applied.stdout)["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
-    assert caps == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "SYS_PTRACE"]}
+    # the container drops ALL: kubectl wand (root) also needs CHOWN and DAC_OVERRIDE back to hand its files over
+    assert caps == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "SYS_PTRACE", "CHOWN", "DAC_OVERRIDE"]}
 
 
 def test_no_patch_is_offered_for_a_job_or_a_bare_pod(cluster, wand):

@@ -348,9 +348,11 @@ def main(argv=None) -> int:
     except WandError as exc:
         sys.stderr.write("error: %s\n" % exc.message)
         return exc.code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        interrupted(exc)
         return errors.INTERRUPTED
     except Terminated as exc:
+        interrupted(exc)
         return 128 + exc.signum
     except BrokenPipeError:
         # Only a reader that went away (`kubectl wand get processes | head -1`) is benign; silence the
@@ -362,6 +364,16 @@ def main(argv=None) -> int:
                 pass
             return errors.OK
         raise
+
+
+def interrupted(exc):
+    """What an interrupted verb left behind (transport.kubectl.last_word), on stderr."""
+    note = getattr(exc, "wand_note", None)
+    if note:
+        try:
+            sys.stderr.write("%s\n" % note)
+        except (OSError, ValueError):
+            pass
 
 
 def entry():

@@ -177,6 +177,8 @@ def serve_stdio():
     except protocol.ProtocolError as exc:
         write({protocol.RESULT: protocol.error("protocol", str(exc))})
         return
+    if request.get("end_probes"):  # interpreters the CLI tried here before us never greeted: end what they left
+        processes.end_probes(request["end_probes"])
     stop = None
     if request.get("op") in STREAMING:
         import threading

@@ -21,6 +21,10 @@ from . import Transport, Watch, pipes
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+# How long a candidate interpreter may take to greet before the next is tried: a `python3` on PATH that never
+# answers (a wrapper that blocks) cost the whole --request-timeout, then failed, without trying the pod spec's
+# Python. A hello comes 0.3-0.6 s after the spawn here, 2 s with 20 pods listed at once on 2 cores.
+HELLO_WITHIN = 8.0
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
                   "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
@@ -42,8 +46,49 @@ def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     return proc
 
 
+LAST_WORD = 5.0  # seconds an interrupted CLI waits for its agent's answer: it ends within a slot poll (0.1 s)
+# and reads the main thread's stack (measured 0.1-0.3 s in a pod)
+
+
+def last_word(proc, interrupt):
+    """The CLI is interrupted (Ctrl-C, SIGTERM, SIGHUP) while its agent works in the pod: hang up, which the
+    agent sees (wait.abandoned) and ends at once, releasing the target's lock, and read its answer for a moment.
+    What an unfinished injection leaves in the target becomes ``interrupt.wand_note``, which the CLI prints
+    (docs/security.md: the pending case). A second Ctrl-C ends the wait."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    result = None
+    try:
+        for line in pipes.lines(proc.stdout, time.monotonic() + LAST_WORD):
+            msg = protocol.decode(line)
+            if protocol.RESULT in msg:
+                result = protocol.check_result(msg[protocol.RESULT])
+                break
+    except (TimeoutError, OSError, ValueError):
+        pass
+    if not result or result.get("status") not in protocol.UNFINISHED:
+        return
+    if result["status"] == protocol.PENDING:
+        interrupt.wand_note = ("interrupted while the injection into process %s was pending: nothing of the "
+                               "request ran; its bootstrap (no user code) stays queued at %s until the main thread "
+                               "wakes, then deletes itself; a retry adopts it" % (
+                                   result.get("pid", "?"), result.get("left_behind")))
+    else:
+        interrupt.wand_note = ("interrupted while the code was still running in process %s: it keeps running until "
+                               "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))
+
+
 class NoInterpreter(Exception):
     pass
+
+
+def probe_marker() -> str:
+    """A last argument that names one probe in the container's process list, so that a later agent of this CLI
+    can end what a silent candidate left running there (agent/processes.py: end_probes)."""
+    from ..agent.processes import PROBE_MARK
+    return PROBE_MARK + os.urandom(8).hex()
 
 
 class KubectlWatch(Watch):
@@ -88,6 +133,7 @@ class KubectlTransport(Transport):
         self.all_namespaces = all_namespaces
         self.python = None
         self.early = None
+        self.silent = []  # (container, python, marker) of candidates that never greeted: ended by the next agent
         self.use(self.candidates[0])
 
     def use(self, container):
@@ -127,6 +173,12 @@ class KubectlTransport(Transport):
                 self.python = python
                 return result
         self.use(containers[0])
+        silent = [python for container, python, _m in self.silent if container == self.container]
+        if silent:
+            raise WandError("container %s in pod/%s has no Python that answers: %s started but never greeted within "
+                            "%gs (a wrapper that blocks?), and no other interpreter was found; choose the Python "
+                            "container with -c%s" % (self.container, self.name, ", ".join(silent),
+                                                     min(timeout, HELLO_WITHIN), NO_PYTHON_HINT), errors.NOT_FOUND)
         if self.explicit or len(containers) == 1:
             raise WandError("container %s in pod/%s has no Python interpreter (%s not found on PATH, and the pod "
                             "spec names none); choose the Python container with -c%s" % (
@@ -147,17 +199,24 @@ class KubectlTransport(Transport):
             early.cancel()
             early = None
         short = request.get("op") not in ("watch", "profile", "trace")
-        proc = early.hand_over() if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
-                                                                 short_lived=short, extra=self.agent_extra)
+        probing = self.python is None  # not known yet to greet: bounded by HELLO_WITHIN, marked to be ended
+        marker = getattr(early, "marker", None) if early is not None else (probe_marker() if probing else None)
+        stuck = [m for container, _p, m in self.silent if container == self.container]
+        if stuck and early is None:
+            request = dict(request, end_probes=stuck)
+        proc = early.hand_over() if early is not None else spawn_agent(
+            self.flags, self.exec_argv(python) + ([marker] if marker else []), request, short_lived=short,
+            extra=self.agent_extra)
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()
         if stop is not None:
             threading.Thread(target=self._stopper, args=(proc, stop, finished), daemon=True).start()
         deadline = time.monotonic() + timeout
+        hello_by = time.monotonic() + min(timeout, HELLO_WITHIN) if probing else deadline
         greeted = answered = False
         try:
-            reader = pipes.lines(proc.stdout, deadline)
+            reader = pipes.lines(proc.stdout, lambda: deadline if greeted else min(deadline, hello_by))
             while True:
                 try:
                     line = next(reader)
@@ -190,6 +249,9 @@ class KubectlTransport(Transport):
                     answered = True
                     return protocol.check_result(msg[protocol.RESULT])
         except TimeoutError:
+            if probing and not greeted and hello_by < deadline:
+                self.silent.append((self.container, python, marker))
+                raise NoInterpreter("%s started but did not greet within %gs" % (python, min(timeout, HELLO_WITHIN)))
             raise WandError("no answer from %s within %gs (kubectl exec); raise --request-timeout or --timeout"
                             % (self.where, timeout), errors.TIMEOUT)
         except protocol.ProtocolError as exc:
@@ -197,6 +259,10 @@ class KubectlTransport(Transport):
                 raise NoInterpreter(str(exc))
             raise WandError("the agent in %s answered out of protocol (%s); is kubectl-wand's version the same on "
                             "both ends?" % (self.where, exc), errors.ENVIRONMENT)
+        except BaseException as exc:
+            if stop is None and not isinstance(exc, (Exception, GeneratorExit)):
+                last_word(proc, exc)  # Ctrl-C, SIGTERM/SIGHUP: let the agent end now and say what it leaves
+            raise
         finally:
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for

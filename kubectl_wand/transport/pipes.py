@@ -65,14 +65,15 @@ class Drain:
 
 
 def lines(pipe, deadline):
-    """Lines from a pipe until EOF; TimeoutError past the deadline."""
+    """Lines from a pipe until EOF; TimeoutError past the deadline (a time.monotonic() value, or a function
+    that returns the one in force: an agent's first line may have a tighter one than the rest)."""
     fd = pipe.fileno()
     buf = b""
     while True:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line
-        left = deadline - time.monotonic()
+        left = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if left <= 0:
             raise TimeoutError
         ready, _, _ = select.select([fd], [], [], left)

@@ -161,3 +161,30 @@ def test_a_python3_that_never_answers_is_bounded_ended_and_passed_over(cluster, 
         assert ran.returncode == 0 and ran.stdout.strip() == "'/usr/bin/python3.14'", ran.stderr
         assert took < 2 * HELLO_WITHIN + 15, took
         assert stuck() == 0  # each silent candidate's shell and its sleep were ended by the agent that answered
+
+
+def test_shared_process_namespace_chooses_within_the_named_container(cluster, wand, made):
+    """Issue 17: with `shareProcessNamespace: true` container b's Python was listed as container a's, exec-py
+    refused with "2 Python processes in this container" and stack failed in nsenter. The agent now keeps the
+    processes of the container it runs in (their cgroup): -c names the one, and each verb acts on its Python."""
+    import json
+    made.append("pod/cc-shared")
+    image = cluster.app_image()
+
+    def box(name):
+        return {"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "command": ["python3", "-c", SPIN],
+                "env": [{"name": "WHO", "value": name}]}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cc-shared", "namespace": NS},
+           "spec": {"shareProcessNamespace": True, "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 1, "containers": [box("a"), box("b")]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod), check=True)
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/cc-shared", "--timeout=120s", check=True, timeout=150)
+    for name in ("a", "b"):
+        listed = wand("get", "processes", "pod/cc-shared", "-c", name, "-n", NS, "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert len(json.loads(listed.stdout)["items"]) == 1, listed.stdout
+        ran = wand("exec-py", "pod/cc-shared", "-c", name, "-n", NS, "--", "import os; os.environ['WHO']")
+        assert ran.returncode == 0 and ran.stdout.strip() == repr(name), ran.stderr
+        stack = wand("stack", "pod/cc-shared", "-c", name, "-n", NS, "-o", "json")
+        assert stack.returncode == 0, stack.stderr
+        assert len(json.loads(stack.stdout)["items"]) == 1, stack.stdout

@@ -105,6 +105,40 @@ def ptrace_fix(flags, pod, container_name):
     return fix
 
 
+# kubectl 1.31+ opens exec and port-forward over websockets, a GET upgrade, and an API server of 1.31+ lets
+# `get` on pods/exec and pods/portforward authorise it (seen on 1.34: exec-py, stack, trace and port-forward
+# work with get-only rights). SPDY, kubectl's fallback and older servers' only way, is a POST: `create`.
+WEBSOCKETS_SINCE = (1, 31)
+WEBSOCKETS_ENV = {"exec": "KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "portforward": "KUBECTL_PORT_FORWARD_WEBSOCKETS"}
+
+
+def server_version(flags):
+    """(major, minor) of the API server, or None when it cannot be read."""
+    try:
+        info = api.get(flags, "/version", what="the API server's version")
+        digits = "".join(ch for ch in str(info.get("minor", "")) if ch.isdigit())
+        return int(info.get("major")), int(digits)
+    except (WandError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def may_open(flags, namespace, subresource):
+    """How the cluster lets us open pods/``subresource``: "create" (every transport), "get" (websockets on a
+    1.31+ API server, kubectl's default unless its env turns them off), False (neither), or None (unknown)."""
+    import os
+    created = can_i(flags, namespace, "pods", subresource)
+    if created:
+        return "create"
+    got = can_i(flags, namespace, "pods", subresource, verb="get")
+    if got and os.environ.get(WEBSOCKETS_ENV[subresource], "").lower() not in ("false", "0"):
+        version = server_version(flags)
+        if version is None:
+            return None
+        if version >= WEBSOCKETS_SINCE:
+            return "get"
+    return None if created is None and got is None else False
+
+
 def can_i(flags, namespace, resource, subresource, verb="create"):
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {
         "resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource,
@@ -135,10 +169,13 @@ def pod_rows(flags, pod, container_name, ptrace=True):
                         "of the exec user (and not under Yama ptrace_scope>=1)" % container_name,
                         ptrace_fix(flags, pod, container_name)))
     for sub in ("exec", "portforward"):
-        allowed = can_i(flags, ns, "pods", sub)
+        allowed = may_open(flags, ns, sub)
         if allowed is False:
             rows.append(row("RBAC pods/%s" % sub, "fail", "you may not create pods/%s in namespace %s" % (sub, ns),
                             "grant: apiGroups [\"\"], resources [\"pods/%s\"], verbs [\"create\"]" % sub))
+        elif allowed == "get":
+            rows.append(row("RBAC pods/%s" % sub, "ok", "allowed in namespace %s by get (websockets, API server "
+                            "1.31+; SPDY would need create)" % (ns)))
         elif allowed:
             rows.append(row("RBAC pods/%s" % sub, "ok", "allowed in namespace %s" % ns))
     return rows

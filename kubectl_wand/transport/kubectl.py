@@ -338,5 +338,6 @@ class KubectlTransport(Transport):
         return ptrace_fix(self.flags, self.pod, self.container)
 
     def forward_allowed(self):
-        from ..kube.checks import can_i
-        return can_i(self.flags, self.namespace, "pods", "portforward")
+        from ..kube.checks import may_open
+        allowed = may_open(self.flags, self.namespace, "portforward")
+        return allowed if allowed is None else bool(allowed)

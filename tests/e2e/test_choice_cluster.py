@@ -188,3 +188,51 @@ def test_shared_process_namespace_chooses_within_the_named_container(cluster, wa
         stack = wand("stack", "pod/cc-shared", "-c", name, "-n", NS, "-o", "json")
         assert stack.returncode == 0, stack.stderr
         assert len(json.loads(stack.stdout)["items"]) == 1, stack.stdout
+
+
+RBAC_GET_ONLY = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: cc-get-only, namespace: wand-e2e}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: cc-get-only, namespace: wand-e2e}
+rules:
+- {apiGroups: [""], resources: [pods], verbs: [get, list]}
+- {apiGroups: [""], resources: [pods/exec, pods/portforward], verbs: [get]}
+- {apiGroups: [apps], resources: [deployments, replicasets], verbs: [get, list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: cc-get-only, namespace: wand-e2e}
+subjects: [{kind: ServiceAccount, name: cc-get-only, namespace: wand-e2e}]
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: cc-get-only}
+"""
+
+
+def test_get_only_exec_rights_are_what_the_cluster_authorises(cluster, wand, made):
+    """Issue 17: Kubernetes >= 1.31 lets `get` on pods/exec and pods/portforward open them (websockets): exec-py
+    worked with get-only rights, yet `check` failed the RBAC rows and attach refused before injecting. Both now
+    ask the cluster for create, then get, and the API server's version."""
+    made.extend(["deployment/cc-getonly", "rolebinding/cc-get-only", "role/cc-get-only", "serviceaccount/cc-get-only"])
+    sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+    from test_kube_verbs import Attached
+    cluster.kubectl("apply", "-f", "-", input=RBAC_GET_ONLY, check=True)
+    cluster.deploy("cc-getonly", ["python3", "-m", "uvicorn", "web:app", "--host", "0.0.0.0", "--port", "8000",
+                                  "--app-dir", "/app"])
+    user = ["--as", "system:serviceaccount:wand-e2e:cc-get-only"]
+    ran = wand("exec-py", "deploy/cc-getonly", "-n", NS, *user, "--", "6 * 7")
+    assert ran.returncode == 0 and ran.stdout.strip() == "42", ran.stderr  # what the cluster allows, shown
+    checked = wand("check", "deploy/cc-getonly", "-n", NS, *user, "-o", "json")
+    rows = {r["check"]: r for r in __import__("json").loads(checked.stdout)["rows"]}
+    for sub in ("exec", "portforward"):
+        assert rows["RBAC pods/%s" % sub]["status"] == "ok" and "by get" in rows["RBAC pods/%s" % sub]["detail"]
+    assert checked.returncode == 0, checked.stdout
+    attached = Attached(dict(cluster.env, PYTHONPATH=REPO), "deploy/cc-getonly", "-n", NS, *user, "--port", "5691",
+                        "--local-port", "0")
+    try:
+        attached.read_until(r"Forwarding 127\.0\.0\.1:(\d+)")
+    finally:
+        code, _out, err = attached.stop()
+    assert code in (0, 130), err

@@ -271,3 +271,20 @@ def test_hand_matched_names_agree_with_their_patterns():
                  "wand-1-2-3-0123456789a", "wand-1-2--0123456789ab", "wand-1-2-3-4-0123456789ab", "wand-x-2-3-0123456789ab"]:
         m = name.match(text)
         assert reap.dir_fields(text) == (m and tuple(int(g) for g in m.groups())), text
+
+
+def test_a_pod_agent_keeps_its_own_containers_processes(monkeypatch):
+    """shareProcessNamespace: the agent keeps the processes whose cgroup reads as its own; from an ephemeral debug
+    container (only its idle helper shares its cgroup) or outside a pod it keeps them all."""
+    class P:
+        def __init__(self, *cmdline):
+            self.cmdline = list(cmdline)
+    groups = {"self": "0::/\n", 7: "0::/\n", 13: "0::/../cri-containerd-b.scope\n", 20: "0::/\n"}
+    monkeypatch.setattr(processes, "cgroup_of", lambda pid="self": groups.get(pid))
+    procs = {7: P("python3", "app.py"), 13: P("python3", "other.py")}
+    assert processes.in_own_container(procs) is None  # not in a pod: this machine's processes are all ours
+    monkeypatch.setattr(processes, "OWN_CONTAINER_ONLY", True)
+    assert processes.in_own_container(procs) == {7}
+    groups.update({7: "0::/../cri-containerd-a.scope\n"})  # the ephemeral container: only its idle helper is ours
+    procs[20] = P("python3", "-S", "-c", "...", "kubectl-wand-idle")
+    assert processes.in_own_container(procs) is None

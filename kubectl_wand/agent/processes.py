@@ -226,13 +226,16 @@ def cgroup_of(pid="self"):
 
 def in_own_container(procs):
     """The pids of ``procs`` (pid -> Proc) in our own container, or None to keep them all: outside a pod, when
-    our cgroup cannot be read, or when none of them shares it (an ephemeral debug container is a container of
-    its own: the app's processes are in another one, and all of them are its targets)."""
-    mine = cgroup_of()
-    if not OWN_CONTAINER_ONLY or not mine:
+    our cgroup cannot be read, or when only helpers share it (an ephemeral debug container is a container of
+    its own, where only its idle process runs Python: the app's processes are in another one, and all of them
+    are its targets)."""
+    mine = cgroup_of() if OWN_CONTAINER_ONLY else None
+    if not mine:
         return None
     same = {pid for pid in procs if cgroup_of(pid) == mine}
-    return same or None
+    if all(is_helper(" ".join(procs[pid].cmdline)) for pid in same):
+        return None
+    return same
 
 
 def list_processes(only_pid=None, cpu: bool = True):

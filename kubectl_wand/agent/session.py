@@ -194,6 +194,9 @@ class Injection:
             watch.close()
             if state in ("maybe", "queued") and self._still_holds(reader, script, watch):
                 private.remove(keep=("bootstrap.py",))  # the target still holds it: it removes itself later
+                interrupt = sys.exc_info()[1]
+                if interrupt is not None and not isinstance(interrupt, Exception):  # Ctrl-C, SIGTERM (pid/N)
+                    interrupt.wand_note = interrupted_note(self.pid, script)
             else:
                 private.remove()
 
@@ -303,7 +306,7 @@ class Injection:
     def _pending(self, private, watch):
         frames = main_thread_stack(self.rt)
         state = watch.state()
-        result = {"status": "pending", "frames": frames, "syscall": blocked_in(self.pid),
+        result = {"status": "pending", "pid": self.pid, "frames": frames, "syscall": blocked_in(self.pid),
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
@@ -320,6 +323,13 @@ class Injection:
         return {"status": "running", "frames": frames, "syscall": blocked_in(self.pid),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
+
+
+def interrupted_note(pid, script) -> str:
+    """What the CLI prints when it is interrupted while the injection is pending (docs/security.md)."""
+    return ("interrupted while the injection into process %s was pending: nothing of the request ran; its "
+            "bootstrap (no user code) stays queued at %s until the main thread wakes, then deletes itself; a retry "
+            "adopts it" % (pid, script))
 
 
 _INJECTOR = {}

@@ -71,10 +71,8 @@ def last_word(proc, interrupt):
     if not result or result.get("status") not in protocol.UNFINISHED:
         return
     if result["status"] == protocol.PENDING:
-        interrupt.wand_note = ("interrupted while the injection into process %s was pending: nothing of the "
-                               "request ran; its bootstrap (no user code) stays queued at %s until the main thread "
-                               "wakes, then deletes itself; a retry adopts it" % (
-                                   result.get("pid", "?"), result.get("left_behind")))
+        from ..agent.session import interrupted_note
+        interrupt.wand_note = interrupted_note(result.get("pid", "?"), result.get("left_behind"))
     else:
         interrupt.wand_note = ("interrupted while the code was still running in process %s: it keeps running until "
                                "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))

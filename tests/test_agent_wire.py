@@ -91,3 +91,16 @@ def test_agent_whose_cli_hangs_up_ends_a_pending_injection_at_once(spawn, tmp_pa
     assert "interrupted while the injection" in result["error"]
     again = run_agent({"op": "exec", "pid": app.pid, "code": "print('x')", "timeout": 1}, tmp_path)
     assert again["status"] == "pending" and again["left_behind"] == result["left_behind"]  # adopted, not busy
+
+
+@pytest.mark.py314
+def test_an_agent_whose_cli_already_left_runs_nothing(spawn, tmp_path):
+    """A candidate interpreter that greets too late (the CLI has moved on to the next one and closed this one's
+    stdin) must not run the request beside the one that answered: it returns cancelled, untouched."""
+    app = spawn("busy.py")
+    done = subprocess.run([sys.executable, "-I", "-c", LOADER], input=boot_line() + agent_header("exec") +
+                          protocol.encode(protocol.request("exec", pid=app.pid, code="print('twice')", timeout=5)),
+                          capture_output=True, timeout=60, cwd=tmp_path)
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 2, (lines, done.stderr)
+    assert protocol.check_result(json.loads(lines[1])["result"])["status"] == "cancelled"

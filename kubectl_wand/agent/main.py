@@ -177,6 +177,11 @@ def serve_stdio():
     except protocol.ProtocolError as exc:
         write({protocol.RESULT: protocol.error("protocol", str(exc))})
         return
+    if request.get("op") in CHOOSING and stdin_hung_up():
+        # The CLI gave up on us before we started (a slow start taken for a python3 that never answers, then
+        # another interpreter tried): never run its request a second time beside the one that answered.
+        write({protocol.RESULT: protocol.result(protocol.CANCELLED)})
+        return
     if request.get("end_probes"):  # interpreters the CLI tried here before us never greeted: end what they left
         processes.end_probes(request["end_probes"])
     stop = None

@@ -39,8 +39,8 @@ PENDING = "pending"      # injected, but the main thread never reached a safe po
 RUNNING = "running"      # the code started but was still running (blocked in C) at the deadline
 RAISED = "raised"        # exec: the user's code raised
 TIMEOUT = "timeout"      # exec: Python code outlived --timeout and was stopped
-LISTENING = "listening"  # attach: a new debug server answers DAP
-ALREADY = "already"      # attach: a server kubectl-wand started earlier answers DAP
+LISTENING = "listening"  # attach: a new debug server listens (``confirmed`` says how that was checked)
+ALREADY = "already"      # attach: a server kubectl-wand started earlier still listens
 EXITED = "exited"        # watch: the process exited and nothing replaced it
 RESTARTED = "restarted"  # watch: its parent started a replacement worker
 CANCELLED = "cancelled"  # watch: the CLI went away first
@@ -94,6 +94,11 @@ def error(kind: str, message: str, **extra) -> dict:
 
 def hello(**facts) -> dict:
     return {HELLO: dict(facts, protocol=VERSION)}
+
+
+def check_row(name: str, status: str, detail: str, fix: str = "") -> dict:
+    """One row of a ``check`` result (status ok, warn or fail); the CLI adds its own rows about the pod."""
+    return {"check": name, "status": status, "detail": detail, "fix": fix}
 
 
 class _Decoding:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import atexit
 
 from ..agent import protocol
-from . import pipes
+from .. import pipes
 from .bundle import AGENT_ARGS
-from .kubectl import kubectl_in, probe_marker, spawn_agent
+from .kubectl import probe_marker, spawn_agent
 
 
 class EarlyCall:
@@ -27,7 +27,7 @@ class EarlyCall:
         self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
         args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS + [
             self.marker]
-        self.proc = spawn_agent(flags, kubectl_in(flags, namespace, *args), protocol.request(**request))
+        self.proc = spawn_agent(flags, flags.kubectl_in(namespace, *args), protocol.request(**request))
         self.stderr = pipes.Drain(self.proc.stderr)
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
 

@@ -201,6 +201,8 @@ class KubectlTransport(Transport):
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
         error = self.exec_error(proc.returncode, stderr.text())
+        if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
+            error = self.gone() or error
         if isinstance(error, NoInterpreter) or not greeted and getattr(error, "unexplained", False):
             # it ran, but no agent greeted: not a Python we can use (pid 1 a shell, a Python 2...)
             raise NoInterpreter(str(error))
@@ -222,8 +224,9 @@ class KubectlTransport(Transport):
                              "%s (rule: apiGroups [\"\"], resources [\"pods/exec\"], verbs [\"create\"])" % (
                                  self.name, self.namespace), errors.ENVIRONMENT)
         if "unable to upgrade connection: container not found" in low:
-            return WandError("container %s in pod/%s is not running right now (restarting?); kubectl describe "
-                             "pod/%s tells why" % (self.container, self.name, self.name), errors.NOT_FOUND)
+            return self.gone() or WandError("container %s in pod/%s is not running right now (restarting?); "
+                                            "kubectl describe pod/%s tells why" % (self.container, self.name,
+                                                                                    self.name), errors.NOT_FOUND)
         if "container not found" in low or "is not valid for pod" in low:
             return WandError("container %s not found in pod/%s; check -c" % (self.container, self.name),
                              errors.NOT_FOUND)
@@ -238,6 +241,16 @@ class KubectlTransport(Transport):
                           errors.ENVIRONMENT)
         error.unexplained = True
         return error
+
+    def gone(self):
+        """The error that says why the pod or the container went away (read from the API now), or None."""
+        from ..kube.resolve import why_gone
+        reason = why_gone(self.flags, self.pod, self.container)
+        if reason is None:
+            return None
+        if reason.startswith("container "):
+            return WandError("in pod/%s, %s" % (self.name, reason), errors.NOT_FOUND)
+        return WandError("pod/%s went away: %s" % (self.name, reason), errors.NOT_FOUND)
 
     # -- the rest of the interface --------------------------------------------------------------------------
     def watch(self, pid: int) -> Watch:

@@ -207,18 +207,23 @@ EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemer
 
 
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and
-    --ephemeral where it would help)."""
+    """The agent's result, or the error it reports (``agent_error``)."""
     if result.get("status") == "error":
-        error = errors.from_agent(result, transport.where)
-        exec_path = not transport.local and not transport.ephemeral
-        if result.get("kind") == "permission":
-            fix = transport.permission_fix()
-            if fix:
-                error.message += "; the container lacks SYS_PTRACE: " + fix
-            if exec_path:
-                error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
-        elif exec_path and result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
-            error.message += EPHEMERAL_HINT % "with a writable /tmp of its own (nothing is written into the app's)"
-        raise error
+        raise agent_error(result, transport)
     return result
+
+
+def agent_error(result: dict, transport) -> WandError:
+    """An agent's error result as a WandError naming where, with the pod's SYS_PTRACE fix for permission, and
+    --ephemeral where it would help: every verb words the same refusal the same way."""
+    error = errors.from_agent(result, transport.where)
+    exec_path = not transport.local and not transport.ephemeral
+    if result.get("kind") == "permission":
+        fix = transport.permission_fix()
+        if fix:
+            error.message += "; the container lacks SYS_PTRACE: " + fix
+        if exec_path:
+            error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
+    elif exec_path and result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
+        error.message += EPHEMERAL_HINT % "with a writable /tmp of its own (nothing is written into the app's)"
+    return error

@@ -56,7 +56,8 @@ def entries(results, err, opts):
             codes.append(result.code)
             continue
         if result.get("status") != "ok":
-            err.write("error: %s: %s\n" % (transport.where, result.get("error")))
+            from .common import agent_error
+            err.write("error: %s\n" % agent_error(result, transport).message)
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:

@@ -135,7 +135,8 @@ class Hits:
                 codes.append(result.code)
                 continue
             if result.get("status") != "ok":
-                self.err.write("error: %s: %s\n" % (transport.where, result.get("error")))
+                from .common import agent_error
+                self.err.write("error: %s\n" % agent_error(result, transport).message)
                 codes.append(errors.exit_code(result))
                 continue
             if result.get("snapshot") is not None:

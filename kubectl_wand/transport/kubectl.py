@@ -21,6 +21,9 @@ from . import Transport, Watch, pipes
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+# SIGKILLed (exit 137) with the pod still looking fine: how long to poll for the kubelet's report of why (a
+# container's exit reaches the API after it happened; a deletion or an eviction is there before the kill)
+GONE_PATIENCE = 3.0
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
                   "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
@@ -202,7 +205,7 @@ class KubectlTransport(Transport):
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
         error = self.exec_error(proc.returncode, stderr.text())
         if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
-            error = self.gone() or error
+            error = self.gone(patience=GONE_PATIENCE if proc.returncode == 137 else 0) or error
         if isinstance(error, NoInterpreter) or not greeted and getattr(error, "unexplained", False):
             # it ran, but no agent greeted: not a Python we can use (pid 1 a shell, a Python 2...)
             raise NoInterpreter(str(error))
@@ -242,15 +245,24 @@ class KubectlTransport(Transport):
         error.unexplained = True
         return error
 
-    def gone(self):
-        """The error that says why the pod or the container went away (read from the API now), or None."""
+    def gone(self, patience=0.0):
+        """The error that says why the pod or the container went away (read from the API now, and again for
+        ``patience`` seconds while the pod still looks fine), or None."""
         from ..kube.resolve import why_gone
-        reason = why_gone(self.flags, self.pod, self.container)
+        deadline = time.monotonic() + patience
+        while True:
+            reason = why_gone(self.flags, self.pod, self.container)
+            if reason is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)  # the kubelet reports a container's exit after it happened: poll the API a little
         if reason is None:
             return None
         if reason.startswith("container "):
-            return WandError("in pod/%s, %s" % (self.name, reason), errors.NOT_FOUND)
-        return WandError("pod/%s went away: %s" % (self.name, reason), errors.NOT_FOUND)
+            error = WandError("in pod/%s, %s" % (self.name, reason), errors.NOT_FOUND)
+        else:
+            error = WandError("pod/%s went away: %s" % (self.name, reason), errors.NOT_FOUND)
+        error.gone = True  # streams (profile, trace) keep and summarise what came before
+        return error
 
     # -- the rest of the interface --------------------------------------------------------------------------
     def watch(self, pid: int) -> Watch:

@@ -121,7 +121,8 @@ def test_a_container_that_just_exited_is_named_not_its_phase(monkeypatch):
     (dict(pod_with({"terminated": {"exitCode": 137}}, phase="Failed"), status={
         "phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
      "it was evicted: The node was low on resource: memory."),
-    (pod_with({"terminated": {"reason": "OOMKilled", "exitCode": 137}}), "container app exited (OOMKilled, exit code 137)"),
+    (pod_with({"terminated": {"reason": "OOMKilled", "exitCode": 137}}),
+     "container app exited (OOMKilled, exit code 137)"),
     (pod_with({"running": {}}, restarts=1, last={"reason": "Error", "exitCode": 1}),
      "container app exited (Error, exit code 1); it runs again now"),
     (pod_with({"running": {}}), None),
@@ -186,3 +187,83 @@ def test_check_ephemeral_does_not_promise_a_container_the_rows_above_refuse(monk
             assert rows["RBAC pods/ephemeralcontainers"]["status"] == "fail"
             assert "none can be added" in rows["debug container"]["detail"]
             assert "one is added" not in rows["debug container"]["detail"]
+
+
+# -- profile keeps what a pod sent before it went away ---------------------------------------------------------------
+
+PARTIAL = {"pid": 1, "rate": 100, "duration": 4.2, "samples": 420, "errors": 0, "recorded": 400,
+           "achieved_rate": 100.0, "stopped_early": "partial",
+           "frames": [{"function": "crunch", "file": "/app/layers.py", "line": 9}],
+           "stacks": [{"thread": "hot-worker", "frames": [0], "count": 400}]}
+
+
+class Pod:
+    local, ephemeral = False, False
+
+    def __init__(self, name, sends=None, error=None):
+        self.where, self.labels = "pod/" + name, {"pod": name, "container": "app"}
+        self.sends, self.error = sends, error
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        for event in self.sends or ():
+            on_event({"progress": {"samples": event["samples"]}})
+            on_event({"partial": {"pid": 1, "profile": event}})
+        raise self.error
+
+    def permission_fix(self):
+        return None
+
+
+def gone(name):
+    error = WandError("pod/%s went away: it is being deleted (a rollout, a scale-down or kubectl delete)" % name,
+                      errors.NOT_FOUND)
+    error.gone = True
+    return error
+
+
+def profile_of(monkeypatch, tmp_path, pods):
+    import io
+    from kubectl_wand.commands import profile
+    from kubectl_wand.streams import Streams
+    monkeypatch.setattr(profile, "pods_of", lambda opts: pods)
+    out = tmp_path / "p.txt"
+    err = io.StringIO()
+    opts = profile.Options(duration=5.0, format="collapsed", output=str(out),
+                           streams=Streams(stdin=io.StringIO(), stdout=io.StringIO(), stderr=err))
+    try:
+        code = opts.run()
+    except WandError as exc:
+        err.write("error: %s\n" % exc.message)
+        code = exc.code
+    return code, err.getvalue(), out
+
+
+def test_profile_keeps_and_writes_what_pods_sent_before_a_rollout_ended_them(monkeypatch, tmp_path):
+    pods = [Pod("web-%d" % i, sends=[dict(PARTIAL, samples=100), PARTIAL], error=gone("web-%d" % i))
+            for i in range(3)]
+    code, err, out = profile_of(monkeypatch, tmp_path, pods)
+    assert code == errors.OK, err
+    lines = err.splitlines()
+    for i in range(3):
+        assert ("warning: pod/web-%d went away: it is being deleted (a rollout, a scale-down or kubectl delete); "
+                "kept the 420 samples it had sent (4.2s)" % i) in lines, err
+    assert "no samples" not in err and "wrote %s" % out in err
+    assert out.read_text() == "crunch (/app/layers.py:9) 1200\n"
+
+
+def test_profile_that_read_nothing_says_only_why(monkeypatch, tmp_path):
+    refused = WandError("kubectl exec into pod/web-0 is forbidden (RBAC): grant create on pods/exec",
+                        errors.ENVIRONMENT)
+    code, err, out = profile_of(monkeypatch, tmp_path, [Pod("web-0", error=refused)])
+    assert code == errors.ENVIRONMENT
+    assert err.splitlines() == ["error: pod/web-0: " + refused.message]  # not also "the processes were idle"
+    assert not out.exists()
+
+
+def test_an_empty_profile_says_why_it_is_empty():
+    from kubectl_wand.commands.profile import empty
+    stopped = empty({"samples": 0, "errors": 0}, stopped=True)
+    assert "before the first sample" in stopped.message and stopped.code == errors.INTERRUPTED
+    failed = empty({"samples": 0, "errors": 12}, stopped=False)
+    assert "every read" in failed.message and "12 errors" in failed.message
+    assert "idle the whole time" in empty({"samples": 50, "errors": 0}, stopped=False).message

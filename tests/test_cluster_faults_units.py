@@ -267,3 +267,10 @@ def test_an_empty_profile_says_why_it_is_empty():
     failed = empty({"samples": 0, "errors": 12}, stopped=False)
     assert "every read" in failed.message and "12 errors" in failed.message
     assert "idle the whole time" in empty({"samples": 50, "errors": 0}, stopped=False).message
+
+
+def test_kubectl_children_leave_the_terminals_ctrl_c_to_the_cli():
+    from kubectl_wand.transport import pipes
+    child = pipes.spawn([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"])
+    out, _err = child.communicate(timeout=30)
+    assert out.decode().strip() == "True"  # a Ctrl-C to the process group does not kill kubectl

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,6 +118,31 @@ def test_profile_keeps_what_replicas_sampled_when_a_scale_to_zero_ends_them(clus
     assert err.count("kept the ") == 3 and "no samples" not in err and "exit 137" not in err, err
     assert "wrote %s" % out in err
     assert any("idle_forever" in line for line in out.read_text().splitlines())
+
+
+@pytest.mark.parametrize("after", [1.0, 4.0])
+def test_profile_interrupted_from_the_terminal_ends_cleanly(cluster, made, tmp_path, after):
+    """Ctrl-C on a terminal signals the whole foreground group, kubectl children included: at 1 s (the pods may
+    not be sampled yet) and at 4 s (they are)."""
+    cluster.deploy("cf-ctrlc", ["python3", "-c", IDLE], replicas=2)
+    made.append("deployment/cf-ctrlc")
+    out = tmp_path / "profile.txt"
+    env = dict(cluster.env, PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "profile", "deploy/cf-ctrlc", "--idle",
+                             "--duration", "60s", "--format", "collapsed", "-o", str(out)], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=True,  # SIGINT at its default: the runner may ignore it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(after)  # the moment of the interrupt is what is tested, not a wait for readiness
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = finish(proc)
+    assert "exit -2" not in err and "kubectl exec" not in err and "idle the whole time" not in err, err
+    if out.exists() or after >= 4:
+        assert proc.returncode == 0 and "stopped early" in err, err
+        assert any("idle_forever" in line for line in out.read_text().splitlines())
+    else:
+        assert proc.returncode == 130, err
+        assert err in ("", "error: no samples: stopped before the first sample was taken\n"), err
 
 
 def test_trace_summarises_each_pod_a_scale_to_zero_ends(cluster, made):

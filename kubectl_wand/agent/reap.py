@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 
 from . import procfs
-from .fdops import open_root_base, remove_entry
+from .fdops import open_root_base, remove_entry, writable_by
+from .private import ours_too
 from .procfs import pidns
 
 def dir_fields(name: str):
@@ -74,15 +75,20 @@ def sweep(rt, bases, reader, keep=None):
     proc = rt.proc
     me = (proc.inner_pid, proc.start_ticks, pidns(proc.pid) or 0)
     current = reader.read() if reader is not None else None
+    gids = set(int(g) for g in (proc.status.get("Groups") or "").split()) | {proc.egid}
     queued = None
     roots = [rt.root_dir] + (["/"] if rt.mode == "loader" else [])  # our own view holds placeholders
     for root in roots:
         for base in bases:
+            if root != rt.root_dir and not ours_too(base):
+                continue  # the target's $TMPDIR names a directory of its view only
             try:
                 base_fd = open_root_base(root, base)
             except OSError:
                 continue
             try:
+                if not writable_by(os.fstat(base_fd), proc.euid, gids):
+                    continue  # we never made a directory there (private.PrivateDir): none of ours to remove
                 for name, pid, start, ns in listing(base_fd):
                     if name == keep:
                         continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .. import errors, printers, profiles
+from .. import errors, outfile, printers, profiles, terminal
 from ..errors import WandError
 from .common import TargetOptions, positive_seconds
 from .observe_common import entries, pods_of, read_all
@@ -58,6 +58,8 @@ class Options(TargetOptions):
             raise WandError("--rate must be 1-1000 samples per second", errors.USAGE)
         if self.format in ("speedscope", "svg") and not self.output:
             raise WandError("--format %s writes a file: give --output FILE" % self.format, errors.USAGE)
+        if self.output and self.output != "-":
+            outfile.check(self.output)  # before sampling, not after it
 
     def run(self) -> int:
         err = self.streams.stderr
@@ -73,6 +75,10 @@ class Options(TargetOptions):
         if not found:
             return code  # nothing was read at all: each pod's own line (RBAC, Pod Security...) said why
         merged = profiles.merge([(e.get("pod"), e) for e in found], per_pod=self.per_pod)
+        unread = [e["profile"].get("last_error") for e in found
+                  if (e.get("profile") or {}).get("errors") and not e["profile"].get("samples")]
+        if not merged["total"] and unread:  # not idle: every read failed (e.g. a stack past 1024 frames)
+            raise WandError("no samples: every read of the stacks failed: %s" % unread[0], errors.ENVIRONMENT)
         if not merged["total"]:
             raise empty(merged, stop.is_set())
         self.write(merged)
@@ -93,12 +99,18 @@ class Options(TargetOptions):
         else:
             text = printers.dump(profiles.to_speedscope(merged, name=name), "json")
         if self.output and self.output != "-":
-            with open(self.output, "w", encoding="utf-8") as f:
-                f.write(text)
+            try:  # a name that was not UTF-8 in the target keeps its bytes
+                data = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "backslashreplace")
+            replaced = outfile.write(self.output, data)
             if not self.quiet:
-                self.streams.stderr.write("wrote %s (%s)\n" % (self.output, self.format))
-        else:
+                self.streams.stderr.write("wrote %s (%s)%s\n" % (self.output, self.format,
+                                                                 "; it replaced the file there" if replaced else ""))
+        elif self.format == "top":
             self.streams.stdout.write(text)
+        else:  # a data format on stdout: the names as they are (collapsed stacks already drop newlines)
+            terminal.raw(self.streams.stdout).write(text)
 
 
 def empty(merged, stopped):
@@ -117,7 +129,7 @@ class Progress:
     profile so far (the agent's ``partial`` events), kept for a pod that goes away before its result."""
 
     def __init__(self, opts, pods):
-        self.stream = opts.streams.stderr
+        self.stream = terminal.raw(opts.streams.stderr)  # its own carriage returns; its numbers are ours
         self.enabled = not opts.quiet and getattr(self.stream, "isatty", lambda: False)()
         self.per_source = {}
         self.started = time.monotonic()
@@ -137,7 +149,8 @@ class Progress:
         samples = sum(p.get("samples", 0) for p in sent.values())
         seconds = max(p.get("duration") or 0 for p in sent.values())
         self.err.write("warning: %s; kept the %d samples it had sent (%.1fs)\n" % (
-            result.message if getattr(result, "gone", False) else "%s: %s" % (transport.where, result.message),
+            terminal.text(result.message if getattr(result, "gone", False) else "%s: %s" % (
+                transport.where, result.message)),
             samples, seconds))
         processes = [{"pid": pid, "profile": dict(prof, stopped_early="pod ended")} for pid, prof in sent.items()]
         code = errors.OK if getattr(result, "gone", False) else result.code

@@ -347,7 +347,8 @@ def main(argv=None) -> int:
         received.append(signum)
         raise Terminated(signum)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, terminate)
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup kubectl wand attach ...` keeps ignoring SIGHUP
+            signal.signal(signum, terminate)
     code = ended(verb, ns)
     return 128 + received[0] if received else code
 

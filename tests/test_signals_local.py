@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from procs import REPO, read_line, wait_for
+from procs import REPO, default_signals, read_line, wait_for
 from test_trace_local import Traffic, line_of, probe_gone
 
 from kubectl_wand.agent import procfs
@@ -23,7 +23,7 @@ def cli(*args):
     # A session of its own: the signal goes to the CLI alone, as `kill PID` or a closed terminal's would.
     return subprocess.Popen([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], cwd=REPO,
                             env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=default_signals)
 
 
 def sampler_of(pid):
@@ -81,3 +81,27 @@ def test_trace_ended_by_a_signal_prints_its_summary_and_removes_the_probe(spawn,
     summary = [line for line in err.splitlines() if "hit(s)" in line]
     assert len(summary) == 1 and "probe removed" in summary[0], err
     assert probe_gone(app.pid) and traffic.failed == []
+
+
+def test_an_inherited_ignored_sighup_stays_ignored(spawn):
+    """`nohup kubectl wand ...`: the CLI keeps what it inherited, and a SIGHUP ends nothing."""
+    import signal as sig
+
+    def nohup():
+        default_signals()
+        sig.signal(sig.SIGHUP, sig.SIG_IGN)
+    app = spawn("trace_app.py")
+    proc = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "trace", "pid/%d" % app.pid,
+                             "trace_app.py:%d" % line_of("handler"), "--duration", "4s"], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=nohup)
+    try:
+        assert read_line(proc.stderr, 30).startswith("tracing ")
+        proc.send_signal(sig.SIGHUP)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0 and "ended by duration" in err.decode(), err
+    assert probe_gone(app.pid)

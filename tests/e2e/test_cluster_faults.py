@@ -16,6 +16,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import dap  # noqa: E402
+from procs import default_signals  # noqa: E402
 from test_kube_verbs import APPS, one_line  # noqa: E402
 
 from kubectl_wand.errors import WandError  # noqa: E402
@@ -131,8 +132,7 @@ def test_profile_interrupted_from_the_terminal_ends_cleanly(cluster, made, tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "profile", "deploy/cf-ctrlc", "--idle",
                              "--duration", "60s", "--format", "collapsed", "-o", str(out)], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                            start_new_session=True,  # SIGINT at its default: the runner may ignore it
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True, preexec_fn=default_signals)  # the runner may ignore SIGINT
     time.sleep(after)  # the moment of the interrupt is what is tested, not a wait for readiness
     os.killpg(proc.pid, signal.SIGINT)
     _out, err = finish(proc)

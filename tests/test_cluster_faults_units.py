@@ -155,6 +155,10 @@ class Place:
     def permission_fix(self):
         return None
 
+    def alternative(self, having):
+        from kubectl_wand.transport.kubectl import EPHEMERAL_HINT
+        return EPHEMERAL_HINT % having  # what a pod reached through kubectl exec offers
+
 
 def test_no_room_for_private_files_gets_the_ephemeral_hint_in_every_verb():
     from kubectl_wand.commands.common import agent_error
@@ -213,6 +217,9 @@ class Pod:
     def permission_fix(self):
         return None
 
+    def alternative(self, having):
+        return ""
+
 
 def gone(name):
     error = WandError("pod/%s went away: it is being deleted (a rollout, a scale-down or kubectl delete)" % name,
@@ -270,7 +277,7 @@ def test_an_empty_profile_says_why_it_is_empty():
 
 
 def test_kubectl_children_leave_the_terminals_ctrl_c_to_the_cli():
-    from kubectl_wand.transport import pipes
+    from kubectl_wand import pipes
     child = pipes.spawn([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"])
     out, _err = child.communicate(timeout=30)
     assert out.decode().strip() == "True"  # a Ctrl-C to the process group does not kill kubectl

@@ -142,21 +142,16 @@ def preflight(flags, pod, container):
 
 def add(flags, pod, container, image, python):
     """Add a debug container with `kubectl debug`; its name. Errors name the cause in one line."""
-    from ..transport.kubectl import kubectl_in
-    from ..transport import pipes
     import subprocess
+    from .. import pipes
     name = PREFIX + os.urandom(4).hex()
     custom = json.dumps(AS_ROOT).encode()
-    argv = kubectl_in(flags, pod["metadata"]["namespace"], "debug", "pod/" + pod["metadata"]["name"],
+    argv = flags.kubectl_in(pod["metadata"]["namespace"], "debug", "pod/" + pod["metadata"]["name"],
                       "--target=" + container, "--profile=general", "--image=" + image,
                       "--image-pull-policy=IfNotPresent", "-c", name, "--quiet", "--custom=/dev/stdin", "--",
                       python, "-S", "-c", IDLE, MARKER)
-    if flags.verbosity >= 6:
-        import sys
-        sys.stderr.write("+ %s\n" % " ".join(argv))
     try:
-        done = subprocess.run(argv, input=custom, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=flags.timeout_s + 10)
+        done = flags.run(argv, input=custom, timeout=flags.timeout_s + 10)
     except subprocess.TimeoutExpired:
         raise WandError("kubectl debug did not answer within %gs; raise --request-timeout" % (flags.timeout_s + 10),
                         errors.TIMEOUT)
@@ -210,16 +205,15 @@ class StatusWatch:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _spawn(self, resource_version):
-        from ..transport.kubectl import kubectl_in
-        from ..transport import pipes
         left = max(1, int(self.deadline - time.monotonic()))
         query = "fieldSelector=%s&watch=true&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%d" % (
             quote("metadata.name=" + self.pod_name), quote(str(resource_version)), left)
-        return pipes.spawn(kubectl_in(self.flags, self.namespace, "get", "--raw",
-                                      "/api/v1/namespaces/%s/pods?%s" % (self.namespace, query)), stdin=None)
+        return self.flags.spawn(self.flags.kubectl_in(self.namespace, "get", "--raw",
+                                                      "/api/v1/namespaces/%s/pods?%s" % (self.namespace, query)),
+                                short_lived=False, stdin=None)
 
     def _run(self):
-        from ..transport import pipes
+        from .. import pipes
         proc = self.proc
         while True:
             started = time.monotonic()
@@ -238,7 +232,7 @@ class StatusWatch:
 
     def _read(self, proc):
         """Events until the watch ends (its end, an ERROR event, a broken line, the deadline)."""
-        from ..transport import pipes
+        from .. import pipes
         try:
             for line in pipes.lines(proc.stdout, self.deadline):
                 try:
@@ -301,7 +295,7 @@ class StatusWatch:
                 raise self.error
 
     def close(self):
-        from ..transport import pipes
+        from .. import pipes
         with self.lock:
             self.closed = True
             proc = self.proc
@@ -323,7 +317,7 @@ def start_error(name, image, reason, message):
 
 def rows(flags, pod, container, image):
     """`check --ephemeral` rows: RBAC for the debug container, the Pod Security level, the image on the node."""
-    from ..agent.checks import row
+    from ..agent.protocol import check_row as row
     namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
     out = []
     state = target_state(pod, container)
@@ -363,7 +357,7 @@ def rows(flags, pod, container, image):
 
 
 def image_row(flags, pod, container, image):
-    from ..agent.checks import row
+    from ..agent.protocol import check_row as row
     own = app_image(pod, container)
     if not image or image == own:
         status = next((cs for cs in (pod.get("status") or {}).get("containerStatuses") or []

@@ -25,6 +25,9 @@ PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the conta
 # answers (a wrapper that blocks) cost the whole --request-timeout, then failed, without trying the pod spec's
 # Python. A hello comes 0.3-0.6 s after the spawn here, 2 s with 20 pods listed at once on 2 cores.
 HELLO_WITHIN = 8.0
+# SIGKILLed (exit 137) with the pod still looking fine: how long to poll for the kubelet's report of why (a
+# container's exit reaches the API after it happened; a deletion or an eviction is there before the kill)
+GONE_PATIENCE = 3.0
 EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
                   "that shares the app's processes (no restart)")
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
@@ -256,6 +259,8 @@ class KubectlTransport(Transport):
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
         error = self.exec_error(proc.returncode, stderr.text())
+        if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
+            error = self.gone(patience=GONE_PATIENCE if proc.returncode == 137 else 0) or error
         if isinstance(error, NoInterpreter) or not greeted and getattr(error, "unexplained", False):
             # it ran, but no agent greeted: not a Python we can use (pid 1 a shell, a Python 2...)
             raise NoInterpreter(str(error))
@@ -277,8 +282,9 @@ class KubectlTransport(Transport):
                              "%s (rule: apiGroups [\"\"], resources [\"pods/exec\"], verbs [\"create\"])" % (
                                  self.name, self.namespace), errors.ENVIRONMENT)
         if "unable to upgrade connection: container not found" in low:
-            return WandError("container %s in pod/%s is not running right now (restarting?); kubectl describe "
-                             "pod/%s tells why" % (self.container, self.name, self.name), errors.NOT_FOUND)
+            return self.gone() or WandError("container %s in pod/%s is not running right now (restarting?); "
+                                            "kubectl describe pod/%s tells why" % (self.container, self.name,
+                                                                                    self.name), errors.NOT_FOUND)
         if "container not found" in low or "is not valid for pod" in low:
             return WandError("container %s not found in pod/%s; check -c" % (self.container, self.name),
                              errors.NOT_FOUND)
@@ -292,6 +298,25 @@ class KubectlTransport(Transport):
         error = WandError("kubectl exec into %s failed (exit %s): %s" % (self.where, code, pipes.last_line(text)),
                           errors.ENVIRONMENT)
         error.unexplained = True
+        return error
+
+    def gone(self, patience=0.0):
+        """The error that says why the pod or the container went away (read from the API now, and again for
+        ``patience`` seconds while the pod still looks fine), or None."""
+        from ..kube.resolve import why_gone
+        deadline = time.monotonic() + patience
+        while True:
+            reason = why_gone(self.flags, self.pod, self.container)
+            if reason is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)  # the kubelet reports a container's exit after it happened: poll the API a little
+        if reason is None:
+            return None
+        if reason.startswith("container "):
+            error = WandError("in pod/%s, %s" % (self.name, reason), errors.NOT_FOUND)
+        else:
+            error = WandError("pod/%s went away: %s" % (self.name, reason), errors.NOT_FOUND)
+        error.gone = True  # streams (profile, trace) keep and summarise what came before
         return error
 
     # -- the rest of the interface --------------------------------------------------------------------------

@@ -23,8 +23,12 @@ _prctl = None
 
 
 def _die_with_parent(parent: int):
-    """Runs in the child between fork and exec."""
+    """Runs in the child between fork and exec. The terminal's Ctrl-C reaches the whole foreground process group:
+    kubectl ignores it (without -t it installs no handler), and kubectl wand decides what the interrupt ends. Seen:
+    `profile` interrupted at 3 s lost every pod's result to `kubectl exec ... (exit -2)` while its agents had
+    the profile ready to send."""
     global _prctl
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # we died before prctl took effect
@@ -68,14 +72,15 @@ class Drain:
 
 
 def lines(pipe, deadline):
-    """Lines from a pipe until EOF; TimeoutError past the deadline."""
+    """Lines from a pipe until EOF; TimeoutError past the deadline (a time.monotonic() value, or a function
+    that returns the one in force: an agent's first line may have a tighter one than the rest)."""
     fd = pipe.fileno()
     buf = b""
     while True:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line
-        left = deadline - time.monotonic()
+        left = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if left <= 0:
             raise TimeoutError
         ready, _, _ = select.select([fd], [], [], left)

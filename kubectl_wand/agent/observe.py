@@ -203,10 +203,12 @@ def profile(request: dict, emit=None, stop=None) -> dict:
     """Sample each target for ``duration`` seconds at ``rate`` Hz, in parallel; stop early when ``stop`` is set.
 
     Progress: ``emit({"progress": {"samples", "errors", "elapsed", "processes"}})`` about every 0.5 s, summed
-    over the processes. Entry: {"pid", "python", "command", "profile": {"pid", "rate", "duration", "samples",
-    "errors", "missed", "recorded", "achieved_rate", "idle", "gil", "stopped_early": null | "signal" | "eof" |
-    "exited", "frames": [{"function", "file", "line"}], "stacks": [{"thread", "frames": [frame index, innermost
-    first], "count"}]}}; or {"pid", "kind", "error"}.
+    over the processes; ``emit({"partial": {"pid", "profile"}})``, a process's profile so far, about every
+    second (the CLI keeps the last one of a pod that a rollout ends before its result).
+    Entry: {"pid", "python", "command", "profile": {"pid", "rate", "duration", "samples", "errors", "missed",
+    "recorded", "achieved_rate", "idle", "gil", "stopped_early": null | "signal" | "eof" | "exited", "frames":
+    [{"function", "file", "line"}], "stacks": [{"thread", "frames": [frame index, innermost first], "count"}]}};
+    or {"pid", "kind", "error"}.
     """
     _rate, duration, args = profile_args(request)
     found = targets(request.get("pid"))
@@ -233,7 +235,7 @@ class Sampling:
 
     def __init__(self, pid, resolved):
         self.pid, self.resolved, self.popen = pid, resolved, None
-        self.buf, self.err, self.final, self.progress = b"", b"", None, {}
+        self.buf, self.err, self.final, self.progress, self.partial = b"", b"", None, {}, None
         self.open_streams = 2
 
     def feed(self, data: bytes):
@@ -246,6 +248,8 @@ class Sampling:
                 continue
             if "progress" in obj:
                 self.progress = obj["progress"]
+            elif "partial" in obj:
+                self.partial = obj["partial"]
             else:
                 self.final = obj
 
@@ -325,6 +329,10 @@ def watch(runs, duration, emit, stop):
             if emit is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_EVERY
                 emit({"progress": summed(runs, started)})
+                for run in runs:  # what each has counted so far, once: the CLI keeps it if the pod goes away
+                    if run.partial is not None:
+                        emit({"partial": {"pid": run.pid, "profile": dict(run.partial, pid=run.pid)}})
+                        run.partial = None
     finally:
         sel.close()
 

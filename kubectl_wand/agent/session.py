@@ -22,6 +22,7 @@ import sys
 import time
 
 from . import private as private_mod, processes, procfs, protocol, reap, runtime as runtime_mod, slot as slot_mod
+from . import wait as wait_mod
 from .wait import Exited, Watch
 
 from .sources import SOURCES, module_source, op_sources  # noqa: E402,F401  (re-exported for the agent modules)
@@ -149,6 +150,9 @@ class Injection:
                 return sock
             except OSError:
                 sock.close()
+                if wait_mod.abandoned():
+                    raise AgentError("busy", "another kubectl wand injection into process %d is still running; "
+                                     "the CLI left while waiting for it" % self.pid)
                 if time.monotonic() - started > self.timeout:
                     raise AgentError("busy", "another kubectl wand injection into process %d is still running "
                                      "(waited %gs for it); retry when it has finished" % (self.pid, self.timeout))
@@ -207,6 +211,9 @@ class Injection:
             watch.close()
             if state in ("maybe", "queued") and self._still_holds(reader, script, watch):
                 private.remove(keep=("bootstrap.py",))  # the target still holds it: it removes itself later
+                interrupt = sys.exc_info()[1]
+                if interrupt is not None and not isinstance(interrupt, Exception):  # Ctrl-C, SIGTERM (pid/N)
+                    interrupt.wand_note = interrupted_note(self.pid, script)
             else:
                 private.remove()
 
@@ -320,11 +327,14 @@ class Injection:
     def _pending(self, private, watch):
         frames = main_thread_stack(self.rt)
         state = watch.state()
-        result = {"status": "pending", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
-                  "in_bootstrap": len(app_frames(frames)) < len(frames),
+        result = {"status": "pending", "pid": self.pid, "frames": app_frames(frames),
+                  "syscall": blocked_in(self.pid), "in_bootstrap": len(app_frames(frames)) < len(frames),
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
+        if wait_mod.abandoned():
+            result.update(interrupted=True, error="interrupted while the injection into process %d was pending (its "
+                          "main thread has not reached a safe point)" % self.pid)
         if state in STOPPED:
             result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
                           "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))
@@ -336,6 +346,13 @@ class Injection:
                 "in_bootstrap": len(app_frames(frames)) < len(frames),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
+
+
+def interrupted_note(pid, script) -> str:
+    """What the CLI prints when it is interrupted while the injection is pending (docs/security.md)."""
+    return ("interrupted while the injection into process %s was pending: nothing of the request ran; its "
+            "bootstrap (no user code) stays queued at %s until the main thread wakes, then deletes itself; a retry "
+            "adopts it" % (pid, script))
 
 
 _INJECTOR = {}

@@ -56,19 +56,30 @@ class LocalTransport(Transport):
         if stop is None:
             return main.handle(request, fetch_blob=ship, emit=on_event)
         # A streaming operation runs in a worker thread, so Ctrl-C in the main thread can set ``stop`` and
-        # still collect the result (a profile writes what it sampled).
-        box = {}
-        worker = threading.Thread(target=lambda: box.setdefault("result", main.handle(
-            request, fetch_blob=ship, emit=on_event, stop=stop)), daemon=True)
-        worker.start()
+        # still collect the result (a profile writes what it sampled). Its end is an Event, not join(): on
+        # CPython <= 3.12 a join interrupted by a signal marks the thread as stopped while it still runs, and
+        # every later join returns at once (seen: SIGTERM, then no result and no profile written).
+        box, done = {}, threading.Event()
+
+        def work():
+            try:
+                box["result"] = main.handle(request, fetch_blob=ship, emit=on_event, stop=stop)
+            except BaseException as exc:  # raised here, in the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True).start()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
+            while not done.wait(0.2):
+                pass
         except KeyboardInterrupt:
             stop.set()
-            worker.join(timeout)
-            if "result" not in box:
+            done.wait(timeout)
+            if "result" not in box and "error" not in box:
                 raise
+        if "error" in box:
+            raise box["error"]
         return box["result"]
 
     def describe(self, pid: int) -> str:

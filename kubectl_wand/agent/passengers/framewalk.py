@@ -16,12 +16,13 @@ MAX_FRAMES = 1024  # per thread, as _remote_debugging
 
 # _Py_DebugOffsets (Include/internal/pycore_debug_offsets.h, 3.14): after the 8-byte cookie, uint64 fields in this
 # order; only the ones we read are named.
-OFFSET_FIELDS = {"version": 0, "interpreters_head": 4, "threads_head": 8, "ts_next": 23, "current_frame": 25,
-                 "native_thread_id": 27, "frame_previous": 31, "frame_executable": 32, "frame_instr_ptr": 33,
-                 "frame_owner": 35, "code_filename": 39, "code_qualname": 41, "code_linetable": 42,
-                 "code_firstlineno": 43, "code_adaptive": 47, "ob_type": 50, "bytes_size": 74, "bytes_sval": 75,
-                 "str_state": 77, "str_length": 78, "str_ascii_size": 79, "thread_id": 26, "imports_modules": 11,
-                 "datastack_chunk": 28, "dict_keys": 66, "dict_values": 67, "long_tag": 71, "long_digits": 72}
+OFFSET_FIELDS = {
+    "version": 0, "free_threaded": 1, "interpreters_head": 4, "threads_head": 8, "imports_modules": 11,
+    "ts_next": 23, "current_frame": 25, "thread_id": 26, "native_thread_id": 27, "datastack_chunk": 28,
+    "frame_previous": 31, "frame_executable": 32, "frame_instr_ptr": 33, "frame_owner": 35,
+    "code_filename": 39, "code_qualname": 41, "code_linetable": 42, "code_firstlineno": 43, "code_adaptive": 47,
+    "ob_type": 50, "dict_keys": 66, "dict_values": 67, "long_tag": 71, "long_digits": 72, "bytes_size": 74,
+    "bytes_sval": 75, "str_state": 77, "str_length": 78, "str_ascii_size": 79}
 MAX_TEXT = 4096    # characters of a name or file; the target chose them
 MAX_LINETABLE = 1 << 20
 
@@ -48,6 +49,10 @@ class Walker:
         self.off = {name: fields[i] for name, i in OFFSET_FIELDS.items()}
         if self.off["version"] >> 16 != sys.hexversion >> 16:
             raise Unreadable("the target runs another Python than this reader")
+        if self.off["free_threaded"] or sys.hexversion >> 16 != 0x030E:
+            # a free-threaded build runs thread-local copies of the bytecode (lines would need co_tlbc), and
+            # the offsets' layout above is 3.14's
+            raise Unreadable("the frames past a C call are read on CPython 3.14 with the GIL only")
         self.runtime = runtime
         self.check_self()
 

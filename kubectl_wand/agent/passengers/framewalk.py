@@ -25,6 +25,7 @@ OFFSET_FIELDS = {
     "bytes_sval": 75, "str_state": 77, "str_length": 78, "str_ascii_size": 79}
 MAX_TEXT = 4096    # characters of a name or file; the target chose them
 MAX_LINETABLE = 1 << 20
+MAX_CHUNK = 1 << 22  # bytes of a data-stack chunk read at once (CPython's are 16 KiB, more for huge frames)
 
 
 class Unreadable(Exception):
@@ -169,7 +170,7 @@ class Walker:
         if not addr or not addr < frame:
             return 0, b""
         used = frame + span - addr
-        if used > self.ptr(addr + 8):  # not in this chunk
+        if used > min(self.ptr(addr + 8), MAX_CHUNK):  # not in this chunk, or a size we do not believe
             return 0, b""
         return addr, self.read(addr, used)
 

@@ -42,6 +42,14 @@ def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     return proc
 
 
+def agent_line_max(request) -> int:
+    """The longest line the agent may send for ``request``: an exec's result follows --max-output (with room
+    for what the agent adds: the hello, a pending injection's frames); anything else the protocol's ceiling."""
+    if request.get("op") == "exec":
+        return min(protocol.LINE_MAX, protocol.exec_result_max(request.get("max_output", 0)) + protocol.SMALL_MAX)
+    return protocol.LINE_MAX
+
+
 class NoInterpreter(Exception):
     pass
 
@@ -57,11 +65,15 @@ class KubectlWatch(Watch):
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
+        lines = protocol.Lines(self.proc.stdout, "the watching agent")
         try:
-            for line in pipes.lines(self.proc.stdout, time.monotonic() + 10 ** 9):
+            while True:  # a watch lasts as long as the process: no deadline, but each line bounded
+                line = lines.line(protocol.SMALL_MAX, time.monotonic() + 10 ** 9)
+                if line is None:
+                    break
                 msg = protocol.decode(line)
                 if protocol.RESULT in msg:
-                    self.result = protocol.check_result(msg[protocol.RESULT])
+                    self.result = protocol.check_op_result("watch", msg[protocol.RESULT])
                     break
         except (OSError, ValueError):
             pass
@@ -156,20 +168,24 @@ class KubectlTransport(Transport):
             threading.Thread(target=self._stopper, args=(proc, stop, finished), daemon=True).start()
         deadline = time.monotonic() + timeout
         greeted = answered = False
+        # The agent runs in the app's container, where the app's uid may reach it: every line is bounded.
+        limit = agent_line_max(request)
+        lines = protocol.Lines(proc.stdout, "the agent in %s" % self.where)
         try:
-            reader = pipes.lines(proc.stdout, deadline)
             while True:
                 try:
-                    line = next(reader)
-                except StopIteration:
-                    break
+                    line = lines.line(limit, deadline, "a line", line_wait=protocol.line_wait(limit))
+                except protocol.NoLine:
+                    raise TimeoutError
                 except KeyboardInterrupt:
                     if stop is None or stop.is_set():
                         raise
                     stop.set()  # Ctrl-C ends a stream early; its result (what was collected) still comes
-                    reader = pipes.lines(proc.stdout, time.monotonic() + 15)
+                    deadline = time.monotonic() + 15
                     continue
-                msg = protocol.decode(line)
+                if line is None:
+                    break
+                msg = protocol.decode(line, "the agent's line")
                 kind = protocol.kind_of(msg)
                 if kind == protocol.HELLO:
                     protocol.check_hello(msg)
@@ -181,6 +197,7 @@ class KubectlTransport(Transport):
                     if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
                         break
                 elif kind == protocol.EVENT:
+                    protocol.check_fields(msg, "event:o", "the agent's event")
                     if held and "chosen" in msg[protocol.EVENT]:
                         # adopt() checked the pod is Running and this is our container: go ahead
                         pipes.write_line(proc, protocol.encode({protocol.GO: True}))
@@ -188,15 +205,16 @@ class KubectlTransport(Transport):
                         on_event(msg[protocol.EVENT])
                 else:
                     answered = True
-                    return protocol.check_result(msg[protocol.RESULT])
+                    return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
         except TimeoutError:
             raise WandError("no answer from %s within %gs (kubectl exec); raise --request-timeout or --timeout"
                             % (self.where, timeout), errors.TIMEOUT)
         except protocol.ProtocolError as exc:
             if not greeted:  # whatever ran there is not our agent on a Python: try the next interpreter
                 raise NoInterpreter(str(exc))
-            raise WandError("the agent in %s answered out of protocol (%s); is kubectl-wand's version the same on "
-                            "both ends?" % (self.where, exc), errors.ENVIRONMENT)
+            raise WandError("the agent in %s answered out of protocol: %s%s" % (
+                self.where, exc, "; is kubectl-wand's version the same on both ends?" if "protocol " in str(exc)
+                else ""), errors.PROTOCOL)
         finally:
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for

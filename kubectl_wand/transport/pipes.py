@@ -16,6 +16,8 @@ import threading
 import time
 
 PR_SET_PDEATHSIG = 1
+# A line of kubectl's own (port-forward's "Forwarding from"; a watched pod: etcd caps an object at 1.5 MiB).
+LINE_MAX = 4 << 20
 _prctl = None
 
 
@@ -64,14 +66,17 @@ class Drain:
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
-def lines(pipe, deadline):
-    """Lines from a pipe until EOF; TimeoutError past the deadline."""
+def lines(pipe, deadline, limit=LINE_MAX):
+    """Lines from a pipe until EOF; TimeoutError past the deadline; ValueError for a line over ``limit`` bytes
+    (kubectl's own output; what the agent says goes through agent.protocol.Lines)."""
     fd = pipe.fileno()
     buf = b""
     while True:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line
+        if len(buf) > limit:
+            raise ValueError("a line of over %d bytes from %s" % (limit, getattr(pipe, "name", "a pipe")))
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError

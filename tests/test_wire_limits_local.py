@@ -28,12 +28,13 @@ MARGIN = 4.0
 RSS_MAX_MB = 200  # the CLI alone is ~40 MB; before the limits a 400 MB result line took it to 1.24 GB
 
 
-def run_cli(*args, timeout=90):
-    """(exit code, stdout, stderr, seconds, peak RSS in MB) of the real CLI."""
-    env = dict(os.environ, PYTHONPATH=REPO)
+def run_cli(*args, timeout=90, argv=None, env=None):
+    """(exit code, stdout, stderr, seconds, peak RSS in MB) of the real CLI (or of ``argv``)."""
+    env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
     started = time.monotonic()
-    popen = subprocess.Popen([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    argv = argv or [sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args]
+    popen = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
     outputs = {}
     readers = [threading.Thread(target=lambda name=name: outputs.__setitem__(name, getattr(popen, name).read()))
                for name in ("stdout", "stderr")]
@@ -138,3 +139,35 @@ def test_a_tmp_full_of_planted_names_costs_little_and_keeps_the_verdict(spawn, p
         assert 20000 - 4 * 64 <= left < 20000, left
     finally:
         subprocess.run(["rm", "-rf", host], check=False)
+
+
+# -- the agent in a pod -> the CLI (kubectl exec's pipes) ------------------------------------------------------
+
+KUBECTL_CLIENT = r"""
+import resource, sys
+from kubectl_wand.errors import WandError
+from kubectl_wand.kube.config import KubeFlags
+from kubectl_wand.transport.kubectl import KubectlTransport
+pod = {"metadata": {"name": "web-1", "namespace": "ns", "uid": "u"}, "spec": {"containers": [{"name": "app"}]}}
+transport = KubectlTransport(KubeFlags(), pod, ["app"], explicit=True)
+try:
+    result = transport.agent({"op": "exec", "pid": 7, "code": "1", "timeout": 5, "max_output": 1000}, timeout=8,
+                             on_event=lambda event: None)
+    print("result %r" % (result,)[:300])
+except WandError as exc:
+    print("exit %d: %s" % (exc.code, exc.message))
+"""
+
+
+@pytest.mark.parametrize("shape", ["huge-result", "nested-result", "list-result", "wrong-types", "bad-event",
+                                   "drip-result"])
+def test_what_the_agent_in_a_pod_sends_is_bounded_too(tmp_path, shape):
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text("#!/bin/sh\nexec %s %s/tests/hostile_kubectl.py \"$@\"\n" % (sys.executable, REPO))
+    kubectl.chmod(0o755)
+    code, out, err, seconds, rss = run_cli(argv=[sys.executable, "-c", KUBECTL_CLIENT],
+                                           env={"KUBECTL_PATH": str(kubectl), "WAND_TEST_SHAPE": shape})
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    assert out.startswith("exit 6: the agent in pod/web-1 answered out of protocol: "), out
+    assert seconds < 8 + MARGIN, seconds
+    assert rss < RSS_MAX_MB, rss

@@ -187,17 +187,21 @@ def loads(text):
 
 
 def depth_over(value, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` nests objects/arrays deeper than ``limit`` (iterative; visits containers only)."""
-    stack = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        item, depth = pop()
+    """Whether ``value`` nests objects/arrays deeper than ``limit``: level by level, and a container's values are
+    typed at C speed (set(map(type))), so lists of numbers and flat objects cost little. Measured (3.14, loaded
+    2-core machine): 0.6 us for an exec result (loads: 5 us), 0.5 us for one with 1 MiB of stdout (loads: 1.5 ms),
+    68 ms for a 3.4 MB profile of 20 000 frames (loads: 100 ms)."""
+    level, depth = [value], 1
+    while level:
         if depth > limit:
             return True
-        children = item.values() if type(item) is dict else item
-        for child in children:
-            if type(child) in (dict, list):
-                push((child, depth + 1))
+        deeper = []
+        for item in level:
+            values = item.values() if type(item) is dict else item
+            kinds = set(map(type, values))
+            if dict in kinds or list in kinds:
+                deeper.extend([v for v in values if type(v) is dict or type(v) is list])
+        level, depth = deeper, depth + 1
     return False
 
 
@@ -206,16 +210,14 @@ def encode(message: dict) -> bytes:
 
 
 def decode(line: bytes, what: str = "line") -> dict:
-    """One message: a JSON object nested at most MAX_DEPTH deep, or ProtocolError. The depth is walked only for
-    lines of more than MAX_DEPTH brackets (counted at C speed)."""
+    """One message: a JSON object nested at most MAX_DEPTH deep, or ProtocolError."""
     try:
         message = loads(line)
     except ValueError as exc:
         raise ProtocolError("%s is not JSON (%s): %r" % (what, exc, bytes(line[:80])))
     if not isinstance(message, dict):
-        raise ProtocolError("%s is a JSON %s, not an object" % (what, type(message).__name__))
-    if (line.count(b"[") + line.count(b"{") > MAX_DEPTH if isinstance(line, (bytes, bytearray)) else True) \
-            and depth_over(message):
+        raise ProtocolError("%s is a JSON %s, not an object" % (what, _JSON_NAMES.get(type(message), "value")))
+    if depth_over(message):
         raise ProtocolError("%s is nested deeper than %d" % (what, MAX_DEPTH))
     return message
 
@@ -293,7 +295,7 @@ def kind_of(message: dict) -> str:
 def check_hello(message: dict) -> dict:
     facts = message.get(HELLO)
     if not isinstance(facts, dict):
-        raise ProtocolError("bad hello: %r" % (type(facts).__name__,))
+        raise ProtocolError("the hello is a JSON %s, not an object" % _JSON_NAMES.get(type(facts), "value"))
     if facts.get("protocol") != VERSION:
         raise ProtocolError("protocol %r, expected %d (the agent and the CLI differ in version)" % (
             facts.get("protocol"), VERSION))
@@ -310,11 +312,11 @@ def check_request(message: dict) -> dict:
 
 def check_result(message, what="the result") -> dict:
     if not isinstance(message, dict):
-        raise ProtocolError("%s is a JSON %s, not an object" % (what, type(message).__name__))
+        raise ProtocolError("%s is a JSON %s, not an object" % (what, _JSON_NAMES.get(type(message), "value")))
     status = message.get("status")
     if not isinstance(status, str) or status not in STATUSES:
         raise ProtocolError("%s has an unknown status %r" % (what, status if isinstance(status, str) else
-                                                              type(status).__name__))
+                                                              _JSON_NAMES.get(type(status), "value")))
     if status == ERROR and not isinstance(message.get("error"), str):
         raise ProtocolError("%s: an error without a message" % what)
     check_fields(message, RESULT_FIELDS, what)

@@ -134,9 +134,9 @@ def test_a_tmp_full_of_planted_names_costs_little_and_keeps_the_verdict(spawn, p
             assert code == 0 and out.strip() == "2", (code, out, err)
             assert seconds < TIMEOUT, seconds
         left = len(os.listdir(host))
-        # Each injection sweeps twice (before it, and once its bootstrap answered), 64 removals at most each;
-        # the other namespace's names are never removed (whether they are dead cannot be told from here).
-        assert 20000 - 4 * 64 <= left < 20000, left
+        # Each injection removes at most reap.MAX_REMOVALS (16) of other processes' directories; the other
+        # namespace's names are never removed (whether they are dead cannot be told from here).
+        assert 20000 - 2 * 16 <= left < 20000, left
     finally:
         subprocess.run(["rm", "-rf", host], check=False)
 

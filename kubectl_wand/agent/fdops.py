@@ -63,8 +63,8 @@ def same_inode(a, b) -> bool:
 
 
 def remove_entry(dir_fd: int, name: str, depth: int = 0, until=None):
-    """Remove ``name`` inside ``dir_fd`` and everything under it, never following a symlink. With ``until`` (a
-    monotonic time) it stops descending past then and leaves the rest (a hostile tree is not ours to finish)."""
+    """Remove ``name`` inside ``dir_fd`` and everything under it, never following a symlink; past ``until`` (a
+    monotonic time) it leaves the rest."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:

@@ -101,10 +101,8 @@ class TargetRuntime:
         return root + os.path.dirname(os.path.dirname(exe_inside))
 
     def run(self, args, stdin: bytes = b"", timeout: float = 10.0, limit: int = None):
-        """Run the target's interpreter with ``args``: a CompletedProcess whose stdout is at most ``limit``
-        bytes (default protocol.SMALL_MAX): past that the child is killed and ProtocolError raised, its output
-        never read whole (a name in the target's memory is the target's choice). Its stderr keeps the last
-        4 KiB. subprocess.TimeoutExpired past ``timeout``, the child killed."""
+        """A CompletedProcess of the target's interpreter run with ``args``; over ``limit`` bytes of stdout
+        (default protocol.SMALL_MAX; the target chose the names in it): killed, ProtocolError."""
         # Imported here: in a pod whose python3 is the target's own interpreter nothing is started, and
         # subprocess (with shutil) was ~20 ms of the agent's ~90 ms start-up for `stack` on a 2-core node.
         import subprocess
@@ -146,7 +144,7 @@ def bounded_output(child, stdin: bytes, timeout: float, limit: int):
         if writable:
             try:
                 todo = todo[os.write(writing, todo[:1 << 16]):]
-            except OSError:  # it stopped reading (exited): what it says explains why
+            except OSError:  # it exited: its output says why
                 todo = todo[:0]
             if not todo:
                 child.stdin.close()
@@ -158,8 +156,7 @@ def bounded_output(child, stdin: bytes, timeout: float, limit: int):
             elif reading[fd] == "out":
                 out += chunk
                 if len(out) > limit:
-                    raise protocol.ProtocolError("the output of the target's interpreter is over %s (never read "
-                                                 "whole)" % protocol.size(limit))
+                    raise protocol.ProtocolError("its output is over %s" % protocol.size(limit))
             else:
                 err = (err + chunk)[-4096:]
     return bytes(out), err

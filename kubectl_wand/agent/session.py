@@ -242,8 +242,7 @@ class Injection:
             result = protocol.check_injector(protocol.decode(done.stdout, "the injector's answer")) \
                 if done.stdout else {}
         except protocol.ProtocolError as exc:
-            raise AgentError("protocol", "the injector (process %d's interpreter) answered out of protocol: %s"
-                             % (self.pid, exc))
+            raise AgentError("protocol", "the injector answered out of protocol: %s" % exc)
         except Exception as exc:
             raise AgentError("inject", "running the target's interpreter failed: %s" % exc)
         if not result:
@@ -256,10 +255,11 @@ class Injection:
         if peer != self.pid:
             raise AgentError("inject", "process %d, not the target %d, answered the injection" % (peer, self.pid))
         conn.settimeout(max(1.0, deadline - time.monotonic()))  # for sends; reads wait in select() (Lines)
-        lines = protocol.Lines(conn, "the payload in process %d" % self.pid)
+        lines = protocol.Lines(conn, "the target")
         try:
             hello = protocol.check_payload_hello(protocol.decode(
-                lines.line(protocol.SMALL_MAX, max(deadline, time.monotonic() + 1.0), "hello") or b"{}", "its hello"))
+                lines.line(protocol.SMALL_MAX, max(deadline, time.monotonic() + 1.0), "its hello") or b"{}",
+                "its hello"))
         except protocol.ProtocolError as exc:
             raise AgentError("protocol", "the injection into process %d was answered out of protocol: %s; nothing "
                              "of the request was sent" % (self.pid, exc))
@@ -267,7 +267,7 @@ class Injection:
             raise AgentError("inject", "an unexpected bootstrap answered the injection")
         # Ours ran, so any other directory of this target is dead (one slot; the lock is ours).
         reap.sweep(self.rt, private_mod.temp_bases(self.proc), watch.reader, keep=private.name,
-                   until=deadline)
+                   until=deadline, others=False)
         if on_hello is not None:
             request = on_hello(hello, request, private)
             if "status" in request:  # decided without running anything (e.g. existing server)

@@ -85,7 +85,7 @@ class Relay:
 
     def __call__(self, conn: socket.socket, hello: dict, lines=None) -> dict:
         conn.settimeout(2.0)  # for sends; reads wait in select()
-        self.lines = lines or protocol.Lines(conn, "the probe in process %d" % self.pid)
+        self.lines = lines or protocol.Lines(conn, "the target")
         try:
             return self.follow(conn)
         except protocol.ProtocolError as exc:
@@ -100,7 +100,8 @@ class Relay:
                 extra = {k: v for k, v in first.items() if k not in ("status", "kind", "error")}
                 raise AgentError(first.get("kind", "trace"), first.get("error", "the probe was refused"), **extra)
             raise AgentError("trace", "the probe in process %d did not start (%s)" % (
-                self.pid, "no answer" if first is None or first is EOF else first))
+                self.pid, "no answer" if first is None or first is EOF else "it sent %s first" % "/".join(
+                    k for k in protocol.TRACE_MESSAGES if k in first)))
         self.installed = dict(first["installed"], pid=self.pid)
         self.send_event({"installed": self.installed})
         removed, reason = self.relay(conn)

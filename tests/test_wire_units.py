@@ -135,6 +135,8 @@ def test_a_payload_hello_of_wrong_types_is_refused(message, why):
     ("exec", {"status": "ok", "stdout": 7}, "'stdout' is a JSON integer, not string"),
     ("exec", {"status": "ok", "truncated": "no"}, "'truncated' is a JSON string, not boolean"),
     ("exec", {"status": "ok", "stdout_bytes": "not base64!"}, "stdout_bytes is not base64"),
+    ("exec", {"status": "ok", "stderr_bytes": "A=AA"}, "stderr_bytes is not base64"),
+    ("exec", {"status": "ok", "stderr_bytes": "A==="}, "stderr_bytes is not base64"),
     ("exec", {"status": "listening"}, "status 'listening', which exec never answers"),
     ("exec", {"status": 7}, "unknown status integer"),
     ("exec", {"status": "\x1b]0;x\x07"}, r"unknown status '\\x1b\]0;x\\x07'"),
@@ -148,8 +150,11 @@ def test_a_payload_result_of_wrong_types_is_refused(op, message, why):
 
 
 def test_good_answers_pass():
-    assert protocol.check_payload_result("exec", {"status": "ok", "stdout": "x", "stderr": "", "value": None,
-                                                  "truncated": False, "seconds": 0.1, "stdout_bytes": "eA=="})
+    import base64
+    for data in (b"", b"x", b"xy", b"xyz", bytes(range(256))):
+        assert protocol.check_payload_result("exec", {"status": "ok", "stdout": "x", "stderr": "", "value": None,
+                                                      "truncated": False, "seconds": 0.1,
+                                                      "stdout_bytes": base64.b64encode(data).decode()})
     assert protocol.check_payload_hello({"token": "t", "pid": 1, "server": None, "debugpy": None})
     assert protocol.check_trace_message({"hit": {"file": "f", "line": 1, "values": []}})
     assert protocol.check_injector({"ok": True, "threads": [{"thread_id": 1, "frames": [
@@ -183,3 +188,52 @@ def test_an_exec_result_limit_follows_max_output_up_to_the_ceiling():
     full = protocol.encode({"status": "ok", "stdout": "\U0001F600" * 1000, "stderr": "\U0001F600" * 1000,
                             "value": "\U0001F600" * 1000, "stdout_bytes": "QUJD" * 334})
     assert len(full) < protocol.exec_result_max(1000)
+
+
+# -- injector/sampler -> agent: the target's own interpreter, reading names the target chose ------------------
+
+def test_the_target_interpreters_output_is_cut_at_its_limit():
+    import subprocess
+    import sys
+    from kubectl_wand.agent.runtime import bounded_output
+    child = subprocess.Popen([sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 65536)"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(ProtocolError, match="over 1 MiB"):
+            bounded_output(child, b"", 30, 1 << 20)
+    finally:
+        child.kill()
+        child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('e' * 100000); print(sys.stdin.read())"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = bounded_output(child, b"y" * 300000, 30, 1 << 20)  # stdin larger than a pipe's buffer
+    child.wait()
+    child.stdout.close()
+    child.stderr.close()
+    assert out == b"y" * 300000 + b"\n" and err == b"e" * 4096
+
+
+@pytest.mark.parametrize("line,why", [
+    (b'{"threads": 7}\n', "'threads' is a JSON integer"),
+    (b'{"threads": [{"frames": [{"line": "x"}]}]}\n', "'line' is a JSON string"),
+    (b'{"progress": {"samples": "many"}}\n', "'samples' is a JSON string"),
+    (b"[1]\n", "array, not an object"),
+    (b"[" * 100000 + b"]" * 100000 + b"\n", "nested deeper"),
+    (b'{"profile": ' + b"[" * 50 + b"]" * 50 + b"}\n", "nested deeper"),
+])
+def test_a_sampler_line_out_of_protocol_ends_it_as_a_protocol_error(line, why):
+    import subprocess
+    import sys
+    from kubectl_wand.agent import observe
+    run = observe.Sampling(1, None)
+    run.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        run.feed(line[:7])
+        run.feed(line[7:])
+        assert run.final["kind"] == "protocol" and why in run.final["error"], run.final
+        assert run.popen.wait(10) == -9  # killed: nothing more of it is read
+    finally:
+        run.popen.kill()
+        run.popen.wait()

@@ -181,13 +181,16 @@ def collect_stack(popen, deadline) -> dict:
         popen.wait()
     except subprocess.TimeoutExpired:
         kill_group(popen)
-        popen.communicate(timeout=5)
+        popen.wait(5)
         return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "
                                             "node" % STACK_TIMEOUT}
     except protocol.ProtocolError as exc:
         kill_group(popen)
         popen.wait()
         return {"kind": "protocol", "error": "the stack reader answered out of protocol: %s" % exc}
+    finally:
+        for stream in (popen.stdin, popen.stdout, popen.stderr):
+            stream.close()
     if not stdout:
         return {"kind": "runtime", "error": last_error(stderr, popen.returncode)}
     try:

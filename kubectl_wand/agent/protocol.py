@@ -348,7 +348,7 @@ _TYPES = {"s": (str,), "i": (int,), "n": (int, float), "b": (bool,), "o": (dict,
 _JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array",
                type(None): "null"}
 _SPECS = {}
-_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def fields(spec: str) -> dict:
@@ -375,7 +375,8 @@ def check_fields(message, spec: str, what: str, required=()) -> dict:
 
 def check_base64(text, what: str):
     """Base64 (the payload's bytes written to .buffer), checked without importing base64."""
-    if text is not None and (len(text) % 4 or text.strip(_B64)):
+    data = text.rstrip("=") if text is not None else ""
+    if text is not None and (len(text) % 4 or len(text) - len(data) > 2 or len(data) % 4 == 1 or data.strip(_B64)):
         raise ProtocolError("%s is not base64" % what)
 
 

@@ -2,6 +2,7 @@
 on real sockets: lines bounded in length and time, nesting bounded, every field's type checked."""
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -237,3 +238,14 @@ def test_a_sampler_line_out_of_protocol_ends_it_as_a_protocol_error(line, why):
     finally:
         run.popen.kill()
         run.popen.wait()
+
+
+def test_a_zero_deadline_still_reads_what_has_come(pair):
+    """trace's relay drains with a deadline of 0: what is already in the socket is read, nothing is waited for."""
+    ours, theirs = pair
+    lines = Lines(ours)
+    with pytest.raises(NoLine):
+        lines.line(100, 0.0, poll=True)
+    theirs.sendall(b'{"a": 1}\n')
+    assert select.select([ours], [], [], 5)[0]  # arrived; the reader itself must not wait
+    assert lines.line(100, 0.0, poll=True) == b'{"a": 1}'

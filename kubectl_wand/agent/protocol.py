@@ -253,9 +253,10 @@ class Lines:
                 line, self.buf, self.scanned = bytes(self.buf), bytearray(), 0
                 return line or None  # a last line without a newline: decode judges it
             now = time.monotonic()
+            late = self.started is not None and now >= self.started + line_wait
             stop = until if self.started is None else min(until, self.started + line_wait)
-            if now >= stop or not select.select([self.fd], [], [], stop - now)[0]:
-                if self.started is None or poll and time.monotonic() < self.started + line_wait:
+            if late or not select.select([self.fd], [], [], max(0.0, stop - now))[0]:
+                if not late and (self.started is None or poll and time.monotonic() < self.started + line_wait):
                     raise NoLine("no %s from %s in time" % (what, self.where))
                 raise ProtocolError("%s from %s came too slowly: %d bytes in %.1fs, no end of line" % (
                     what, self.where, len(self.buf), time.monotonic() - self.started))

@@ -4,6 +4,42 @@ WAND_CACHE="${WAND_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-wand}"
 export WAND_CACHE
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# take_lock FILE [SECONDS]: hold an exclusive flock on FILE until this script exits (fd 9), waiting at most
+# SECONDS (default 3600) for another run to finish. A child that may outlive the script must close fd 9
+# (`cmd 9>&-`), else it keeps the lock. The kernel drops the lock when its holder dies, even by SIGKILL.
+take_lock() {
+  local file=$1 secs=${2:-3600}
+  mkdir -p "$(dirname "$file")"
+  exec 9>>"$file"
+  if ! flock -n 9; then
+    log "waiting for another run to finish (lock $file, up to ${secs}s)"
+    flock -w "$secs" 9 || die "another run held $file for ${secs}s; is it stuck? (see: fuser -v $file)"
+  fi
+}
+
+# mounts_under DIR: mount points at or below DIR (canonical path), newest first, so children come before
+# the mounts they sit on.
+mounts_under() {
+  awk -v d="$1" '{ m = $5; gsub(/\\040/, " ", m); gsub(/\\011/, "\t", m); gsub(/\\134/, "\\", m)
+                   if (m == d || index(m, d "/") == 1) print m }' /proc/self/mountinfo | tac
+}
+# unmount_under DIR: unmount everything mounted below DIR (lazily when busy); fails if anything is left.
+unmount_under() {
+  local d m
+  d=$(realpath -e "$1" 2>/dev/null) || return 0
+  while IFS= read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done < <(mounts_under "$d")
+  [ -z "$(mounts_under "$d")" ] || { log "still mounted under $d: $(mounts_under "$d" | tr '\n' ' ')"; return 1; }
+}
+# remove_tree DIR: unmount what is mounted below DIR, then remove it. A failed or killed debootstrap leaves
+# /proc (and /sys) mounted in its target, where a plain rm -rf fails (EBUSY) or walks the host's /proc.
+remove_tree() {
+  [ -e "$1" ] || [ -L "$1" ] || return 0
+  unmount_under "$1" || die "cannot unmount everything under $1"
+  rm -rf --one-file-system "$1" || die "cannot remove $1"
+}
+
 # apt_install PKG...: install Debian packages that are missing (apt-get update once per run).
 apt_install() {
   local missing=() p
@@ -22,6 +58,8 @@ apt_install() {
 ensure_venv() {
   local repo=$1 venv="$1/.venv"
   if [ ! -x "$venv/bin/python" ]; then
+    # Debian's python3 makes virtualenvs only with python3-venv (ensurepip)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
     log "creating $venv"
     python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
   fi

@@ -346,7 +346,8 @@ def main(argv=None) -> int:
     try:
         return run(verb, ns)
     except WandError as exc:
-        sys.stderr.write("error: %s\n" % exc.message)
+        from .terminal import text  # one line: a name the target chose may not drive the terminal or forge lines
+        sys.stderr.write("error: %s\n" % text(exc.message))
         return exc.code
     except KeyboardInterrupt:
         return errors.INTERRUPTED

@@ -322,8 +322,10 @@ def local_pids():
 
 def one_line(text: str) -> str:
     """A description on one line: a command line may hold newlines and tabs (python -c scripts), and kubectl
-    reads one candidate per line, its description after a tab."""
-    return " ".join(text.split())
+    reads one candidate per line, its description after a tab; and, as everywhere, no control character the
+    target chose reaches the terminal (terminal.py)."""
+    from .terminal import text as safe
+    return safe(" ".join(text.split()))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
+from . import terminal
+
 FORMATS = ("table", "wide", "json", "yaml", "name")
-CONTROL = {i: "\\x%02x" % i for i in range(32)}
-CONTROL.update({9: "\\t", 10: "\\n", 13: "\\r"})
 
 
 def none(value):
@@ -15,7 +15,7 @@ def none(value):
 def table(rows, columns, headers=True):
     """rows: list of dicts; columns: list of (HEADER, key or callable). kubectl-style plain columns."""
     # A control character (a `python -c` script's newlines in COMMAND) would break the row: shown escaped.
-    cells = [[str(none(col(r) if callable(col) else r.get(col))).translate(CONTROL) for _h, col in columns]
+    cells = [[terminal.text(none(col(r) if callable(col) else r.get(col))) for _h, col in columns]
              for r in rows]
     if headers:
         cells.insert(0, [h for h, _c in columns])

@@ -4,12 +4,15 @@ from __future__ import annotations
 import sys
 import threading
 
+from . import terminal
+
 FRAMES = "|/-\\"
 
 
 class Spinner:
     def __init__(self, message: str, enabled: bool, stream=None):
-        self.message, self.stream = message, stream or sys.stderr
+        # Its own carriage returns go to the stream under a terminal.Human; the message is escaped here.
+        self.message, self.stream = terminal.text(message), terminal.raw(stream or sys.stderr)
         self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.stop = threading.Event()
         self.thread = None

@@ -1,20 +1,24 @@
 """Text for the agent's ``stack`` results: threads as ``py-spy dump`` prints them, asyncio tasks as the tree of
-``python -m asyncio pstree``. Plain data in (one entry of the op's ``processes`` list), text out.
+``python -m asyncio pstree``. Plain data in (one entry of the op's ``processes`` list), text out. Every name
+in it was chosen by the target (argv, thread, task, function and file names): each goes through
+``terminal.text``.
 """
 from __future__ import annotations
 
+from .terminal import text
+
 
 def frame_text(f: dict) -> str:
-    return "%s (%s:%s)" % (f["function"], f["file"], f["line"])
+    return "%s (%s:%s)" % (text(f["function"]), text(f["file"]), text(f["line"]))
 
 
 def thread_state(t: dict) -> str:
     parts = []
     state = t.get("state") or "unknown"
     if state in ("sleeping", "disk-sleep") and t.get("syscall"):
-        parts.append("%s in %s" % (state, t["syscall"]))
+        parts.append("%s in %s" % (text(state), text(t["syscall"])))
     else:
-        parts.append(state)
+        parts.append(text(state))
     if t.get("gil"):
         parts.append("holds the GIL")
     return ", ".join(parts)
@@ -23,12 +27,12 @@ def thread_state(t: dict) -> str:
 def render_process(entry: dict, pod=None) -> str:
     where = " in pod %s" % pod if pod else ""
     if "error" in entry:
-        return "Process %s%s: %s\n" % (entry["pid"], where, entry["error"])
-    lines = ["Process %s%s: %s" % (entry["pid"], where, entry.get("command", "")),
-             "Python %s" % entry.get("python", "?")]
+        return "Process %s%s: %s\n" % (text(entry["pid"]), where, text(entry["error"]))
+    lines = ["Process %s%s: %s" % (text(entry["pid"]), where, text(entry.get("command", ""))),
+             "Python %s" % text(entry.get("python", "?"))]
     for t in entry.get("threads", []):
         lines.append("")
-        lines.append('Thread %s "%s" (%s)' % (t["tid"], t["name"], thread_state(t)))
+        lines.append('Thread %s "%s" (%s)' % (text(t["tid"]), text(t["name"]), thread_state(t)))
         if not t["frames"]:
             lines.append("    (no Python frames)")
         for f in t["frames"]:
@@ -44,13 +48,13 @@ def render_tasks(entry: dict) -> list:
     if entry.get("asyncio") is False:
         return ["No asyncio tasks (asyncio is not loaded in this process)."]
     if entry.get("async_error"):
-        return ["Tasks could not be read: %s" % entry["async_error"]]
+        return ["Tasks could not be read: %s" % text(entry["async_error"])]
     tasks = entry.get("tasks") or []
     if not tasks:
         return ["No asyncio tasks."]
     cycle = find_cycle(tasks)
     if cycle:
-        names = {t["id"]: t["name"] for t in tasks}
+        names = {t["id"]: text(t["name"]) for t in tasks}
         return ["The tasks await each other in a cycle, so there is no tree: %s" % " -> ".join(
             str(names.get(i, hex(i))) for i in cycle)]
     return ["asyncio tasks:"] + tree_lines(tasks)
@@ -89,7 +93,7 @@ def tree_lines(tasks) -> list:
     """Nodes are tasks ``(T) name`` and coroutine frames ``function file:line``; a task's children are the
     frames (outermost first) through which it awaits each child task, then that task. A task awaiting no
     other task shows its own coroutine stack. Same shape as ``python -m asyncio pstree``."""
-    names = {t["id"]: t["name"] for t in tasks}
+    names = {t["id"]: text(t["name"]) for t in tasks}
     children, labels = {}, {}
     frame_nodes = {}
 
@@ -102,11 +106,11 @@ def tree_lines(tasks) -> list:
         return frame_nodes[key]
 
     def short(f):
-        return "%s %s:%s" % (f["function"], f["file"], f["line"])
+        return "%s %s:%s" % (text(f["function"]), text(f["file"]), text(f["line"]))
 
     awaiting = set()
     for t in tasks:
-        labels[("task", t["id"])] = "(T) %s" % t["name"]
+        labels[("task", t["id"])] = "(T) %s" % names[t["id"]]
         for w in t["awaited_by"]:
             awaiting.add(w["task"])
             labels.setdefault(("task", w["task"]), "(T) %s" % names.get(w["task"], hex(w["task"])))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from . import errors
+from . import errors, terminal
 from .errors import WandError
 
 
 class Streams:
+    """stdout and stderr are ``terminal.Human``: what a verb writes there never drives the terminal (their
+    ``raw`` is for data formats)."""
+
     def __init__(self, stdin, stdout, stderr):
-        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.stdin, self.stdout, self.stderr = stdin, terminal.human(stdout), terminal.human(stderr)
 
     @classmethod
     def system(cls):
@@ -23,7 +26,7 @@ class Streams:
         """Ask on the terminal which of ``names`` to use; its index. Only call when ``interactive()``."""
         self.stderr.write("%d %s:\n" % (len(names), what))
         for i, name in enumerate(names, 1):
-            self.stderr.write("  %d) %s\n" % (i, name))
+            self.stderr.write("  %d) %s\n" % (i, terminal.text(name)))
         while True:
             self.stderr.write("choose one [1-%d]: " % len(names))
             self.stderr.flush()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from procs import APPS, REPO, become, read_line  # noqa: F401  (shared with the tests that import them)
+from procs import APPS, REPO, become, default_signals, read_line  # noqa: F401  (shared with the tests that import them)
 IN_ROOT_APPS = "/opt/wand-tests"
 
 
@@ -114,7 +114,7 @@ def spawn(py314):
         full_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
         full_env.update(env or {})
         popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=default_signals)
         line = read_line(popen.stdout, ready_timeout)
         if not line.startswith("READY"):
             popen.kill()
@@ -138,7 +138,7 @@ def wand():
 
     def run(*args, input=None, user=None, timeout=60):
         cmd = [sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args]
-        preexec = None
+        preexec = default_signals
         if user is not None:  # run as that uid, dropping root's groups first
             # Another user cannot read root's private interpreter (pyenv under /root): use the system one.
             system = shutil.which("python3", path="/usr/bin:/bin")

@@ -1,10 +1,12 @@
 """Helpers for tests that start real processes: where the test apps are, reading a line with a deadline,
-dropping to another uid. A module of its own, because two conftest.py files (tests/ and tests/e2e/) make
-`from conftest import ...` depend on which one pytest loaded first."""
+dropping to another uid, starting a child with its signals at their defaults. A module of its own, because
+two conftest.py files (tests/ and tests/e2e/) make `from conftest import ...` depend on which one pytest
+loaded first."""
 from __future__ import annotations
 
 import os
 import select
+import signal
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +28,23 @@ def read_line(stream, timeout):
     return buf.decode(errors="replace").strip()
 
 
+# Signals the tests deliver to their children (or that end them). Ignored signals survive exec: a job that a
+# non-interactive shell starts with `&` (as some CI runners start the tests) ignores SIGINT and SIGQUIT,
+# `nohup` ignores SIGHUP, and the CLI rightly keeps what it inherited. So every child the tests start gets
+# these at their defaults and unblocked, whatever the test run itself inherited.
+DELIVERED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def default_signals():
+    """preexec_fn for a child the tests signal: DELIVERED at SIG_DFL and no signal blocked."""
+    for signum in DELIVERED:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def become(uid):
     def switch():
+        default_signals()
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)

@@ -1,6 +1,7 @@
 """The pod-side wire protocol without a cluster: the exact loader command and stdin kubectl exec carries,
 run by a local interpreter against a real 3.14 target. Proves the agent needs no files of ours."""
 import json
+import os
 import subprocess
 import sys
 
@@ -35,9 +36,11 @@ def test_agent_sources_are_verbatim_module_files():
     line, _, packed = agent_header("exec").partition(b"\n")
     assert len(packed) == int(line) < 64 * 1024  # fits a pipe's buffer: writing it never waits for kubectl
     order, modules = marshal.loads(zlib.decompress(packed))
-    import kubectl_wand.agent.payload as payload
-    with open(payload.__file__) as f:
-        assert modules["payload"] == f.read()
+    import kubectl_wand.agent.passengers as passengers
+    for name in ("injector", "bootstrap", "execute"):
+        with open(os.path.join(os.path.dirname(passengers.__file__), name + ".py")) as f:
+            assert modules[name] == f.read()
+    assert "debugger" not in modules and "probe" not in modules  # exec ships no other op's code
     assert "boot" not in modules and order[-1] == "main"
     for op in ("list", "stack", "profile", "attach", "check", "trace"):
         assert len(agent_header(op)) < 64 * 1024, op

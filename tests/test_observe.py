@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from procs import APPS, REPO, become, read_line
+from procs import APPS, REPO, become, default_signals, read_line
 from kubectl_wand import profiles, stackview
 from kubectl_wand.agent import procfs, runtime
 from kubectl_wand.agent.main import handle
@@ -222,7 +222,8 @@ def test_sampler_reports_what_it_has_on_a_signal(spawn, sig):
     app = spawn("layers.py")
     argv, env = runtime.TargetRuntime(procfs.Proc(app.pid)).command(
         ["-c", module_source("sampler"), "profile", str(app.pid), "--rate", "100", "--duration", "120"])
-    sampler = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/")
+    sampler = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/",
+                               preexec_fn=default_signals)
     try:
         first = json.loads(read_line(sampler.stdout, 30))
         assert first["progress"]["samples"] > 0
@@ -278,7 +279,7 @@ def test_profile_bad_input_is_one_line(spawn):
 
 def test_sampler_json_without_the_json_module_round_trips():
     import io
-    from kubectl_wand.agent import sampler
+    from kubectl_wand.agent.passengers import sampler
 
     class Out:
         buffer = io.BytesIO()

@@ -1,4 +1,5 @@
-"""The trace engine against real CPython 3.14 processes: agent/tracing.py driving agent/probe.py inside the app.
+"""The trace engine against real CPython 3.14 processes: agent/tracing.py driving
+agent/passengers/probe.py inside the app.
 
 Every test checks the probe is really gone at the end, by asking the target itself (an exec-py injection):
 ``sys.monitoring.get_tool(i)`` is None for every id, and the probe's thread has exited.

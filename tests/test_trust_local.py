@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from procs import APPS, become, read_line, wait_for
+from procs import APPS, become, default_signals, read_line, wait_for
 from leftovers import private_dirs
 
 pytestmark = pytest.mark.py314
@@ -130,7 +130,7 @@ def queued(pid):
 def cli(*args):
     return subprocess.Popen([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=REPO),
-                            cwd=REPO)
+                            cwd=REPO, preexec_fn=default_signals)
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

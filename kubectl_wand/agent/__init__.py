@@ -1,17 +1,20 @@
 """The agent: code that runs beside the target process.
 
-Locally it runs inside the CLI process; in a pod it is sent as source over ``kubectl exec -i`` stdin and runs
-under the container's own Python. It uses only the standard library and runs on Python >= 3.8, because the
-container's interpreter may be older than the target's. Two modules here run under the *target's* interpreter
-instead: ``injector`` (in a short-lived subprocess, to call ``sys.remote_exec``) and ``payload`` (inside the
-target itself, on its main thread).
+Locally it runs inside the CLI process; in a pod it is sent as source over ``kubectl exec -i`` stdin (``boot``
+loads it) and runs under the container's own Python. It uses only the standard library and runs on Python >=
+3.8, because the container's interpreter may be older than the target's. The code that runs under the
+*target's* interpreter instead, beside it or inside it, is in ``passengers/`` (its docstring has the rules):
+it travels as source and is never imported here.
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
            "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "main")
-# Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter.
-PASSENGERS = ("injector", "payload", "sampler", "codefinder", "probe")
+# Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
+# (the files of passengers/).
+PASSENGERS = ("injector", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe")
+# The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
+from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
 # operation uses (listing 20 pods must not ship the debug server 20 times; exec-py's header was 118 KB of
 # sources when it carried everything).
@@ -20,12 +23,12 @@ INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "sl
 NEEDS = {
     "list": (CORE + ("main",), ()),
     "watch": (CORE + ("main",), ()),
-    "exec": (INJECT + ("main",), ("injector", "payload")),
-    "attach": (INJECT + ("debugserver", "main"), ("injector", "payload")),
+    "exec": (INJECT + ("main",), ("injector", "bootstrap") + OP_CODE["exec"]),
+    "attach": (INJECT + ("debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("checks", "main"), ("injector",)),
     "stack": (CORE + ("sources", "runtime", "observe", "main"), ("sampler",)),
     "profile": (CORE + ("sources", "runtime", "observe", "main"), ("sampler",)),
-    "trace": (INJECT + ("tracing", "main"), ("injector", "payload", "codefinder", "probe")),
+    "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
 }
 
 

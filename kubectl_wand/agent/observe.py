@@ -54,6 +54,9 @@ def resolve(pid: int):
         proc = procfs.Proc(pid)
     except ProcessLookupError:
         raise AgentError("not-found", "no process %d here" % pid)
+    if proc.state in ("Z", "X"):  # its memory is gone: it would look like no Python at all
+        raise AgentError("exited", "process %d (%s) has exited (a zombie its parent has not reaped yet)"
+                         % (pid, proc.comm))
     if not proc.looks_like_python():
         raise AgentError("not-python", "process %d (%s) is not a Python process" % (pid, proc.comm))
     problem = processes.permission_problem(proc)

@@ -48,13 +48,22 @@ TMP_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def temp_bases(proc):
-    """Where private files may go, in the target's view: its $TMPDIR, then the usual ones."""
+    """Where private files may go, in the target's view: its $TMPDIR, then the usual ones. The target's
+    environment chose $TMPDIR: only ever followed inside the target's own root (``ours_too`` tells which of
+    these may also be acted on in our view)."""
     env = proc.environ() or {}
     seen = []
     for base in ([env["TMPDIR"]] if env.get("TMPDIR", "").startswith("/") else []) + list(TMP_CANDIDATES):
         if base not in seen:
             seen.append(base)
     return seen
+
+
+def ours_too(base: str) -> bool:
+    """Whether ``base``, a path in the target's view, may also be used in ours (loader mode: placeholders and
+    the sweep of dead ones): only the usual temporary directories, never one the target's $TMPDIR named. A
+    target started with TMPDIR=/x must not make root create or remove anything in this machine's /x."""
+    return (base.rstrip("/") or "/") in TMP_CANDIDATES
 
 
 def lent_bases():
@@ -118,6 +127,9 @@ class PrivateDir:
             self.name = dir_name(proc, prefix)
             self.base = base.rstrip("/") or "/"
             self.target_path = self.base.rstrip("/") + "/" + self.name
+            if mirror and rt.mode == "loader" and not ours_too(self.base):
+                errors.append("%s: the target's $TMPDIR, not used in our view (loader mode)" % base)
+                continue
             reach = ("/proc/%d/root" % 4194304 if self.lent else "") + self.target_path  # the longest pid
             if len(reach) > 96:  # the socket inside must stay under the 108-byte AF_UNIX limit
                 errors.append("%s: path too long" % base)
@@ -235,6 +247,24 @@ class PrivateDir:
             remove_entry(self.fd, staging)
 
     # -- after the hand-over -----------------------------------------------------------------------------
+    def tampered(self) -> bool:
+        """Whether another process replaced what the target was told to open: our directory's name now points
+        elsewhere, or an entry in it is a symlink (we never make one). Read by fd and lstat: nothing followed."""
+        try:
+            base_fd = open_root_base(self.root, self.base)
+            try:
+                st = os.stat(self.name, dir_fd=base_fd, follow_symlinks=False)
+            finally:
+                os.close(base_fd)
+            if not same_inode(st, os.fstat(self.fd)):
+                return True
+            for name in os.listdir(self.fd):
+                if stat.S_ISLNK(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode):
+                    return True
+        except OSError:
+            return True
+        return False
+
     def has(self, name: str) -> bool:
         try:
             os.stat(name, dir_fd=self.fd, follow_symlinks=False)

@@ -14,7 +14,7 @@ HELPER_MARKERS = (
 )
 # kubectl-wand's own processes beside the target are never the app's and never listed: the agent in a pod
 # (`python3 -S -c LOADER`, kube/transport.py: the attach watcher lives for the whole attach) and the
-# injector (the target's interpreter running agent/injector.py, for a few milliseconds).
+# injector (the target's interpreter running agent/passengers/injector.py, for a few milliseconds).
 AGENT_LOADER = "import sys;exec(sys.stdin.buffer.readline())"
 # Loaders of earlier kubectl-wand versions, whose agents may run beside ours
 EARLIER_LOADERS = ("import sys,json;exec(json.loads(sys.stdin.buffer.readline()))",)

@@ -20,7 +20,8 @@ import os
 import time
 
 from . import procfs
-from .fdops import open_root_base, remove_entry
+from .fdops import open_root_base, remove_entry, writable_by
+from .private import ours_too
 from .procfs import pidns
 
 MAX_REMOVALS = 16     # dead directories removed per sweep (the usual count is 0 or 1; an rmdir in a
@@ -80,6 +81,7 @@ def sweep(rt, bases, reader, keep=None, until=None, others=True):
     me = (proc.inner_pid, proc.start_ticks, pidns(proc.pid) or 0)
     mine = "wand-%d-%d-%d-" % me
     current = reader.read() if reader is not None else None
+    gids = set(int(g) for g in (proc.status.get("Groups") or "").split()) | {proc.egid}
     queued = None
     stop = time.monotonic() + SWEEP_BUDGET
     stop = stop if until is None else min(stop, until)
@@ -88,12 +90,19 @@ def sweep(rt, bases, reader, keep=None, until=None, others=True):
     roots = [rt.root_dir] + (["/"] if rt.mode == "loader" else [])  # our own view holds placeholders
     for root in roots:
         for base in bases:
+            if root != rt.root_dir and not ours_too(base):
+                continue  # the target's $TMPDIR names a directory of its view only
             try:
                 base_fd = open_root_base(root, base)
-                names = os.listdir(base_fd)
             except OSError:
                 continue
             try:
+                if not writable_by(os.fstat(base_fd), proc.euid, gids):
+                    continue  # we never made a directory there (private.PrivateDir): none of ours to remove
+                try:
+                    names = os.listdir(base_fd)
+                except OSError:
+                    continue
                 # This target's own, found by prefix (never cut short: its queued bootstrap is adopted).
                 for name in [n for n in names if n.startswith(mine)]:
                     if name == keep or dir_fields(name) != me or current is None:

@@ -1,9 +1,9 @@
 """One injection: private directory, bootstrap, Unix socket back-channel, deadline, cleanup.
 
 Protocol (all JSON lines over a Unix socket in the private directory):
-  agent: a private directory (private.py) holding the socket and bootstrap.py (payload source + call)
+  agent: a private directory (private.py) holding the socket and bootstrap.py (passengers/bootstrap.py + call)
   agent: run the injector (the target's own interpreter) -> sys.remote_exec(pid, bootstrap.py)
-  target main thread, at its next safe point: connect -> hello -> request -> result
+  target main thread, at its next safe point: connect -> hello -> request (with the op's code) -> result
 Nothing waits on a fixed sleep: the agent blocks in select() on the socket and the target's pidfd, with
 the time left of the deadline (wait.py).
 
@@ -24,7 +24,7 @@ import time
 from . import private as private_mod, processes, procfs, protocol, reap, runtime as runtime_mod, slot as slot_mod
 from .wait import Exited, Watch
 
-from .sources import SOURCES, module_source  # noqa: E402,F401  (re-exported for the agent modules)
+from .sources import SOURCES, module_source, op_sources  # noqa: E402,F401  (re-exported for the agent modules)
 from .protocol import AgentError  # noqa: E402,F401  (defined once, in the protocol; re-exported here)
 
 
@@ -90,6 +90,18 @@ def main_thread_stack(rt) -> list:
         if thread["thread_id"] in (rt.proc.pid, rt.proc.inner_pid):
             return thread["frames"]
     return data["threads"][0]["frames"] if data["threads"] else []
+
+
+def app_frames(frames) -> list:
+    """The main thread's frames without our own bootstrap's (a ``wand-*/bootstrap.py`` on top: the main thread
+    had just taken the script when the deadline passed). The app is not to be blamed for where we are."""
+    def ours(f):
+        path = f.get("file") or ""
+        return path.endswith("/bootstrap.py") and "/wand-" in path
+    i = 0
+    while i < len(frames) and ours(frames[i]):
+        i += 1
+    return frames[i:]
 
 
 def blocked_in(pid: int):
@@ -183,6 +195,11 @@ class Injection:
                 return self._pending(private, watch)
             if verdict != "connected":
                 state = "dead"
+                if verdict in ("refused", "lost") and private.tampered():
+                    raise AgentError("refused", "process %d took the injected script, but its path no longer led to "
+                                     "kubectl wand's files: a process of uid %d replaced them while the injection "
+                                     "waited (a symlink swap in %s: an attack, or another tool); nothing of ours "
+                                     "ran and nothing was followed" % (self.pid, self.proc.euid, private.base))
                 raise self._not_run(verdict, detail)
             state = "connected"
             with detail as conn:
@@ -208,9 +225,12 @@ class Injection:
 
     def _private_dir(self, bases):
         def files(target_path):
-            source = module_source("payload") + "\nwand_main(%s, %s, %s)\n" % (
+            # The call in a try of its own: an exception raised as it starts (a signal handler of the app's)
+            # must not escape to CPython, which would print it into the app's stderr.
+            call = "\ntry:\n    wand_main(%s, %s, %s)\nexcept BaseException:\n    pass\n" % (
                 protocol.dumps(target_path + "/s"), protocol.dumps(target_path),
                 protocol.dumps(target_path.rsplit("/", 1)[1]))
+            source = module_source("bootstrap") + call
             return {"bootstrap.py": source.encode()}
         try:
             return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))
@@ -273,6 +293,7 @@ class Injection:
             if "status" in request:  # decided without running anything (e.g. existing server)
                 self._send(conn, protocol.payload_request("noop"))
                 return dict(request, hello=hello)
+        request = dict(request, sources=op_sources(request.get("op")))  # the op's code travels here
         self._send(conn, protocol.payload_request(**request))
         if stream is not None:
             # The script slot is consumed and the socket file has done its job: free both now, so
@@ -324,7 +345,8 @@ class Injection:
     def _pending(self, private, watch):
         frames = main_thread_stack(self.rt)
         state = watch.state()
-        result = {"status": "pending", "frames": frames, "syscall": blocked_in(self.pid),
+        result = {"status": "pending", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                  "in_bootstrap": len(app_frames(frames)) < len(frames),
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
@@ -335,7 +357,8 @@ class Injection:
 
     def _still_running(self):
         frames = main_thread_stack(self.rt)
-        return {"status": "running", "frames": frames, "syscall": blocked_in(self.pid),
+        return {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                "in_bootstrap": len(app_frames(frames)) < len(frames),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
 

@@ -1,7 +1,7 @@
 """The agent side of ``trace``: inject the probe, relay its hits, keep it alive with pings, remove it for certain.
 
 One injection whose connection stays open (``session.Injection.run(stream=...)``). The request carries the
-sources of ``codefinder`` and ``probe``, which run inside the target (see agent/probe.py). JSON lines:
+sources of ``codefinder`` and ``probe``, which run inside the target (see agent/passengers/probe.py). JSON lines:
   probe -> agent  first ``{"installed": {...}}``, or ``{"status": "error", ...}`` when the location or an
                   expression is refused (nothing was enabled, no tool id was claimed); then any number of
                   ``{"hit": {...}}``, ``{"error": {...}}`` (an expression raised; once per location and
@@ -20,7 +20,7 @@ import socket
 import time
 
 from . import procfs, protocol
-from .session import AgentError, Injection, module_source
+from .session import AgentError, Injection
 
 PING_EVERY = 1.0
 ACK_TIMEOUT = 5.0        # how long a removal may take to be acknowledged (the probe thread polls every 0.1 s)
@@ -59,8 +59,7 @@ def probe_request(request: dict) -> dict:
         raise AgentError("usage", "--max-per-second must be a number > 0")
     return {"op": "trace", "file": file, "line": line, "exprs": exprs, "condition": condition,
             "count": count, "snapshot": bool(request.get("snapshot")), "max_per_second": float(rate),
-            "max_repr": int(request.get("max_repr") or DEFAULT_REPR),
-            "sources": [[name, module_source(name)] for name in ("codefinder", "probe")]}
+            "max_repr": int(request.get("max_repr") or DEFAULT_REPR)}
 
 
 def trace(request: dict, emit=None, stop=None) -> dict:

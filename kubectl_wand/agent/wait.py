@@ -98,6 +98,11 @@ class Watch:
                 return "refused", None  # taken long ago, still unread: it will never run
             limit = until if taken_at is None else max(until, taken_at + TAKEN_GRACE)
             if now >= limit:
+                if taken_at is None:  # taken in the last slice before the deadline (--timeout 1ms): it runs
+                    current = self.reader.read() if self.reader is not None else None  # now, give it the grace
+                    if current is not None and not current.holds(script) and current.path == script:
+                        taken_at = now
+                        continue
                 break
             if self.readable(listener, min(limit, now + SLOT_POLL)):
                 conn, _ = listener.accept()

@@ -11,6 +11,7 @@ import time
 
 from .. import editor, errors, printers, report
 from ..errors import PortBusy, WandError
+from ..terminal import text
 from .common import TargetOptions, check_result, positive_seconds
 
 DEFAULT_PORT = 5679
@@ -132,7 +133,8 @@ class Options(TargetOptions):
             if asked:
                 self.streams.stderr.write("note: %s not used: a debug server already listens on %s:%s in pid %d "
                                           "(debugpy cannot be restarted in a process)\n" % (
-                                              " and ".join(asked), result.get("host"), result.get("port"), pid))
+                                              " and ".join(asked), text(result.get("host")), text(result.get("port")),
+                                              pid))
         return result
 
     def editor_config(self, transport, pid, session, local_port):
@@ -153,7 +155,7 @@ class Options(TargetOptions):
         verb = "already listening" if session["status"] == "already" else "listening"
         where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
         out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
-            session.get("debugpy") or "", verb, session.get("host"), session.get("port"), where))
+            text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where))
         if session["status"] == "already" and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":

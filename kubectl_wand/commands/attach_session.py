@@ -16,6 +16,7 @@ import time
 from .. import editor, errors
 from ..agent.debugserver import server_answers
 from ..errors import PortBusy, WandError
+from ..terminal import text
 
 RESTARTS = 5        # port-forward restarts in a row before giving up on a session
 RESCAN_EVERY = 5.0  # seconds between looks for new pods with --all-pods (an API list each time)
@@ -214,7 +215,7 @@ def restart(s, err):
             s.forward.restart()
             return
         except WandError as exc:
-            err.write("restart failed: %s\n" % exc.message)
+            err.write("restart failed: %s\n" % text(exc.message))
 
 
 def handover_worker(opts, s, new, why):
@@ -303,7 +304,7 @@ def new_pods(opts, sessions, ports):
         try:
             new = attach_pod(opts, transport, ports)
         except WandError as exc:
-            err.write("new %s: not attached yet: %s\n" % (transport.where, exc.message))
+            err.write("new %s: not attached yet: %s\n" % (transport.where, text(exc.message)))
             continue
         for s in new:
             out.write("new pod: %s\n%s" % (s.line(), editor.render(s.config())))

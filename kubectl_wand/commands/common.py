@@ -21,10 +21,17 @@ def kube_flags(ns, warn=None):
                      timeout_s=ns.request_timeout_s, verbosity=ns.verbosity, namespace=ns.namespace, warn=warn)
 
 
+MAX_SECONDS = 7 * 24 * 3600  # any duration flag; beyond it the C-level waits overflow (99999999999999999h)
+
+
 def positive_seconds(value, flag):
-    """A finite, positive number of seconds; anything else is a usage error (nan/inf/0/-5 included)."""
+    """A finite, positive number of seconds up to a week; anything else is a usage error (nan/inf/0/-5 and
+    99999999999999999h included)."""
     if value is None or not math.isfinite(value) or value <= 0:
         raise WandError("%s must be a positive number of seconds (e.g. 15 or 30s), not %s" % (flag, value),
+                        errors.USAGE)
+    if value > MAX_SECONDS:
+        raise WandError("%s %gs is out of range: at most %dh (a week)" % (flag, value, MAX_SECONDS // 3600),
                         errors.USAGE)
     return value
 
@@ -70,6 +77,7 @@ class TargetOptions:
             self.kube = kube_flags(ns, warn=streams.stderr)
 
     def validate_target(self, needs_one=True):
+        positive_seconds(self.request_timeout_s, "--request-timeout")
         if needs_one and self.target is None and not self.selector:
             raise WandError("%s needs a target: POD, TYPE/NAME, -l SELECTOR or pid/N" % self.verb, errors.USAGE)
         if self.pid is not None and self.pid <= 0:

@@ -9,12 +9,45 @@ from __future__ import annotations
 import base64
 import io
 
-from .. import errors, printers, report
+from .. import errors, printers, report, terminal
 from ..errors import WandError
+from ..terminal import text
 from .common import TargetOptions, check_result, positive_seconds
 
 MAX_OUTPUT = 1 << 20  # bytes of stdout (and of stderr) brought back by default
 PARALLEL = 32
+MAX_CODE = 4 << 20    # bytes of code (-f FILE, -f -, after --): /dev/zero once took 23 GB before the kernel's kill
+READ_WAIT = 10.0      # seconds to read -f FILE when it is a pipe or FIFO (one with no writer never ends)
+
+
+def read_code(fd: int, what: str, wait=READ_WAIT) -> bytes:
+    """All of ``fd``, at most MAX_CODE bytes, within ``wait`` seconds when it is not a regular file (None: no
+    limit, a terminal where the user types the code); a WandError (usage) beyond either."""
+    import os
+    import select
+    import stat
+    import time
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    deadline = None if regular or wait is None else time.monotonic() + wait
+    chunks, size = [], 0
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            ready = left > 0 and select.select([fd], [], [], left)[0]
+            if not ready:
+                raise WandError("%s: nothing more to read after %gs (a FIFO or pipe with no writer?); give a file"
+                                % (what, wait), errors.USAGE)
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_CODE:
+            raise WandError("%s is more than %d MiB of code; exec-py takes at most that (run a file that is "
+                            "already in the target with runpy instead)" % (what, MAX_CODE >> 20), errors.USAGE)
 
 
 def decode_source(data: bytes, what: str) -> str:
@@ -51,21 +84,40 @@ class Options(TargetOptions):
             raise WandError("give the code either after -- or with -f, not both", errors.USAGE)
         if self.filename == "-":
             stdin = getattr(streams.stdin, "buffer", streams.stdin)
-            data = stdin.read()
+            try:
+                fd = stdin.fileno()
+            except (AttributeError, OSError, ValueError):
+                fd = None
+            if fd is None:  # an in-memory stream (tests, embedding): bounded the same way
+                data = stdin.read(MAX_CODE + 1)
+                if len(data) > MAX_CODE:
+                    raise WandError("the code on stdin is more than %d MiB of code; exec-py takes at most that"
+                                    % (MAX_CODE >> 20), errors.USAGE)
+            else:
+                data = read_code(fd, "the code on stdin", None if stdin.isatty() else READ_WAIT)
             self.code = decode_source(data, "the code on stdin") if isinstance(data, bytes) else data
         elif self.filename:
+            import os
             try:
-                with open(self.filename, "rb") as f:
-                    data = f.read()
+                fd = os.open(self.filename, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
             except OSError as exc:
                 raise WandError("cannot read -f %s: %s; check the path" % (self.filename, exc.strerror), errors.USAGE)
+            try:
+                data = read_code(fd, "-f %s" % self.filename)
+            except OSError as exc:
+                raise WandError("cannot read -f %s: %s; check the path" % (self.filename, exc.strerror), errors.USAGE)
+            finally:
+                os.close(fd)
             self.code = decode_source(data, "-f %s" % self.filename)
         else:
             self.code = " ".join(self.code_words)
             try:
-                self.code.encode("utf-8")
+                size = len(self.code.encode("utf-8"))
             except UnicodeEncodeError:
                 raise WandError("the code after -- is not valid UTF-8; pass it with -f FILE", errors.USAGE)
+            if size > MAX_CODE:
+                raise WandError("the code after -- is more than %d MiB; exec-py takes at most that"
+                                % (MAX_CODE >> 20), errors.USAGE)
 
     def validate(self):
         self.validate_target()
@@ -117,22 +169,26 @@ class Options(TargetOptions):
         return result
 
     def print_result(self, result, out, err, prefix=""):
+        """What the user's code wrote to stdout and stderr is its own output, passed through as it is (as
+        `kubectl exec` does: `exec-py ... > file` gets the bytes, colours the code prints stay colours). What
+        exec-py renders itself (the repr of the value, the traceback, its warnings) follows terminal's rule:
+        a repr or a file name the target chose does not drive the terminal."""
         status = result.get("status")
-        write_prefixed(out, result.get("stdout"), prefix)
+        write_prefixed(terminal.raw(out), result.get("stdout"), prefix)
         if result.get("stdout_bytes") is not None:
-            write_bytes(out, base64.b64decode(result["stdout_bytes"]), prefix)
+            write_bytes(terminal.raw(out), base64.b64decode(result["stdout_bytes"]), prefix)
         if result.get("value") is not None:
             write_prefixed(out, result["value"] + "\n", prefix)
-        write_prefixed(err, result.get("stderr"), prefix)
+        write_prefixed(terminal.raw(err), result.get("stderr"), prefix)
         if result.get("stderr_bytes") is not None:
-            write_bytes(err, base64.b64decode(result["stderr_bytes"]), prefix)
+            write_bytes(terminal.raw(err), base64.b64decode(result["stderr_bytes"]), prefix)
         if result.get("truncated"):
             err.write("%swarning: output cut at %d bytes (--max-output; 0 for no limit)\n" % (prefix, self.max_output))
         if status == "raised":
             write_prefixed(err, result.get("traceback") or (result.get("error", "") + "\n"), prefix)
             return errors.FAILED
         if status == "timeout":
-            err.write("%serror: %s (exceeded --timeout %g)\n" % (prefix, result["error"], self.timeout))
+            err.write("%serror: %s (exceeded --timeout %g)\n" % (prefix, text(result["error"]), self.timeout))
             return errors.TIMEOUT
         return errors.OK
 
@@ -161,10 +217,8 @@ class Options(TargetOptions):
             return max(codes)
         for transport, result, code in zip(transports, results, codes):
             prefix = "[pod/%s/%s] " % (transport.name, transport.container)
-            if result.get("status") == "error":
-                err.write("%serror: %s\n" % (prefix, result["error"]))
-            elif result.get("status") in ("pending", "running"):
-                err.write("%serror: %s\n" % (prefix, result["error"]))
+            if result.get("status") in ("error", "pending", "running"):
+                err.write("%serror: %s\n" % (prefix, text(result["error"])))
             else:
                 self.print_result(result, out, err, prefix)
         return max(codes)

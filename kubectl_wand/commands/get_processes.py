@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import errors, printers
 from ..errors import WandError
+from ..terminal import text
 from .common import TargetOptions
 
 COLUMNS = [
@@ -46,7 +47,7 @@ class Options(TargetOptions):
         with self.step("listing Python processes"):
             rows, failures = collect(transports, only_pid, self.request_timeout_s)
         for where, exc in failures:
-            err.write("error: %s: %s\n" % (where, exc.message if isinstance(exc, WandError) else exc))
+            err.write("error: %s: %s\n" % (where, text(exc.message if isinstance(exc, WandError) else exc)))
         if only_pid is not None and not rows and not failures:
             raise WandError("process %d is not a Python process visible here (kubectl wand get processes lists "
                             "them)" % only_pid, errors.NOT_FOUND)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import errors
 from ..errors import WandError
+from ..terminal import text
 
 PARALLEL = 32
 
@@ -52,11 +53,11 @@ def entries(results, err, opts):
     out, codes = [], []
     for transport, result in results:
         if isinstance(result, WandError):
-            err.write("error: %s: %s\n" % (transport.where, result.message))
+            err.write("error: %s: %s\n" % (transport.where, text(result.message)))
             codes.append(result.code)
             continue
         if result.get("status") != "ok":
-            err.write("error: %s: %s\n" % (transport.where, result.get("error")))
+            err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:
@@ -66,7 +67,8 @@ def entries(results, err, opts):
                 if entry.get("kind") == "permission" and not transport.local and not transport.ephemeral:
                     from .common import EPHEMERAL_HINT
                     hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
-                err.write("error: %s pid %s: %s%s\n" % (transport.where, entry["pid"], entry["error"], hint))
+                err.write("error: %s pid %s: %s%s\n" % (transport.where, text(entry["pid"]), text(entry["error"]),
+                                                          hint))
                 codes.append(errors.exit_code({"status": "error", "kind": entry.get("kind")}))
                 continue
             out.append(entry)

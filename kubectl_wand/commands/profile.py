@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .. import errors, printers, profiles
+from .. import errors, outfile, printers, profiles, terminal
 from ..errors import WandError
 from .common import TargetOptions, positive_seconds
 from .observe_common import entries, pods_of, read_all
@@ -58,6 +58,8 @@ class Options(TargetOptions):
             raise WandError("--rate must be 1-1000 samples per second", errors.USAGE)
         if self.format in ("speedscope", "svg") and not self.output:
             raise WandError("--format %s writes a file: give --output FILE" % self.format, errors.USAGE)
+        if self.output and self.output != "-":
+            outfile.check(self.output)  # before sampling, not after it
 
     def run(self) -> int:
         err = self.streams.stderr
@@ -69,6 +71,12 @@ class Options(TargetOptions):
         progress.done()
         found, code = entries(results, err, self)
         merged = profiles.merge([(e.get("pod"), e) for e in found], per_pod=self.per_pod)
+        if not merged["total"] and code != errors.OK and not found:
+            return code  # nothing was read: the reason is printed above (not "the processes were idle")
+        unread = [e["profile"].get("last_error") for e in found
+                  if (e.get("profile") or {}).get("errors") and not e["profile"].get("samples")]
+        if not merged["total"] and unread:  # not idle: every read failed (e.g. a stack past 1024 frames)
+            raise WandError("no samples: every read of the stacks failed: %s" % unread[0], errors.ENVIRONMENT)
         if not merged["total"]:
             raise WandError("no samples: the processes were idle the whole time (add --idle to count idle "
                             "threads)", errors.NOT_FOUND)
@@ -90,19 +98,25 @@ class Options(TargetOptions):
         else:
             text = printers.dump(profiles.to_speedscope(merged, name=name), "json")
         if self.output and self.output != "-":
-            with open(self.output, "w", encoding="utf-8") as f:
-                f.write(text)
+            try:  # a name that was not UTF-8 in the target keeps its bytes
+                data = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "backslashreplace")
+            replaced = outfile.write(self.output, data)
             if not self.quiet:
-                self.streams.stderr.write("wrote %s (%s)\n" % (self.output, self.format))
-        else:
+                self.streams.stderr.write("wrote %s (%s)%s\n" % (self.output, self.format,
+                                                                 "; it replaced the file there" if replaced else ""))
+        elif self.format == "top":
             self.streams.stdout.write(text)
+        else:  # a data format on stdout: the names as they are (collapsed stacks already drop newlines)
+            terminal.raw(self.streams.stdout).write(text)
 
 
 class Progress:
     """A line on a terminal's stderr: samples taken so far, summed over every process."""
 
     def __init__(self, opts, pods):
-        self.stream = opts.streams.stderr
+        self.stream = terminal.raw(opts.streams.stderr)  # its own carriage returns; its numbers are ours
         self.enabled = not opts.quiet and getattr(self.stream, "isatty", lambda: False)()
         self.per_source = {}
         self.started = time.monotonic()

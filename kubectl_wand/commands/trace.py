@@ -9,13 +9,18 @@ travels target -> agent -> `kubectl exec` -> here, printed as it happens. The pr
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
 from .. import errors, printers
 from ..errors import WandError
+from ..terminal import text
 from .common import TargetOptions, positive_seconds
 from .observe_common import pods_of, read_all
+
+
+MAX_PER_SECOND = 10000  # hits reported per second per process, at most
 
 
 class Options(TargetOptions):
@@ -42,6 +47,13 @@ class Options(TargetOptions):
         self.validate_target()
         if not self.location:
             raise WandError("trace needs FILE:LINE after the target, e.g. web.py:42", errors.USAGE)
+        for what, value in [("FILE:LINE", self.location), ("--condition", self.condition)] + [
+                ("EXPR", e) for e in self.exprs]:
+            try:
+                (value or "").encode("utf-8")
+            except UnicodeEncodeError as exc:  # a byte that is not UTF-8 reaches us as a lone surrogate
+                raise WandError("%s %s is not valid UTF-8 (byte 0x%02x at offset %d); Python source is UTF-8" % (
+                    what, text(value), ord(value[exc.start]) & 0xff, exc.start), errors.USAGE)
         file, sep, line = self.location.rpartition(":")
         if not sep or not file or not line.isdigit() or int(line) < 1:
             raise WandError("%r is not a location: give FILE:LINE, e.g. web.py:42 or app/web.py:42" % self.location,
@@ -49,15 +61,17 @@ class Options(TargetOptions):
         positive_seconds(self.duration, "--duration")
         if self.count is not None and self.count < 1:
             raise WandError("--count must be a whole number >= 1", errors.USAGE)
-        if not self.max_per_second > 0:
-            raise WandError("--max-per-second must be a number > 0", errors.USAGE)
+        # No "inf": the rate limit is what keeps a hot line from flooding the app, the wire and the terminal.
+        if not (math.isfinite(self.max_per_second) and 0 < self.max_per_second <= MAX_PER_SECOND):
+            raise WandError("--max-per-second must be a number > 0 and at most %d (not %s)" % (
+                MAX_PER_SECOND, self.max_per_second), errors.USAGE)
         if self.output not in (None, "json"):
             raise WandError("trace prints text, or -o json (one JSON object per line)", errors.USAGE)
-        for text in self.exprs + ([self.condition] if self.condition else []):
+        for source in self.exprs + ([self.condition] if self.condition else []):
             try:
-                compile(text, "<expr>", "eval")
+                compile(source, "<expr>", "eval")
             except SyntaxError as exc:
-                raise WandError("%r is not a Python expression (%s); quote each EXPR" % (text, exc.msg), errors.USAGE)
+                raise WandError("%r is not a Python expression (%s); quote each EXPR" % (source, exc.msg), errors.USAGE)
 
     def request(self):
         return {"op": "trace", "pid": self.known_pid(), "location": self.location, "exprs": self.exprs,
@@ -91,18 +105,18 @@ class Hits:
             if "installed" in event:
                 e = event["installed"]
                 self.note("tracing %s:%s (in %s) in %s pid %s, sys.monitoring tool id %s" % (
-                    e.get("file"), e.get("line"), ", ".join(e.get("functions") or ["?"]), transport.where,
-                    e.get("pid"), e.get("tool_id")))
+                    text(e.get("file")), text(e.get("line")), ", ".join(map(text, e.get("functions") or ["?"])),
+                    transport.where, text(e.get("pid")), text(e.get("tool_id"))))
             elif "hit" in event:
                 self.hit(dict(event["hit"], pod=transport.labels.get("pod")))
             elif "error" in event:
                 e = event["error"]
                 self.err.write("warning: %s at %s:%s raised %s (said once; the app is not affected)\n" % (
-                    e.get("expr"), e.get("file"), e.get("line"), e.get("message")))
+                    text(e.get("expr")), text(e.get("file")), text(e.get("line")), text(e.get("message"))))
             elif "covered" in event:
                 e = event["covered"]
-                self.note("new code of %s:%s got the probe (%s)" % (e.get("file"), e.get("line"),
-                                                                    e.get("function", "imported later")))
+                self.note("new code of %s:%s got the probe (%s)" % (text(e.get("file")), text(e.get("line")),
+                                                                    text(e.get("function", "imported later"))))
 
     def note(self, text):
         if not self.opts.quiet:
@@ -115,10 +129,11 @@ class Hits:
             self.out.write(json.dumps({"hit": hit}) + "\n")
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(hit["time"])) + ".%03d" % (hit["time"] % 1 * 1000)
-            values = " ".join("%s=%s" % (v["expr"], v.get("repr", "<%s>" % v.get("error"))) for v in hit["values"])
+            values = " ".join("%s=%s" % (text(v["expr"]), text(v.get("repr", "<%s>" % v.get("error"))))
+                              for v in hit["values"])
             pod = "pod/%s " % hit["pod"] if hit.get("pod") else ""
             self.out.write("%s %spid %s %s %s:%s %s\n" % (
-                stamp, pod, hit["pid"], hit["thread"], short(hit["file"]), hit["line"],
+                stamp, pod, text(hit["pid"]), text(hit["thread"]), short(text(hit["file"])), text(hit["line"]),
                 values or "(hit)"))
             if hit.get("locals") is not None:
                 self.out.write(snapshot_text(hit))
@@ -131,11 +146,11 @@ class Hits:
         snapshots = []
         for transport, result in results:
             if isinstance(result, WandError):
-                self.err.write("error: %s: %s\n" % (transport.where, result.message))
+                self.err.write("error: %s: %s\n" % (transport.where, text(result.message)))
                 codes.append(result.code)
                 continue
             if result.get("status") != "ok":
-                self.err.write("error: %s: %s\n" % (transport.where, result.get("error")))
+                self.err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
                 codes.append(errors.exit_code(result))
                 continue
             if result.get("snapshot") is not None:
@@ -143,8 +158,8 @@ class Hits:
             removed = ("probe removed (tool id %s freed)" % ", ".join(map(str, result.get("tool_ids") or []))
                        if result.get("removed") else "warning: " + result.get("warning", "removal not confirmed"))
             self.note("%s pid %s: %d hit(s), %d dropped by the rate limit (%g/s); ended by %s; %s" % (
-                transport.where, result.get("pid"), result.get("hits", 0), result.get("dropped", 0),
-                self.opts.max_per_second, result.get("reason"), removed))
+                transport.where, text(result.get("pid")), result.get("hits", 0), result.get("dropped", 0),
+                self.opts.max_per_second, text(result.get("reason")), text(removed)))
             codes.append(errors.OK)
         if self.opts.output == "json" and snapshots:
             self.out.write(printers.dump(printers.as_list(snapshots, "SnapshotList"), "json"))
@@ -158,9 +173,9 @@ def short(path):
 def snapshot_text(hit):
     lines = ["  locals:"]
     for name, value in (hit.get("locals") or {}).items():
-        lines.append("    %s = %s" % (name, value))
+        lines.append("    %s = %s" % (text(name), text(value)))
     lines.append("  stack (innermost first):")
     for f in hit.get("stack") or []:
-        lines.append("    %s (%s:%s)" % (f.get("function"), f.get("file"), f.get("line")))
+        lines.append("    %s (%s:%s)" % (text(f.get("function")), text(f.get("file")), text(f.get("line"))))
     return "\n".join(lines) + "\n"
 

@@ -29,8 +29,10 @@ def sources() -> dict:
     with _LOCK:  # pods are listed from several threads at once
         if not _SOURCES:
             here = os.path.dirname(agent_pkg.__file__)
-            for name in agent_pkg.MODULES + agent_pkg.PASSENGERS + ("boot",):
-                with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
+            files = [(name, os.path.join(here, name + ".py")) for name in agent_pkg.MODULES + ("boot",)]
+            files += [(name, os.path.join(here, "passengers", name + ".py")) for name in agent_pkg.PASSENGERS]
+            for name, path in files:
+                with open(path, encoding="utf-8") as f:
                     _SOURCES[name] = f.read()
     return _SOURCES
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from procs import default_signals  # tests/procs.py (tests/conftest.py, loaded first, put tests/ on sys.path)
+
 REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
 NAMESPACE = "wand-e2e"
 # hack/cluster's exit codes for "cannot start here" (see the script's header)
-CANNOT_START = {3: "not root", 4: "no Go toolchain", 5: "host unsuitable"}
+CANNOT_START = {3: "not root", 4: "no Go toolchain or no kubectl", 5: "host unsuitable"}
 UP_TIMEOUT = int(os.environ.get("WAND_CLUSTER_UP_TIMEOUT", "3600"))
 
 
@@ -132,5 +134,5 @@ def wand(cluster):
         full.update(env or {})
         return subprocess.run([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args], capture_output=True,
                               text=True, timeout=timeout, cwd=str(REPO), env=full, input=input,
-                              stdin=None if input else subprocess.DEVNULL)
+                              stdin=None if input else subprocess.DEVNULL, preexec_fn=default_signals)
     return run

@@ -15,6 +15,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import dap  # noqa: E402
+from procs import default_signals  # noqa: E402
 from kubectl_wand.agent import procfs  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -127,7 +128,7 @@ class Attached:
     def __init__(self, wand_env, *args):
         self.proc = subprocess.Popen([sys.executable, "-u", "-m", "kubectl_wand", "attach"] + list(args), cwd=REPO,
                                      env=wand_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=default_signals)
         self.out = []
         self.pending = ""
 
@@ -174,7 +175,8 @@ class HttpForward:
     def __init__(self, cluster, pod):
         self.proc = subprocess.Popen(["kubectl", "--kubeconfig", cluster.kubeconfig, "-n", cluster.namespace,
                                       "port-forward", "--address", "127.0.0.1", "pod/" + pod, ":8000"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=default_signals)
         line = self.proc.stdout.readline()
         m = re.search(r"127\.0\.0\.1:(\d+)", line)
         assert m, line + self.proc.stderr.read()

@@ -15,6 +15,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APPS = os.path.join(REPO, "tests", "apps")
 sys.path.insert(0, os.path.join(REPO, "tests"))
+from procs import default_signals  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 NS = "wand-e2e"
@@ -91,7 +92,7 @@ def test_profile_ctrl_c_keeps_what_was_sampled(workloads, cluster, tmp_path):
     env = dict(cluster.env, PYTHONPATH=REPO)
     proc = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "profile", "deploy/layers", "--duration", "60s",
                              "--format", "collapsed", "-o", str(out)], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, preexec_fn=default_signals)
     time.sleep(4)  # let it sample for a while: this is the span we interrupt, not a wait for readiness
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)

@@ -17,6 +17,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import dap  # noqa: E402
+from procs import default_signals  # noqa: E402
 from test_kube_verbs import APPS, HttpForward, children  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -65,7 +66,7 @@ def freed(stderr):
 def start_trace(cluster, *args):
     return subprocess.Popen([sys.executable, "-m", "kubectl_wand", "trace", "deploy/web", WHERE] + list(args),
                             env=dict(cluster.env, PYTHONPATH=REPO), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, preexec_fn=default_signals)
 
 
 def test_trace_every_replica_while_requests_flow(cluster, wand):

@@ -1,10 +1,10 @@
 """Runs INSIDE the target (its own interpreter, 3.12+, stdlib only): a logpoint on FILE:LINE with sys.monitoring.
 
-It travels as source in the ``trace`` request, after ``codefinder``'s; ``payload.start_probe`` runs both in
-one fresh namespace on the target's main thread and calls ``start(request, conn)``. ``start`` validates
-everything before enabling anything (an unknown or ambiguous location claims no tool id), then claims a free
-tool id, enables LINE events on exactly the code objects that contain the line, and hands the connection to
-one daemon thread. The LINE callback runs in the app's threads: it never blocks and never raises into the
+It travels as source in the ``trace`` request, after ``codefinder``'s; the bootstrap (passengers/bootstrap.py)
+runs both in one fresh namespace on the target's main thread and calls ``run(request, conn, signals)``, which
+validates everything before enabling anything (an unknown or ambiguous location claims no tool id), then claims
+a free tool id, enables LINE events on exactly the code objects that contain the line, and hands the connection
+to one daemon thread. The LINE callback runs in the app's threads: it never blocks and never raises into the
 app; it queues bounded hit records that the thread writes as JSON lines to the agent.
 
 Removal (events off on each code object, callback unregistered, tool id freed) happens in that thread when
@@ -22,11 +22,8 @@ import threading
 import time
 from collections import deque
 
-try:  # imported as part of the package (tests, linters); in the target codefinder's source ran just before
-    from .codefinder import Known, Location, Refused, code_lines, module_file, nested, roots_everywhere, \
-        roots_in_namespace
-except ImportError:
-    pass
+# Known, Location, Refused, code_lines, module_file, nested, roots_everywhere and roots_in_namespace are
+# codefinder's: its source runs just before this one in the same namespace (a passenger imports nothing of ours).
 
 TOOL_NAME = "kubectl-wand trace"
 # Never 0 (DEBUGGER_ID: debugpy's). 3 and 4 have no conventional owner; 5 (optimizers) next; 2 is what
@@ -43,8 +40,9 @@ MAX_LOCALS = 100
 MAX_STACK = 64
 
 
-def start(request, conn):
-    """Install the probe and hand ``conn`` to its thread (returns None), or return an error result."""
+def run(request, conn, signals=None):
+    """The op's entry (see passengers/bootstrap.py): install the probe and hand ``conn`` to its thread (returns
+    None), or return an error result."""
     try:
         probe = Probe(request)
         probe.install()
@@ -152,7 +150,11 @@ class Probe:
                     step()
                 except Exception as exc:
                     problems.append(str(exc))
-            self.removed["freed"] = monitoring.get_tool(self.tool) is None
+            try:
+                self.removed["freed"] = monitoring.get_tool(self.tool) is None
+            except Exception as exc:
+                problems.append(str(exc))
+                self.removed["freed"] = False
         self.codes = []
         if problems:
             self.removed["problems"] = problems
@@ -280,6 +282,19 @@ class Probe:
         thread.start()
 
     def serve(self, conn):
+        """The thread's whole life. Nothing escapes it: threading's excepthook would print it into the app's
+        stderr."""
+        try:
+            self.relay(conn)
+        except BaseException:
+            pass
+        finally:
+            try:
+                conn.close()
+            except BaseException:
+                pass
+
+    def relay(self, conn):
         reason, pending = None, b""
         last_ping = next_rescan = time.monotonic()
         try:

@@ -41,6 +41,9 @@ class Failure(Exception):
         self.kind, self.message = kind, message
 
 
+MAX_FRAMES = 1024  # per thread: _remote_debugging's own limit (process_frame_chain) in CPython 3.14
+
+
 def unwinder(pid, **kw):
     try:
         import _remote_debugging
@@ -69,6 +72,11 @@ def read(call, pid):
             raise Failure("exited", "process %d exited" % pid)
         except Exception as exc:  # RuntimeError / OSError / UnicodeDecodeError from a torn read
             last = exc
+            if str(exc).startswith("Too many stack frames"):  # not a moving target: retrying cannot help
+                raise Failure("runtime", "a thread of %d is more than %d frames deep (deep recursion?): CPython "
+                                         "3.14's stack reader (_remote_debugging) stops there, so this process's "
+                                         "stacks cannot be read; exec-py can print them (traceback.print_stack)"
+                              % (pid, MAX_FRAMES))
             if not os.path.exists("/proc/%d" % pid):
                 raise Failure("exited", "process %d exited" % pid)
     raise Failure("runtime", "the stack of %d kept changing under the reader (%d tries): %s" % (pid, RETRIES, last))
@@ -230,6 +238,7 @@ def profile(pid, rate, duration, idle, gil, out):
     counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
     names = {}
     samples = errors = missed = recorded = 0
+    last_error = None
     period = 1.0 / rate
     start = time.monotonic()
     ticks = max(1, int(round(duration * rate)))
@@ -243,6 +252,7 @@ def profile(pid, rate, duration, idle, gil, out):
                 stopper.reason = "exited"
                 break
             errors += 1
+            last_error = exc.message
             threads = ()
         else:
             samples += 1
@@ -275,7 +285,7 @@ def profile(pid, rate, duration, idle, gil, out):
     elapsed = time.monotonic() - start
     return {"profile": aggregate(counts, {
         "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
-        "missed": missed, "recorded": recorded, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
+        "missed": missed, "recorded": recorded, "last_error": last_error, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
         "idle": idle, "gil": gil, "stopped_early": stopper.reason})}
 
 

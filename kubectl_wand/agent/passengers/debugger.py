@@ -1,0 +1,128 @@
+"""Runs INSIDE the target, on its main thread: start debugpy's server for ``attach``.
+
+Travels in the ``attach`` request (passengers/bootstrap.py runs it in a fresh namespace and calls ``run``).
+All or nothing: a debugpy that fails to import half-way is removed from ``sys.modules`` so the next attach
+starts clean; a shipped copy (the agent's ``lib/``) is imported in full, with everything it loads lazily,
+before the agent removes its files.
+"""
+import os
+import sys
+import time
+
+
+def run(request, conn, signals):
+    """The op's entry (see passengers/bootstrap.py): the result to send."""
+    return start_debugpy(request)
+
+
+def start_debugpy(request):
+    shipped = request.get("debugpy_path")
+    if shipped and not os.path.exists(os.path.join(shipped, ".complete")):
+        return {"status": "error", "kind": "debugpy", "error": "the shipped debugpy is incomplete; nothing "
+                "was imported"}
+    modules, path, bytecode = set(sys.modules), list(sys.path), sys.dont_write_bytecode
+    if shipped:
+        sys.path.insert(0, shipped)
+        sys.dont_write_bytecode = True  # no __pycache__ in the private directory: less to write and remove
+    # pydevd warns about frozen modules on the app's stderr when it loads; the app's logs are not ours to
+    # write into. Set its switch only while it loads, so the app's environment ends up as it was.
+    saved = os.environ.get("PYDEVD_DISABLE_FILE_VALIDATION")
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    try:
+        import debugpy
+        import debugpy.server.api  # noqa: F401  (loads pydevd while its switch is set)
+        if shipped:
+            preload_debugpy()  # everything it could load lazily, while its files are still there
+            if not os.path.exists(os.path.join(shipped, ".complete")):
+                raise ImportError("the shipped files were removed while they loaded")
+    except BaseException as exc:
+        # All or nothing: a half-imported debugpy would stay in sys.modules and fail every later attach.
+        forget_modules(modules, shipped)
+        sys.path[:] = path
+        if not isinstance(exc, Exception):
+            raise
+        return {"status": "error", "kind": "debugpy", "error": "cannot import debugpy: %s" % exc}
+    finally:
+        sys.dont_write_bytecode = bytecode
+        if shipped:
+            if shipped in sys.path:
+                sys.path.remove(shipped)
+            for key in [k for k in sys.path_importer_cache if k.startswith(shipped)]:
+                del sys.path_importer_cache[key]
+        if saved is None:
+            os.environ.pop("PYDEVD_DISABLE_FILE_VALIDATION", None)
+        else:
+            os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = saved
+    current = existing_server()
+    if current:
+        return dict(current, status="already")
+    host, port = request["host"], int(request["port"])
+    mode = "in-process"
+    try:
+        try:
+            # pydevd itself serves DAP: no adapter process to spawn (faster, nothing outlives the app, works
+            # in embedded interpreters), and it survives a client that vanishes without a DAP disconnect (a
+            # dead port-forward), which leaves debugpy 1.8's separate adapter stuck.
+            bound_host, bound_port = debugpy.listen((host, port), in_process_debug_adapter=True)
+        except TypeError:  # debugpy older than 1.8.1: the separate adapter is the only way
+            mode = "adapter"
+            if not os.path.basename(sys.executable or "").startswith("python"):
+                real = os.path.realpath("/proc/self/exe")  # embedded interpreters: the adapter needs python
+                if os.path.basename(real).startswith("python"):
+                    debugpy.configure(python=real)
+            bound_host, bound_port = debugpy.listen((host, port))
+    except Exception as exc:
+        message = str(exc)
+        kind = "port" if "in use" in message or "Errno 98" in message else "debugpy"
+        return {"status": "error", "kind": kind, "error": message}
+    record = {"host": bound_host, "port": bound_port, "debugpy": getattr(debugpy, "__version__", "?"),
+              "source": "shipped" if shipped else "installed", "since": time.time(), "mode": mode}
+    debugpy._kubectl_wand_server = record
+    return dict(record, status="listening")
+
+
+def forget_modules(before, shipped):
+    """Drop the modules a failed debugpy import added: debugpy's own, and any loaded from the shipped copy."""
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        try:  # a namespace package (pydevd has some) has no __file__, only __path__
+            places = [getattr(module, "__file__", None) or ""] + list(getattr(module, "__path__", None) or [])
+        except Exception:
+            places = []
+        if name == "debugpy" or name.startswith("debugpy.") or any(
+                "/debugpy/" in p or (shipped and p.startswith(shipped + "/")) for p in places):
+            del sys.modules[name]
+
+
+def preload_debugpy():
+    """Import the debugger modules it would otherwise load lazily, so its shipped files can be removed."""
+    import importlib
+    import pkgutil
+    try:
+        import _pydevd_bundle
+    except Exception:
+        return
+    for mod in pkgutil.iter_modules(_pydevd_bundle.__path__, "_pydevd_bundle."):
+        if "cython" in mod.name or "ipython" in mod.name or "jupyter" in mod.name:
+            continue
+        try:
+            importlib.import_module(mod.name)
+        except Exception:
+            pass
+
+
+def existing_server():
+    """The server this process already runs: one kubectl wand started (its record), another tool's, or None."""
+    debugpy = sys.modules.get("debugpy")
+    if debugpy is None:
+        return None
+    record = getattr(debugpy, "_kubectl_wand_server", None)
+    if record:
+        return dict(record, started_by="kubectl-wand")
+    try:
+        from debugpy.server import api
+        if api.listen.called:
+            return {"started_by": "another tool", "host": None, "port": None}
+    except Exception:
+        pass
+    return None

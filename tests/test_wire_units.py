@@ -157,16 +157,24 @@ def test_good_answers_pass():
                                                       "truncated": False, "seconds": 0.1,
                                                       "stdout_bytes": base64.b64encode(data).decode()})
     assert protocol.check_payload_hello({"token": "t", "pid": 1, "server": None, "debugpy": None})
-    assert protocol.check_trace_message({"hit": {"file": "f", "line": 1, "values": []}})
+    assert protocol.check_trace_message({"hit": dict(HIT, locals={"x": "1"}, stack=[{"file": "f", "line": 1}])})
     assert protocol.check_injector({"ok": True, "threads": [{"thread_id": 1, "frames": [
         {"file": "f", "line": 1, "function": "g"}]}]})
+
+
+HIT = {"time": 1.0, "thread": "MainThread", "file": "f.py", "line": 3, "values": [{"expr": "x", "repr": "1"}]}
 
 
 @pytest.mark.parametrize("message,why", [
     ({"installed": 7}, "a JSON integer, not an object"),
     ({"installed": {"tool_id": "x", "file": "f", "line": 1}}, "'tool_id' is a JSON string"),
     ({"installed": {"file": "f", "line": 1}}, "lacks 'tool_id'"),
-    ({"hit": {"values": "x"}}, "'values' is a JSON string, not array"),
+    ({"hit": dict(HIT, values="x")}, "'values' is a JSON string, not array"),
+    ({"hit": dict(HIT, values=[7])}, "value is a JSON integer, not an object"),
+    ({"hit": dict(HIT, values=[{"repr": "1"}])}, "lacks 'expr'"),
+    ({"hit": dict(HIT, locals={"x": 7})}, "a local that is not a string"),
+    ({"hit": dict(HIT, stack=[{"line": "9"}])}, "'line' is a JSON string"),
+    ({"hit": {"time": 1.0, "values": []}}, "lacks 'thread'"),
     ({"nothing": 1}, "has none of"),
 ])
 def test_a_probe_message_of_wrong_types_is_refused(message, why):

@@ -333,7 +333,8 @@ OP_RESULTS = {  # agent -> CLI; exec's and attach's come from the payload first
                                              "stdout_bytes:s? stderr_bytes:s?",
     "attach": RESULT_FIELDS + PENDING_FIELDS + "host:s? port:i? answers:b started_by:s",
     "list": RESULT_FIELDS + "processes:a", "stack": RESULT_FIELDS + "processes:a",
-    "profile": RESULT_FIELDS + "processes:a", "check": RESULT_FIELDS + "rows:a", "watch": RESULT_FIELDS + "old:i? why:s",
+    "profile": RESULT_FIELDS + "processes:a", "check": RESULT_FIELDS + "rows:a",
+    "watch": RESULT_FIELDS + "old:i? why:s",
     "trace": RESULT_FIELDS + "file:s line:i hits:i dropped:i errors:a reason:s? removed:b tool_ids:a probe_reason:s? "
                              "problems:a warning:s snapshot:o"}
 # the statuses a payload may answer with (pending/running are the agent's own)
@@ -343,6 +344,7 @@ TRACE_MESSAGES = {  # probe -> agent
     "hit": "time:n thread:s file:s line:i function:s values:a dropped:i locals:o stack:a pid:i?",
     "error": "file:s line:i expr:s? message:s", "covered": "file:s line:i functions:a note:s",
     "removed": "reason:s tool_ids:a freed:b hits:i dropped:i problems:a internal_errors:i"}
+TRACE_REQUIRED = {"installed": ("tool_id", "file", "line"), "hit": ("time", "thread", "file", "line", "values")}
 INJECTOR_ANSWER = "ok:b kind:s error:s line:i? offset:i? text:s? threads:a"
 FRAME = "file:s? line:i? function:s?"
 _TYPES = {"s": (str,), "i": (int,), "n": (int, float), "b": (bool,), "o": (dict,), "a": (list,)}
@@ -402,10 +404,15 @@ def check_trace_message(message: dict, what="the probe's message") -> dict:
     """A line of trace's stream: {KIND: {...}} (TRACE_MESSAGES), or an error result."""
     if "status" in message:
         return check_result(message, what)
-    for kind, fields in TRACE_MESSAGES.items():
+    for kind, spec in TRACE_MESSAGES.items():
         if kind in message:
-            check_fields(message[kind], fields, "%s (%s)" % (what, kind),
-                         required=("tool_id", "file", "line") if kind == "installed" else ())
+            body = check_fields(message[kind], spec, "%s (%s)" % (what, kind), required=TRACE_REQUIRED.get(kind, ()))
+            for value in body.get("values") or () if kind == "hit" else ():
+                check_fields(value, "expr:s repr:s error:s", what + "'s value", required=("expr",))
+            for frame in body.get("stack") or () if kind == "hit" else ():
+                check_fields(frame, FRAME, what + "'s frame")
+            if kind == "hit" and not all(type(v) is str for v in (body.get("locals") or {}).values()):
+                raise ProtocolError("%s: a local that is not a string" % what)
             return message
     raise ProtocolError("%s has none of %s" % (what, "/".join(TRACE_MESSAGES)))
 

@@ -165,7 +165,7 @@ class Relay:
 
     def handle(self, message):
         if "hit" in message:
-            hit = message["hit"]
+            hit = dict(message["hit"], pid=self.pid)
             self.hits += 1
             self.dropped = max(self.dropped, hit.get("dropped", 0))
             if "locals" in hit and self.snapshot is None:

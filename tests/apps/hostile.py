@@ -7,8 +7,9 @@ answers with the shape; the hook then refuses the real bootstrap, so only the ap
 Shapes: huge-result (400 MB, one line), huge-hello (300 MB, no newline), nested-hello (100 000 deep),
 nested-result (500 deep: below the C parser's limit, above ours), list-hello, hello-types ("server": 7),
 wrong-types (a result whose fields have the wrong types, per operation), drip-hello, drip-result (a byte every
-0.1 s, endless), stall-hello (connects, says nothing), stall-result (a hello, then nothing). The request's
-operation (exec, attach, trace) picks the wrong-types result.
+0.1 s, endless), stall-hello (connects, says nothing), stall-result (a hello, then nothing), bad-hit (trace:
+a good "installed", then a hit whose values are not objects). The request's operation (exec, attach, trace)
+picks the wrong-types result.
 """
 import json
 import os
@@ -71,6 +72,11 @@ def answer(script):
                 conn.sendall(b'{"status": "ok", "stdout": ' + b"[" * 500 + b"]" * 500 + b"}\n")
             elif SHAPE == "wrong-types":
                 conn.sendall(json.dumps(WRONG[op]).encode() + b"\n")
+            elif SHAPE == "bad-hit":  # trace: installed, then a hit whose values are not objects
+                conn.sendall(json.dumps({"installed": {"tool_id": 5, "file": "hostile.py", "line": 30,
+                                                       "functions": ["answer"]}}).encode() + b"\n")
+                conn.sendall(json.dumps({"hit": {"time": 1.0, "thread": "t", "file": "hostile.py", "line": 30,
+                                                 "values": [7]}}).encode() + b"\n")
             elif SHAPE == "drip-result":
                 drip(conn, b'{"status": "ok", "stdout": "' + b"x" * 100000)
         select.select([conn], [], [], 60)  # hold the connection until the agent closes it

@@ -32,7 +32,7 @@ except ImportError:
 VERSION = 1
 
 # -- limits on what a peer may send ---------------------------------------------------------------------------
-MAX_DEPTH = 32        # nesting of objects/arrays (the deepest we send: 7)
+MAX_DEPTH = 32        # nesting of objects/arrays (the deepest we send: 10, a task's awaited-by frames)
 LINE_MAX = 64 << 20   # any line on any hop (a profile of many processes; exec with --max-output 0)
 SMALL_MAX = 1 << 20   # a hello, an attach result, one trace message (a --snapshot hit: ~30 KB)
 LINE_WAIT = 5.0       # a line's last byte must come this soon after its first (a drip is cut)

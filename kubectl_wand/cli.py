@@ -3,8 +3,12 @@
 kubectl (cobra) accepts flags anywhere: before the verb, between verb words, before or after the target,
 ``--flag=value`` and ``--flag value``; ``--`` ends flags. kubectl refuses flags before a plugin's name, so
 ``kubectl wand -n ns get processes`` is exactly where its users put them. So each verb has one parser holding
-kubectl's global flags and its own, the verb word is found wherever it stands (``split_verb``: it knows which
+kubectl's global flags and its own, the verb word is found wherever it stands (``find_verb``: it knows which
 flags take a value), and the rest is parsed intermixed. Completion reads the same parsers.
+
+A verb's flags are declared once, as data beside its Options (``FLAGS`` in its module; kubectl_wand.flags):
+the parser, the flags that take a value and completion's lookups are derived from them here, and only the
+chosen verb's module is imported.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import sys
 
 from . import __version__, errors
 from .errors import WandError
+from .flags import DURATION, KUBE_FLAGS, value_options
 from .helptext import DESCRIPTION, EXAMPLES
 
 EXIT_HELP = "Exit codes: " + ", ".join("%d %s" % kv for kv in sorted(errors.EXIT_CODES.items())) + "."
@@ -36,7 +41,6 @@ VERBS = {
     "trace": ("trace", "print a line (or a snapshot) each time running code passes FILE:LINE, without stopping it",
               "kubectl wand trace TARGET FILE:LINE [EXPR ...] [options]"),
 }
-RESOURCES = ("processes", "process", "procs", "ps")
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -79,197 +83,55 @@ def parse_duration(text: str) -> float:
     return sign * total
 
 
-def add_kube_flags(p):
-    """Every standard kubectl global flag (cli-runtime ConfigFlags), honoured in API reads and kubectl calls."""
-    g = p.add_argument_group("Kubernetes options (as kubectl)")
-    for flag in ("--kubeconfig", "--context", "--cluster", "--user", "--token", "--as-uid",
-                 "--certificate-authority", "--client-certificate", "--client-key", "--tls-server-name",
-                 "--cache-dir"):
-        g.add_argument(flag, metavar=flag[2:].upper().replace("-", "_"))
-    g.add_argument("--as", dest="as_user", metavar="USER", help="impersonate USER")
-    g.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-    g.add_argument("-s", "--server", help="API server address")
-    g.add_argument("--as-group", action="append", default=[], metavar="GROUP")
-    g.add_argument("--insecure-skip-tls-verify", action="store_true")
-    g.add_argument("--disable-compression", action="store_true")
-    g.add_argument("--request-timeout", default="0", type=str,
-                   help="timeout for one API call or kubectl call, e.g. 30s (0: the tool's defaults)")
-    g.add_argument("-v", "--v", dest="verbosity", type=int, default=0, metavar="LEVEL",
-                   help="log level; 6+ prints the kubectl commands run")
+def add_flags(p, flags):
+    """Argparse arguments from flag declarations (kubectl_wand.flags); each keeps what completes its value."""
+    groups = {}
+    for f in flags:
+        where = p if f.group is None else groups.setdefault(f.group, p.add_argument_group(f.group))
+        kw = {"help": f.help}
+        if f.metavar is not None:
+            kw["metavar"] = f.metavar
+        if f.positional:
+            if f.nargs is not None:
+                kw["nargs"] = f.nargs
+            if f.choices is not None:
+                kw["choices"] = f.choices
+            action = where.add_argument(f.dest, **kw)
+        else:
+            kw["dest"] = f.dest
+            if f.negatable:
+                kw.update(action=argparse.BooleanOptionalAction, default=None)
+            elif f.value is None:
+                kw["action"] = "store_true"
+            else:
+                kw.update(default=f.default, type=parse_duration if f.value == DURATION else f.value)
+                if f.choices is not None:
+                    kw["choices"] = f.choices
+                if f.many:
+                    kw["action"] = "append"
+            action = where.add_argument(*f.names, **kw)
+        action.complete = f.complete
 
 
-def add_target_flags(p, one_pod=True, pid=True):
-    p.add_argument("-l", "--selector", help="label selector for the pods (kubectl's -l)")
-    p.add_argument("-c", "--container", help="container (default: annotation kubectl.kubernetes.io/"
-                   "default-container, else the first container that runs Python)")
-    if one_pod:
-        p.add_argument("--pod", help="which pod when the target has several")
-    if pid:
-        p.add_argument("--pid", type=int, help="the process in the pod (default: the app process)")
-    p.add_argument("--ephemeral", action="store_true",
-                   help="work from an ephemeral debug container added to the pod (SYS_PTRACE there only, no "
-                        "restart): for pods kubectl exec cannot debug (another uid, no capabilities, read-only "
-                        "filesystem, no python3 on PATH); it stays listed in the pod spec")
-    p.add_argument("--image", help="image of the --ephemeral debug container (default: the app container's own)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress spinner or notes on stderr")
-
-
-def verb_parser(name, description):
-    _module, _summary, usage = VERBS[name]
-    p = Parser(prog="kubectl wand %s" % name, usage=usage, formatter_class=Formatter, description=description,
-               epilog=EXAMPLES[name] + "\n\n" + EXIT_HELP)
-    p._optionals.title = "Options"
-    p._positionals.title = "Arguments"
-    return p
-
-
-def build_get():
-    p = verb_parser("get", "List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, ATTACHABLE, COMMAND.")
-    p.add_argument("resource", choices=RESOURCES, metavar="processes")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
-    p.add_argument("-A", "--all-namespaces", action="store_true", help="pods in every namespace")
-    p.add_argument("--no-headers", action="store_true")
-    p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], help="output format")
-    add_target_flags(p, one_pod=False, pid=False)
-    return p
-
-
-def build_attach():
-    p = verb_parser("attach", "Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to "
-                              "127.0.0.1 here and print the editor configuration.")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
-    p.add_argument("--port", type=int, help="debug server port in the target (default 5679)")
-    p.add_argument("--local-port", type=int, help="local port of the forward (default: --port, or a free one)")
-    p.add_argument("--no-forward", action="store_true", help="inject and exit; forward yourself")
-    p.add_argument("--address", default="127.0.0.1",
-                   help="address the debug server binds in the target (default 127.0.0.1; anything else "
-                        "exposes it to the network and is warned about)")
-    p.add_argument("--timeout", type=parse_duration, default=15.0,
-                   help="how long to wait for the injection, e.g. 15 or 30s (default 15s)")
-    p.add_argument("--follow", action=argparse.BooleanOptionalAction, default=None,
-                   help="when the pod goes away, move to a Running replacement of the workload on the same local "
-                        "port (default: on for workloads and -l, off for pod/NAME and pid/N)")
-    p.add_argument("--follow-timeout", type=parse_duration, default=300.0,
-                   help="how long to wait for a replacement pod, e.g. 5m (default 5m)")
-    p.add_argument("--all-pods", action="store_true",
-                   help="attach to every Running pod of the target, each on its own local port, and to pods that "
-                        "appear later")
-    p.add_argument("--all-workers", action="store_true",
-                   help="attach to every worker of a pre-fork master (gunicorn), each on its own port")
-    p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
-    add_target_flags(p)
-    return p
-
-
-def build_exec_py():
-    p = verb_parser("exec-py", "Run CODE inside the live process and print its stdout, stderr, the repr of a final "
-                               "expression, and a traceback if it raised (exit 1).")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
-    p.add_argument("code", nargs="*", help="the code, after --")
-    p.add_argument("-f", "--filename", help="read the code from FILE (- for stdin)")
-    p.add_argument("--timeout", type=parse_duration, default=10.0,
-                   help="how long injection and run may take, e.g. 10 or 1m (default 10s)")
-    p.add_argument("--max-output", type=int, default=1 << 20, metavar="BYTES",
-                   help="bytes of stdout and of stderr brought back (default 1048576; 0: no limit)")
-    p.add_argument("--all-pods", action="store_true", help="run in every Running pod of the target at once")
-    p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
-    add_target_flags(p)
-    return p
-
-
-def build_check():
-    p = verb_parser("check", "One row per condition an injection needs, with ok/warn/fail and the fix. Exit 1 if any "
-                             "row fails.")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
-    p.add_argument("--no-headers", action="store_true")
-    p.add_argument("-o", "--output", choices=["wide", "json", "yaml"], help="output format")
-    add_target_flags(p)
-    return p
-
-
-def build_stack():
-    p = verb_parser("stack", "Every thread of every Python process (or --pid) with its name, state and frames, "
-                             "innermost first; with --async the asyncio task tree. Read from the process's "
-                             "memory: it runs no code there and never stops it.")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
-    p.add_argument("--async", dest="asyncio", action="store_true", help="also the asyncio task tree")
-    p.add_argument("-o", "--output", choices=["json", "yaml"], help="output format")
-    add_target_flags(p)
-    return p
-
-
-def build_profile():
-    p = verb_parser("profile", "Sample the stacks of every Python process of the target (every pod at once) and "
-                               "merge them. Prints the hottest functions, or writes speedscope JSON, collapsed "
-                               "stacks or an SVG flame graph. Ctrl-C ends early and keeps what was sampled.")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)")
-    p.add_argument("--duration", type=parse_duration, default=10.0, help="how long to sample, e.g. 30s (default 10s)")
-    p.add_argument("--rate", type=float, default=100.0, help="samples per second (default 100)")
-    p.add_argument("--format", choices=["speedscope", "collapsed", "svg", "top"],
-                   help="default: top on the terminal; from --output's ending otherwise (.json speedscope, .svg "
-                        "svg, else collapsed)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the profile to FILE (- for stdout)")
-    p.add_argument("--idle", action="store_true", help="count threads sleeping in a system call too")
-    p.add_argument("--gil", action="store_true", help="count only the thread holding the GIL")
-    p.add_argument("--per-pod", action="store_true", help="keep each pod as a root frame")
-    add_target_flags(p)
-    return p
-
-
-def build_trace():
-    p = verb_parser("trace", "A logpoint without stopping the process: every time code passes FILE:LINE (matched by "
-                             "path suffix) in the app process of every Running pod, print the time, pod, pid, thread "
-                             "and EXPR=repr for each EXPR. Rate-limited inside the process; removed for certain on "
-                             "Ctrl-C, --count, --duration, or when this command dies.")
-    p.add_argument("target", nargs="?", help="POD, TYPE/NAME or pid/N")
-    p.add_argument("location", nargs="?", metavar="FILE:LINE", help="e.g. web.py:17 or app/web.py:17")
-    p.add_argument("exprs", nargs="*", metavar="EXPR", help="Python expressions evaluated at the line")
-    p.add_argument("--condition", metavar="EXPR", help="report only hits where EXPR is true")
-    p.add_argument("--count", type=int, help="stop after N hits over all pods")
-    p.add_argument("--duration", type=parse_duration, default=60.0, help="stop after this long (default 60s)")
-    p.add_argument("--max-per-second", type=float, default=20.0,
-                   help="hits reported per second per process; more are dropped and counted (default 20)")
-    p.add_argument("--snapshot", action="store_true", help="the locals and the stack of the first hit per pod, then stop")
-    p.add_argument("-o", "--output", choices=["json"], help="one JSON object per hit")
-    add_target_flags(p)
-    return p
-
-
-BUILDERS = {"get": build_get, "attach": build_attach, "exec-py": build_exec_py, "check": build_check,
-            "stack": build_stack, "profile": build_profile, "trace": build_trace}
+def verb_module(name):
+    return importlib.import_module("kubectl_wand.commands." + VERBS[name][0])
 
 
 def verb_parser_for(name):
-    """One verb's parser, kubectl's global flags included."""
-    p = BUILDERS[name]()
-    add_kube_flags(p)
+    """One verb's parser from its declared flags (its module's FLAGS), kubectl's global flags included."""
+    module = verb_module(name)
+    _module, _summary, usage = VERBS[name]
+    p = Parser(prog="kubectl wand %s" % name, usage=usage, formatter_class=Formatter, description=module.DESCRIPTION,
+               epilog=EXAMPLES[name] + "\n\n" + EXIT_HELP)
+    p._optionals.title = "Options"
+    p._positionals.title = "Arguments"
+    add_flags(p, module.FLAGS + KUBE_FLAGS)
     return p
 
 
 def verb_parsers():
     """Every verb's parser (completion reads them all)."""
-    return {name: verb_parser_for(name) for name in BUILDERS}
-
-
-# Option strings that take a value, in any verb: what split_verb steps over to find the verb word. Written out
-# so that a command builds only its own verb's parser (all seven cost ~15 ms of a 0.3 s `stack`, before its
-# first kubectl call); tests/test_units.py checks it against value_flags(verb_parsers()).
-TAKES_VALUE = frozenset((
-    "--address", "--as", "--as-group", "--as-uid", "--cache-dir", "--certificate-authority", "--client-certificate",
-    "--client-key", "--cluster", "--condition", "--container", "--context", "--count", "--duration", "--filename",
-    "--follow-timeout", "--format", "--image", "--kubeconfig", "--local-port", "--max-output", "--max-per-second",
-    "--namespace", "--output", "--pid", "--pod", "--port", "--rate", "--request-timeout", "--selector", "--server",
-    "--timeout", "--tls-server-name", "--token", "--user", "--v", "-c", "-f", "-l", "-n", "-o", "-s", "-v"))
-
-
-def value_flags(parsers) -> set:
-    """Option strings that take a value, in any verb: what split_verb must step over."""
-    found = {"--kubeconfig"}
-    for p in parsers.values():
-        for option, action in p._option_string_actions.items():
-            if action.nargs != 0:
-                found.add(option)
-    return found
+    return {name: verb_parser_for(name) for name in VERBS}
 
 
 def split_verb(words, takes_value):
@@ -289,6 +151,30 @@ def split_verb(words, takes_value):
     return None, list(words)
 
 
+def find_verb(words):
+    """(verb, the other words): the first verb name that the flags before it leave standing, read with that
+    verb's own flags (kubectl's global flags and its FLAGS: only a candidate verb's module is imported, so a
+    command still imports only its own). ``--pod get attach x`` is attach (--pod takes a value); ``--bogus
+    stack`` is stack, whose parser then refuses --bogus; no verb name: what any verb's flags leave (an unknown
+    command, or none)."""
+    end = words.index("--") if "--" in words else len(words)
+    for index in range(end):
+        word = words[index]
+        if word not in VERBS:
+            continue
+        flags = KUBE_FLAGS + verb_module(word).FLAGS
+        known = {name for f in flags for name in f.names if not f.positional}
+        known |= {"-h", "--help", "--version"}
+        before = [w.partition("=")[0] for w in words[:index] if w.startswith("-") and w != "-"]
+        if all(w in known or w[:2] in known and not w.startswith("--") or  # -v6, -nNS
+               w.startswith("--no-") and "--" + w[5:] in known for w in before):
+            verb, rest = split_verb(words, value_options(flags))
+            if verb == word:
+                return verb, rest
+    # No verb read right: an error or top-level help, where every verb's flags may be read.
+    return split_verb(words, value_options(KUBE_FLAGS).union(*(value_options(verb_module(name).FLAGS) for name in VERBS)))
+
+
 def top_help() -> str:
     width = max(len(v) for v in VERBS)
     lines = ["Usage:\n  kubectl wand COMMAND [options]\n", DESCRIPTION, "\nCommands:"]
@@ -304,7 +190,7 @@ def parse(argv):
     if "--" in argv:  # everything after -- is code (exec-py), even when flags come between target and --
         cut = argv.index("--")
         argv, code = argv[:cut], argv[cut + 1:]
-    verb, rest = split_verb(argv, TAKES_VALUE)
+    verb, rest = find_verb(argv)
     if verb is None:
         if "--version" in rest:
             sys.stdout.write("kubectl-wand %s\n" % __version__)
@@ -314,7 +200,7 @@ def parse(argv):
             raise SystemExit(errors.OK)
         sys.stderr.write(top_help())
         raise SystemExit(errors.USAGE)
-    if verb not in BUILDERS:
+    if verb not in VERBS:
         sys.stderr.write("error: unknown command %r for \"kubectl wand\"; see 'kubectl wand --help'\n" % verb)
         raise SystemExit(errors.USAGE)
     if "--version" in rest:
@@ -325,7 +211,7 @@ def parse(argv):
     if code:
         if verb != "exec-py":
             parser.error("only exec-py takes code after --")
-        ns.code = list(ns.code) + code
+        ns.code_words = list(ns.code_words) + code
     try:
         ns.request_timeout_s = parse_duration(ns.request_timeout) or 30.0
     except argparse.ArgumentTypeError as exc:
@@ -401,8 +287,7 @@ def stdout_alive() -> bool:
 
 def run(verb, ns) -> int:
     from .streams import Streams
-    module = importlib.import_module("kubectl_wand.commands." + VERBS[verb][0])
-    opts = module.Options()
+    opts = verb_module(verb).Options()
     opts.complete(ns, Streams.system())
     opts.validate()
     return opts.run()

@@ -2,8 +2,9 @@
 
 kubectl calls ``kubectl_complete-wand ARGS... WORD`` with the words typed after ``kubectl wand`` and the word
 being completed (possibly empty), and reads one candidate per line (``value<TAB>description`` allowed) and a
-last line ``:<directive>`` (Cobra's ShellCompDirective). Everything is read from the argparse parser in
-kubectl_wand.cli, so verbs and flags never go out of step with the CLI. Cluster lookups honour -n/--context/
+last line ``:<directive>`` (Cobra's ShellCompDirective). Everything is read from the argparse parsers that
+kubectl_wand.cli builds from each verb's declared flags (what completes a flag's value is declared with it), so
+verbs and flags never go out of step with the CLI. Cluster lookups honour -n/--context/
 --kubeconfig already on the line, use a short timeout, and print nothing on any error: a completion that
 fails must never spoil the prompt. The kubernetes client is imported only when a lookup needs the cluster.
 """
@@ -13,27 +14,14 @@ import argparse
 import os
 import sys
 
+from . import targets
+from .flags import FILES
+
 # Cobra ShellCompDirective bits
 DEFAULT = 0  # the shell may complete file names
 NO_SPACE = 2
 NO_FILE = 4
 
-KINDS = ("pod/", "svc/", "deploy/", "sts/", "ds/", "rs/", "job/", "ksvc/", "pid/")
-# TYPE/ prefix -> (API path in a namespace, with {ns}), for names of that kind
-KIND_PATHS = {
-    "pod": "/api/v1/namespaces/{ns}/pods", "po": "/api/v1/namespaces/{ns}/pods",
-    "svc": "/api/v1/namespaces/{ns}/services", "service": "/api/v1/namespaces/{ns}/services",
-    "deploy": "/apis/apps/v1/namespaces/{ns}/deployments", "deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
-    "sts": "/apis/apps/v1/namespaces/{ns}/statefulsets", "statefulset": "/apis/apps/v1/namespaces/{ns}/statefulsets",
-    "ds": "/apis/apps/v1/namespaces/{ns}/daemonsets", "daemonset": "/apis/apps/v1/namespaces/{ns}/daemonsets",
-    "rs": "/apis/apps/v1/namespaces/{ns}/replicasets", "replicaset": "/apis/apps/v1/namespaces/{ns}/replicasets",
-    "job": "/apis/batch/v1/namespaces/{ns}/jobs",
-    "ksvc": "/apis/serving.knative.dev/v1/namespaces/{ns}/services",
-}
-# option dest -> how to complete its value; options not named here (and without choices) get file names
-VALUE_COMPLETERS = {"namespace": "namespaces", "context": "contexts", "cluster": "clusters", "user": "users",
-                    "container": "containers", "pid": "pids", "pod": "pods_of_target"}
-FILE_DESTS = {"kubeconfig", "filename", "certificate_authority", "client_certificate", "client_key", "cache_dir"}
 CLUSTER_TIMEOUT = 3.0  # seconds for one API call
 AGENT_TIMEOUT = 6.0  # seconds for listing a pod's processes (kubectl exec + the agent)
 
@@ -134,12 +122,12 @@ class Line:
 
 def complete(words, current):
     """(candidates, directive) for the word ``current`` after ``words`` (flags may stand anywhere)."""
-    from .cli import VERBS, split_verb, value_flags, verb_parsers
+    from .cli import VERBS, find_verb, verb_parsers
+    from .flags import KUBE_FLAGS, value_options
     parsers = verb_parsers()
-    takes = value_flags(parsers)
-    verb, rest = split_verb(words, takes)
+    verb, rest = find_verb(words)
     if verb is None:
-        if words and words[-1] in takes:  # a global flag's value, before any verb: `kubectl wand -n <TAB>`
+        if words and words[-1] in value_options(KUBE_FLAGS):  # a global flag's value, before any verb: `kubectl wand -n <TAB>`
             line = Line(parsers["get"], words)
             if line.pending is not None:
                 return complete_value(line, line.pending, current, "")
@@ -193,9 +181,9 @@ def match(candidates, current):
 def complete_value(line, action, current, prefix):
     if action.choices:
         return [prefix + c for c in match([str(c) for c in action.choices], current)], NO_FILE
-    if action.dest in FILE_DESTS:
+    kind = getattr(action, "complete", None)  # declared with the flag (kubectl_wand.flags)
+    if kind == FILES:
         return [], DEFAULT
-    kind = VALUE_COMPLETERS.get(action.dest)
     if kind is None:
         return [], NO_FILE
     return [prefix + c for c in match(lookup(kind, line), current)], NO_FILE
@@ -207,12 +195,12 @@ def complete_target(line, current):
         prefix, _, name = current.partition("/")
         if prefix == "pid":
             found = ["pid/%s" % c for c in local_pids()]
-        elif prefix in KIND_PATHS:
+        elif prefix in targets.KINDS:
             found = ["%s/%s" % (prefix, n) for n in names_of_kind(line, prefix)]
         else:
             found = []
         return match(found, current), NO_FILE
-    found = match(list(KINDS), current)
+    found = match([short + "/" for short in targets.SHORT_NAMES], current)
     try:
         found += match(names_of_kind(line, "pod"), current)
     except Exception:  # noqa: BLE001 - no cluster: the kinds are still worth offering
@@ -254,9 +242,10 @@ def api_items(line, path):
 
 
 def names_of_kind(line, prefix):
-    if prefix == "ksvc":
+    kind = targets.KINDS[prefix]
+    if kind == "ksvc":
         return knative_services(line)
-    items = api_items(line, KIND_PATHS[prefix])
+    items = api_items(line, targets.LIST_PATHS[kind])
     return sorted(o["metadata"]["name"] for o in items)
 
 
@@ -265,7 +254,7 @@ def knative_services(line):
     from .errors import WandError
     from .kube.resolve import KNATIVE_LABEL
     try:
-        return sorted(o["metadata"]["name"] for o in api_items(line, KIND_PATHS["ksvc"]))
+        return sorted(o["metadata"]["name"] for o in api_items(line, targets.LIST_PATHS["ksvc"]))
     except WandError:  # no Knative API here (404) or not readable
         from .kube import api
         flags = kube_flags(line)
@@ -283,7 +272,6 @@ def target_pods(line):
     args = line.namespace()
     if not getattr(args, "target", None) and not getattr(args, "selector", None):
         return []
-    from . import targets
     from .kube.resolve import pods
     target = targets.parse(args.target) if getattr(args, "target", None) else None
     if target is not None and target.local:
@@ -306,7 +294,7 @@ def target_pids(line):
         return [str(opts.target.pid)]  # pid/N names the process already
     transports = opts.transports()
     if opts.pod:
-        transports = [t for t in transports if getattr(t, "name", None) == opts.pod]
+        transports = [t for t in transports if t.name == opts.pod]
     found = []
     for transport in transports[:3]:  # a Deployment's replicas: the first few are enough to choose from
         result = transport.agent({"op": "list", "cpu": False}, timeout=AGENT_TIMEOUT)

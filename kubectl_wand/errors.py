@@ -54,6 +54,17 @@ def exit_code(result: dict) -> int:
     return STATUS_EXIT.get(status, ENVIRONMENT)
 
 
+# Exit code -> the agent's error kind that maps back to it: a failure met on this side (kubectl, the API)
+# reported in a result beside the agents' own (exec-py --all-pods -o json).
+CODE_KIND = {USAGE: "usage", NOT_FOUND: "not-found", NOT_ATTACHABLE: "permission", TIMEOUT: "busy",
+             ENVIRONMENT: "environment"}
+
+
+def as_result(exc: WandError) -> dict:
+    """A WandError as an agent's error result: exit_code() of it is the error's own code."""
+    return {"status": "error", "kind": CODE_KIND.get(exc.code, "environment"), "error": exc.message}
+
+
 def from_agent(result: dict, where: str = "") -> WandError:
     kind = result.get("kind") or result.get("status")
     message = result.get("error") or "failed (%s)" % kind

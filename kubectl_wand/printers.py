@@ -1,8 +1,6 @@
 """One printer for every verb: table (default), wide, json, yaml, name; --no-headers."""
 from __future__ import annotations
 
-import json
-
 from . import terminal
 
 FORMATS = ("table", "wide", "json", "yaml", "name")
@@ -30,6 +28,7 @@ def table(rows, columns, headers=True):
 
 def dump(obj, fmt):
     if fmt == "json":
+        import json  # only when asked for: a verb's module (and so its --help) is imported without it
         return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
     import yaml  # imported only when asked for: keeps --help fast
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)

@@ -1,6 +1,7 @@
 """Human reports shared by verbs: what a timed-out injection left and where the main thread is."""
 from __future__ import annotations
 
+from .agent import protocol
 from .terminal import text
 
 
@@ -21,7 +22,7 @@ def timed_out(result, err):
         err.write("  main thread blocked%s at %s\n" % (call, where(result.get("frames"))))
     for f in (result.get("frames") or [])[1:6]:
         err.write("    called from %s\n" % where([f]))
-    if result["status"] == "pending":
+    if result["status"] == protocol.PENDING:
         err.write("  what happens next: nothing of this request will run. When the main thread wakes it runs only "
                   "a tiny bootstrap (%s, no user code) that finds nobody waiting, deletes itself and returns "
                   "silently.\n" % text(result.get("left_behind")))

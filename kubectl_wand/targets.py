@@ -3,17 +3,23 @@ from __future__ import annotations
 
 from .errors import USAGE, WandError
 
-KINDS = {
-    "pid": "pid",
-    "po": "pod", "pod": "pod", "pods": "pod",
-    "svc": "service", "service": "service", "services": "service",
-    "deploy": "deployment", "deployment": "deployment", "deployments": "deployment",
-    "sts": "statefulset", "statefulset": "statefulset", "statefulsets": "statefulset",
-    "ds": "daemonset", "daemonset": "daemonset", "daemonsets": "daemonset",
-    "rs": "replicaset", "replicaset": "replicaset", "replicasets": "replicaset",
-    "job": "job", "jobs": "job",
-    "ksvc": "ksvc", "ksvcs": "ksvc", "kservice": "ksvc",
-}
+# Every kind of target, written once: (kind, the short name kubectl users type, other names, where its objects
+# are listed in a namespace, with {ns}). KINDS, completion's prefixes and API paths and kube.resolve's reads
+# are derived from it.
+RESOURCES = (
+    ("pod", "pod", ("po", "pods"), "/api/v1/namespaces/{ns}/pods"),
+    ("service", "svc", ("service", "services"), "/api/v1/namespaces/{ns}/services"),
+    ("deployment", "deploy", ("deployment", "deployments"), "/apis/apps/v1/namespaces/{ns}/deployments"),
+    ("statefulset", "sts", ("statefulset", "statefulsets"), "/apis/apps/v1/namespaces/{ns}/statefulsets"),
+    ("daemonset", "ds", ("daemonset", "daemonsets"), "/apis/apps/v1/namespaces/{ns}/daemonsets"),
+    ("replicaset", "rs", ("replicaset", "replicasets"), "/apis/apps/v1/namespaces/{ns}/replicasets"),
+    ("job", "job", ("jobs",), "/apis/batch/v1/namespaces/{ns}/jobs"),
+    ("ksvc", "ksvc", ("ksvcs", "kservice"), "/apis/serving.knative.dev/v1/namespaces/{ns}/services"),
+    ("pid", "pid", (), None),  # a process on this machine
+)
+KINDS = {name: kind for kind, short, others, _path in RESOURCES for name in (short,) + others}  # any name -> kind
+SHORT_NAMES = tuple(short for _kind, short, _others, _path in RESOURCES)
+LIST_PATHS = {kind: path for kind, _short, _others, path in RESOURCES if path}  # kind -> API path, with {ns}
 
 
 class Target:
@@ -23,6 +29,11 @@ class Target:
     @property
     def local(self) -> bool:
         return self.kind == "pid"
+
+    @property
+    def workload(self) -> bool:
+        """Whether it stands for pods that come and go (a workload, a service, a Knative Service)."""
+        return self.kind not in ("pod", "pid")
 
     @property
     def pid(self) -> int:
@@ -40,8 +51,8 @@ def parse(text: str) -> Target:
     prefix, _, name = text.partition("/")
     kind = KINDS.get(prefix.lower())
     if kind is None:
-        raise WandError("unknown resource type %r in %r; use one of pod, svc, deploy, sts, ds, rs, job, ksvc, pid"
-                        % (prefix, text), USAGE)
+        raise WandError("unknown resource type %r in %r; use one of %s" % (prefix, text, ", ".join(SHORT_NAMES)),
+                        USAGE)
     if not name or "/" in name:
         raise WandError("bad target %r; expected TYPE/NAME" % text, USAGE)
     if kind == "pid" and not name.isdigit():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kubectl_wand import errors, printers
 from kubectl_wand.agent import processes
 from kubectl_wand.kube import ephemeral as debugc
-from kubectl_wand.transport import pipes
+from kubectl_wand import pipes
 
 IMAGE = "localhost/wand-e2e/py314-app:2d27e18c7ab8"
 

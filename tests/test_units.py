@@ -145,16 +145,36 @@ def test_ptrace_fix_appends_and_is_offered_only_where_it_applies(monkeypatch):
     assert "Job's pod template cannot change" in job and "kubectl patch" not in job
 
 
-def test_the_written_out_value_flags_are_every_verbs():
-    # split_verb steps over these to find the verb; a flag added to a verb's parser and not here would make
-    # `kubectl wand --newflag VALUE stack POD` take VALUE for the verb
-    assert cli.TAKES_VALUE == cli.value_flags(cli.verb_parsers())
+def test_every_declared_flag_is_a_field_of_its_verbs_options():
+    import importlib
+    from kubectl_wand.commands.common import TARGET_DESTS
+    for verb, (module, _summary, _usage) in cli.VERBS.items():
+        mod = importlib.import_module("kubectl_wand.commands." + module)
+        assert mod.Options.flags is mod.FLAGS, verb
+        for flag in mod.FLAGS:
+            assert flag.dest in TARGET_DESTS or hasattr(mod.Options, flag.dest), (verb, flag.dest)
 
 
 def test_the_verb_is_found_wherever_it_stands():
-    assert cli.split_verb(["-n", "ns", "stack", "pod/p"], cli.TAKES_VALUE) == ("stack", ["-n", "ns", "pod/p"])
-    assert cli.split_verb(["--context=c", "-q", "exec-py", "p"], cli.TAKES_VALUE) == ("exec-py", ["--context=c", "-q", "p"])
-    assert cli.split_verb(["-o", "json"], cli.TAKES_VALUE) == (None, ["-o", "json"])
+    assert cli.find_verb(["-n", "ns", "stack", "pod/p"]) == ("stack", ["-n", "ns", "pod/p"])
+    assert cli.find_verb(["--context=c", "-q", "exec-py", "p"]) == ("exec-py", ["--context=c", "-q", "p"])
+    assert cli.find_verb(["-o", "json"]) == (None, ["-o", "json"])
+    assert cli.find_verb(["-n", "stack", "stack", "p"]) == ("stack", ["-n", "stack", "p"])  # a namespace "stack"
+    assert cli.find_verb(["--pod", "get", "attach", "x"]) == ("attach", ["--pod", "get", "x"])  # --pod's value
+    assert cli.find_verb(["--no-follow", "-v6", "attach", "x"]) == ("attach", ["--no-follow", "-v6", "x"])
+    assert cli.find_verb(["--bogus", "stack"]) == ("stack", ["--bogus"])  # its parser refuses --bogus
+    assert cli.find_verb(["-n", "ns", "frobnicate"]) == ("frobnicate", ["-n", "ns"])  # an unknown command
+    assert cli.find_verb(["stack", "--", "get"]) == ("stack", ["--", "get"])
+
+
+def test_a_command_imports_only_its_own_verb():
+    import subprocess
+    import sys
+    code = ("import sys; from kubectl_wand import cli; cli.parse(['-q', '-n', 'ns', 'stack', 'pod/p']); "
+            "print(' '.join(m for m in sys.modules if m.startswith('kubectl_wand.commands.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    verbs = {"kubectl_wand.commands." + module for module, _s, _u in cli.VERBS.values()}
+    assert verbs.intersection(out.split()) == {"kubectl_wand.commands.stack"}
 
 
 def test_cpu_clock_of_a_process_is_its_cpu_time_to_the_nanosecond():
@@ -224,3 +244,41 @@ def test_hand_matched_names_agree_with_their_patterns():
                  "wand-1-2-3-0123456789a", "wand-1-2--0123456789ab", "wand-1-2-3-4-0123456789ab", "wand-x-2-3-0123456789ab"]:
         m = name.match(text)
         assert reap.dir_fields(text) == (m and tuple(int(g) for g in m.groups())), text
+
+
+def test_a_pod_replaces_another_when_it_is_new_or_its_container_restarted():
+    from kubectl_wand.kube.resolve import replaces, restarts
+
+    def pod(uid, app_restarts, sidecar_restarts=0):
+        return {"metadata": {"uid": uid}, "status": {"containerStatuses": [
+            {"name": "app", "restartCount": app_restarts}, {"name": "sidecar", "restartCount": sidecar_restarts}]}}
+    assert restarts(pod("a", 2), "app") == 2 and restarts(pod("a", 2), "other") == 0
+    assert replaces(pod("b", 0), pod("a", 3), "app")              # another pod
+    assert replaces(pod("a", 1), pod("a", 0), "app")              # the same pod, its container restarted
+    assert not replaces(pod("a", 0), pod("a", 0), "app")          # the same pod, the same process
+    assert not replaces(pod("a", 0, 1), pod("a", 0, 0), "app")    # another container restarted: not ours
+
+
+def test_the_v6_echo_goes_to_the_verbs_stderr_only():
+    import io
+    from kubectl_wand.kube.config import KubeFlags
+    err = io.StringIO()
+    done = KubeFlags(verbosity=6, warn=err).run(["/bin/sh", "-c", "exit 0"], timeout=10)
+    assert done.returncode == 0 and err.getvalue() == "+ /bin/sh -c exit 0\n"
+    quiet = io.StringIO()
+    proc = KubeFlags(verbosity=5, warn=quiet).spawn(["/bin/sh", "-c", "exit 0"])
+    proc.wait(10)
+    assert quiet.getvalue() == ""
+    KubeFlags(verbosity=6, warn=None).run(["/bin/sh", "-c", "exit 0"], timeout=10)  # completion: silence
+
+
+def test_kubectls_global_flags_reach_every_kubectl_call(monkeypatch):
+    # declared once (flags.KUBE_FLAGS); kube/config derives what kubectl gets as --flag=VALUE
+    from kubectl_wand.commands.common import kube_flags
+    monkeypatch.setenv("KUBECTL_PATH", "/bin/true")
+    _verb, ns = cli.parse(["stack", "pod/p", "--as", "bob", "-s", "https://api", "--context=c", "--as-uid", "7",
+                           "--as-group", "g1", "--as-group", "g2", "--request-timeout", "5s", "-n", "ns"])
+    argv = kube_flags(ns).kubectl_argv("get", "pods")
+    assert argv[0] == "/bin/true" and argv[-4:] == ["-n", "ns", "get", "pods"]
+    assert {"--as=bob", "--server=https://api", "--context=c", "--as-uid=7", "--as-group=g1", "--as-group=g2",
+            "--request-timeout=5s"} <= set(argv)

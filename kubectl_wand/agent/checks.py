@@ -6,14 +6,11 @@ import os
 import time
 
 from . import private as private_mod, processes, procfs, runtime as runtime_mod, slot as slot_mod
+from .protocol import check_row as row
 from .session import STOPPED, blocked_in, main_thread_stack
 
 BLOCKING_CALLS = {"read", "poll", "select", "nanosleep", "accept", "recvfrom", "wait4", "futex", "clock_nanosleep",
                   "epoll_wait", "pselect6", "ppoll", "epoll_pwait", "accept4", "epoll_pwait2"}
-
-
-def row(name, status, detail, fix=""):
-    return {"check": name, "status": status, "detail": detail, "fix": fix}
 
 
 def run(pid: int) -> dict:

@@ -134,6 +134,11 @@ def hello(**facts) -> dict:
     return {HELLO: dict(facts, protocol=VERSION)}
 
 
+def check_row(name: str, status: str, detail: str, fix: str = "") -> dict:
+    """One row of a ``check`` result (status ok, warn or fail); the CLI adds its own rows about the pod."""
+    return {"check": name, "status": status, "detail": detail, "fix": fix}
+
+
 class _Decoding:
     """What _json.make_scanner reads from its decoder: json.loads' defaults."""
     strict = True

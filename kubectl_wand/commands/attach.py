@@ -10,16 +10,41 @@ from __future__ import annotations
 import time
 
 from .. import editor, errors, printers, report
+from ..agent import protocol
 from ..errors import PortBusy, WandError
+from ..flags import DURATION, Flag
 from ..terminal import text
-from .common import TargetOptions, check_result, positive_seconds
+from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
 
 DEFAULT_PORT = 5679
 DEFAULT_ADDRESS = "127.0.0.1"
-WORKLOADS = ("deployment", "statefulset", "daemonset", "replicaset", "job", "service", "ksvc")
+
+DESCRIPTION = ("Start debugpy inside the live process (127.0.0.1 in the pod), forward its port to 127.0.0.1 here and "
+               "print the editor configuration.")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("--port", value=int, help="debug server port in the target (default 5679)"),
+    Flag("--local-port", value=int, help="local port of the forward (default: --port, or a free one)"),
+    Flag("--no-forward", help="inject and exit; forward yourself"),
+    Flag("--address", value=str, default=DEFAULT_ADDRESS,
+         help="address the debug server binds in the target (default 127.0.0.1; anything else exposes it to the "
+              "network and is warned about)"),
+    Flag("--timeout", value=DURATION, default=15.0,
+         help="how long to wait for the injection, e.g. 15 or 30s (default 15s)"),
+    Flag("--follow", negatable=True,
+         help="when the pod goes away, move to a Running replacement of the workload on the same local port "
+              "(default: on for workloads and -l, off for pod/NAME and pid/N)"),
+    Flag("--follow-timeout", value=DURATION, default=300.0,
+         help="how long to wait for a replacement pod, e.g. 5m (default 5m)"),
+    Flag("--all-pods", help="attach to every Running pod of the target, each on its own local port, and to pods "
+                            "that appear later"),
+    Flag("--all-workers", help="attach to every worker of a pre-fork master (gunicorn), each on its own port"),
+    Flag("-o", "--output", choices=("json", "yaml"), help="output format"),
+) + TARGET_FLAGS
 
 
 class Options(TargetOptions):
+    flags = FLAGS
     port: int = DEFAULT_PORT
     local_port: int = None
     no_forward: bool = False
@@ -35,15 +60,12 @@ class Options(TargetOptions):
     def complete(self, ns, streams):
         self.verb = "attach"
         self.complete_target(ns, streams)
-        self.port_given = ns.port is not None
-        self.port = ns.port if ns.port is not None else DEFAULT_PORT
-        self.local_port, self.no_forward, self.address = ns.local_port, ns.no_forward, ns.address
-        self.timeout, self.output = ns.timeout, ns.output
-        self.follow, self.follow_timeout = ns.follow, ns.follow_timeout
-        self.all_pods, self.all_workers = ns.all_pods, ns.all_workers
+        self.port_given = self.port is not None
+        if self.port is None:
+            self.port = DEFAULT_PORT
         if self.follow is None:  # on by default for workloads; a pod or a process has no replacement to follow
             self.follow = bool(self.target is None and self.selector or
-                               self.target is not None and self.target.kind in WORKLOADS)
+                               self.target is not None and self.target.workload)
 
     def attach_request(self, pid, port=None):
         return {"op": "attach", "pid": pid, "host": self.address, "port": self.port if port is None else port,
@@ -81,7 +103,7 @@ class Options(TargetOptions):
             return attach_many(self)
         err = self.streams.stderr
         transport = self.one_transport()
-        forwarding = not transport.local and not self.no_forward
+        forwarding = transport.forwarded and not self.no_forward
         if forwarding:
             self.preflight(transport)
         if self.address not in ("127.0.0.1", "localhost"):
@@ -90,11 +112,11 @@ class Options(TargetOptions):
         session = self.start_server(transport, self.known_pid())
         pid = session["pid"]
         if not forwarding:
-            extra = {} if transport.local else {"forwarding": False}
+            extra = {"forwarding": False} if transport.forwarded else {}
             code = self.report(transport, pid, session, session["port"], extra)
-            if not transport.local:
-                err.write("not forwarding (--no-forward); to reach it: %s\n" % transport.forward_hint(
-                    self.local_port or session["port"], session["port"]))
+            hint = transport.forward_hint(self.local_port or session["port"], session["port"])
+            if hint:
+                err.write("not forwarding (--no-forward); to reach it: %s\n" % hint)
             return code
         from .attach_session import foreground
         return foreground(self, transport, pid, session)
@@ -109,7 +131,7 @@ class Options(TargetOptions):
         if transport.forward_allowed() is False:
             raise WandError("you may not port-forward to pods in namespace %s (RBAC: create on pods/portforward),"
                             " so the debug server could not be reached: nothing was injected. Ask for that "
-                            "right, or use --no-forward" % transport.namespace, errors.ENVIRONMENT)
+                            "right, or use --no-forward" % transport.labels.get("namespace"), errors.ENVIRONMENT)
 
     def start_server(self, transport, pid, port=None):
         """Inject debugpy (or find the one already there); the agent's result, listening confirmed."""
@@ -117,15 +139,15 @@ class Options(TargetOptions):
         with self.step("starting the debug server in %s%s" % (transport.where, " pid %d" % pid if pid else "")):
             result = transport.agent(self.attach_request(pid, port), timeout=self.timeout + self.request_timeout_s,
                                      on_event=self.chosen)
-        if result.get("status") in ("pending", "running"):
+        if result.get("status") in protocol.UNFINISHED:
             report.timed_out(result, self.streams.stderr)
             raise WandError("attach did not complete (see above)", errors.TIMEOUT)
-        if result.get("status") == "error" and result.get("kind") == "port":
+        if result.get("status") == protocol.ERROR and result.get("kind") == "port":
             raise PortBusy("port %d is busy in %s; choose another with --port" % (port, transport.where),
                            errors.ENVIRONMENT)
         result = check_result(result, transport)
         result["pid"] = pid = result.get("pid") or pid
-        if result["status"] == "already":
+        if result["status"] == protocol.ALREADY:
             asked = [what for what, differs in (
                 ("--address %s" % self.address, self.address not in (DEFAULT_ADDRESS, "localhost") and
                  self.address != result.get("host")),
@@ -139,7 +161,7 @@ class Options(TargetOptions):
 
     def editor_config(self, transport, pid, session, local_port):
         remote_root = (session.get("hello") or {}).get("cwd") or "/"
-        name = "kubectl wand: %s pid %d" % (transport.where, pid) if not transport.local else "kubectl wand: pid %d" % pid
+        name = "kubectl wand: " + transport.describe(pid)
         return editor.configs(name, local_port, transport.local_root(remote_root), remote_root)
 
     def report(self, transport, pid, session, local_port, extra=None):
@@ -152,11 +174,11 @@ class Options(TargetOptions):
         if self.output:
             out.write(printers.dump(info, self.output))
             return errors.OK
-        verb = "already listening" if session["status"] == "already" else "listening"
-        where = "pid %d" % pid if transport.local else "%s pid %d" % (transport.where, pid)
+        verb = "already listening" if session["status"] == protocol.ALREADY else "listening"
+        where = transport.describe(pid)
         out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
             text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where))
-        if session["status"] == "already" and session.get("since"):
+        if session["status"] == protocol.ALREADY and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":
             out.write("  debugpy was not installed in the target: shipped a pure-Python copy\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from .. import editor, errors
+from ..agent import protocol
 from ..agent.debugserver import server_answers
 from ..errors import PortBusy, WandError
 from ..terminal import text
@@ -179,7 +180,7 @@ def supervise(opts, sessions, rescan, ports=None):
                 s.failures = 0
                 if s.watch.done():
                     result = s.watch.result or {}
-                    if result.get("status") == "restarted":
+                    if result.get("status") == protocol.RESTARTED:
                         handover_worker(opts, s, int(result["pid"]), result.get("why", "reload"))
                         continue
                     why = ("pod/%s is gone" % s.transport.name if not s.transport.present() else
@@ -258,10 +259,9 @@ def follow(opts, old, why, local_port):
     last = None
     while time.monotonic() < deadline:
         try:
-            from .common import pod_transports
-            candidates = [t for t in pod_transports(opts) if replaces(t, old.transport)]
+            candidates = [t for t in opts.pod_transports(early=False) if t.replaces(old.transport)]
             if candidates:
-                newest = max(candidates, key=lambda t: t.pod["metadata"].get("creationTimestamp") or "")
+                newest = max(candidates, key=lambda t: t.started())
                 pid, _note = opts.target_pid(newest)
                 server = opts.start_server(newest, pid)
                 session = Session(opts, newest, pid, server).open(local_port)
@@ -276,28 +276,13 @@ def follow(opts, old, why, local_port):
         describe(opts), human(opts.follow_timeout), (" (last: %s)" % last) if last else ""), errors.NOT_FOUND)
 
 
-def replaces(new, old) -> bool:
-    """Another pod, or the same pod whose container restarted (its process is new)."""
-    if new.pod["metadata"]["uid"] != old.pod["metadata"]["uid"]:
-        return True
-    return restarts(new.pod, old.container) > restarts(old.pod, old.container)
-
-
-def restarts(pod, container):
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == container:
-            return status.get("restartCount") or 0
-    return 0
-
-
 def new_pods(opts, sessions, ports):
     """Attach to Running pods of the target that have no session yet (scale-up, rollout)."""
-    from .common import pod_transports
     out, err = opts.streams.stdout, opts.streams.stderr
-    known = {s.transport.pod["metadata"]["uid"] for s in sessions}
+    known = {s.transport.identity() for s in sessions}
     added = []
     try:
-        fresh = [t for t in pod_transports(opts) if t.pod["metadata"]["uid"] not in known]
+        fresh = [t for t in opts.pod_transports(early=False) if t.identity() not in known]
     except WandError:
         return added
     for transport in fresh:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from .. import errors, printers
 from ..errors import WandError
-from .common import TargetOptions, check_result
+from ..flags import Flag
+from .common import TARGET_FLAGS, TargetOptions, check_result
 
 COLUMNS = [("CHECK", "check"), ("STATUS", "status"), ("DETAIL", "detail"), ("FIX", "fix")]
 
+DESCRIPTION = "One row per condition an injection needs, with ok/warn/fail and the fix. Exit 1 if any row fails."
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("--no-headers"),
+    Flag("-o", "--output", choices=("wide", "json", "yaml"), help="output format"),
+) + TARGET_FLAGS
+
 
 class Options(TargetOptions):
+    flags = FLAGS
     output: str = None
     no_headers: bool = False
 
     def complete(self, ns, streams):
         self.verb = "check"
         self.complete_target(ns, streams)
-        self.output, self.no_headers = ns.output, ns.no_headers
 
     def early_request(self):
         return None if self.pid else {"op": "check", "pid": None, "hold": True}
@@ -36,15 +44,13 @@ class Options(TargetOptions):
                                                       timeout=self.request_timeout_s, on_event=self.chosen), transport)
                 rows += result["rows"]
             except WandError as exc:
-                if transport.local:
+                if not rows:  # no rows about the place (a local process): the failure is the answer
                     raise
                 rows.append({"check": "python", "status": "fail", "detail": exc.message, "fix": ""})
         denied = [r for r in rows if r["check"] == "permission" and r["status"] == "fail"]
         fix = transport.permission_fix() if denied else None  # one API read
-        exec_path = not transport.local and not transport.ephemeral
         for r in denied:
-            r["fix"] = (fix or r["fix"]) + ("; or add --ephemeral (a debug container with SYS_PTRACE of its own, no "
-                                            "restart)" if exec_path else "")
+            r["fix"] = (fix or r["fix"]) + transport.alternative("with SYS_PTRACE of its own")
         if self.output in ("json", "yaml"):
             out.write(printers.dump({"target": transport.where, "rows": rows}, self.output))
         else:

@@ -1,7 +1,8 @@
-"""What the verbs share: the target options every verb has, and the way from a target to transports.
+"""What the verbs share: the target flags every verb has (``target_flags``), their options, and the way from a
+target to transports (this machine, pid/N, or transport/pods.py for a target's pods).
 
-``TargetOptions.complete_target`` is the only code that reads the common flags from the parsed command line;
-from there on everything is typed fields.
+``TargetOptions.complete_target`` is the only code that reads the parsed command line: the target flags itself,
+the verb's own declared flags by name (``take``); from there on everything is typed fields.
 """
 from __future__ import annotations
 
@@ -9,13 +10,39 @@ import math
 
 from .. import errors, targets
 from ..errors import WandError
+from ..flags import Flag
 from ..streams import Streams
+
+
+def target_flags(one_pod=True, pid=True):
+    """The flags that choose where the target is, read by ``TargetOptions.complete_target``."""
+    return tuple(f for f in (
+        Flag("-l", "--selector", value=str, help="label selector for the pods (kubectl's -l)"),
+        Flag("-c", "--container", value=str, complete="containers",
+             help="container (default: annotation kubectl.kubernetes.io/default-container, else the first "
+                  "container that runs Python)"),
+        Flag("--pod", value=str, complete="pods_of_target", help="which pod when the target has several")
+        if one_pod else None,
+        Flag("--pid", value=int, complete="pids", help="the process in the pod (default: the app process)")
+        if pid else None,
+        Flag("--ephemeral", help="work from an ephemeral debug container added to the pod (SYS_PTRACE there only, "
+                                 "no restart): for pods kubectl exec cannot debug (another uid, no capabilities, "
+                                 "read-only filesystem, no python3 on PATH); it stays listed in the pod spec"),
+        Flag("--image", value=str, help="image of the --ephemeral debug container (default: the app container's own)"),
+        Flag("-q", "--quiet", help="no progress spinner or notes on stderr"),
+    ) if f is not None)
+
+
+TARGET_FLAGS = target_flags()
+# Read by complete_target itself (the target is parsed, switches made bool): take() leaves them alone.
+TARGET_DESTS = frozenset(("target", "selector", "container", "pod", "pid", "all_namespaces", "quiet", "ephemeral",
+                          "image"))
 
 
 def kube_flags(ns, warn=None):
     """KubeFlags from the parsed command line (imported lazily: local targets never need kube/)."""
     from ..kube.config import VALUE_FLAGS, KubeFlags
-    values = {dest: getattr(ns, "as_user" if dest == "as_" else dest, None) for dest, _f in VALUE_FLAGS}
+    values = {dest: getattr(ns, dest, None) for dest, _f in VALUE_FLAGS}
     return KubeFlags(values, as_groups=ns.as_group, insecure=ns.insecure_skip_tls_verify,
                      disable_compression=ns.disable_compression, request_timeout=ns.request_timeout,
                      timeout_s=ns.request_timeout_s, verbosity=ns.verbosity, namespace=ns.namespace, warn=warn)
@@ -53,6 +80,7 @@ class TargetOptions:
     ephemeral: bool = False          # --ephemeral: the agent runs in an ephemeral debug container
     image: str = None                # --image: that container's image (default: the app container's)
     streams: Streams = None
+    flags: tuple = ()                # the verb's flags, as declared beside its Options (FLAGS)
 
     def __init__(self, **values):
         for name, value in values.items():
@@ -75,6 +103,13 @@ class TargetOptions:
         self.ephemeral, self.image = bool(getattr(ns, "ephemeral", False)), getattr(ns, "image", None)
         if self.target is None or not self.target.local:
             self.kube = kube_flags(ns, warn=streams.stderr)
+        self.take(ns)
+
+    def take(self, ns):
+        """The values of the verb's own flags (``flags``: its module's FLAGS), under the same names."""
+        for flag in self.flags:
+            if flag.dest not in TARGET_DESTS:
+                setattr(self, flag.dest, getattr(ns, flag.dest))
 
     def validate_target(self, needs_one=True):
         positive_seconds(self.request_timeout_s, "--request-timeout")
@@ -119,7 +154,20 @@ class TargetOptions:
         if self.target is None and not self.selector and not self.all_namespaces and not self.kube.namespace_flag:
             return []  # no target and no cluster flag: this machine (get processes)
         with self.step("finding pods"):
-            return pod_transports(self)
+            return self.pod_transports()
+
+    def this_machine(self):
+        """[the transport of this machine] (no target and no cluster flag: get processes, stack, profile)."""
+        from ..transport.local import LocalTransport
+        return [LocalTransport()]
+
+    def pod_transports(self, early=True):
+        """A transport per Running pod of the target (or -l); a pod named alone is listed early unless
+        ``early`` is False (a poll for a replacement: the call would only be cancelled)."""
+        from ..transport.pods import pod_transports
+        return pod_transports(self.kube, self.target, self.selector, self.all_namespaces, self.container,
+                              self.ephemeral, self.image, self.early_request() if early else None,
+                              note=None if self.quiet else self.streams.stderr)
 
     def one_transport(self):
         transports = self.transports()
@@ -178,55 +226,19 @@ class TargetOptions:
             self.note(event["chosen"].get("note"))
 
 
-def pod_transports(opts):
-    """A kubectl transport per Running pod of the target (or -l); a pod named alone is listed early."""
-    flags, target = opts.kube, opts.target
-    flags.kubectl()  # fail first, and plainly, when kubectl is missing
-    early = None
-    request = None if opts.ephemeral else opts.early_request()  # an early call would go to the app container
-    if target is not None and target.kind == "pod" and not opts.selector and request is not None:
-        from ..transport.early import EarlyCall  # overlaps the API read below
-        early = EarlyCall(flags, flags.namespace(), target.name, request, opts.container)
-    from ..kube.resolve import container_order, pods  # after the early call's spawn: nothing delays it
-    from ..transport.kubectl import KubectlTransport
-    try:
-        found = pods(flags, target, opts.selector, opts.all_namespaces)
-        if opts.ephemeral:
-            from ..transport.ephemeral import EphemeralTransport
-            note = None if opts.quiet else opts.streams.stderr
-            made = [EphemeralTransport(flags, pod, container_order(pod, opts.container), bool(opts.container),
-                                       opts.all_namespaces, image=opts.image, note=note) for pod in found]
-        else:
-            made = [KubectlTransport(flags, pod, container_order(pod, opts.container),
-                                     explicit=bool(opts.container), all_namespaces=opts.all_namespaces)
-                    for pod in found]
-    except BaseException:
-        if early is not None:
-            early.cancel()
-        raise
-    if early is not None:
-        early.where_kubectl_went(found[0])
-        made[0].adopt(early)
-    return made
-
-
-EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
-                  "that shares the app's processes (no restart)")
-
-
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and
-    --ephemeral where it would help)."""
-    if result.get("status") == "error":
+    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and the
+    transport's other way, --ephemeral, where it would help)."""
+    from ..agent import protocol
+    if result.get("status") == protocol.ERROR:
         error = errors.from_agent(result, transport.where)
-        exec_path = not transport.local and not transport.ephemeral
         if result.get("kind") == "permission":
             fix = transport.permission_fix()
             if fix:
                 error.message += "; the container lacks SYS_PTRACE: " + fix
-            if exec_path:
-                error.message += EPHEMERAL_HINT % "with SYS_PTRACE of its own"
-        elif exec_path and result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
-            error.message += EPHEMERAL_HINT % "with a writable /tmp of its own (nothing is written into the app's)"
+            error.message += transport.alternative("with SYS_PTRACE of its own")
+        elif result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
+            error.message += transport.alternative("with a writable /tmp of its own (nothing is written into the "
+                                                   "app's)")
         raise error
     return result

@@ -10,14 +10,30 @@ import base64
 import io
 
 from .. import errors, printers, report, terminal
+from ..agent import protocol
 from ..errors import WandError
+from ..flags import DURATION, FILES, Flag
 from ..terminal import text
-from .common import TargetOptions, check_result, positive_seconds
+from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
+from .fanout import each
 
 MAX_OUTPUT = 1 << 20  # bytes of stdout (and of stderr) brought back by default
-PARALLEL = 32
 MAX_CODE = 4 << 20    # bytes of code (-f FILE, -f -, after --): /dev/zero once took 23 GB before the kernel's kill
 READ_WAIT = 10.0      # seconds to read -f FILE when it is a pipe or FIFO (one with no writer never ends)
+
+DESCRIPTION = ("Run CODE inside the live process and print its stdout, stderr, the repr of a final expression, and a "
+               "traceback if it raised (exit 1).")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("code_words", nargs="*", metavar="code", help="the code, after --"),
+    Flag("-f", "--filename", value=str, complete=FILES, help="read the code from FILE (- for stdin)"),
+    Flag("--timeout", value=DURATION, default=10.0,
+         help="how long injection and run may take, e.g. 10 or 1m (default 10s)"),
+    Flag("--max-output", value=int, default=MAX_OUTPUT, metavar="BYTES",
+         help="bytes of stdout and of stderr brought back (default 1048576; 0: no limit)"),
+    Flag("--all-pods", help="run in every Running pod of the target at once"),
+    Flag("-o", "--output", choices=("json", "yaml"), help="output format"),
+) + TARGET_FLAGS
 
 
 def read_code(fd: int, what: str, wait=READ_WAIT) -> bytes:
@@ -67,6 +83,7 @@ def decode_source(data: bytes, what: str) -> str:
 
 
 class Options(TargetOptions):
+    flags = FLAGS
     code: str = None
     code_words: tuple = ()
     filename: str = None
@@ -78,8 +95,7 @@ class Options(TargetOptions):
     def complete(self, ns, streams):
         self.verb = "exec-py"
         self.complete_target(ns, streams)
-        self.code_words, self.filename = list(ns.code), ns.filename
-        self.timeout, self.output, self.max_output, self.all_pods = ns.timeout, ns.output, ns.max_output, ns.all_pods
+        self.code_words = list(self.code_words)
         if self.filename and self.code_words:
             raise WandError("give the code either after -- or with -f, not both", errors.USAGE)
         if self.filename == "-":
@@ -151,7 +167,7 @@ class Options(TargetOptions):
         if self.output:
             out.write(printers.dump(result, self.output))
             return errors.exit_code(result)
-        if result.get("status") in ("pending", "running"):
+        if result.get("status") in protocol.UNFINISHED:
             report.timed_out(result, err)
             return errors.TIMEOUT
         check_result(result, transport)
@@ -184,10 +200,10 @@ class Options(TargetOptions):
             write_bytes(terminal.raw(err), base64.b64decode(result["stderr_bytes"]), prefix)
         if result.get("truncated"):
             err.write("%swarning: output cut at %d bytes (--max-output; 0 for no limit)\n" % (prefix, self.max_output))
-        if status == "raised":
+        if status == protocol.RAISED:
             write_prefixed(err, result.get("traceback") or (result.get("error", "") + "\n"), prefix)
             return errors.FAILED
-        if status == "timeout":
+        if status == protocol.TIMEOUT:
             err.write("%serror: %s (exceeded --timeout %g)\n" % (prefix, text(result["error"]), self.timeout))
             return errors.TIMEOUT
         return errors.OK
@@ -202,22 +218,19 @@ class Options(TargetOptions):
             try:
                 return self.run_one(transport, None)
             except WandError as exc:
-                return {"status": "error", "kind": "cli", "error": exc.message, "code": exc.code}
+                return errors.as_result(exc)
 
-        from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
-        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
-            results = list(pool.map(one, transports))
+        results = each(one, transports)
         codes = []
         for transport, result in zip(transports, results):
             result["pod"] = transport.labels.get("pod")
-            code = result.pop("code", None)
-            codes.append(code if code is not None else errors.exit_code(result))
+            codes.append(errors.exit_code(result))
         if self.output:
             out.write(printers.dump(printers.as_list(results, "ExecResultList"), self.output))
             return max(codes)
         for transport, result, code in zip(transports, results, codes):
-            prefix = "[pod/%s/%s] " % (transport.name, transport.container)
-            if result.get("status") in ("error", "pending", "running"):
+            prefix = "[pod/%s/%s] " % (transport.labels.get("pod"), transport.labels.get("container"))
+            if result.get("status") == protocol.ERROR or result.get("status") in protocol.UNFINISHED:
                 err.write("%serror: %s\n" % (prefix, text(result["error"])))
             else:
                 self.print_result(result, out, err, prefix)

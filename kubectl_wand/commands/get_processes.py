@@ -3,9 +3,12 @@ from __future__ import annotations
 
 
 from .. import errors, printers
+from ..agent import protocol
 from ..errors import WandError
+from ..flags import Flag
 from ..terminal import text
-from .common import TargetOptions
+from .common import TargetOptions, target_flags
+from .fanout import each
 
 COLUMNS = [
     ("PID", "pid"), ("PPID", "ppid"), ("USER", "user"), ("PYTHON", "python"),
@@ -15,18 +18,27 @@ COLUMNS = [
 ]
 COMMAND = ("COMMAND", lambda r: r["command"] if len(r["command"]) <= 60 else r["command"][:57] + "...")
 WIDE = [("CWD", "cwd"), ("EXE", "exe"), ("REASON", "reason"), ("COMMAND", "command")]
-PARALLEL = 32  # pods listed at once: one wave for most workloads, still bounded for the API server and kubelets
+
+DESCRIPTION = "List Python processes: PID, PPID, USER, PYTHON, CPU%, RSS, AGE, ROLE, ATTACHABLE, COMMAND."
+FLAGS = (
+    Flag("resource", nargs=None, choices=("processes", "process", "procs", "ps"), metavar="processes"),
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)"),
+    Flag("-A", "--all-namespaces", help="pods in every namespace"),
+    Flag("--no-headers"),
+    Flag("-o", "--output", choices=("wide", "json", "yaml", "name"), help="output format"),
+) + target_flags(one_pod=False, pid=False)
 
 
 class Options(TargetOptions):
+    flags = FLAGS
+    resource: str = "processes"
     output: str = "table"
     no_headers: bool = False
 
     def complete(self, ns, streams):
         self.verb = "get processes"
         self.complete_target(ns, streams)
-        self.output = ns.output or "table"
-        self.no_headers = ns.no_headers
+        self.output = self.output or "table"
 
     def early_request(self):
         return {"op": "list", "cpu": True}
@@ -39,11 +51,8 @@ class Options(TargetOptions):
 
     def run(self) -> int:
         out, err = self.streams.stdout, self.streams.stderr
-        transports = self.transports()
+        transports = self.transports() or self.this_machine()
         only_pid = self.target.pid if self.target is not None and self.target.local else None
-        if not transports:
-            from ..transport.local import LocalTransport
-            transports = [LocalTransport()]
         with self.step("listing Python processes"):
             rows, failures = collect(transports, only_pid, self.request_timeout_s)
         for where, exc in failures:
@@ -66,7 +75,7 @@ def collect(transports, only_pid, timeout):
     """List processes on every transport in parallel; pods whose listing failed come back as failures."""
     def one(t):
         result = t.agent({"op": "list", "pid": only_pid, "cpu": True}, timeout=timeout)
-        if result.get("status") != "ok":
+        if result.get("status") != protocol.OK:
             raise errors.from_agent(result)
         return [dict(p, **t.labels) for p in result["processes"]]
 
@@ -78,13 +87,18 @@ def collect(transports, only_pid, timeout):
             if not transports[0].labels:
                 raise
             return [], [(transports[0].where, exc)]
-    from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
-    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
-        for t, fut in [(t, pool.submit(one, t)) for t in transports]:
-            try:
-                rows.extend(fut.result())
-            except Exception as exc:
-                failures.append((t.where, exc))
+
+    def kept(t):
+        try:
+            return one(t)
+        except Exception as exc:  # noqa: BLE001 - one pod's failure is reported beside the others' rows
+            return exc
+
+    for t, found in zip(transports, each(kept, transports)):
+        if isinstance(found, Exception):
+            failures.append((t.where, found))
+        else:
+            rows.extend(found)
     return rows, failures
 
 

@@ -11,8 +11,9 @@ import time
 
 from .. import errors, outfile, printers, profiles, terminal
 from ..errors import WandError
-from .common import TargetOptions, positive_seconds
-from .observe_common import entries, pods_of, read_all
+from ..flags import DURATION, FILES, Flag
+from .common import TARGET_FLAGS, TargetOptions, positive_seconds
+from .fanout import entries, pods_of, read_all
 
 FORMATS = ("speedscope", "collapsed", "svg", "top")
 TOP_COLUMNS = [("OWN%", lambda r: "%.1f" % r["own_pct"]), ("TOTAL%", lambda r: "%.1f" % r["total_pct"]),
@@ -26,8 +27,26 @@ def format_for(path):
         return "svg"
     return "collapsed"
 
+DESCRIPTION = ("Sample the stacks of every Python process of the target (every pod at once) and merge them. Prints the "
+               "hottest functions, or writes speedscope JSON, collapsed stacks or an SVG flame graph. Ctrl-C ends "
+               "early and keeps what was sampled.")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)"),
+    Flag("--duration", value=DURATION, default=10.0, help="how long to sample, e.g. 30s (default 10s)"),
+    Flag("--rate", value=float, default=100.0, help="samples per second (default 100)"),
+    Flag("--format", choices=("speedscope", "collapsed", "svg", "top"),
+         help="default: top on the terminal; from --output's ending otherwise (.json speedscope, .svg svg, else "
+              "collapsed)"),
+    Flag("-o", "--output", value=str, metavar="FILE", complete=FILES,
+         help="write the profile to FILE (- for stdout)"),
+    Flag("--idle", help="count threads sleeping in a system call too"),
+    Flag("--gil", help="count only the thread holding the GIL"),
+    Flag("--per-pod", help="keep each pod as a root frame"),
+) + TARGET_FLAGS
+
 
 class Options(TargetOptions):
+    flags = FLAGS
     duration: float = 10.0
     rate: float = 100.0
     format: str = None
@@ -39,8 +58,6 @@ class Options(TargetOptions):
     def complete(self, ns, streams):
         self.verb = "profile"
         self.complete_target(ns, streams)
-        self.duration, self.rate, self.format, self.output = ns.duration, ns.rate, ns.format, ns.output
-        self.idle, self.gil, self.per_pod = ns.idle, ns.gil, ns.per_pod
         if self.format is None:
             self.format = format_for(self.output) if self.output else "top"
 

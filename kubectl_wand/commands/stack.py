@@ -6,18 +6,28 @@ from __future__ import annotations
 
 from .. import errors, printers, stackview
 from ..errors import WandError
-from .common import TargetOptions
-from .observe_common import entries, pods_of, read_all
+from ..flags import Flag
+from .common import TARGET_FLAGS, TargetOptions
+from .fanout import entries, pods_of, read_all
+
+DESCRIPTION = ("Every thread of every Python process (or --pid) with its name, state and frames, innermost first; "
+               "with --async the asyncio task tree. Read from the process's memory: it runs no code there and never "
+               "stops it.")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N (default: this machine)"),
+    Flag("--async", dest="asyncio", help="also the asyncio task tree"),
+    Flag("-o", "--output", choices=("json", "yaml"), help="output format"),
+) + TARGET_FLAGS
 
 
 class Options(TargetOptions):
+    flags = FLAGS
     asyncio: bool = False
     output: str = None
 
     def complete(self, ns, streams):
         self.verb = "stack"
         self.complete_target(ns, streams)
-        self.asyncio, self.output = ns.asyncio, ns.output
 
     def request(self):
         return {"op": "stack", "pid": self.known_pid(), "async": self.asyncio}

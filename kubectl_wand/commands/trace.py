@@ -14,16 +14,36 @@ import threading
 import time
 
 from .. import errors, printers
+from ..agent import protocol
 from ..errors import WandError
+from ..flags import DURATION, Flag
 from ..terminal import text
-from .common import TargetOptions, positive_seconds
-from .observe_common import pods_of, read_all
+from .common import TARGET_FLAGS, TargetOptions, positive_seconds
+from .fanout import pods_of, read_all
+
+DESCRIPTION = ("A logpoint without stopping the process: every time code passes FILE:LINE (matched by path suffix) in "
+               "the app process of every Running pod, print the time, pod, pid, thread and EXPR=repr for each EXPR. "
+               "Rate-limited inside the process; removed for certain on Ctrl-C, --count, --duration, or when this "
+               "command dies.")
+FLAGS = (
+    Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
+    Flag("location", nargs="?", metavar="FILE:LINE", help="e.g. web.py:17 or app/web.py:17"),
+    Flag("exprs", nargs="*", metavar="EXPR", help="Python expressions evaluated at the line"),
+    Flag("--condition", value=str, metavar="EXPR", help="report only hits where EXPR is true"),
+    Flag("--count", value=int, help="stop after N hits over all pods"),
+    Flag("--duration", value=DURATION, default=60.0, help="stop after this long (default 60s)"),
+    Flag("--max-per-second", value=float, default=20.0,
+         help="hits reported per second per process; more are dropped and counted (default 20)"),
+    Flag("--snapshot", help="the locals and the stack of the first hit per pod, then stop"),
+    Flag("-o", "--output", choices=("json",), help="one JSON object per hit"),
+) + TARGET_FLAGS
 
 
 MAX_PER_SECOND = 10000  # hits reported per second per process, at most
 
 
 class Options(TargetOptions):
+    flags = FLAGS
     location: str = None
     exprs: tuple = ()
     condition: str = None
@@ -36,9 +56,7 @@ class Options(TargetOptions):
     def complete(self, ns, streams):
         self.verb = "trace"
         self.complete_target(ns, streams)
-        self.location, self.exprs = ns.location, list(ns.exprs)
-        self.condition, self.count, self.duration = ns.condition, ns.count, ns.duration
-        self.max_per_second, self.snapshot, self.output = ns.max_per_second, ns.snapshot, ns.output
+        self.exprs = list(self.exprs)
 
     def early_request(self):
         return None  # it changes the process (for a while): start it once the pod is known
@@ -149,7 +167,7 @@ class Hits:
                 self.err.write("error: %s: %s\n" % (transport.where, text(result.message)))
                 codes.append(result.code)
                 continue
-            if result.get("status") != "ok":
+            if result.get("status") != protocol.OK:
                 self.err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
                 codes.append(errors.exit_code(result))
                 continue

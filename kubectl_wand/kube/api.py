@@ -12,7 +12,6 @@ import json
 import subprocess
 
 from ..errors import ENVIRONMENT, NOT_FOUND, USAGE, WandError
-from .config import kubectl_env
 
 SLACK = 5.0  # seconds kubectl may take beyond --request-timeout (start-up, TLS) before we stop waiting
 
@@ -25,13 +24,9 @@ def request(flags, method: str, path: str, query=None, body=None, what: str = ""
     url = path
     verb = ["get", "--raw", url] if method == "GET" else ["create", "--raw", url, "-f", "-"]
     argv = flags.kubectl_argv(*verb, namespaced=False)
-    if flags.verbosity >= 6:
-        import sys
-        sys.stderr.write("+ %s\n" % " ".join(argv))
     try:
-        done = subprocess.run(argv, input=json.dumps(body).encode() if body is not None else None,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kubectl_env(True),
-                              timeout=flags.timeout_s + SLACK, stdin=None if body is not None else subprocess.DEVNULL)
+        done = flags.run(argv, input=json.dumps(body).encode() if body is not None else None,
+                         timeout=flags.timeout_s + SLACK)
     except subprocess.TimeoutExpired:
         raise WandError("cannot reach the Kubernetes API server at %s within %gs; check --server/--context, or "
                         "raise --request-timeout" % (flags.server_name(), flags.timeout_s), ENVIRONMENT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..agent.checks import row
+from ..agent.protocol import check_row as row
 from ..errors import WandError
 from . import api
 from .resolve import owner_workload

@@ -1,17 +1,17 @@
-"""kubectl's global flags: the argv every kubectl call (exec, port-forward, API reads) gets, and the namespace."""
+"""kubectl's global flags, and running kubectl with them: the argv every kubectl call (exec, port-forward, API
+reads, `kubectl debug`) gets, its environment, the `-v 6` echo of each command line (to the verb's stderr), the
+child process (kubectl_wand.pipes), and the namespace. Every kubectl this program starts starts here."""
 from __future__ import annotations
 
 import os
 
 from ..errors import ENVIRONMENT, USAGE, WandError
+from ..flags import KUBE_FLAGS
 
-# flag (argparse dest) -> kubectl flag, for the flags that take a value
-VALUE_FLAGS = (
-    ("kubeconfig", "--kubeconfig"), ("context", "--context"), ("cluster", "--cluster"), ("user", "--user"),
-    ("server", "--server"), ("token", "--token"), ("as_", "--as"), ("as_uid", "--as-uid"),
-    ("certificate_authority", "--certificate-authority"), ("client_certificate", "--client-certificate"),
-    ("client_key", "--client-key"), ("tls_server_name", "--tls-server-name"), ("cache_dir", "--cache-dir"),
-)
+# (dest, kubectl flag) of kubectl's global flags that every kubectl call gets as --flag=VALUE, from their one
+# declaration (flags.KUBE_FLAGS); the namespace, --as-group, --request-timeout and -v are handled on their own.
+VALUE_FLAGS = tuple((f.dest, f.names[-1]) for f in KUBE_FLAGS
+                    if f.value is str and not f.many and f.dest not in ("namespace", "request_timeout"))
 
 
 def which(name):
@@ -40,7 +40,7 @@ class KubeFlags:
         self.timeout_s = timeout_s
         self.verbosity = verbosity or 0
         self.namespace_flag = namespace
-        self.warn = warn  # where one-line warnings go (the verb's stderr), or None for silence
+        self.warn = warn  # where one-line warnings and the -v 6 echo go (the verb's stderr), or None for silence
         self._kubectl = None
         self._namespace = None
 
@@ -72,6 +72,30 @@ class KubeFlags:
         if namespaced:
             argv += ["-n", self.namespace()]
         return argv + list(args)
+
+    def kubectl_in(self, namespace, *args):
+        """kubectl argv with the user's flags, in ``namespace`` (the pod's, not necessarily the flags' own)."""
+        argv = self.kubectl_argv(*args, namespaced=False)
+        return argv[:1] + ["-n", namespace] + argv[1:]
+
+    def echo(self, argv):
+        """At -v 6 and above, the command line about to run (as kubectl's own -v 6 logs its requests)."""
+        if self.verbosity >= 6 and self.warn is not None:
+            self.warn.write("+ %s\n" % " ".join(argv))
+
+    def spawn(self, argv, short_lived=True, **pipes_kw):
+        """Start kubectl (``argv`` from kubectl_argv/kubectl_in) as a child that dies with us; echoed."""
+        from .. import pipes
+        self.echo(argv)
+        return pipes.spawn(argv, env=kubectl_env(short_lived), **pipes_kw)
+
+    def run(self, argv, input=None, timeout=None):
+        """Run a one-shot kubectl to its end (subprocess.run: stdout and stderr captured); echoed.
+        subprocess.TimeoutExpired past ``timeout``."""
+        import subprocess
+        self.echo(argv)
+        return subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kubectl_env(True),
+                              timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
 
     # -- kubeconfig ----------------------------------------------------------------------------------------
     def kubeconfig_files(self):

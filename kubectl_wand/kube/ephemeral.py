@@ -142,21 +142,16 @@ def preflight(flags, pod, container):
 
 def add(flags, pod, container, image, python):
     """Add a debug container with `kubectl debug`; its name. Errors name the cause in one line."""
-    from ..transport.kubectl import kubectl_in
-    from ..transport import pipes
     import subprocess
+    from .. import pipes
     name = PREFIX + os.urandom(4).hex()
     custom = json.dumps(AS_ROOT).encode()
-    argv = kubectl_in(flags, pod["metadata"]["namespace"], "debug", "pod/" + pod["metadata"]["name"],
+    argv = flags.kubectl_in(pod["metadata"]["namespace"], "debug", "pod/" + pod["metadata"]["name"],
                       "--target=" + container, "--profile=general", "--image=" + image,
                       "--image-pull-policy=IfNotPresent", "-c", name, "--quiet", "--custom=/dev/stdin", "--",
                       python, "-S", "-c", IDLE, MARKER)
-    if flags.verbosity >= 6:
-        import sys
-        sys.stderr.write("+ %s\n" % " ".join(argv))
     try:
-        done = subprocess.run(argv, input=custom, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=flags.timeout_s + 10)
+        done = flags.run(argv, input=custom, timeout=flags.timeout_s + 10)
     except subprocess.TimeoutExpired:
         raise WandError("kubectl debug did not answer within %gs; raise --request-timeout" % (flags.timeout_s + 10),
                         errors.TIMEOUT)
@@ -190,21 +185,19 @@ class StatusWatch:
     debug container's status changes; a state it cannot start from becomes the error ``wait`` raises."""
 
     def __init__(self, flags, pod, name, image, timeout):
-        from ..transport.kubectl import kubectl_in
-        from ..transport import pipes
         self.pod_name, self.name, self.image = pod["metadata"]["name"], name, image
         self.state, self.error = None, None
         self.changed = threading.Condition()
         query = "fieldSelector=%s&watch=true&resourceVersion=%s&timeoutSeconds=%d" % (
             quote("metadata.name=" + self.pod_name), pod["metadata"]["resourceVersion"], max(1, int(timeout) + 1))
-        self.proc = pipes.spawn(kubectl_in(flags, pod["metadata"]["namespace"], "get", "--raw",
-                                           "/api/v1/namespaces/%s/pods?%s" % (pod["metadata"]["namespace"], query)),
-                                stdin=None)
+        self.proc = flags.spawn(flags.kubectl_in(pod["metadata"]["namespace"], "get", "--raw",
+                                                 "/api/v1/namespaces/%s/pods?%s" % (pod["metadata"]["namespace"], query)),
+                                short_lived=False, stdin=None)
         self.node = pod["spec"].get("nodeName") or "?"
         threading.Thread(target=self._read, args=(time.monotonic() + timeout + 2,), daemon=True).start()
 
     def _read(self, deadline):
-        from ..transport import pipes
+        from .. import pipes
         try:
             for line in pipes.lines(self.proc.stdout, deadline):
                 try:
@@ -237,7 +230,7 @@ class StatusWatch:
                 raise self.error
 
     def close(self):
-        from ..transport import pipes
+        from .. import pipes
         pipes.close(self.proc, grace=1.0)
 
 
@@ -256,7 +249,7 @@ def start_error(name, image, reason, message):
 
 def rows(flags, pod, container, image):
     """`check --ephemeral` rows: RBAC for the debug container, the Pod Security level, the image on the node."""
-    from ..agent.checks import row
+    from ..agent.protocol import check_row as row
     namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
     out = []
     state = target_state(pod, container)
@@ -289,7 +282,7 @@ def rows(flags, pod, container, image):
 
 
 def image_row(flags, pod, container, image):
-    from ..agent.checks import row
+    from ..agent.protocol import check_row as row
     own = app_image(pod, container)
     if not image or image == own:
         status = next((cs for cs in (pod.get("status") or {}).get("containerStatuses") or []

@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from .. import errors
 from ..errors import WandError
+from ..targets import LIST_PATHS
 from . import api
 
-WORKLOADS = {  # kind -> (API group path, plural)
-    "deployment": ("/apis/apps/v1", "deployments"), "statefulset": ("/apis/apps/v1", "statefulsets"),
-    "daemonset": ("/apis/apps/v1", "daemonsets"), "replicaset": ("/apis/apps/v1", "replicasets"),
-    "job": ("/apis/batch/v1", "jobs"),
-}
 KNATIVE_LABEL = "serving.knative.dev/service"
 PYTHON_HINTS = ("python", "uvicorn", "gunicorn", "flask", "django", "celery", "hypercorn", "daphne", "fastapi")
 
@@ -46,8 +42,7 @@ def target_selector(flags, target):
             raise WandError("service %s has no selector (its endpoints are managed by hand); target its pods "
                             "directly (pod/NAME or -l)" % target.name, errors.NOT_FOUND)
         return ",".join("%s=%s" % kv for kv in sorted(spec["selector"].items()))
-    group, plural = WORKLOADS[target.kind]
-    obj = api.get(flags, "%s/namespaces/%s/%s/%s" % (group, ns, plural, target.name),
+    obj = api.get(flags, "%s/%s" % (LIST_PATHS[target.kind].format(ns=ns), target.name),
                   what="%s %s" % (target.kind, target.name))
     return selector_string((obj.get("spec") or {}).get("selector") or {})
 
@@ -58,6 +53,22 @@ def running(pod) -> bool:
     status = pod.get("status") or {}
     return (status.get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp") and any(
         "running" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or []))
+
+
+def restarts(pod, container) -> int:
+    """How many times ``container`` of the pod has restarted (its restartCount)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            return status.get("restartCount") or 0
+    return 0
+
+
+def replaces(new, old, container) -> bool:
+    """Whether pod ``new`` holds a new process where ``container`` of pod ``old`` stood: another pod, or the same
+    pod whose container restarted."""
+    if new["metadata"]["uid"] != old["metadata"]["uid"]:
+        return True
+    return restarts(new, container) > restarts(old, container)
 
 
 def describe_state(pod) -> str:

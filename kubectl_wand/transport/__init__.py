@@ -3,7 +3,12 @@
 A transport runs the agent beside the target and makes a port inside the target's network reachable on this
 machine. Everything above it (the verbs) is shared; the implementations sit side by side:
 ``local`` (pid/N on this machine: the agent runs in-process) and ``kubectl`` (a container in a pod:
-``kubectl exec -i`` and ``kubectl port-forward``). Pipe and child-process helpers live in ``pipes``.
+``kubectl exec -i`` and ``kubectl port-forward``; ``ephemeral``: the same from a debug container).
+
+Owns: running the agent beside a target (the agent's sources as they travel: ``bundle``; the first call on a
+pod started before it is read: ``early``) and forwards (``portforward``). Below it: kube/ (the API side and
+starting kubectl) and kubectl_wand.pipes (child processes). Verbs sit above: they get transports only from
+TargetOptions (commands/common.py: this machine, pid/N, or transport/pods.py for a target's pods).
 """
 from __future__ import annotations
 
@@ -46,14 +51,20 @@ class Watch:
 
 
 class Transport:
+    """Everything a verb may ask of the place a target lives. Verbs never branch on which transport they hold:
+    what differs between places is an answer here (a pod's name, whether a port needs forwarding, what to
+    suggest when rights are missing), so a new kind of place (a docker container) is a new subclass."""
+
     #: a short human name for messages: "pid 123", "pod/web-1", "pod/web-1 -c app"
     where: str = ""
     #: extra columns for listings: pod, container, namespace (empty locally)
     labels: dict = {}
-    #: whether paths here equal the target's (editor path mappings, --no-forward hints)
+    #: the place's name among the target's places, what --pod matches (a pod's name); None where there is one
+    name: str = None
+    #: whether a port there must be forwarded to be reached here (False: the target shares this machine's network)
+    forwarded: bool = True
+    #: whether paths here equal the target's (editor path mappings)
     local: bool = False
-    #: whether the agent runs in an ephemeral debug container of the pod (not the target's own container)
-    ephemeral: bool = False
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
         """Run one agent request beside the target; its result (a protocol result dict).
@@ -84,6 +95,32 @@ class Transport:
     def forward_allowed(self):
         """Whether we may forward ports here: True, False, or None when it cannot be told."""
         return True
+
+    def describe(self, pid: int) -> str:
+        """A process here, for messages and editor configuration names: "pod/web-1 pid 7", "pid 7"."""
+        return "%s pid %d" % (self.where, pid)
+
+    def alternative(self, having: str) -> str:
+        """A hint appended to an error when the agent here lacks something (``having``: "with SYS_PTRACE of its
+        own"): another way to work with this target that has it, or "" when there is none."""
+        return ""
+
+    def identity(self):
+        """What stays the same while the place is the same place (a pod's uid); None where it cannot change."""
+        return None
+
+    def started(self) -> str:
+        """When the place started, as a sortable string (the newest replacement is followed); "" if unknown."""
+        return ""
+
+    def replaces(self, old) -> bool:
+        """Whether this place holds a new process where ``old`` stood: another pod of the workload, or the same
+        pod with its container restarted. Nothing replaces a local process."""
+        return False
+
+    def adopt(self, early):
+        """Take over an agent call started before the place was known, or drop it (``early.cancel()``)."""
+        early.cancel()
 
     def local_root(self, remote_root: str) -> str:
         """The local folder that matches ``remote_root`` for an editor's path mapping."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import atexit
 
 from ..agent import protocol
-from . import pipes
+from .. import pipes
 from .bundle import AGENT_ARGS
-from .kubectl import kubectl_in, spawn_agent
+from .kubectl import spawn_agent
 
 
 class EarlyCall:
@@ -25,7 +25,7 @@ class EarlyCall:
         anything until the CLI says go (``hold``)."""
         self.container, self.request = container, request
         args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS
-        self.proc = spawn_agent(flags, kubectl_in(flags, namespace, *args), protocol.request(**request))
+        self.proc = spawn_agent(flags, flags.kubectl_in(namespace, *args), protocol.request(**request))
         self.stderr = pipes.Drain(self.proc.stderr)
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
 

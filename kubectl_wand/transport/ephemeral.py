@@ -33,7 +33,6 @@ class NotStarted(Exception):
 
 
 class EphemeralTransport(KubectlTransport):
-    ephemeral = True
     agent_extra = agent_pkg.CROSS_CONTAINER  # the chroot mode and lent files (agent/lent.py)
 
     def __init__(self, flags, pod, containers, explicit=False, all_namespaces=False, image=None, note=None):
@@ -143,3 +142,6 @@ class EphemeralTransport(KubectlTransport):
 
     def permission_fix(self):
         return None  # SYS_PTRACE is the debug container's: nothing to add to the app's
+
+    def alternative(self, having: str) -> str:
+        return ""  # this is the other way already

@@ -16,27 +16,20 @@ import time
 from .. import errors
 from ..agent import protocol
 from ..errors import WandError
-from ..kube.config import kubectl_env
-from . import Transport, Watch, pipes
+from .. import pipes
+from . import Transport, Watch
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
+                  "that shares the app's processes (no restart)")
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
                   "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
 
-def kubectl_in(flags, namespace, *args):
-    """kubectl argv with the user's flags, in ``namespace`` (the pod's, not necessarily the flags' own)."""
-    argv = flags.kubectl_argv(*args, namespaced=False)
-    return argv[:1] + ["-n", namespace] + argv[1:]
-
-
 def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     """Start ``kubectl exec -i ... python -c LOADER`` and send it the agent and the request."""
-    if flags.verbosity >= 6:
-        import sys
-        sys.stderr.write("+ %s\n" % " ".join(argv))
-    proc = pipes.spawn(argv, env=kubectl_env(short_lived))
+    proc = flags.spawn(argv, short_lived)
     # kubectl may already have exited (forbidden, no such pod...): its stderr says why, read by the caller
     pipes.write_line(proc, boot_line() + agent_header(request.get("op"), extra) + protocol.encode(request))
     return proc
@@ -87,8 +80,6 @@ class KubectlWatch(Watch):
 
 
 class KubectlTransport(Transport):
-    local = False
-    ephemeral = False
     agent_extra = ()  # agent modules shipped beside what an operation needs (agent.CROSS_CONTAINER)
 
     def __init__(self, flags, pod: dict, containers, explicit=False, all_namespaces=False):
@@ -109,7 +100,7 @@ class KubectlTransport(Transport):
         self.labels = {"pod": self.name, "container": container, "namespace": self.namespace}
 
     def kubectl(self, *args):
-        return kubectl_in(self.flags, self.namespace, *args)
+        return self.flags.kubectl_in(self.namespace, *args)
 
     def exec_argv(self, python):
         return self.kubectl("exec", "-i", self.name, "-c", self.container, "--", python, *AGENT_ARGS)
@@ -276,6 +267,19 @@ class KubectlTransport(Transport):
     def forward(self, remote_port: int, local_port=None):
         from .portforward import PortForward
         return PortForward(self, remote_port, local_port)
+
+    def alternative(self, having: str) -> str:
+        return EPHEMERAL_HINT % having  # the agent in a debug container of its own (transport/ephemeral.py)
+
+    def identity(self):
+        return self.pod["metadata"]["uid"]
+
+    def started(self) -> str:
+        return self.pod["metadata"].get("creationTimestamp") or ""
+
+    def replaces(self, old) -> bool:
+        from ..kube.resolve import replaces
+        return replaces(self.pod, old.pod, old.container)
 
     def forward_hint(self, local_port: int, remote_port: int) -> str:
         return "kubectl port-forward --address 127.0.0.1 -n %s pod/%s %d:%d" % (

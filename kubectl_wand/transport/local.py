@@ -47,6 +47,7 @@ class LocalWatch(Watch):
 
 class LocalTransport(Transport):
     local = True
+    forwarded = False  # the target's 127.0.0.1 is ours
 
     def __init__(self, pid=None):
         self.pid = pid
@@ -81,6 +82,9 @@ class LocalTransport(Transport):
             if "result" not in box:
                 raise
         return box["result"]
+
+    def describe(self, pid: int) -> str:
+        return "pid %d" % pid
 
     def watch(self, pid: int) -> Watch:
         return LocalWatch(pid)

@@ -5,9 +5,9 @@ import re
 import subprocess
 import time
 
-from .. import errors
+from .. import errors, pipes
 from ..errors import WandError
-from . import Forward, pipes
+from . import Forward
 
 READY_TIMEOUT = 20.0
 
@@ -29,7 +29,7 @@ class PortForward(Forward):
             want = 0
         spec = "%d:%d" % (want, self.remote_port) if want else ":%d" % self.remote_port
         argv = self.transport.kubectl("port-forward", "--address", "127.0.0.1", "pod/%s" % self.transport.name, spec)
-        self.proc = pipes.spawn(argv, stdin=subprocess.DEVNULL)
+        self.proc = self.transport.flags.spawn(argv, short_lived=False, stdin=subprocess.DEVNULL)
         stderr = pipes.Drain(self.proc.stderr)
         deadline = time.monotonic() + timeout
         try:

@@ -67,6 +67,28 @@ def test_no_follow_for_a_pod(cluster, follow_deployment):
     assert re.search(r"(pod/%s is gone|process \d+ in pod/%s exited); nothing left to debug" % (pod, pod), err), err
 
 
+def test_following_a_pod_polls_the_api_not_the_pod(cluster, follow_deployment):
+    # Waiting for a replacement of pod/NAME reads the API once a second; it used to start a kubectl exec (the
+    # early agent call of a pod named alone) on every poll, then cancel it. -v 6 echoes every kubectl run.
+    pod = cluster.pod_names("app=follow")[0]
+    env = dict(cluster.env, PYTHONPATH=REPO)
+    attached = Attached(env, "pod/" + pod, "--follow", "--follow-timeout", "6s", "-v", "6", "--port", "5687",
+                        "--local-port", "0")
+    try:
+        attached.read_until(r"Following pod/")
+        cluster.kubectl("delete", "pod", pod, "--wait=false", check=True)
+        attached.proc.wait(120)
+    finally:
+        code, out, err = attached.stop()
+    assert code == 3, (out, err)
+    assert "waiting up to 6s for a Running replacement of pod/%s" % pod in err, err
+    waiting = err[err.index("waiting up to 6s"):]
+    reads = [line for line in waiting.splitlines() if line.startswith("+ ") and " get --raw " in line]
+    execs = [line for line in waiting.splitlines() if line.startswith("+ ") and " exec " in line]
+    assert len(reads) >= 3, waiting  # it did poll: the echo is there to count
+    assert execs == [], waiting
+
+
 def sessions_of(attached, count):
     found = []
     for _ in range(count):

@@ -1,5 +1,8 @@
 """Child processes and their pipes: start kubectl so it dies with us, read its output without blocking.
 
+The bottom layer both kube/ (API reads, `kubectl debug`, the status watch) and transport/ (kubectl exec,
+port-forward) build on; it knows nothing of either. kube.config.KubeFlags.spawn starts kubectl with it.
+
 Every kubectl we start gets PR_SET_PDEATHSIG=SIGKILL: when kubectl wand is killed (SIGKILL included, which no
 handler sees) its `kubectl port-forward` or `kubectl exec` dies too, instead of holding the local port the
 editor was told about (seen: the next attach then silently moved to another port). The kernel sends the signal

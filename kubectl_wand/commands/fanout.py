@@ -1,21 +1,41 @@
-"""What `stack` and `profile` share: every pod of the target read in parallel, each process's entry labelled
-with its pod, failures collected per pod (the verb's exit code is the worst of them)."""
+"""Fan-out over pods: the transports a target names (``pods_of``), one call on every one of them at once
+(``each``, ``read_all``: at most PARALLEL at a time), and each process's entry labelled with its pod, failures
+collected per pod (``entries``: the verb's exit code is the worst of them). Used by get, exec-py --all-pods,
+stack, profile and trace."""
 from __future__ import annotations
 
 
 from .. import errors
+from ..agent import protocol
 from ..errors import WandError
 from ..terminal import text
 
-PARALLEL = 32
+PARALLEL = 32  # pods called at once: one wave for most workloads, still bounded for the API server and kubelets
+
+
+def each(call, transports, stop=None):
+    """[call(t) for t in transports], run at once (at most PARALLEL at a time); in order. ``call`` catches what
+    it wants kept per pod. With ``stop`` (a threading.Event), Ctrl-C sets it and the calls' results (streams
+    ended early) are still collected."""
+    if len(transports) == 1:
+        return [call(transports[0])]
+    from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
+        futures = [pool.submit(call, t) for t in transports]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            if stop is None:
+                raise
+            stop.set()  # every agent ends early and still answers with what it collected
+            return [f.result() for f in futures]
 
 
 def pods_of(opts):
     """The transports to read: pid/N, this machine, or the target's Running pods (--pod narrows to one)."""
     transports = opts.transports()
     if not transports:
-        from ..transport.local import LocalTransport
-        return [LocalTransport()]
+        return opts.this_machine()
     if opts.pod:
         return [opts.choose_pod(transports)]
     return transports
@@ -31,21 +51,7 @@ def read_all(transports, request, timeout, on_event=None, stop=None):
         except WandError as exc:
             return exc
 
-    if len(transports) == 1:
-        return [(transports[0], one(transports[0]))]
-    from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
-    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(transports))) as pool:
-        futures = [(t, pool.submit(one, t)) for t in transports]
-        results = []
-        try:
-            for t, f in futures:
-                results.append((t, f.result()))
-        except KeyboardInterrupt:
-            if stop is None:
-                raise
-            stop.set()  # every agent ends early and still answers with what it collected
-            results = [(t, f.result()) for t, f in futures]
-        return results
+    return list(zip(transports, each(one, transports, stop)))
 
 
 def entries(results, err, opts):
@@ -56,20 +62,17 @@ def entries(results, err, opts):
             err.write("error: %s: %s\n" % (transport.where, text(result.message)))
             codes.append(result.code)
             continue
-        if result.get("status") != "ok":
+        if result.get("status") != protocol.OK:
             err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:
             entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
             if "error" in entry:
-                hint = ""
-                if entry.get("kind") == "permission" and not transport.local and not transport.ephemeral:
-                    from .common import EPHEMERAL_HINT
-                    hint = EPHEMERAL_HINT % "with SYS_PTRACE of its own"
+                hint = transport.alternative("with SYS_PTRACE of its own") if entry.get("kind") == "permission" else ""
                 err.write("error: %s pid %s: %s%s\n" % (transport.where, text(entry["pid"]), text(entry["error"]),
                                                           hint))
-                codes.append(errors.exit_code({"status": "error", "kind": entry.get("kind")}))
+                codes.append(errors.exit_code(protocol.error(entry.get("kind"), entry["error"])))
                 continue
             out.append(entry)
     if not out and not codes:

@@ -1,0 +1,221 @@
+"""Each verb's Options (complete -> validate -> run), table-driven, against a fake transport that answers with
+recorded agent results: the command line, the verb's checks and its output, in seconds and without a cluster.
+
+The answers in tests/recorded/agent_answers.json are a real agent's, recorded from a real CPython 3.14 target
+(tests/apps/ticker.py) through the local transport: `WAND_RECORD=1 hack/test tests/test_verbs_fake.py -k record`
+records them again. These tests sit beside the real ones (tests/test_engine_local.py, tests/e2e/), never instead:
+they check what the verbs make of an answer, the real tests that the answers are what a target gives.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import time
+
+import pytest
+
+from kubectl_wand import cli, errors
+from kubectl_wand.streams import Streams
+from kubectl_wand.transport import Forward, Transport
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECORDED = os.path.join(HERE, "recorded", "agent_answers.json")
+EXEC_OK = "print('hello from the target'); 6 * 7"
+EXEC_RAISES = "1 / 0"
+
+
+def answers():
+    with open(RECORDED, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class FakeForward(Forward):
+    def __init__(self, port):
+        self.local_port = port
+
+    def alive(self):
+        return True
+
+
+class FakeTransport(Transport):
+    """A pod that answers every agent request from the recorded answers (by op; exec also by its code)."""
+
+    def __init__(self, name="web-1", container="app", recorded=None, override=None):
+        self.name, self.where = name, "pod/%s" % name
+        self.labels = {"pod": name, "container": container, "namespace": "ns"}
+        self.recorded = recorded if recorded is not None else answers()
+        self.override = override or {}
+        self.requests = []
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        self.requests.append(dict(request))
+        op = request["op"]
+        if op in self.override:
+            return copy.deepcopy(self.override[op])
+        key = op if op != "exec" else "exec " + request["code"]
+        answer = copy.deepcopy(self.recorded[key])
+        if op in ("exec", "attach", "check") and request.get("pid") is None:
+            answer.setdefault("pid", answer["hello"]["pid"] if "hello" in answer else pid_of(self.recorded))
+        for event in answer.pop("events", []):
+            if on_event is not None:
+                on_event(event)
+        return answer
+
+    def forward(self, remote_port, local_port=None):
+        return FakeForward(local_port or remote_port)
+
+    def forward_hint(self, local_port, remote_port):
+        return "kubectl port-forward pod/%s %d:%d" % (self.name, local_port, remote_port)
+
+    def alternative(self, having):
+        return "; or add --ephemeral (%s)" % having
+
+
+def run_verb(argv, transports, stdin=""):
+    """(exit code, stdout, stderr) of the verb on ``argv`` with ``transports`` as the target's pods."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        verb, ns = cli.parse(list(argv))
+        opts = cli.verb_module(verb).Options()
+        opts.complete(ns, Streams(io.StringIO(stdin), out, err))
+        opts.quiet = True
+        opts.transports = lambda: list(transports)  # the only seam: where the target's pods come from
+        opts.validate()
+        code = opts.run()
+    except errors.WandError as exc:
+        err.write("error: %s\n" % exc.message)
+        code = exc.code
+    except SystemExit as exc:  # usage errors from argparse
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def pid_of(recorded):
+    return recorded["list"]["processes"][0]["pid"]
+
+
+PERMISSION = {"status": "error", "kind": "permission", "error": "ptrace of pid 7 is not permitted"}
+PENDING = {"status": "pending", "error": "the main thread did not reach a safe point within 1s",
+           "frames": [{"file": "/app/web.py", "line": 3, "function": "serve"}], "left_behind": "/tmp/wand-x"}
+
+# (name, argv, override answers, exit code, in stdout, in stderr, request fields the verb sent)
+CASES = [
+    ("get lists", ["get", "processes", "pod/web-1"], None, errors.OK, ["PID", "ticker.py"], [],
+     {"op": "list", "cpu": True}),
+    ("get json", ["get", "processes", "pod/web-1", "-o", "json"], None, errors.OK, ['"kind": "ProcessList"'], [], {}),
+    ("get names", ["get", "processes", "pod/web-1", "-o", "name"], None, errors.OK, ["pod/web-1/"], [], {}),
+    ("get bad output", ["get", "processes", "pod/web-1", "-o", "xml"], None, errors.USAGE, [], [], None),
+    ("stack", ["stack", "pod/web-1"], None, errors.OK, ["ticker.py", "MainThread"], [],
+     {"op": "stack", "async": False}),
+    ("stack json", ["-n", "ns", "stack", "-o", "json", "pod/web-1"], None, errors.OK, ['"StackList"'], [], {}),
+    ("stack wrong output", ["stack", "pod/web-1", "-o", "wide"], None, errors.USAGE, [], [], None),
+    ("stack pid and --pid", ["stack", "pid/5", "--pid", "6"], None, errors.USAGE, [], ["disagree"], None),
+    ("exec value", ["exec-py", "pod/web-1", "--", EXEC_OK], None, errors.OK, ["hello from the target", "42"], [],
+     {"op": "exec", "code": EXEC_OK, "timeout": 10.0, "max_output": 1 << 20}),
+    ("exec raises", ["exec-py", "pod/web-1", "--timeout", "30s", "--", EXEC_RAISES], None, errors.FAILED, [],
+     ["ZeroDivisionError"], {"op": "exec", "timeout": 30.0}),
+    ("exec json", ["exec-py", "pod/web-1", "-o", "json", "--", EXEC_OK], None, errors.OK, ['"value": "42"'], [],
+     {}),
+    ("exec code twice", ["exec-py", "pod/web-1", "-f", "x.py", "--", "1"], None, errors.USAGE, [], ["either"],
+     None),
+    ("exec permission", ["exec-py", "pod/web-1", "--", EXEC_OK], {"exec": PERMISSION}, errors.NOT_ATTACHABLE, [],
+     ["not permitted", "or add --ephemeral (with SYS_PTRACE of its own)"], {}),
+    ("exec pending", ["exec-py", "pod/web-1", "--", EXEC_OK], {"exec": PENDING}, errors.TIMEOUT, [],
+     ["main thread blocked at /app/web.py:3:serve", "nothing of this request will run"], {}),
+    ("check", ["check", "pod/web-1"], None, errors.OK, ["CHECK", "ok"], [], {"op": "check"}),
+    ("check json", ["check", "pod/web-1", "-o", "json"], None, errors.OK, ['"rows"'], [], {}),
+    ("profile top", ["profile", "pod/web-1", "--duration", "1s", "--rate", "50"], None, errors.OK, ["ticker.py"],
+     [], {"op": "profile", "duration": 1.0, "rate": 50.0, "idle": False, "gil": False}),
+    ("profile collapsed", ["profile", "pod/web-1", "--duration", "1", "--idle", "-o", "-", "--format", "collapsed"],
+     None, errors.OK, ["ticker.py"], [], {"op": "profile", "idle": True}),
+    ("profile zero duration", ["profile", "pod/web-1", "--duration", "0"], None, errors.USAGE, [], ["--duration"],
+     None),
+    ("attach no forward", ["attach", "pod/web-1", "--no-forward", "--port", "5690"], None, errors.OK,
+     ["debugpy", "listening", "VS Code"], ["kubectl port-forward pod/web-1"], {"op": "attach", "port": 5690}),
+    ("trace", ["trace", "pod/web-1", "ticker.py:9", "n", "n * 2", "--count", "2"], None, errors.OK,
+     ["pod/web-1 pid", "ticker.py:9 n="], [], {"op": "trace", "location": "ticker.py:9", "exprs": ["n", "n * 2"],
+                                               "count": 2, "snapshot": False}),
+    ("trace json", ["trace", "pod/web-1", "ticker.py:9", "n", "-o", "json"], None, errors.OK, ['{"hit": {'], [],
+     {"op": "trace", "count": None}),
+    ("trace bad location", ["trace", "pod/web-1", "ticker.py"], None, errors.USAGE, [], ["FILE:LINE"], None),
+    ("trace bad expression", ["trace", "pod/web-1", "ticker.py:9", "n +"], None, errors.USAGE, [],
+     ["not a Python expression"], None),
+    ("attach image without ephemeral", ["attach", "pod/web-1", "--image", "python:3.14"], None, errors.USAGE, [],
+     ["--ephemeral"], None),
+]
+
+
+@pytest.mark.parametrize("name,argv,override,code,in_out,in_err,sent", CASES, ids=[c[0] for c in CASES])
+def test_verb(name, argv, override, code, in_out, in_err, sent):
+    pod = FakeTransport(override=override)
+    got, out, err = run_verb(argv, [pod])
+    assert got == code, (out, err)
+    for text in in_out:
+        assert text in out, (text, out, err)
+    for text in in_err:
+        assert text in err, (text, out, err)
+    if sent is None:  # refused before anything ran: the target was never asked
+        assert pod.requests == []
+    elif sent:
+        asked = [r for r in pod.requests if r["op"] == sent["op"]] if "op" in sent else pod.requests
+        assert asked, pod.requests
+        assert {k: asked[-1].get(k) for k in sent} == sent
+
+
+def test_exec_all_pods_prefixes_each_pod_and_keeps_the_worst_exit_code():
+    ok, failing = FakeTransport("web-1"), FakeTransport("web-2", override={"exec": PERMISSION})
+    code, out, err = run_verb(["exec-py", "deploy/web", "--all-pods", "--", EXEC_OK], [ok, failing])
+    assert code == errors.NOT_ATTACHABLE
+    assert "[pod/web-1/app] hello from the target" in out and "[pod/web-1/app] 42" in out
+    assert "[pod/web-2/app] error: ptrace of pid 7 is not permitted" in err
+
+
+def test_stack_reads_every_pod_and_labels_each_process():
+    code, out, _err = run_verb(["stack", "deploy/web", "-o", "json"], [FakeTransport("web-1"), FakeTransport("web-2")])
+    assert code == errors.OK
+    items = json.loads(out)["items"]
+    assert sorted(i["pod"] for i in items) == ["web-1", "web-2"]
+
+
+def test_more_than_one_pod_needs_pod_off_a_terminal():
+    code, _out, err = run_verb(["exec-py", "deploy/web", "--", EXEC_OK], [FakeTransport("web-1"), FakeTransport("web-2")])
+    assert code == errors.USAGE and "choose one with --pod NAME" in err
+    second = FakeTransport("web-2")
+    code, out, _err = run_verb(["exec-py", "deploy/web", "--pod", "web-2", "--", EXEC_OK], [FakeTransport(), second])
+    assert code == errors.OK and second.requests
+
+
+def test_every_verb_has_a_case():
+    assert {word for case in CASES for word in case[1] if word in cli.VERBS} == set(cli.VERBS)
+
+
+@pytest.mark.skipif(not os.environ.get("WAND_RECORD"), reason="records the answers again: WAND_RECORD=1")
+def test_record_agent_answers(spawn):
+    """Record a real agent's answers from a real 3.14 target (tests/apps/ticker.py) via the local transport."""
+    from kubectl_wand.transport.local import LocalTransport
+    target = spawn("ticker.py")
+    here = LocalTransport(target.pid)
+    requests = {
+        "list": {"op": "list", "pid": target.pid, "cpu": True},
+        "stack": {"op": "stack", "pid": target.pid, "async": False},
+        "exec " + EXEC_OK: {"op": "exec", "pid": target.pid, "code": EXEC_OK, "timeout": 10.0},
+        "exec " + EXEC_RAISES: {"op": "exec", "pid": target.pid, "code": EXEC_RAISES, "timeout": 10.0},
+        "check": {"op": "check", "pid": target.pid},
+        "profile": {"op": "profile", "pid": target.pid, "rate": 50.0, "duration": 1.0, "idle": True, "gil": False},
+        "attach": {"op": "attach", "pid": target.pid, "host": "127.0.0.1", "port": 5690, "timeout": 30.0},
+        "trace": {"op": "trace", "pid": target.pid, "location": "ticker.py:9", "exprs": ["n", "n * 2"],
+                  "count": 2, "snapshot": False, "max_per_second": 20.0, "duration": 10.0, "timeout": 15.0},
+    }
+    recorded = {}
+    for key, request in requests.items():
+        events = []
+        result = here.agent(request, timeout=60, on_event=events.append)
+        assert result.get("status") in ("ok", "raised", "listening", "already"), (key, result)
+        recorded[key] = dict(result, events=events) if events else result
+    recorded["recorded"] = "tests/apps/ticker.py under CPython 3.14, %s" % time.strftime("%Y-%m-%d")
+    os.makedirs(os.path.dirname(RECORDED), exist_ok=True)
+    with open(RECORDED, "w", encoding="utf-8") as f:
+        json.dump(recorded, f, indent=1, sort_keys=True)
+        f.write("\n")

@@ -336,7 +336,7 @@ PENDING_FIELDS = "hello:o frames:a syscall:s? left_behind:s? stopped:b "  # adde
 OP_RESULTS = {  # agent -> CLI; exec's and attach's come from the payload first
     "exec": RESULT_FIELDS + PENDING_FIELDS + "stdout:s stderr:s value:s? traceback:s? truncated:b seconds:n "
                                              "stdout_bytes:s? stderr_bytes:s?",
-    "attach": RESULT_FIELDS + PENDING_FIELDS + "host:s? port:i? answers:b started_by:s",
+    "attach": RESULT_FIELDS + PENDING_FIELDS + "host:s? port:i? answers:b started_by:s confirmed:s",
     "list": RESULT_FIELDS + "processes:a", "stack": RESULT_FIELDS + "processes:a",
     "profile": RESULT_FIELDS + "processes:a", "check": RESULT_FIELDS + "rows:a",
     "watch": RESULT_FIELDS + "old:i? why:s",

@@ -74,6 +74,14 @@ def last_word(proc, interrupt):
                                "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))
 
 
+def agent_line_max(request) -> int:
+    """The longest line the agent may send for ``request``: an exec's result follows --max-output (with room
+    for what the agent adds: the hello, a pending injection's frames); anything else the protocol's ceiling."""
+    if request.get("op") == "exec":
+        return min(protocol.LINE_MAX, protocol.exec_result_max(request.get("max_output", 0)) + protocol.SMALL_MAX)
+    return protocol.LINE_MAX
+
+
 class NoInterpreter(Exception):
     pass
 
@@ -96,11 +104,15 @@ class KubectlWatch(Watch):
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
+        lines = protocol.Lines(self.proc.stdout, "the watching agent")
         try:
-            for line in pipes.lines(self.proc.stdout, time.monotonic() + 10 ** 9):
+            while True:  # a watch lasts as long as the process: no deadline, but each line bounded
+                line = lines.line(protocol.SMALL_MAX, time.monotonic() + 10 ** 9)
+                if line is None:
+                    break
                 msg = protocol.decode(line)
                 if protocol.RESULT in msg:
-                    self.result = protocol.check_result(msg[protocol.RESULT])
+                    self.result = protocol.check_op_result("watch", msg[protocol.RESULT])
                     break
         except (OSError, ValueError):
             pass
@@ -207,20 +219,24 @@ class KubectlTransport(Transport):
         deadline = time.monotonic() + timeout
         hello_by = time.monotonic() + min(timeout, HELLO_WITHIN) if probing else deadline
         greeted = answered = False
+        # The agent runs in the app's container, where the app's uid may reach it: every line is bounded.
+        limit = agent_line_max(request)
+        lines = protocol.Lines(proc.stdout, "the agent in %s" % self.where)
         try:
-            reader = pipes.lines(proc.stdout, lambda: deadline if greeted else min(deadline, hello_by))
             while True:
                 try:
-                    line = next(reader)
-                except StopIteration:
-                    break
+                    line = lines.line(limit, deadline if greeted else min(deadline, hello_by), "a line", line_wait=protocol.line_wait(limit))
+                except protocol.NoLine:
+                    raise TimeoutError
                 except KeyboardInterrupt:
                     if stop is None or stop.is_set():
                         raise
                     stop.set()  # Ctrl-C ends a stream early; its result (what was collected) still comes
-                    reader = pipes.lines(proc.stdout, time.monotonic() + 15)
+                    deadline = time.monotonic() + 15
                     continue
-                msg = protocol.decode(line)
+                if line is None:
+                    break
+                msg = protocol.decode(line, "the agent's line")
                 kind = protocol.kind_of(msg)
                 if kind == protocol.HELLO:
                     protocol.check_hello(msg)
@@ -232,6 +248,7 @@ class KubectlTransport(Transport):
                     if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
                         break
                 elif kind == protocol.EVENT:
+                    protocol.check_fields(msg, "event:o", "the agent's event")
                     if held and "chosen" in msg[protocol.EVENT]:
                         # adopt() checked the pod is Running and this is our container: go ahead
                         pipes.write_line(proc, protocol.encode({protocol.GO: True}))
@@ -239,7 +256,7 @@ class KubectlTransport(Transport):
                         on_event(msg[protocol.EVENT])
                 else:
                     answered = True
-                    return protocol.check_result(msg[protocol.RESULT])
+                    return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
         except TimeoutError:
             if probing and not greeted and hello_by < deadline:
                 self.silent.append((self.container, python, marker))
@@ -249,8 +266,9 @@ class KubectlTransport(Transport):
         except protocol.ProtocolError as exc:
             if not greeted:  # whatever ran there is not our agent on a Python: try the next interpreter
                 raise NoInterpreter(str(exc))
-            raise WandError("the agent in %s answered out of protocol (%s); is kubectl-wand's version the same on "
-                            "both ends?" % (self.where, exc), errors.ENVIRONMENT)
+            raise WandError("the agent in %s answered out of protocol: %s%s" % (
+                self.where, exc, "; is kubectl-wand's version the same on both ends?" if "protocol " in str(exc)
+                else ""), errors.PROTOCOL)
         except BaseException as exc:
             if stop is None and not isinstance(exc, (Exception, GeneratorExit)):
                 last_word(proc, exc)  # Ctrl-C, SIGTERM/SIGHUP: let the agent end now and say what it leaves

@@ -4,6 +4,9 @@ from __future__ import annotations
 import socket
 import threading
 
+from .. import errors
+from ..agent import protocol
+from ..errors import WandError
 from . import Forward, Transport, Watch
 
 
@@ -52,6 +55,15 @@ class LocalTransport(Transport):
         self.labels = {}
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
+        """The agent's result, checked as a pod's would be (protocol.check_op_result): what the target sent
+        passed the agent's limits already; this keeps one rule for every transport."""
+        result = self._agent(request, timeout, on_event, stop)
+        try:
+            return protocol.check_op_result(request.get("op"), result, "the agent's result")
+        except protocol.ProtocolError as exc:
+            raise WandError("the agent for %s answered out of protocol: %s" % (self.where, exc), errors.PROTOCOL)
+
+    def _agent(self, request, timeout, on_event, stop):
         from ..agent import main  # the same agent that runs in pods, called in-process
         if stop is None:
             return main.handle(request, fetch_blob=ship, emit=on_event)

@@ -21,6 +21,7 @@ import socket
 import struct
 import time
 
+from . import protocol
 from .protocol import AgentError
 from .session import Injection, module_source
 
@@ -65,8 +66,9 @@ class Relay:
         self.emit, self.stop = emit, stop
         self.detached = None
 
-    def __call__(self, conn, hello):
-        first, pending = self.first(conn)
+    def __call__(self, conn, hello, lines=None):
+        # what the reader of the hello may already hold past it (nothing: the target speaks once asked)
+        first, pending = self.first(conn, bytes(lines.buf) if lines is not None else b"")
         if first.get("wand") != "started":
             if first.get("status") == "error":
                 raise AgentError(first.get("kind", "inject"), first.get("error", "pdb did not start"))
@@ -104,11 +106,11 @@ class Relay:
             return client
         return None
 
-    def first(self, conn):
+    def first(self, conn, pending=b""):
         """The target's first line: started, or why not; (it as a dict, what came after it)."""
         import json
-        pending, deadline = b"", time.monotonic() + START_WAIT
-        while b"\n" not in pending and time.monotonic() < deadline:
+        deadline = time.monotonic() + START_WAIT
+        while b"\n" not in pending and time.monotonic() < deadline and len(pending) <= protocol.SMALL_MAX:
             if select.select([conn], [], [], 0.2)[0]:
                 data = recv(conn)
                 if not data:
@@ -142,6 +144,8 @@ class Relay:
                 if not data:
                     return "target", pending
                 pending += data
+                if len(pending) > protocol.LINE_MAX:  # a line without end: not pdb's (the target is untrusted)
+                    return "target", b""
                 lines, pending = self.split(pending)
                 if lines:
                     try:

@@ -42,6 +42,9 @@ def safe(text):
 
 def main(name, pid):
     import code
+    import signal
+    # Ctrl-C is ours to handle (the CLI may have started us with SIGINT ignored, as it starts every child)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

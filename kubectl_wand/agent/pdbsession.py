@@ -32,6 +32,8 @@ START_WAIT = 30.0     # for pdb to start in the target (its import: ~40 ms; a lo
 
 # op -> the client that runs in the terminal (passengers/)
 CLIENTS = {"pdb": "pdbclient", "repl": "replclient"}
+# what the client is told once the target's server runs (pdb's client waits for pdb's own first message)
+GREETINGS = {"repl": b'{"session": "started"}\n'}
 
 
 def run_pdb(request: dict, emit=None, stop=None) -> dict:
@@ -54,7 +56,13 @@ def run_session(request, inner, emit, stop):
         listener.bind("\0" + name)
         listener.listen(1)
         argv, env = injection.rt.command(["-c", module_source(CLIENTS[inner["op"]]), name, str(pid)])
+        # Named before the injection: the client's start (a second `kubectl exec -it` in a pod, ~0.15 s) overlaps
+        # the injection's. Its connection waits in the listener's backlog; if the injection fails or stays
+        # pending, the listener closes and the client ends without a word.
+        if emit is not None:
+            emit({"terminal": {"argv": argv, "env": env, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
+        relay.greeting = GREETINGS.get(inner["op"], b"")
         return injection.run(inner, stream=relay)
     finally:
         listener.close()
@@ -65,6 +73,7 @@ class Relay:
         self.pid, self.listener, self.argv, self.env = pid, listener, argv, env
         self.emit, self.stop = emit, stop
         self.detached = None
+        self.greeting = b""
 
     def __call__(self, conn, hello, lines=None):
         # what the reader of the hello may already hold past it (nothing: the target speaks once asked)
@@ -73,8 +82,6 @@ class Relay:
             if first.get("status") == "error":
                 raise AgentError(first.get("kind", "inject"), first.get("error", "pdb did not start"))
             raise AgentError("inject", "pdb did not start in process %d (%s)" % (self.pid, first or "no answer"))
-        if self.emit is not None:
-            self.emit({"terminal": {"argv": self.argv, "env": self.env, "pid": self.pid}})
         client = self.accept()
         if client is None:
             reason = "stopped" if self.stopped() else "no client"
@@ -84,6 +91,8 @@ class Relay:
                                  detached=self.detached is not None)
             return {"status": "ok", "pid": self.pid, "reason": reason, "detached": self.detached is not None}
         with client:
+            if self.greeting:
+                client.sendall(self.greeting)
             reason, pending = self.relay(conn, client, pending)
             if reason != "target":
                 self.detach(conn, pending)

@@ -61,8 +61,8 @@ def main(name):
         return 2
     try:
         Client(0, sock, None).cmdloop()
-    except (KeyboardInterrupt, EOFError):
-        pass
+    except (KeyboardInterrupt, EOFError, OSError):
+        pass  # the session ended (the relay closed: an injection that failed says why on the CLI's side)
     finally:
         sock.close()
     return 0

@@ -59,6 +59,13 @@ def main(name, pid):
     except ImportError:
         pass
     reader = Reader(sock)
+    try:
+        started = reader.next()  # the relay's first word: the session runs (nothing: it did not start)
+    except OSError:
+        started = None
+    if started is None:
+        sock.close()
+        return 0
 
     class Console(code.InteractiveConsole):
         def runsource(self, source, filename="<input>", symbol="single"):

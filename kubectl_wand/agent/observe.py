@@ -23,6 +23,7 @@ STACK_TIMEOUT = 15.0     # one stack read takes ~25 ms here (interpreter start i
 START_GRACE = 15.0       # a sampler's interpreter start and final report, on top of the profile's duration
 STOP_GRACE = 5.0         # told to stop, a sampler writes its aggregate at once; after this it is killed
 PROGRESS_EVERY = 0.5
+GO_WAIT = 120.0          # armed, how long a sync profile waits for the CLI's go (it sends go or stop far sooner)
 MAX_RATE, MAX_DURATION = 1000.0, 3600.0
 
 
@@ -98,7 +99,10 @@ def stack_in_process(rt, want_async) -> dict:
 
 def start(rt, args):
     import subprocess  # only when a sampler is started (runtime.run says why not at the top)
-    argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+    try:
+        argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+    except runtime_mod.RuntimeProblem as exc:  # e.g. it exited since it was listed: /proc/PID/exe is gone
+        raise AgentError("exited" if not os.path.exists("/proc/%d" % rt.proc.pid) else "runtime", str(exc))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -139,7 +143,10 @@ def stack(request: dict, emit=None, stop=None) -> dict:
         if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
-        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+        try:
+            running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+        except AgentError as exc:
+            running.append((pid, exc, None))
     deadline = time.monotonic() + STACK_TIMEOUT
     out = []
     for pid, resolved, popen in running:
@@ -188,8 +195,13 @@ def profile_args(request):
     return rate, duration, ["--rate", repr(rate), "--duration", repr(duration)] + flags
 
 
-def profile(request: dict, emit=None, stop=None) -> dict:
+def profile(request: dict, emit=None, stop=None, window=None) -> dict:
     """Sample each target for ``duration`` seconds at ``rate`` Hz, in parallel; stop early when ``stop`` is set.
+
+    Every sampler gets ready first (its interpreter started, the target's runtime found) and says "armed"; then
+    all start at once: one window for every process here, and with ``window`` (a sync request from a CLI that
+    reads several pods) one window for every pod: armed, the agent tells the CLI and waits for its go. Each
+    profile reports its ``window`` (wall-clock start and end).
 
     Progress: ``emit({"progress": {"samples", "errors", "elapsed", "processes"}})`` about every 0.5 s, summed
     over the processes. Entry: {"pid", "python", "command", "profile": {"pid", "rate", "duration", "samples",
@@ -204,10 +216,13 @@ def profile(request: dict, emit=None, stop=None) -> dict:
         run = Sampling(pid, resolved)
         if not isinstance(resolved, AgentError):
             rt = resolved[1]
-            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args)
+            try:
+                run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + ["--armed"])
+            except AgentError as exc:
+                run.resolved = exc
         runs.append(run)
     try:
-        watch([r for r in runs if r.popen is not None], duration, emit, stop)
+        watch([r for r in runs if r.popen is not None], duration, emit, stop, window)
     finally:
         for run in runs:
             run.reap()
@@ -224,6 +239,7 @@ class Sampling:
         self.pid, self.resolved, self.popen = pid, resolved, None
         self.buf, self.err, self.final, self.progress = b"", b"", None, {}
         self.open_streams = 2
+        self.armed = False
 
     def feed(self, data: bytes):
         self.buf += data
@@ -235,8 +251,19 @@ class Sampling:
                 continue
             if "progress" in obj:
                 self.progress = obj["progress"]
+            elif "armed" in obj:
+                self.armed = True
             else:
                 self.final = obj
+
+    def go(self):
+        if self.popen.stdin.closed:
+            return
+        try:
+            self.popen.stdin.write(b"go\n")
+            self.popen.stdin.flush()
+        except OSError:  # it has exited: its report (or its error) is on its stdout
+            pass
 
     def stop(self):
         """Ask the sampler to end now and report: EOF on its stdin. Not SIGTERM, though the sampler honours it
@@ -275,8 +302,9 @@ class Sampling:
         return entry
 
 
-def watch(runs, duration, emit, stop):
-    """Read every sampler's lines until all have exited, forwarding summed progress; end them on ``stop``."""
+def watch(runs, duration, emit, stop, window=None):
+    """Read every sampler's lines until all have exited, forwarding summed progress; end them on ``stop``.
+    The samplers sample once all are armed (and, with ``window``, once the CLI said go)."""
     import selectors
     sel = selectors.DefaultSelector()
     for run in runs:
@@ -287,8 +315,14 @@ def watch(runs, duration, emit, stop):
     deadline = started + duration + START_GRACE
     next_progress = started + PROGRESS_EVERY
     stopping = False
+    opened = False
     try:
         while sel.get_map():
+            if not opened and not stopping and all(r.armed or r.open_streams < 2 for r in runs):
+                opened = open_window(runs, window, stop)
+                started = time.monotonic()
+                deadline = started + duration + START_GRACE
+                next_progress = started + PROGRESS_EVERY
             if not stopping and (time.monotonic() > deadline or stop is not None and stop.is_set()):
                 stopping = True
                 deadline = time.monotonic() + STOP_GRACE
@@ -316,6 +350,22 @@ def watch(runs, duration, emit, stop):
                 emit({"progress": summed(runs, started)})
     finally:
         sel.close()
+
+
+def open_window(runs, window, stop) -> bool:
+    """Every sampler here is armed (or has exited): with ``window``, tell the CLI and wait for its go; then
+    start them all. False when the CLI stopped the operation first (the samplers are then stopped unstarted)."""
+    if window is not None:
+        window.arm({"processes": sum(r.armed for r in runs)})
+        deadline = time.monotonic() + GO_WAIT
+        while not window.opened(0.2):
+            if stop is not None and stop.is_set():
+                return False
+            if time.monotonic() > deadline:
+                break  # no go: open anyway; the window this profile reports says when it was
+    for run in runs:
+        run.go()
+    return True
 
 
 def summed(runs, started) -> dict:

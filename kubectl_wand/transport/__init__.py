@@ -70,7 +70,8 @@ class Transport:
         """Run one agent request beside the target; its result (a protocol result dict).
 
         ``on_event(event)`` receives a streaming operation's events; setting ``stop`` (a threading.Event)
-        ends such an operation early, and its result still comes back."""
+        ends such an operation early, and its result still comes back. A ``sync`` request's agent says
+        ``{"armed": ...}`` when ready and waits: its window opens when ``on_event`` returns from that event."""
         raise NotImplementedError
 
     def watch(self, pid: int) -> Watch:

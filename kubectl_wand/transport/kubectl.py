@@ -177,6 +177,9 @@ class KubectlTransport(Transport):
                         pipes.write_line(proc, protocol.encode({protocol.GO: True}))
                     if on_event is not None:
                         on_event(msg[protocol.EVENT])
+                    if "armed" in msg[protocol.EVENT] and not (stop is not None and stop.is_set()):
+                        # a sync profile/trace is ready here; on_event returned: every pod's window opens now
+                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
                 else:
                     answered = True
                     return protocol.check_result(msg[protocol.RESULT])

@@ -184,3 +184,34 @@ def test_sync_trace_sees_no_hit_before_the_go_and_every_hit_after(spawn, tmp_pat
     assert hit["hit"]["values"][0]["repr"] == "2"  # the first hit is request 2's: request 1 was before the window
     assert result["hits"] == 1 and result["removed"]
     assert go - 0.05 <= result["window"]["start"] == round(opened, 3) <= result["window"]["end"]
+
+
+def pod(name, running=True, deleting=False):
+    meta = {"name": name, "namespace": "ns", "uid": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    state = {"running": {}} if running else {"waiting": {"reason": "CrashLoopBackOff"}}
+    return {"metadata": meta, "spec": {"containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "app", "state": state}]}}
+
+
+def test_pods_left_out_are_named_not_skipped_silently(monkeypatch):
+    import io
+    from kubectl_wand.kube import api
+    from kubectl_wand.targets import Target
+    from kubectl_wand.transport import pods as pods_mod
+    listed = [pod("web-1"), pod("web-2", deleting=True), pod("web-3", running=False)]
+    monkeypatch.setattr(api, "get", lambda flags, path, params=None, what=None: (
+        {"items": listed} if path.endswith("/pods") else {"spec": {"selector": {"matchLabels": {"app": "web"}}}}))
+
+    class Flags:
+        def kubectl(self):
+            return "kubectl"
+
+        def namespace(self):
+            return "ns"
+    note = io.StringIO()
+    made = pods_mod.pod_transports(Flags(), Target("deployment", "web"), skipped_note=note)
+    assert [t.name for t in made] == ["web-1"]
+    assert note.getvalue() == ("note: skipped 2 pod(s) not running now: web-2 (Terminating), "
+                               "web-3 (CrashLoopBackOff)\n")

@@ -167,7 +167,8 @@ class TargetOptions:
         from ..transport.pods import pod_transports
         return pod_transports(self.kube, self.target, self.selector, self.all_namespaces, self.container,
                               self.ephemeral, self.image, self.early_request() if early else None,
-                              note=None if self.quiet else self.streams.stderr)
+                              note=None if self.quiet else self.streams.stderr,
+                              skipped_note=None if self.quiet or not early else self.streams.stderr)
 
     def one_transport(self):
         transports = self.transports()

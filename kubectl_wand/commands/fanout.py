@@ -5,7 +5,6 @@ worst of them). A profile or trace over several pods is ``sync``: every pod's wi
 (``Window``). Used by get, exec-py --all-pods, stack, profile and trace."""
 from __future__ import annotations
 
-import threading
 import time
 
 from .. import errors
@@ -122,6 +121,7 @@ class Window:
     a pod armed ARM_WAIT after the first does not hold the others (or itself) back further."""
 
     def __init__(self, calls, limit, stop=None):
+        import threading  # only for several pods (stack of one pid/N need not pay its import)
         self.cond = threading.Condition()
         self.pending, self.limit, self.stop = calls, limit, stop
         self.active = self.unreleased = self.waiting = 0

@@ -215,3 +215,17 @@ def test_pods_left_out_are_named_not_skipped_silently(monkeypatch):
     assert [t.name for t in made] == ["web-1"]
     assert note.getvalue() == ("note: skipped 2 pod(s) not running now: web-2 (Terminating), "
                                "web-3 (CrashLoopBackOff)\n")
+
+
+def test_a_pod_deleted_before_its_exec_is_said_to_be_deleted(monkeypatch):
+    from kubectl_wand import errors
+    from kubectl_wand.errors import WandError
+    from kubectl_wand.kube import api, config
+    from kubectl_wand.transport.kubectl import KubectlTransport
+    t = KubectlTransport(config.KubeFlags(), pod("web-1"), ["app"])
+
+    def get(flags, path, query=None, what=""):
+        raise WandError("pod web-1 not found in namespace ns", errors.NOT_FOUND)
+    monkeypatch.setattr(api, "get", get)
+    error = t.exec_error(1, 'Error from server (NotFound): pods "web-1" not found')
+    assert error.code == errors.NOT_FOUND and error.message == "pod/web-1 went away: it was deleted"

@@ -109,21 +109,32 @@ def stack_in_process(rt, want_async) -> dict:
     if "module" not in _SAMPLER:
         import types
         module = types.ModuleType("wand_sampler")
-        exec(compile(module_source("sampler"), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
+        exec(compile(sampler_source(), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
         _SAMPLER["module"] = module
     sampler = _SAMPLER["module"]
     try:
-        data = sampler.stack(rt.injector_pid, want_async)
+        data = sampler.stack(rt.injector_pid, want_async, rt.proc.runtime_address())
     except sampler.Failure as exc:
         return {"kind": exc.kind, "error": exc.message}
     data.pop("pid", None)
     return data
 
 
+def sampler_source() -> str:
+    """The sampler's source with framewalk's in front: one namespace, one ``-c`` (passengers import nothing)."""
+    return module_source("framewalk") + "\n" + module_source("sampler")
+
+
+def runtime_args(rt):
+    """Where _PyRuntime is, for the sampler's walk past the frames _remote_debugging stops at (sampler.Walker)."""
+    addr = rt.proc.runtime_address()
+    return ["--runtime", str(addr)] if addr else []
+
+
 def start(rt, args):
     import subprocess  # only when a sampler is started (runtime.run says why not at the top)
     try:
-        argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+        argv, env = rt.command(["-c", sampler_source()] + list(args))
     except runtime_mod.RuntimeProblem as exc:  # e.g. it exited since it was listed: /proc/PID/exe is gone
         raise AgentError("exited" if not os.path.exists("/proc/%d" % rt.proc.pid) else "runtime", str(exc))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
@@ -167,7 +178,7 @@ def stack(request: dict, emit=None, stop=None) -> dict:
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
         try:
-            running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+            running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
         except AgentError as exc:
             running.append((pid, exc, None))
     deadline = time.monotonic() + STACK_TIMEOUT
@@ -251,7 +262,7 @@ def profile(request: dict, emit=None, stop=None, window=None) -> dict:
         if not isinstance(resolved, AgentError):
             rt = resolved[1]
             try:
-                run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + ["--armed"])
+                run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + runtime_args(rt) + ["--armed"])
             except AgentError as exc:
                 run.resolved = exc
         runs.append(run)

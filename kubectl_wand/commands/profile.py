@@ -105,6 +105,9 @@ class Options(TargetOptions):
                 merged["total"], len(merged["sources"]), self.rate, merged["achieved_rate"] or 0, merged["errors"],
                 spread_note([(e.get("profile") or {}).get("window") for e in found]),
                 "; stopped early" if stop.is_set() else ""))
+            if merged["cut"]:  # marked <outer frames not read> in the output: say why once
+                err.write("%d samples may miss their outer frames (%s)\n" % (
+                    merged["cut"], terminal.text(merged["cut_reason"])))
         return code
 
     def write(self, merged):

@@ -185,6 +185,14 @@ def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_completion_lists_running_containers(engine):
+    name, _info = engine.run("ticker.py")
+    done = subprocess.run([sys.executable, "-m", "kubectl_wand.completion", "stack", "%s/cw-" % engine.name],
+                          capture_output=True, text=True, timeout=30, cwd=REPO, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"]))
+    assert "%s/%s" % (engine.name, name) in [l.split("\t")[0] for l in done.stdout.splitlines()], done.stdout
+
+
 # -- refusals ------------------------------------------------------------------------------------------------
 
 def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):

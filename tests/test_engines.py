@@ -237,3 +237,20 @@ def test_engine_targets_refuse_pod_flags():
     done = wand("stack", "docker/web", "-c", "app")
     assert done.returncode == 2
     assert "docker/web is one container" in one_line_error(done)
+
+
+# -- provisioning --------------------------------------------------------------------------------------------
+
+def test_hack_engines_comes_back_after_dockerd_stopped_and_twice_at_once():
+    engines_env()
+    script = os.path.join(REPO, "hack", "engines")
+    down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert subprocess.run(["docker", "version"], capture_output=True, timeout=30).returncode != 0  # it is down
+    runs = [subprocess.Popen([script, "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert out.strip().splitlines()[-1] == ENV_FILE
+    assert subprocess.run(["docker", "version"], capture_output=True, timeout=30).returncode == 0

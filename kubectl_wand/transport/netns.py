@@ -36,6 +36,32 @@ def _setns(fd: int):
         raise OSError(err, os.strerror(err))
 
 
+def entered(pid: int, fn):
+    """``fn`` wrapped to run in the network namespace of process ``pid``: call it from a thread of its own (the
+    namespace is the calling thread's; it is left again when ``fn`` returns)."""
+    def run():
+        try:
+            ns_fd = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY)
+        except OSError as exc:
+            raise WandError("cannot open the network namespace of process %d: %s" % (pid, exc.strerror),
+                            errors.NOT_FOUND)
+        home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            try:
+                _setns(ns_fd)
+            except OSError as exc:
+                raise WandError("cannot enter the network namespace of process %d: %s (needs root)" % (
+                    pid, exc.strerror), errors.NOT_ATTACHABLE)
+            try:
+                return fn()
+            finally:
+                _setns(home_fd)
+        finally:
+            os.close(ns_fd)
+            os.close(home_fd)
+    return run
+
+
 def enterable(pid: int, container_id: str):
     """Why the network namespace of ``pid`` (the container ``container_id``'s init) cannot be entered from
     here, or None when it can."""

@@ -52,14 +52,14 @@ class Engine:
             assert done.returncode == 0, done.stderr
         return done
 
-    def run(self, app="http_app.py", *flags, ptrace=True, detach=True):
+    def run(self, app="http_app.py", *flags, ptrace=True, python="python3"):
         """A container running tests/apps/APP, READY (its first line of output) before this returns."""
         name = "cw-%s-%s" % (self.name, uuid.uuid4().hex[:8])
         self.started.append(name)
         network = ["--network", "none"] if self.name == "podman" else []
         caps = ["--cap-add", "SYS_PTRACE"] if ptrace else []
         self.cli("run", "-d", "--name", name, *network, *caps, *flags, "-v", "%s:/apps:ro" % APPS, self.image,
-                 "python3", "/apps/" + app)
+                 python, "/apps/" + app)
         end = time.monotonic() + 30
         while time.monotonic() < end:  # readiness: the app's READY line in the engine's log of it
             logs = self.cli("logs", name).stdout
@@ -145,11 +145,16 @@ def test_profile_and_trace(engine, tmp_path):
 def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
     name, info = engine.run()
     assert engine.cli("port", name).stdout.strip() == ""  # nothing published
+    breakpoint_through_the_forward(engine, name, info)
+
+
+def breakpoint_through_the_forward(engine, name, info, *flags):
     target = "%s/%s" % (engine.name, name)
     port = free_port()
-    attach = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "attach", target, "--port", str(port)],
+    attach = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "attach", target, "--port", str(port), *flags],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=default_signals)
+                              env=dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"]),
+                              preexec_fn=default_signals)
     try:
         shown = ""
         while "Forwarding" not in shown:
@@ -165,7 +170,7 @@ def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
             got = {}
             # the app listens on 127.0.0.1 inside the container: the request comes from in there
             request = threading.Thread(target=lambda: got.setdefault("out", engine.cli(
-                "exec", name, "python3", "-c", "import urllib.request; print(urllib.request.urlopen("
+                "exec", name, "/usr/bin/python3.14", "-c", "import urllib.request; print(urllib.request.urlopen("
                 "'http://127.0.0.1:%s/', timeout=60).read().decode())" % info["port"]).stdout))
             request.start()
             stopped = client.wait_event("stopped", timeout=30)
@@ -185,12 +190,31 @@ def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_completion_lists_running_containers(engine):
-    name, _info = engine.run("ticker.py")
-    done = subprocess.run([sys.executable, "-m", "kubectl_wand.completion", "stack", "%s/cw-" % engine.name],
-                          capture_output=True, text=True, timeout=30, cwd=REPO, stdin=subprocess.DEVNULL,
-                          env=dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"]))
-    assert "%s/%s" % (engine.name, name) in [l.split("\t")[0] for l in done.stdout.splitlines()], done.stdout
+def helpers(engine):
+    return engine.cli("ps", "-a", "-q", "--filter", "label=kubectl-wand-helper").stdout.split()
+
+
+def test_a_hardened_container_through_a_helper_container(engine):
+    # uid 1000, every capability dropped, a read-only root, no Python on PATH (only at an absolute path)
+    name, info = engine.run("http_app.py", "--user", "1000:1000", "--cap-drop", "ALL", "--read-only",
+                            "-e", "PATH=/nonexistent", ptrace=False, python="/usr/bin/python3.14")
+    target = "%s/%s" % (engine.name, name)
+    before = engine.cli("diff", name).stdout  # what the engine itself made (/apps' mount point, podman's /etc)
+    if engine.name == "docker":
+        plain = wand("exec-py", target, "--", "1")
+        assert plain.returncode == 4 and "or add --ephemeral" in one_line_error(plain)
+    done = wand("exec-py", target, "--ephemeral", "--", "import os; os.getuid(), os.getpid()",
+                env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "(1000, 1)\n"
+    stack = wand("stack", target, "--ephemeral", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert stack.returncode == 0 and "serve_forever" in stack.stdout, stack.stderr
+    breakpoint_through_the_forward(engine, name, info, "--ephemeral")
+    end = time.monotonic() + 30
+    while helpers(engine) and time.monotonic() < end:  # --rm: the engine removes each helper as it ends
+        time.sleep(0.1)
+    assert helpers(engine) == []
+    assert engine.cli("diff", name).stdout == before  # nothing written into the target container
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -124,8 +124,8 @@ class TargetOptions:
                 raise WandError("pid/N is a process on this machine: -l, -c, --pod and -A are for pods",
                                 errors.USAGE)
         if self.target is not None and self.target.engine:
-            if self.selector or self.container or self.pod or self.all_namespaces or self.ephemeral:
-                raise WandError("%s is one container: -l, -c, --pod, -A and --ephemeral are for pods" % self.target,
+            if self.selector or self.container or self.pod or self.all_namespaces:
+                raise WandError("%s is one container: -l, -c, --pod and -A are for pods" % self.target,
                                 errors.USAGE)
         if self.image and not self.ephemeral:
             raise WandError("--image is the image of the --ephemeral debug container: add --ephemeral", errors.USAGE)
@@ -157,7 +157,8 @@ class TargetOptions:
             return [LocalTransport(self.target.pid)]
         if self.target is not None and self.target.engine:
             from ..transport.engine import engine_transports
-            return engine_transports(self.target, self.kube.verbosity, self.streams.stderr)
+            return engine_transports(self.target, self.kube.verbosity, self.streams.stderr, self.ephemeral,
+                                     self.image)
         if self.target is None and not self.selector and not self.all_namespaces and not self.kube.namespace_flag:
             return []  # no target and no cluster flag: this machine (get processes)
         with self.step("finding pods"):

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 
-from .. import errors, pipes
+from .. import agent as agent_pkg, errors, pipes
 from ..errors import WandError
 from . import Watch
 from .bundle import AGENT_ARGS
@@ -195,7 +195,8 @@ class EngineTransport(KubectlTransport):
                 "capabilities cannot be changed" % self.engine.name)
 
     def alternative(self, having: str) -> str:
-        return ""
+        return ("; or add --ephemeral: the agent then runs in a short-lived helper container that shares its "
+                "processes, %s (removed afterwards)" % having)
 
     def identity(self):
         return self.id
@@ -210,9 +211,45 @@ class EngineTransport(KubectlTransport):
         return []
 
 
-def engine_transports(target, verbosity=0, warn=None):
+class HelperTransport(EngineTransport):
+    """--ephemeral for an engine: each agent runs in a short-lived helper container that shares the target's
+    PID and network namespaces (``--pid container:ID --network container:ID``) with SYS_PTRACE in the helper
+    only, removed when the agent ends (``--rm``; its stdin closing ends the agent). The agent reaches the target's
+    interpreter through /proc/PID/root (agent/lent.py, as from a pod's ephemeral debug container); nothing is
+    written into the target container. For a hardened container: another uid, no capabilities, a read-only
+    root, no Python on PATH."""
+
+    agent_extra = agent_pkg.CROSS_CONTAINER  # the chroot mode and lent files (agent/lent.py)
+
+    def __init__(self, engine, container, image=None):
+        super().__init__(engine, container)
+        self.image = image or (container.get("Config") or {}).get("Image") or container.get("Image")
+
+    def exec_argv(self, python):
+        return self.engine.argv("run", "--rm", "-i", "--pid", "container:" + self.id, "--network",
+                                "container:" + self.id, "--cap-add", "SYS_PTRACE", "--user", "0",
+                                "--label", "kubectl-wand-helper=" + self.id[:12], "--entrypoint", python,
+                                self.image, *AGENT_ARGS)
+
+    def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
+        try:
+            return super().agent(request, timeout, on_event, stop)
+        except WandError as exc:
+            if exc.code == errors.NOT_FOUND and "no Python interpreter" in exc.message:
+                raise WandError("the helper container's image %s has no Python interpreter (%s); choose one that "
+                                "has with --image" % (self.image, "/".join(PYTHONS)), errors.ENVIRONMENT)
+            raise
+
+    def permission_fix(self):
+        return None  # SYS_PTRACE is the helper's: nothing to add to the target
+
+    def alternative(self, having: str) -> str:
+        return ""
+
+
+def engine_transports(target, verbosity=0, warn=None, ephemeral=False, image=None):
     """[the transport of ``target``] (docker/NAME or podman/NAME), refused in one line when the container
-    cannot be reached or is not running."""
+    cannot be reached or is not running. ``ephemeral``: the agent in a helper container (HelperTransport)."""
     engine = Engine(target.kind, verbosity, warn)
     engine.binary()
     container = engine.inspect(target.name)
@@ -221,5 +258,7 @@ def engine_transports(target, verbosity=0, warn=None):
         raise WandError("%s is not running (%s); start it with %s start %s" % (
             target, "paused" if state.get("Paused") else state.get("Status") or "stopped", target.kind,
             target.name), errors.NOT_FOUND)
+    if ephemeral:
+        return [HelperTransport(engine, container, image)]
     return [EngineTransport(engine, container)]
 

@@ -146,8 +146,8 @@ class EngineTransport(KubectlTransport):
                 continue
             self.python = python
             return result
-        raise WandError("%s has no Python interpreter (%s not found on PATH, and its command names none)" % (
-            self.where, "/".join(PYTHONS)), errors.NOT_FOUND)
+        raise WandError("%s has no Python interpreter (%s not found on PATH, and its command names none)%s" % (
+            self.where, "/".join(PYTHONS), self.alternative("with a Python of its own")), errors.NOT_FOUND)
 
     def exec_error(self, code, text):
         low = text.lower()

@@ -1,9 +1,10 @@
 """`kubectl wand attach TARGET`: start debugpy in the live process and connect the editor to it.
 
 Flow: preflight (local port free, may we port-forward) -> inject or find the debug server (readiness confirmed
-by a DAP round trip beside the target) -> on pods, forward and stay in the foreground (attach_session), where
-attach follows a workload to its replacement pod (--follow) or serves every pod / worker at once (--all-pods,
---all-workers). Nothing is injected before every check that could still refuse has passed.
+beside the target without a connection of ours, which would replace an editor's: agent/debugserver.confirm)
+-> on pods, forward and stay in the foreground (attach_session), where attach follows a workload to its
+replacement pod (--follow) or serves every pod / worker at once (--all-pods, --all-workers). Nothing is
+injected before every check that could still refuse has passed.
 """
 from __future__ import annotations
 
@@ -176,8 +177,9 @@ class Options(TargetOptions):
             return errors.OK
         verb = "already listening" if session["status"] == protocol.ALREADY else "listening"
         where = transport.describe(pid)
-        out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
-            text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where))
+        out.write("debugpy %s %s on %s:%s in %s (confirmed: %s)\n" % (
+            text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where,
+            text(session.get("confirmed") or "it listens")))
         if session["status"] == protocol.ALREADY and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":

@@ -119,6 +119,7 @@ class EngineTransport(KubectlTransport):
         self.candidates, self.explicit = [self.name], True
         self.python = None
         self.early = None
+        self.silent = []  # candidates that never greeted (KubectlTransport's probing)
 
     def use(self, container):
         pass  # one container: nothing to choose
@@ -159,6 +160,23 @@ class EngineTransport(KubectlTransport):
     # -- the rest of the interface ----------------------------------------------------------------------
     def watch(self, pid: int) -> Watch:
         return KubectlWatch(self, pid)
+
+    def gone(self, patience=0.0):
+        """Why the container went away (the agent's exec died with it), or None while it still runs."""
+        try:
+            now = self.engine.inspect(self.id)
+        except WandError as exc:
+            if exc.code != errors.NOT_FOUND:
+                return None
+            error = WandError("%s went away: it was removed" % self.where, errors.NOT_FOUND)
+        else:
+            state = now.get("State") or {}
+            if state.get("Running"):
+                return None
+            error = WandError("%s went away: it is %s (exit code %s)" % (
+                self.where, state.get("Status") or "stopped", state.get("ExitCode")), errors.NOT_FOUND)
+        error.gone = True  # streams (profile, trace) keep and summarise what came before
+        return error
 
     def present(self) -> bool:
         try:

@@ -245,12 +245,13 @@ def api_items(line, path):
 
 def engine_containers(engine):
     """Names of the running containers of ``docker`` or ``podman`` (its CLI, the user's environment)."""
-    from .transport.engine import Engine
+    from .transport.engine import COMPOSE_SERVICE, Engine
     try:
-        done = Engine(engine).run("ps", "--format", "{{.Names}}", timeout=5)
+        done = Engine("docker" if engine == "compose" else engine).run("ps", "--format", "{{.Label \"%s\"}}" % (
+            COMPOSE_SERVICE) if engine == "compose" else "{{.Names}}", timeout=5)
     except Exception:  # noqa: BLE001 - no engine here: nothing to offer
         return []
-    return sorted(n for n in done.stdout.decode("utf-8", "replace").split() if n) if done.returncode == 0 else []
+    return sorted({n for n in done.stdout.decode("utf-8", "replace").split() if n}) if done.returncode == 0 else []
 
 
 def names_of_kind(line, prefix):

@@ -19,10 +19,11 @@ RESOURCES = (
     ("pid", "pid", (), None),  # a process on this machine
     ("docker", "docker", (), None),  # a container of a Docker engine (DOCKER_HOST, docker context)
     ("podman", "podman", (), None),  # a container of Podman (CONTAINER_HOST, --connection)
+    ("compose", "compose", (), None),  # the running containers of a Docker Compose service (its replicas)
 )
 KINDS = {name: kind for kind, short, others, _path in RESOURCES for name in (short,) + others}  # any name -> kind
 SHORT_NAMES = tuple(short for _kind, short, _others, _path in RESOURCES)
-ENGINES = ("docker", "podman")  # kinds whose NAME is a container of that engine (transport/engine.py)
+ENGINES = ("docker", "podman", "compose")  # kinds whose NAME is a container (or service) of an engine
 LIST_PATHS = {kind: path for kind, _short, _others, path in RESOURCES if path}  # kind -> API path, with {ns}
 
 
@@ -36,7 +37,7 @@ class Target:
 
     @property
     def engine(self) -> bool:
-        """Whether it is a container of a Docker or Podman engine (no pods, no kubectl)."""
+        """Whether it is a container of a Docker or Podman engine, or a Compose service (no pods, no kubectl)."""
         return self.kind in ENGINES
 
     @property

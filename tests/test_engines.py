@@ -217,6 +217,27 @@ def test_a_hardened_container_through_a_helper_container(engine):
     assert engine.cli("diff", name).stdout == before  # nothing written into the target container
 
 
+def test_a_compose_service_is_all_its_replicas():
+    docker = Engine("docker", engines_env())
+    service = "cw-svc-%s" % uuid.uuid4().hex[:6]
+    labels = ("--label", "com.docker.compose.service=" + service, "--label", "com.docker.compose.project=cw")
+    try:
+        names = [docker.run("http_app.py", *labels)[0] for _ in range(2)]  # the labels Compose puts on replicas
+        listed = wand("get", "processes", "compose/" + service, "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(p["container"] for p in json.loads(listed.stdout)["items"]) == sorted(
+            "docker/" + n for n in names)
+        several = wand("exec-py", "compose/" + service, "--", "1")
+        assert several.returncode == 2 and "choose one with --pod" in one_line_error(several)
+        chosen = wand("exec-py", "compose/" + service, "--pod", names[1], "--", "import socket; socket.gethostname()")
+        assert chosen.returncode == 0, chosen.stderr
+        assert chosen.stdout.strip() == repr(docker.cli("inspect", "-f", "{{.Config.Hostname}}", names[1]).stdout.strip())
+        done = wand("stack", "compose/no-such-service-here")
+        assert done.returncode == 3 and "no running container of that Compose service" in one_line_error(done)
+    finally:
+        docker.cleanup()
+
+
 # -- refusals ------------------------------------------------------------------------------------------------
 
 def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):

@@ -124,8 +124,9 @@ class TargetOptions:
                 raise WandError("pid/N is a process on this machine: -l, -c, --pod and -A are for pods",
                                 errors.USAGE)
         if self.target is not None and self.target.engine:
-            if self.selector or self.container or self.pod or self.all_namespaces:
-                raise WandError("%s is one container: -l, -c, --pod and -A are for pods" % self.target,
+            if self.selector or self.container or self.all_namespaces or self.pod and self.target.kind != "compose":
+                raise WandError("%s is %s: -l, -c, --pod and -A are for pods" % (self.target, "a Compose service (--pod "
+                                "NAME chooses a replica)" if self.target.kind == "compose" else "one container"),
                                 errors.USAGE)
         if self.image and not self.ephemeral:
             raise WandError("--image is the image of the --ephemeral debug container: add --ephemeral", errors.USAGE)

@@ -268,8 +268,11 @@ class HelperTransport(EngineTransport):
 def engine_transports(target, verbosity=0, warn=None, ephemeral=False, image=None):
     """[the transport of ``target``] (docker/NAME or podman/NAME), refused in one line when the container
     cannot be reached or is not running. ``ephemeral``: the agent in a helper container (HelperTransport)."""
-    engine = Engine(target.kind, verbosity, warn)
+    engine = Engine("docker" if target.kind == "compose" else target.kind, verbosity, warn)
     engine.binary()
+    if target.kind == "compose":
+        return [HelperTransport(engine, c, image) if ephemeral else EngineTransport(engine, c)
+                for c in compose_service(engine, target.name)]
     container = engine.inspect(target.name)
     state = container.get("State") or {}
     if not state.get("Running") or state.get("Paused"):
@@ -280,3 +283,24 @@ def engine_transports(target, verbosity=0, warn=None, ephemeral=False, image=Non
         return [HelperTransport(engine, container, image)]
     return [EngineTransport(engine, container)]
 
+
+
+COMPOSE_SERVICE = "com.docker.compose.service"  # the labels Docker Compose puts on every container it makes
+COMPOSE_PROJECT = "com.docker.compose.project"
+
+
+def compose_service(engine, service):
+    """The inspect documents of the running containers of Compose service ``service`` (its replicas), in the
+    project COMPOSE_PROJECT_NAME names when set, oldest first."""
+    argv = ["ps", "-q", "--no-trunc", "--filter", "label=%s=%s" % (COMPOSE_SERVICE, service)]
+    if os.environ.get("COMPOSE_PROJECT_NAME"):
+        argv += ["--filter", "label=%s=%s" % (COMPOSE_PROJECT, os.environ["COMPOSE_PROJECT_NAME"])]
+    done = engine.run(*argv)
+    if done.returncode != 0:
+        raise engine.failure(done.stderr.decode("utf-8", "replace"), "compose/%s" % service)
+    ids = done.stdout.decode().split()
+    if not ids:
+        raise WandError("compose/%s: no running container of that Compose service (docker ps --filter label=%s=%s)"
+                        % (service, COMPOSE_SERVICE, service), errors.NOT_FOUND)
+    found = [engine.inspect(i) for i in ids]
+    return sorted(found, key=lambda c: (c.get("State") or {}).get("StartedAt") or "")

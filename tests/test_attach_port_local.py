@@ -64,7 +64,13 @@ def test_a_port_taken_between_the_check_and_the_listen_is_reported_and_leaves_th
         assert app.stderr_so_far() == ""  # no pydevd thread's traceback in the app's logs
     finally:
         thief.close()
-    # Nothing half-started: a retry on another port starts the server and an editor hits its breakpoint.
+    # Nothing half-started: no pydevd thread, no listen() on record; a retry on another port starts the server
+    # and an editor hits its breakpoint.
+    state = wand("exec-py", "pid/%d" % app.pid, "--", "import sys, threading; "
+                 "api = sys.modules.get('debugpy.server.api'); "
+                 "print(sorted(t.name for t in threading.enumerate()), getattr(getattr(api, 'listen', None), 'called', None))")
+    assert state.returncode == 0, state.stderr
+    assert state.stdout.strip() in ("['MainThread'] False", "['MainThread'] None"), state.stdout
     other = free_port()
     again = wand("attach", "pid/%d" % app.pid, "--port", other)
     assert again.returncode == 0, again.stderr

@@ -135,7 +135,7 @@ class handed_over:
     One call only, and the original is back as soon as it is made; a socket never taken is closed."""
 
     def __init__(self, claimed):
-        import pydevd
+        pydevd = sys.modules["pydevd"]  # loaded by debugpy.server.api (in_process_supported checked it)
         self.pydevd, self.claimed, self.taken = pydevd, claimed, False
         self.original = pydevd.create_server_socket
 

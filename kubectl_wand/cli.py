@@ -61,8 +61,10 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(errors.USAGE)
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so forwards and agents are closed on the way out."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: ends the verb exactly as Ctrl-C does (every ``except KeyboardInterrupt`` runs: attach
+    prints `Stopped forwarding`, trace its summary, profile writes what it sampled), then the program exits
+    128 + the signal's number (143, 129)."""
 
     def __init__(self, signum):
         super().__init__(signum)
@@ -225,22 +227,32 @@ def main(argv=None) -> int:
         verb, ns = parse(argv)
     except SystemExit as exc:  # --help / --version exit 0; usage errors were reported by Parser.error
         return int(exc.code or 0)
+    received = []
+
     def terminate(signum, _frame):
+        received.append(signum)
         raise Terminated(signum)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, terminate)
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup kubectl wand attach ...` keeps ignoring SIGHUP
+            signal.signal(signum, terminate)
+    code = ended(verb, ns)
+    return 128 + received[0] if received else code
+
+
+def ended(verb, ns) -> int:
+    """The verb's exit code, its error reported; a signal that ended it is the caller's to add."""
     try:
         return run(verb, ns)
     except WandError as exc:
         from .terminal import text  # one line: a name the target chose may not drive the terminal or forge lines
         sys.stderr.write("error: %s\n" % text(exc.message))
         return exc.code
-    except KeyboardInterrupt as exc:
-        interrupted(exc)
-        return errors.INTERRUPTED
     except Terminated as exc:
         interrupted(exc)
         return 128 + exc.signum
+    except KeyboardInterrupt as exc:
+        interrupted(exc)
+        return errors.INTERRUPTED
     except BrokenPipeError:
         # Only a reader that went away (`kubectl wand get processes | head -1`) is benign; silence the
         # interpreter's own flush of the dead stdout at exit.
@@ -282,10 +294,10 @@ def entry():
                 stream.flush()
             except (BrokenPipeError, ValueError):  # the reader went away (| head): benign, as in main()
                 pass
-    except KeyboardInterrupt:  # Ctrl-C in the last moment
-        code = errors.INTERRUPTED
     except Terminated as exc:
         code = 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C in the last moment
+        code = errors.INTERRUPTED
     os._exit(code)
 
 

@@ -152,7 +152,13 @@ def test_profile_attributes_the_hot_function_in_every_format(spawn):
     assert 0 < prof["samples"] <= 200 and prof["duration"] >= 2.0
     assert prof["achieved_rate"] == pytest.approx(prof["samples"] / prof["duration"], rel=0.01)
     assert {s["thread"] for s in prof["stacks"]} == {"hot-worker"}  # the sleeping main thread is idle
+    partial = [p["partial"] for p in progress if "partial" in p]
+    progress = [p for p in progress if "progress" in p]
     assert progress and all(set(p["progress"]) >= {"samples", "errors"} for p in progress)
+    # what was counted so far, about every second: the CLI keeps the last one of a pod that goes away
+    assert partial and all(p["pid"] == app.pid and p["profile"]["stopped_early"] == "partial" for p in partial)
+    assert 0 < partial[-1]["profile"]["samples"] <= prof["samples"]
+    assert profiles.top(profiles.merge([("web-1", partial[-1])]), lines=False)[0]["function"] == "crunch"
     merged = profiles.merge([("web-1", entry)])
     assert merged["total"] == prof["recorded"] and merged["samples"] == prof["samples"]
 
@@ -206,7 +212,7 @@ def test_profile_stop_event_ends_early_with_a_partial_profile(spawn):
     stop = threading.Event()
 
     def emit(event):  # the user pressed Ctrl-C once progress showed samples
-        if event["progress"]["samples"] > 0:
+        if event.get("progress", {}).get("samples", 0) > 0:
             stop.set()
 
     entry = only(handle({"op": "profile", "pid": app.pid, "rate": 100, "duration": 120}, emit=emit, stop=stop))
@@ -243,7 +249,7 @@ def test_profile_of_a_target_that_exits_keeps_what_was_collected(spawn):
     app = spawn("layers.py")
 
     def emit(event):
-        if event["progress"]["samples"] > 0 and app.alive():
+        if event.get("progress", {}).get("samples", 0) > 0 and app.alive():
             app.stop()
 
     prof = only(handle({"op": "profile", "pid": app.pid, "duration": 120}, emit=emit))["profile"]

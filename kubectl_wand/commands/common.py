@@ -237,19 +237,23 @@ class Listing(list):
 
 
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and the
-    transport's other way, --ephemeral, where it would help)."""
+    """The agent's result, or the error it reports (``agent_error``)."""
     from ..agent import protocol
     if result.get("status") == protocol.ERROR:
-        error = errors.from_agent(result, transport.where)
-        if result.get("kind") == "permission":
-            fix = transport.permission_fix()
-            if fix:
-                error.message += "; the container lacks %s: %s" % (
-                    "SYS_PTRACE" if "SYS_PTRACE" in fix else "capabilities to hand files over", fix)
-            error.message += transport.alternative("with SYS_PTRACE of its own")
-        elif result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
-            error.message += transport.alternative("with a writable /tmp of its own (nothing is written into the "
-                                                   "app's)")
-        raise error
+        raise agent_error(result, transport)
     return result
+
+
+def agent_error(result: dict, transport) -> WandError:
+    """An agent's error result as a WandError naming where, with the pod's SYS_PTRACE fix for permission, and the
+    transport's other way (--ephemeral) where it would help: every verb words the same refusal the same way."""
+    error = errors.from_agent(result, transport.where)
+    if result.get("kind") == "permission":
+        fix = transport.permission_fix()
+        if fix:
+            error.message += "; the container lacks %s: %s" % (
+                "SYS_PTRACE" if "SYS_PTRACE" in fix else "capabilities to hand files over", fix)
+        error.message += transport.alternative("with SYS_PTRACE of its own")
+    elif result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
+        error.message += transport.alternative("with a writable /tmp of its own (nothing is written into the app's)")
+    return error

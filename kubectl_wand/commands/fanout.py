@@ -63,7 +63,8 @@ def entries(results, err, opts):
             codes.append(result.code)
             continue
         if result.get("status") != protocol.OK:
-            err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
+            from .common import agent_error
+            err.write("error: %s\n" % text(agent_error(result, transport).message))
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:

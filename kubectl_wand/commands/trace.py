@@ -115,6 +115,7 @@ class Hits:
         self.lock = threading.Lock()
         self.where = threading.local()
         self.total = 0
+        self.seen = {}  # id(transport) -> {"pid", "hits"} once its probe is installed
 
     def event(self, event, transport):
         with self.lock:
@@ -122,10 +123,12 @@ class Hits:
                 return
             if "installed" in event:
                 e = event["installed"]
+                self.seen[id(transport)] = {"pid": e.get("pid"), "hits": 0}
                 self.note("tracing %s:%s (in %s) in %s pid %s, sys.monitoring tool id %s" % (
                     text(e.get("file")), text(e.get("line")), ", ".join(map(text, e.get("functions") or ["?"])),
                     transport.where, text(e.get("pid")), text(e.get("tool_id"))))
             elif "hit" in event:
+                self.seen.setdefault(id(transport), {"pid": event["hit"].get("pid"), "hits": 0})["hits"] += 1
                 self.hit(dict(event["hit"], pod=transport.labels.get("pod")))
             elif "error" in event:
                 e = event["error"]
@@ -163,12 +166,20 @@ class Hits:
         codes = []
         snapshots = []
         for transport, result in results:
+            seen = self.seen.get(id(transport))
+            if isinstance(result, WandError) and getattr(result, "gone", False) and seen is not None:
+                # a rollout, a scale-down, an eviction: the probe went with its process; not a failure
+                self.err.write("%s pid %s: %d hit(s); ended: %s; the probe ended with its process\n" % (
+                    transport.where, text(seen["pid"]), seen["hits"], text(result.message)))
+                codes.append(errors.OK)
+                continue
             if isinstance(result, WandError):
                 self.err.write("error: %s: %s\n" % (transport.where, text(result.message)))
                 codes.append(result.code)
                 continue
             if result.get("status") != protocol.OK:
-                self.err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
+                from .common import agent_error
+                self.err.write("error: %s\n" % text(agent_error(result, transport).message))
                 codes.append(errors.exit_code(result))
                 continue
             if result.get("snapshot") is not None:

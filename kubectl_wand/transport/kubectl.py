@@ -25,6 +25,9 @@ PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the conta
 # answers (a wrapper that blocks) cost the whole --request-timeout, then failed, without trying the pod spec's
 # Python. A hello comes 0.3-0.6 s after the spawn here, 2 s with 20 pods listed at once on 2 cores.
 HELLO_WITHIN = 8.0
+# SIGKILLed (exit 137) with the pod still looking fine: how long to poll for the kubelet's report of why (a
+# container's exit reaches the API after it happened; a deletion or an eviction is there before the kill)
+GONE_PATIENCE = 3.0
 EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
                   "that shares the app's processes (no restart)")
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
@@ -71,6 +74,14 @@ def last_word(proc, interrupt):
                                "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))
 
 
+def agent_line_max(request) -> int:
+    """The longest line the agent may send for ``request``: an exec's result follows --max-output (with room
+    for what the agent adds: the hello, a pending injection's frames); anything else the protocol's ceiling."""
+    if request.get("op") == "exec":
+        return min(protocol.LINE_MAX, protocol.exec_result_max(request.get("max_output", 0)) + protocol.SMALL_MAX)
+    return protocol.LINE_MAX
+
+
 class NoInterpreter(Exception):
     pass
 
@@ -93,11 +104,15 @@ class KubectlWatch(Watch):
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
+        lines = protocol.Lines(self.proc.stdout, "the watching agent")
         try:
-            for line in pipes.lines(self.proc.stdout, time.monotonic() + 10 ** 9):
+            while True:  # a watch lasts as long as the process: no deadline, but each line bounded
+                line = lines.line(protocol.SMALL_MAX, time.monotonic() + 10 ** 9)
+                if line is None:
+                    break
                 msg = protocol.decode(line)
                 if protocol.RESULT in msg:
-                    self.result = protocol.check_result(msg[protocol.RESULT])
+                    self.result = protocol.check_op_result("watch", msg[protocol.RESULT])
                     break
         except (OSError, ValueError):
             pass
@@ -204,20 +219,24 @@ class KubectlTransport(Transport):
         deadline = time.monotonic() + timeout
         hello_by = time.monotonic() + min(timeout, HELLO_WITHIN) if probing else deadline
         greeted = answered = False
+        # The agent runs in the app's container, where the app's uid may reach it: every line is bounded.
+        limit = agent_line_max(request)
+        lines = protocol.Lines(proc.stdout, "the agent in %s" % self.where)
         try:
-            reader = pipes.lines(proc.stdout, lambda: deadline if greeted else min(deadline, hello_by))
             while True:
                 try:
-                    line = next(reader)
-                except StopIteration:
-                    break
+                    line = lines.line(limit, deadline if greeted else min(deadline, hello_by), "a line", line_wait=protocol.line_wait(limit))
+                except protocol.NoLine:
+                    raise TimeoutError
                 except KeyboardInterrupt:
                     if stop is None or stop.is_set():
                         raise
                     stop.set()  # Ctrl-C ends a stream early; its result (what was collected) still comes
-                    reader = pipes.lines(proc.stdout, time.monotonic() + 15)
+                    deadline = time.monotonic() + 15
                     continue
-                msg = protocol.decode(line)
+                if line is None:
+                    break
+                msg = protocol.decode(line, "the agent's line")
                 kind = protocol.kind_of(msg)
                 if kind == protocol.HELLO:
                     protocol.check_hello(msg)
@@ -229,6 +248,7 @@ class KubectlTransport(Transport):
                     if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
                         break
                 elif kind == protocol.EVENT:
+                    protocol.check_fields(msg, "event:o", "the agent's event")
                     if held and "chosen" in msg[protocol.EVENT]:
                         # adopt() checked the pod is Running and this is our container: go ahead
                         pipes.write_line(proc, protocol.encode({protocol.GO: True}))
@@ -236,7 +256,7 @@ class KubectlTransport(Transport):
                         on_event(msg[protocol.EVENT])
                 else:
                     answered = True
-                    return protocol.check_result(msg[protocol.RESULT])
+                    return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
         except TimeoutError:
             if probing and not greeted and hello_by < deadline:
                 self.silent.append((self.container, python, marker))
@@ -246,8 +266,9 @@ class KubectlTransport(Transport):
         except protocol.ProtocolError as exc:
             if not greeted:  # whatever ran there is not our agent on a Python: try the next interpreter
                 raise NoInterpreter(str(exc))
-            raise WandError("the agent in %s answered out of protocol (%s); is kubectl-wand's version the same on "
-                            "both ends?" % (self.where, exc), errors.ENVIRONMENT)
+            raise WandError("the agent in %s answered out of protocol: %s%s" % (
+                self.where, exc, "; is kubectl-wand's version the same on both ends?" if "protocol " in str(exc)
+                else ""), errors.PROTOCOL)
         except BaseException as exc:
             if stop is None and not isinstance(exc, (Exception, GeneratorExit)):
                 last_word(proc, exc)  # Ctrl-C, SIGTERM/SIGHUP: let the agent end now and say what it leaves
@@ -256,6 +277,8 @@ class KubectlTransport(Transport):
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
         error = self.exec_error(proc.returncode, stderr.text())
+        if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
+            error = self.gone(patience=GONE_PATIENCE if proc.returncode == 137 else 0) or error
         if isinstance(error, NoInterpreter) or not greeted and getattr(error, "unexplained", False):
             # it ran, but no agent greeted: not a Python we can use (pid 1 a shell, a Python 2...)
             raise NoInterpreter(str(error))
@@ -277,8 +300,9 @@ class KubectlTransport(Transport):
                              "%s (rule: apiGroups [\"\"], resources [\"pods/exec\"], verbs [\"create\"])" % (
                                  self.name, self.namespace), errors.ENVIRONMENT)
         if "unable to upgrade connection: container not found" in low:
-            return WandError("container %s in pod/%s is not running right now (restarting?); kubectl describe "
-                             "pod/%s tells why" % (self.container, self.name, self.name), errors.NOT_FOUND)
+            return self.gone() or WandError("container %s in pod/%s is not running right now (restarting?); "
+                                            "kubectl describe pod/%s tells why" % (self.container, self.name,
+                                                                                    self.name), errors.NOT_FOUND)
         if "container not found" in low or "is not valid for pod" in low:
             return WandError("container %s not found in pod/%s; check -c" % (self.container, self.name),
                              errors.NOT_FOUND)
@@ -292,6 +316,25 @@ class KubectlTransport(Transport):
         error = WandError("kubectl exec into %s failed (exit %s): %s" % (self.where, code, pipes.last_line(text)),
                           errors.ENVIRONMENT)
         error.unexplained = True
+        return error
+
+    def gone(self, patience=0.0):
+        """The error that says why the pod or the container went away (read from the API now, and again for
+        ``patience`` seconds while the pod still looks fine), or None."""
+        from ..kube.resolve import why_gone
+        deadline = time.monotonic() + patience
+        while True:
+            reason = why_gone(self.flags, self.pod, self.container)
+            if reason is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)  # the kubelet reports a container's exit after it happened: poll the API a little
+        if reason is None:
+            return None
+        if reason.startswith("container "):
+            error = WandError("in pod/%s, %s" % (self.name, reason), errors.NOT_FOUND)
+        else:
+            error = WandError("pod/%s went away: %s" % (self.name, reason), errors.NOT_FOUND)
+        error.gone = True  # streams (profile, trace) keep and summarise what came before
         return error
 
     # -- the rest of the interface --------------------------------------------------------------------------

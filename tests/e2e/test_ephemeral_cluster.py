@@ -286,6 +286,8 @@ def test_refused_without_rbac_for_ephemeral_containers(cluster, wand):
                    "-o", "json")
     rows = {r["check"]: r for r in json.loads(checked.stdout)["rows"]}
     assert checked.returncode == 1 and rows["RBAC pods/ephemeralcontainers"]["status"] == "fail", rows
+    # and the last row does not promise the container the RBAC row refuses ("ok none running: one is added")
+    assert rows["debug container"]["status"] == "fail" and "none can be added" in rows["debug container"]["detail"]
 
 
 def test_usage_errors(wand):

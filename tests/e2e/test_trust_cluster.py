@@ -90,6 +90,9 @@ def test_port_forward_dies_with_attach(cluster, signum):
         assert any("port-forward" in cmd for _p, cmd in children(attached.proc.pid)), kids
         os.kill(attached.proc.pid, signum)
         attached.proc.wait(30)
+        if signum != signal.SIGKILL:  # ended as Ctrl-C ends it, then the signal's exit code
+            said = attached.pending + attached.proc.stdout.read()
+            assert "Stopped forwarding" in said and attached.proc.returncode == 128 + signum, said
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p) and
                                                   open("/proc/%d/stat" % p).read().split()[2] != "Z" for p in kids):

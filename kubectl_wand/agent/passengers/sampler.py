@@ -6,8 +6,9 @@ Usage (the agent passes this file's source with ``-c``; the reader must be the t
       in, whether it holds the GIL) with its frames innermost first; with --async also the asyncio tasks.
   profile PID --rate HZ --duration S [--idle] [--gil]
       Samples every thread at HZ for S seconds and counts identical stacks per thread name. A progress line
-      ``{"progress": {...}}`` about every 0.5 s, then ``{"profile": {...}}``. SIGTERM, SIGINT or EOF on stdin
-      (the agent went away) end it early; the final line is still written.
+      ``{"progress": {...}}`` about every 0.5 s, what was counted so far ``{"partial": {...}}`` every second (a
+      pod ended by a rollout takes the sampler with it: what reached the CLI is kept), then ``{"profile": {...}}``.
+      SIGTERM, SIGINT or EOF on stdin (the agent went away) end it early; the final line is still written.
 Any failure is ``{"error": MESSAGE, "kind": KIND}``. The reader is ``_remote_debugging.RemoteUnwinder`` (CPython
 3.14+): it only reads the target's memory (process_vm_readv), so it works with remote debugging disabled or the
 main thread blocked in C, and the target never stops. Standard library only.
@@ -19,6 +20,7 @@ import time
 
 RETRIES = 5  # a read races the running target; a torn read raises and the next one usually succeeds
 PROGRESS_EVERY = 0.5
+PARTIAL_EVERY = 1.0
 SYSCALLS = {  # the calls a thread usually sleeps in, by architecture; others print as "syscall N"
     "x86_64": {0: "read", 1: "write", 7: "poll", 17: "pread64", 23: "select", 34: "pause", 35: "nanosleep",
                42: "connect", 43: "accept", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
@@ -243,7 +245,16 @@ def profile(pid, rate, duration, idle, gil, out):
     start = time.monotonic()
     ticks = max(1, int(round(duration * rate)))
     k = 0
-    next_progress = start + PROGRESS_EVERY
+    next_progress, next_partial = start + PROGRESS_EVERY, start + PARTIAL_EVERY
+
+    def summary(reason):
+        elapsed = time.monotonic() - start
+        return aggregate(counts, {
+            "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
+            "missed": missed, "recorded": recorded, "last_error": last_error,
+            "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0, "idle": idle, "gil": gil,
+            "stopped_early": reason})
+
     while stopper.reason is None and k < ticks:
         try:
             threads, _ = read(reader.get_stack_trace, pid)
@@ -281,12 +292,11 @@ def profile(pid, rate, duration, idle, gil, out):
         if now >= next_progress:
             emit(out, {"progress": {"samples": samples, "errors": errors, "elapsed": round(now - start, 2)}})
             next_progress = now + PROGRESS_EVERY
+        if now >= next_partial and recorded:
+            emit(out, {"partial": summary("partial")})
+            next_partial = now + PARTIAL_EVERY
         stopper.wait(start + k * period - time.monotonic())  # after the last tick: the end of its period
-    elapsed = time.monotonic() - start
-    return {"profile": aggregate(counts, {
-        "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
-        "missed": missed, "recorded": recorded, "last_error": last_error, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
-        "idle": idle, "gil": gil, "stopped_early": stopper.reason})}
+    return {"profile": summary(stopper.reason)}
 
 
 def aggregate(counts, meta):

@@ -40,7 +40,8 @@ def bind_pod(cluster):
 def test_a_port_not_ours_is_refused_in_a_pod_and_another_port_works(cluster, wand, bind_pod):
     listed = wand("get", "processes", "pod/" + bind_pod, "-o", "json")
     assert listed.returncode == 0, listed.stderr
-    pid = [p["pid"] for p in json.loads(listed.stdout)["items"] if "wand-bind-app" in p["command"]][0]
+    pid = [p["pid"] for p in json.loads(listed.stdout)["items"]  # the app, not the launcher that names it
+           if "wand-bind-app" in p["command"] and "subprocess" not in p["command"]][0]
     target = ["pod/" + bind_pod, "--pid", pid]
 
     def debugpy_loaded():

@@ -186,6 +186,36 @@ def top_help() -> str:
     return "\n".join(lines) + "\n"
 
 
+def unknown_verb(verb) -> str:
+    """kubectl's answer to a typo: the cause, then the verbs it may have meant."""
+    import difflib  # only on this error
+    close = difflib.get_close_matches(verb, list(VERBS) + ["version"], n=3, cutoff=0.6)
+    out = "error: unknown command \"%s\" for \"kubectl wand\"; see 'kubectl wand --help'\n" % (
+        verb.encode("unicode_escape").decode("ascii"))
+    if close:  # after the one error line, as kubectl prints it
+        out += "\nDid you mean this?\n" + "".join("\t%s\n" % c for c in close)
+    return out
+
+
+def print_version(rest) -> int:
+    output = None
+    for i, word in enumerate(rest):
+        if word in ("-o", "--output") and i + 1 < len(rest):
+            output = rest[i + 1]
+        elif word.startswith(("--output=", "-o=")) or word.startswith("-o") and len(word) > 2:
+            output = word.split("=", 1)[1] if "=" in word else word[2:]
+    if output not in (None, "json", "yaml"):
+        sys.stderr.write("error: --output must be json or yaml for version\n")
+        return errors.USAGE
+    if output:
+        from . import printers
+        info = {"version": __version__, "python": sys.version.split()[0]}
+        sys.stdout.write(printers.dump(info, output))
+    else:
+        sys.stdout.write("kubectl-wand %s\n" % __version__)
+    return errors.OK
+
+
 def parse(argv):
     """(verb, namespace) for a command line; SystemExit for --help/--version/usage errors (already printed)."""
     code = []
@@ -202,8 +232,10 @@ def parse(argv):
             raise SystemExit(errors.OK)
         sys.stderr.write(top_help())
         raise SystemExit(errors.USAGE)
+    if verb == "version":  # kubectl plugins answer `version` (kubectl version's own -o json too)
+        raise SystemExit(print_version(rest))
     if verb not in VERBS:
-        sys.stderr.write("error: unknown command %r for \"kubectl wand\"; see 'kubectl wand --help'\n" % verb)
+        sys.stderr.write(unknown_verb(verb))
         raise SystemExit(errors.USAGE)
     if "--version" in rest:
         sys.stdout.write("kubectl-wand %s\n" % __version__)

@@ -15,9 +15,8 @@ import pytest
 
 from procs import APPS, REPO, become, default_signals, read_line
 from kubectl_wand import profiles, stackview
-from kubectl_wand.agent import procfs, runtime
+from kubectl_wand.agent import observe, procfs, runtime
 from kubectl_wand.agent.main import handle
-from kubectl_wand.agent.session import module_source
 
 pytestmark = pytest.mark.py314
 CHAIN = ["storage_read", "service_lookup", "handle_request", "<module>"]
@@ -73,7 +72,9 @@ def test_stack_shows_the_blocked_chain_and_the_named_thread_where_injection_cann
     assert main["gil"] is False
     hot = threads["hot-worker"]
     assert hot["tid"] != app.pid and hot["comm"] == "hot-worker"
-    assert functions(hot["frames"])[-2:] == ["hot_worker", "Thread.run"]
+    # The whole chain, as py-spy shows it (3.14's reader alone stops at Thread.run: tests/test_fidelity.py)
+    assert functions(hot["frames"])[-4:] == ["hot_worker", "Thread.run", "Thread._bootstrap_inner",
+                                              "Thread._bootstrap"]
     assert entry["gil_known"] is True and entry["gil_holder"] in (hot["tid"], None)
     text = stackview.render_process(entry, pod="web-1")
     assert text.startswith("Process %d in pod web-1: " % app.pid)
@@ -172,7 +173,7 @@ def test_profile_attributes_the_hot_function_in_every_format(spawn):
     collapsed = profiles.to_collapsed(merged).splitlines()
     counts = [(line.rsplit(" ", 1)[0].split(";"), int(line.rsplit(" ", 1)[1])) for line in collapsed]
     assert sum(c for _, c in counts) == merged["total"]
-    assert all(chain[0].startswith("Thread.run (") for chain, _ in counts)  # root first
+    assert all(chain[0].startswith("Thread._bootstrap (") for chain, _ in counts)  # root first
     assert sum(c for chain, c in counts if chain[-1].startswith("crunch (")) > merged["total"] / 2
 
     doc = json.loads(json.dumps(profiles.to_speedscope(merged)))
@@ -184,7 +185,7 @@ def test_profile_attributes_the_hot_function_in_every_format(spawn):
     assert sampled["endValue"] == pytest.approx(sum(sampled["weights"]))
     hot = sum(w for stack, w in zip(sampled["samples"], sampled["weights"]) if frames[stack[-1]]["name"] == "crunch")
     assert hot > sampled["endValue"] / 2
-    assert frames[sampled["samples"][0][0]]["name"] == "Thread.run"
+    assert frames[sampled["samples"][0][0]]["name"] == "Thread._bootstrap"
 
     svg = ET.fromstring(profiles.to_svg(merged, title="layers", lines=False))
     ns = "{http://www.w3.org/2000/svg}"
@@ -227,7 +228,7 @@ def test_profile_stop_event_ends_early_with_a_partial_profile(spawn):
 def test_sampler_reports_what_it_has_on_a_signal(spawn, sig):
     app = spawn("layers.py")
     argv, env = runtime.TargetRuntime(procfs.Proc(app.pid)).command(
-        ["-c", module_source("sampler"), "profile", str(app.pid), "--rate", "100", "--duration", "120"])
+        ["-c", observe.sampler_source(), "profile", str(app.pid), "--rate", "100", "--duration", "120"])
     sampler = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/",
                                preexec_fn=default_signals)
     try:

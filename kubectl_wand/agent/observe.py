@@ -108,20 +108,31 @@ def stack_in_process(rt, want_async) -> dict:
     if "module" not in _SAMPLER:
         import types
         module = types.ModuleType("wand_sampler")
-        exec(compile(module_source("sampler"), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
+        exec(compile(sampler_source(), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
         _SAMPLER["module"] = module
     sampler = _SAMPLER["module"]
     try:
-        data = sampler.stack(rt.injector_pid, want_async)
+        data = sampler.stack(rt.injector_pid, want_async, rt.proc.runtime_address())
     except sampler.Failure as exc:
         return {"kind": exc.kind, "error": exc.message}
     data.pop("pid", None)
     return data
 
 
+def sampler_source() -> str:
+    """The sampler's source with framewalk's in front: one namespace, one ``-c`` (passengers import nothing)."""
+    return module_source("framewalk") + "\n" + module_source("sampler")
+
+
+def runtime_args(rt):
+    """Where _PyRuntime is, for the sampler's walk past the frames _remote_debugging stops at (sampler.Walker)."""
+    addr = rt.proc.runtime_address()
+    return ["--runtime", str(addr)] if addr else []
+
+
 def start(rt, args):
     import subprocess  # only when a sampler is started (runtime.run says why not at the top)
-    argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+    argv, env = rt.command(["-c", sampler_source()] + list(args))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -162,7 +173,7 @@ def stack(request: dict, emit=None, stop=None) -> dict:
         if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
-        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
     deadline = time.monotonic() + STACK_TIMEOUT
     out = []
     for pid, resolved, popen in running:
@@ -238,7 +249,7 @@ def profile(request: dict, emit=None, stop=None) -> dict:
         run = Sampling(pid, resolved)
         if not isinstance(resolved, AgentError):
             rt = resolved[1]
-            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args)
+            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + runtime_args(rt))
         runs.append(run)
     try:
         watch([r for r in runs if r.popen is not None], duration, emit, stop)

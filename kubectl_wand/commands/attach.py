@@ -170,7 +170,8 @@ class Options(TargetOptions):
     def report(self, transport, pid, session, local_port, extra=None):
         out = self.streams.stdout
         cfg = self.editor_config(transport, pid, session, local_port)
-        info = {"pid": pid, "where": transport.where, "status": session["status"], "host": session.get("host"),
+        info = {"pid": pid, "where": transport.where, **printers.source(transport), "status": session["status"],
+                "host": session.get("host"),
                 "port": session.get("port"), "local_port": local_port, "debugpy": session.get("debugpy"),
                 "source": session.get("source"), "editor": cfg}
         info.update(extra or {})

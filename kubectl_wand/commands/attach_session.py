@@ -120,7 +120,8 @@ def attach_many(opts):
         title = "kubectl wand: %s (all)" % describe(opts)
         if opts.output:
             from .. import printers
-            out.write(printers.dump({"sessions": [dict(where=s.transport.where, pid=s.pid, port=s.remote_port,
+            out.write(printers.dump({"sessions": [dict(where=s.transport.where, **printers.source(s.transport),
+                                                       pid=s.pid, port=s.remote_port,
                                                        local_port=s.local_port, status=s.server["status"])
                                                   for s in sessions],
                                      "editor": editor.many([s.config() for s in sessions], title)}, opts.output))

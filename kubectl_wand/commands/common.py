@@ -97,6 +97,11 @@ class TargetOptions:
         self.container = getattr(ns, "container", None)
         self.pod = getattr(ns, "pod", None)
         self.pid = getattr(ns, "pid", None)
+        process = getattr(self.target, "process", None)  # pod/NAME/PID, as get processes -o name prints it
+        if process is not None:
+            if self.pid is not None and self.pid != process:
+                raise WandError("%s and --pid %d disagree; give one" % (ns.target, self.pid), errors.USAGE)
+            self.pid = process
         self.all_namespaces = bool(getattr(ns, "all_namespaces", False))
         self.quiet = bool(getattr(ns, "quiet", False))
         self.request_timeout_s = ns.request_timeout_s

@@ -103,6 +103,9 @@ class Options(TargetOptions):
             err.write("%d samples from %d process(es) at %g Hz (achieved %.1f Hz), %d read errors%s\n" % (
                 merged["total"], len(merged["sources"]), self.rate, merged["achieved_rate"] or 0, merged["errors"],
                 "; stopped early" if stop.is_set() else ""))
+            if merged["cut"]:  # marked <outer frames not read> in the output: say why once
+                err.write("%d samples may miss their outer frames (%s)\n" % (
+                    merged["cut"], terminal.text(merged["cut_reason"])))
         return code
 
     def write(self, merged):

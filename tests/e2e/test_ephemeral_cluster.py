@@ -108,6 +108,8 @@ def test_ephemeral_lists_runs_and_breaks(cluster, wand, pod):
     assert stack.returncode == 0, stack.stderr
     threads = json.loads(stack.stdout)["items"][0]["threads"]
     assert any(f["file"].endswith("/uvicorn/server.py") for t in threads for f in t["frames"]), threads
+    main = next(t for t in threads if t["main"])  # whole, as py-spy shows it, from another container too
+    assert main["frames"][-1]["function"] == "_run_module_as_main" and main["cut"] is None, main
 
     attached = Attached(dict(cluster.env, PYTHONPATH=REPO), "pod/" + pod, "--ephemeral", "--local-port", "0")
     try:

@@ -100,6 +100,10 @@ PERMISSION = {"status": "error", "kind": "permission", "error": "ptrace of pid 7
 PENDING = {"status": "pending", "error": "the main thread did not reach a safe point within 1s",
            "frames": [{"file": "/app/web.py", "line": 3, "function": "serve"}], "left_behind": "/tmp/wand-x"}
 
+PORT_TAKEN = {"status": "error", "kind": "port", "reason": "taken after kubectl wand checked it",
+              "error": "port 5690 is already in use beside the target (taken after kubectl wand checked it); "
+                       "choose another with --port"}
+
 # (name, argv, override answers, exit code, in stdout, in stderr, request fields the verb sent)
 CASES = [
     ("get lists", ["get", "processes", "pod/web-1"], None, errors.OK, ["PID", "ticker.py"], [],
@@ -154,6 +158,12 @@ CASES = [
     ("exec -it pending", ["exec-py", "-it", "pod/web-1"], {"repl": PENDING}, errors.TIMEOUT, [],
      ["main thread blocked at /app/web.py:3:serve"], {"op": "repl"}),
     ("pdb bad timeout", ["pdb", "pod/web-1", "--timeout", "0"], None, errors.USAGE, [], ["--timeout"], None),
+    ("attach port taken", ["attach", "pod/web-1", "--port", "5690"], {"attach": PORT_TAKEN}, errors.ENVIRONMENT,
+     [], ["port 5690 is busy in pod/web-1 (taken after kubectl wand checked it); choose another with --port"],
+     {"op": "attach", "port": 5690}),
+    ("attach port reason escaped", ["attach", "pod/web-1", "--port", "5690"],
+     {"attach": dict(PORT_TAKEN, reason="x\x1b]0;owned\x07\nFAKE line")}, errors.ENVIRONMENT, [],
+     ["port 5690 is busy in pod/web-1 (x"], {"op": "attach"}),
     ("attach image without ephemeral", ["attach", "pod/web-1", "--image", "python:3.14"], None, errors.USAGE, [],
      ["--ephemeral"], None),
 ]
@@ -168,6 +178,7 @@ def test_verb(name, argv, override, code, in_out, in_err, sent):
         assert text in out, (text, out, err)
     for text in in_err:
         assert text in err, (text, out, err)
+    assert "\x1b" not in err and "\nFAKE" not in err  # what a target names never reaches the terminal raw
     if sent is None:  # refused before anything ran: the target was never asked
         assert pod.requests == []
     elif sent:
@@ -263,3 +274,30 @@ def test_record_agent_answers(spawn):
     with open(RECORDED, "w", encoding="utf-8") as f:
         json.dump(recorded, f, indent=1, sort_keys=True)
         f.write("\n")
+
+
+class ArmedPod(FakeTransport):
+    """A pod whose agent, asked for a sync profile or trace, says armed and logs when its window opens."""
+
+    def __init__(self, name, log):
+        super().__init__(name)
+        self.log = log
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        if request.get("sync"):
+            self.log.append(("armed", self.name))
+            on_event({"armed": {"processes": 1}})  # returns when the window opens (then the go is sent)
+            self.log.append(("go", self.name))
+        return super().agent(request, timeout, on_event, stop)
+
+
+@pytest.mark.parametrize("argv", [["profile", "deploy/web", "--duration", "1s"],
+                                  ["trace", "deploy/web", "ticker.py:9", "n", "--duration", "1s"]])
+def test_profile_and_trace_open_every_pods_window_once_all_are_armed(argv):
+    log = []
+    pods = [ArmedPod("web-%d" % i, log) for i in range(3)]
+    code, _out, err = run_verb(argv, pods)
+    assert code == errors.OK, err
+    assert all(p.requests[-1].get("sync") for p in pods)
+    first_go = min(i for i, (what, _pod) in enumerate(log) if what == "go")
+    assert sorted(pod for what, pod in log[:first_go]) == ["web-0", "web-1", "web-2"]  # no window before all armed

@@ -81,7 +81,8 @@ KINDS = (
     "not-found", "not-python", "exited",                 # nothing (left) to act on
     "version", "disabled", "permission", "stopped",      # the target cannot be injected as it is
     "refused",                                           # the target refused the script (audit hook)
-    "busy", "port", "foreign",                           # someone else holds what we need
+    "busy", "port", "foreign",                           # someone else holds what we need ("port": "reason"
+                                                         # may say who, in words for the CLI's line)
     "environment", "runtime", "inject", "debugpy",       # the machine or the container is in the way
     "location", "trace",                                 # trace: FILE:LINE refused; the probe failed
     "protocol",                                          # a message we cannot understand
@@ -341,14 +342,15 @@ OP_RESULTS = {  # agent -> CLI; exec's and attach's come from the payload first
     "profile": RESULT_FIELDS + "processes:a", "check": RESULT_FIELDS + "rows:a",
     "watch": RESULT_FIELDS + "old:i? why:s",
     "trace": RESULT_FIELDS + "file:s line:i hits:i dropped:i errors:a reason:s? removed:b tool_ids:a probe_reason:s? "
-                             "problems:a warning:s snapshot:o"}
+                             "problems:a warning:s snapshot:o window:o"}
 # the statuses a payload may answer with (pending/running are the agent's own)
 PAYLOAD_STATUSES = {"exec": (OK, RAISED, TIMEOUT, ERROR), "attach": (LISTENING, ALREADY, ERROR)}
 TRACE_MESSAGES = {  # probe -> agent
     "installed": "tool_id:i file:s line:i functions:a pid:i?",
     "hit": "time:n thread:s file:s line:i function:s values:a dropped:i locals:o stack:a pid:i?",
     "error": "file:s line:i expr:s? message:s", "covered": "file:s line:i functions:a note:s",
-    "removed": "reason:s tool_ids:a freed:b hits:i dropped:i problems:a internal_errors:i"}
+    "removed": "reason:s tool_ids:a freed:b hits:i dropped:i problems:a internal_errors:i",
+    "opened": "time:n"}
 TRACE_REQUIRED = {"installed": ("tool_id", "file", "line"), "hit": ("time", "thread", "file", "line", "values")}
 INJECTOR_ANSWER = "ok:b kind:s error:s line:i? offset:i? text:s? threads:a"
 FRAME = "file:s? line:i? function:s?"

@@ -76,17 +76,13 @@ def dispatch(request, fetch_blob, emit, stop, window=None):
             return observe.profile(request, emit, stop, window if request.get("sync") else None)
         if op == "trace":
             from .tracing import trace
-<<<<<<< HEAD
-            return trace(request, emit, stop)
+            return trace(request, emit, stop, window if request.get("sync") else None)
         if op == "pdb":
             from .pdbsession import run_pdb
             return run_pdb(request, emit, stop)
         if op == "repl":
             from .pdbsession import run_repl
             return run_repl(request, emit, stop)
-=======
-            return trace(request, emit, stop, window if request.get("sync") else None)
->>>>>>> main
         return {"status": "error", "kind": "usage", "error": "unknown agent request %r" % (op,)}
     except AgentError as exc:
         return exc.to_json()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -148,13 +151,17 @@ def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
     breakpoint_through_the_forward(engine, name, info)
 
 
-def breakpoint_through_the_forward(engine, name, info, *flags):
+def breakpoint_through_the_forward(engine, name, info, *flags, env=None, user=None, during=None, interrupt=False):
+    """attach, a DAP client's breakpoint hit through the forward; ``during(attach)`` runs while the client is
+    connected; ``interrupt``: end attach with Ctrl-C (SIGINT) rather than SIGTERM."""
     target = "%s/%s" % (engine.name, name)
     port = free_port()
-    attach = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "attach", target, "--port", str(port), *flags],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"]),
-                              preexec_fn=default_signals)
+    full = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+    full.update(env or {})
+    attach = subprocess.Popen([sys.executable if user is None else "/usr/bin/python3", "-m", "kubectl_wand",
+                               "attach", target, "--port", str(port), *flags],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=full,
+                              preexec_fn=default_signals if user is None else become(user))
     try:
         shown = ""
         while "Forwarding" not in shown:
@@ -167,6 +174,8 @@ def breakpoint_through_the_forward(engine, name, info, *flags):
         try:
             bp = client.attach_with_breakpoint(APP, line)
             assert bp["verified"], bp
+            if during is not None:
+                during(attach)
             got = {}
             # the app listens on 127.0.0.1 inside the container: the request comes from in there
             request = threading.Thread(target=lambda: got.setdefault("out", engine.cli(
@@ -182,12 +191,122 @@ def breakpoint_through_the_forward(engine, name, info, *flags):
             request.join(60)
             assert got["out"].startswith("hello from")
         finally:
+            if not interrupt:
+                client.close()
+        if interrupt:  # Ctrl-C while the editor is still connected
+            attach.send_signal(signal.SIGINT)
+            out, err = attach.communicate(timeout=30)
+            assert attach.returncode == 0, err
+            assert "Stopped forwarding" in out
             client.close()
     finally:
-        attach.terminate()
-        attach.wait(10)
+        if attach.poll() is None:
+            attach.terminate()
+            attach.wait(10)
     with socket.socket() as probe:  # the forward is gone with the command
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+    return attach
+
+
+def engine_execs(container_id):
+    """The engine CLIs on this machine that exec into the container (each names its full id)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[1] == b"exec" and container_id.encode() in argv:
+            found.append((int(pid), argv))
+    return found
+
+
+def agents_inside(engine, name):
+    """The processes in the container running kubectl-wand's loader (an agent or a relay)."""
+    from kubectl_wand.agent.processes import AGENT_LOADER
+    done = engine.cli("exec", name, "/usr/bin/python3.14", "-S", "-c",
+                      "import os,sys\nfor p in os.listdir('/proc'):\n  try:\n   c=open('/proc/%s/cmdline'%p,'rb')"
+                      ".read()\n  except OSError:\n   continue\n  if p.isdigit() and sys.argv[1].encode() in c and str(os.getpid())!=p:"
+                      "print(p)", AGENT_LOADER)
+    return done.stdout.split()
+
+
+def relay_in_use(engine, name):
+    """A check run while the DAP client is connected: its connection is a ``docker exec`` of attach's (beside
+    the watching agent's), and a relay runs in the container."""
+    container_id = engine.cli("inspect", "-f", "{{.Id}}", name).stdout.strip()
+
+    def during(attach):
+        mine = [pid for pid, _argv in engine_execs(container_id) if open("/proc/%d/stat" % pid).read().rsplit(
+            ")", 1)[1].split()[1] == str(attach.pid)]
+        assert len(mine) == 2, engine_execs(container_id)  # the watch, and the one connection's relay
+        assert len(agents_inside(engine, name)) == 2
+    return container_id, during
+
+
+def test_attach_over_the_engines_exec_stream(engine):
+    """WAND_ENGINE_RELAY=1: no namespace entered, the port carried by ``docker exec``; Ctrl-C ends every exec
+    here and every relay and agent in the container."""
+    name, info = engine.run()
+    container_id, during = relay_in_use(engine, name)
+    breakpoint_through_the_forward(engine, name, info, env={"WAND_ENGINE_RELAY": "1"}, during=during,
+                                   interrupt=True)
+    end = time.monotonic() + 15  # the engine ends an exec whose client went away on its own time
+    while (engine_execs(container_id) or agents_inside(engine, name)) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert engine_execs(container_id) == []
+    assert agents_inside(engine, name) == []
+
+
+def test_attach_as_a_user_who_cannot_enter_the_namespace_over_tcp():
+    """uid 1000 (not root: no namespace to enter) reaching dockerd as a remote engine, DOCKER_HOST=tcp:// on
+    loopback (a proxy to its socket made here): the relay is chosen without being asked for."""
+    docker = Engine("docker", engines_env())
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(8)
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve():
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect("/var/run/docker.sock")
+            threading.Thread(target=pump, args=(conn, sock), daemon=True).start()
+            threading.Thread(target=pump, args=(sock, conn), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    home = tempfile.mkdtemp(prefix="cw-relay-")
+    os.chmod(home, 0o777)
+    site = os.path.dirname(os.path.dirname(__import__("debugpy").__file__))
+    os.symlink(os.path.join(site, "debugpy"), os.path.join(home, "debugpy"))
+    try:
+        name, info = docker.run()
+        _id, during = relay_in_use(docker, name)
+        breakpoint_through_the_forward(docker, name, info, user=1000, during=during, env={
+            "DOCKER_HOST": "tcp://127.0.0.1:%d" % proxy.getsockname()[1], "HOME": home,
+            "PYTHONPATH": REPO + os.pathsep + home})
+    finally:
+        proxy.close()
+        docker.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def helpers(engine):

@@ -79,6 +79,26 @@ def enterable(pid: int, container_id: str):
     return None
 
 
+def listen(want, remote_port: int, required: bool) -> socket.socket:
+    """A listening socket on 127.0.0.1:``want`` (default: the remote port's number, else any free port when
+    that one is busy and was not ``required``)."""
+    from .portforward import port_free
+    want = want if want is not None else remote_port
+    if want and not port_free(want):
+        if required:
+            raise WandError("local port %d is busy; choose another with --local-port" % want, errors.ENVIRONMENT)
+        want = 0
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", want))
+    except OSError as exc:
+        listener.close()
+        raise WandError("cannot listen on 127.0.0.1:%d: %s" % (want, exc.strerror), errors.ENVIRONMENT)
+    listener.listen(16)
+    return listener
+
+
 class NetnsForward(Forward):
     def __init__(self, pid: int, remote_port: int, local_port=None):
         self.remote_port = remote_port
@@ -96,20 +116,8 @@ class NetnsForward(Forward):
         self.start()
 
     def start(self):
-        from .portforward import port_free
-        want = self.local_port or (self.requested if self.requested is not None else self.remote_port)
-        if want and not port_free(want):
-            if self.requested or self.local_port:
-                raise WandError("local port %d is busy; choose another with --local-port" % want, errors.ENVIRONMENT)
-            want = 0
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind(("127.0.0.1", want))
-        except OSError as exc:
-            listener.close()
-            raise WandError("cannot listen on 127.0.0.1:%d: %s" % (want, exc.strerror), errors.ENVIRONMENT)
-        listener.listen(16)
+        listener = listen(self.local_port or self.requested, self.remote_port, bool(self.requested or
+                                                                                   self.local_port))
         self.listener = listener
         self.local_port = listener.getsockname()[1]
         self.closed.clear()

@@ -6,22 +6,27 @@ here, until either side ends; then the whole process ends (os._exit): the CLI cl
 connection closed, or its ``docker exec`` was ended: the engine then closes our stdin), or the server closing
 the connection. stdout is the connection itself: nothing else is ever written there. Nothing listening: exit 3
 before a byte is read, and the CLI closes the local connection (as kubectl port-forward does).
-Standard library only, Python >= 3.8; about 1 KB on the wire, where the agent's header is 20-60 KB.
+Standard library only, Python >= 3.8; about 2 KB on the wire, where the agent's header is 20-60 KB.
+
+Only built-in modules: ``socket`` and ``threading`` import enum and more, measured 34 ms of a container's
+Python (its stdlib uncompiled) before the first byte; ``_socket`` and ``_thread`` cost nothing.
 """
+import _socket
+import _thread
 import os
-import socket
 import sys
-import threading
 
 
 def relay(port):
+    conn = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    conn.settimeout(10)
     try:
-        conn = socket.create_connection(("127.0.0.1", port), 10)
+        conn.connect(("127.0.0.1", port))
     except OSError:
         os._exit(3)
     conn.settimeout(None)
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # DAP is small messages: no Nagle delay
-    threading.Thread(target=_up, args=(conn,), daemon=True).start()
+    conn.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)  # DAP is small messages: no Nagle delay
+    _thread.start_new_thread(_up, (conn,))
     try:
         while True:
             data = conn.recv(65536)

@@ -108,7 +108,8 @@ class Engine:
 
 
 class EngineTransport(KubectlTransport):
-    """The agent in a container of an engine (``docker exec -i``), its ports through its network namespace."""
+    """The agent in a container of an engine (``docker exec -i``), its ports through its network namespace or
+    over ``docker exec`` (forward)."""
 
     def __init__(self, engine, container: dict):
         self.flags = engine  # what KubectlTransport's agent pipes start their children with
@@ -205,8 +206,12 @@ class EngineTransport(KubectlTransport):
         from .relay import ExecRelay
         if self.engine.verbosity >= 2 and self.engine.warn is not None:
             self.engine.warn.write("forwarding over %s exec (%s)\n" % (self.engine.name, why))
+        report = None
+        if self.engine.warn is not None:
+            from ..terminal import text
+            report = lambda line: self.engine.warn.write("%s: %s\n" % (self.where, text(line)))  # noqa: E731
         return ExecRelay(lambda: self.exec_argv(self.python or PYTHONS[0]),
-                         lambda argv: self.engine.spawn(argv, short_lived=False), remote_port, local_port)
+                         lambda argv: self.engine.spawn(argv, short_lived=False), remote_port, local_port, report)
 
     def forward_hint(self, local_port: int, remote_port: int) -> str:
         return "publish it: %s run -p 127.0.0.1:%d:%d ... (a running container's ports cannot be added)" % (

@@ -6,6 +6,7 @@ loopback of its own), so the debug port is reached only through the container's 
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import uuid
 import pytest
 
 import dap
-from procs import APPS, REPO, become, default_signals
+from procs import APPS, REPO, become, default_signals, wait_for
 
 ENV_FILE = os.path.join(os.environ.get("WAND_CACHE") or os.path.expanduser("~/.cache/kubectl-wand"), "engines",
                         "current.env")
@@ -252,9 +253,8 @@ def test_attach_over_the_engines_exec_stream(engine):
     container_id, during = relay_in_use(engine, name)
     breakpoint_through_the_forward(engine, name, info, env={"WAND_ENGINE_RELAY": "1"}, during=during,
                                    interrupt=True)
-    end = time.monotonic() + 15  # the engine ends an exec whose client went away on its own time
-    while (engine_execs(container_id) or agents_inside(engine, name)) and time.monotonic() < end:
-        time.sleep(0.1)
+    # the engine ends an exec whose client went away in its own time
+    wait_for(lambda: not engine_execs(container_id) and not agents_inside(engine, name), timeout=15)
     assert engine_execs(container_id) == []
     assert agents_inside(engine, name) == []
 
@@ -355,6 +355,74 @@ def test_a_compose_service_is_all_its_replicas():
         assert done.returncode == 3 and "no running container of that Compose service" in one_line_error(done)
     finally:
         docker.cleanup()
+
+
+class RootlessPodman(Engine):
+    """Podman run by uid 1000, rootless (a user namespace of one uid: no /etc/subuid here, vfs storage,
+    --network none), in a home of its own made for the test, with the project's image imported there."""
+
+    def __init__(self, env):
+        self.home = tempfile.mkdtemp(prefix="cw-rootless-")
+        conf = os.path.join(self.home, ".config", "containers")
+        os.makedirs(conf)
+        os.makedirs(os.path.join(self.home, "run"), mode=0o700)
+        with open(os.path.join(conf, "storage.conf"), "w") as f:
+            f.write('[storage]\ndriver = "vfs"\n[storage.options]\nignore_chown_errors = "true"\n')
+        with open(os.path.join(conf, "containers.conf"), "w") as f:
+            f.write('[containers]\ndefault_ulimits = []\nnetns = "none"\n'
+                    '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        site = os.path.dirname(os.path.dirname(__import__("debugpy").__file__))
+        os.symlink(os.path.join(site, "debugpy"), os.path.join(self.home, "debugpy"))  # for /usr/bin/python3
+        for dirpath, dirnames, filenames in os.walk(self.home):
+            for entry in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, entry), 1000, 1000)
+        os.chown(self.home, 1000, 1000)
+        super().__init__("podman", dict(env, CONTAINERS_CONF=os.path.join(conf, "containers.conf")))
+        self.user_env = {"HOME": self.home, "XDG_RUNTIME_DIR": os.path.join(self.home, "run"),
+                         "CONTAINERS_CONF": self.env["CONTAINERS_CONF"], "PYTHONPATH": REPO + os.pathsep + self.home}
+        base = os.path.join(self.home, "base.tar")  # root's image cache is not uid 1000's to read
+        shutil.copy(glob.glob(os.path.join(os.path.dirname(os.path.dirname(ENV_FILE)), "images",
+                                           "py314-base-*.layer.tar"))[0], base)
+        os.chown(base, 1000, 1000)
+        self.image = "localhost/cw-rootless/py314"
+        self.cli("import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 base, self.image, timeout=300)
+
+    def cli(self, *args, check=True, timeout=60):
+        done = subprocess.run(["podman"] + list(args), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, **self.user_env), preexec_fn=become(1000))
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def cleanup(self):
+        super().cleanup()
+        pause = os.path.join(self.home, "run", "libpod", "tmp", "pause.pid")
+        if os.path.exists(pause):  # the process rootless podman keeps to hold its user namespace
+            with open(pause) as f:
+                pid = int(f.read().strip() or 0)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def test_attach_to_rootless_podman_as_its_user():
+    """uid 1000's own rootless Podman: its namespace is not ours to enter (not root), so the relay carries
+    the port; Ctrl-C leaves no podman exec here and no relay in the container."""
+    podman = RootlessPodman(engines_env())
+    try:
+        name, info = podman.run()
+        container_id, during = relay_in_use(podman, name)
+        breakpoint_through_the_forward(podman, name, info, user=1000, env=podman.user_env, during=during,
+                                       interrupt=True)
+        wait_for(lambda: not engine_execs(container_id) and not agents_inside(podman, name), timeout=15)
+        assert engine_execs(container_id) == []
+        assert agents_inside(podman, name) == []
+    finally:
+        podman.cleanup()
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ HELLO, REQUEST, NEED, BLOB, EVENT, RESULT, STOP = "hello", "request", "need", "b
 GO = "go"  # the CLI's consent to a held request (sent before the pod was read from the API)
 
 # -- operations -------------------------------------------------------------------------------------------
-OPS = ("list", "watch", "exec", "attach", "check", "stack", "profile", "trace")
+OPS = ("list", "watch", "exec", "attach", "check", "stack", "profile", "trace", "mem")
 
 # -- result statuses --------------------------------------------------------------------------------------
 OK = "ok"                # done

@@ -57,16 +57,24 @@ class LocalTransport(Transport):
             return main.handle(request, fetch_blob=ship, emit=on_event)
         # A streaming operation runs in a worker thread, so Ctrl-C in the main thread can set ``stop`` and
         # still collect the result (a profile writes what it sampled).
-        box = {}
-        worker = threading.Thread(target=lambda: box.setdefault("result", main.handle(
-            request, fetch_blob=ship, emit=on_event, stop=stop)), daemon=True)
+        box, finished = {}, threading.Event()
+
+        def work():
+            try:
+                box["result"] = main.handle(request, fetch_blob=ship, emit=on_event, stop=stop)
+            finally:
+                finished.set()
+
+        worker = threading.Thread(target=work, daemon=True)
         worker.start()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
+            while not finished.wait(0.2):
+                pass
         except KeyboardInterrupt:
             stop.set()
-            worker.join(timeout)
+            # An Event, not worker.join: a join interrupted by Ctrl-C (Python 3.11) leaves the thread looking
+            # finished to the next join, which then returned at once, before the worker's result.
+            finished.wait(timeout)
             if "result" not in box:
                 raise
         return box["result"]

@@ -12,7 +12,7 @@ MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent"
            "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "memory", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "memory")
+PASSENGERS = ("injector", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "heap")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the

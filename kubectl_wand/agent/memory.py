@@ -1,4 +1,4 @@
-"""The agent side of ``mem``: inject passengers/memory.py; a census answers at once, a growth window keeps the
+"""The agent side of ``mem``: inject passengers/heap.py; a census answers at once, a growth window keeps the
 connection: the agent pings every second, relays the window's progress, and asks it to end early on ``stop``.
 
 The window's own thread in the target stops tracemalloc on every ending (its time up, ``{"op": "end"}``, the

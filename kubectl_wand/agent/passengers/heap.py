@@ -124,11 +124,13 @@ class Walk:
 SHARED_ABOVE = 5
 
 
-def count_heap(max_pause):
+def count_heap(max_pause, fixed=None):
     """({type: count}, {type: bytes}, facts): the heap, sampled when it is too big to walk within ``max_pause``
     seconds: every k-th gc-tracked object (the stride doubles whenever the walk falls behind its time budget),
     and within a container of more than ``inner_cap`` objects every j-th; each count is weighted by its
-    stride (the answer says so)."""
+    stride (the answer says so). ``fixed`` = (stride, inner_cap) walks with those strides and no budget: a
+    window's second census, made comparable with its first (and run in the window's thread, where the app's
+    threads share the GIL with it rather than wait for it)."""
     started = time.perf_counter()
     objects = gc.get_objects()
     listed = time.perf_counter() - started
@@ -137,6 +139,16 @@ def count_heap(max_pause):
     budget = max(max_pause - listed, 0.001)
     # Calibrate: the first CALIBRATE objects (or their first CALIBRATE_ITEMS referents) at stride 1.
     index, stride, inner_cap = 0, 1, CALIBRATE
+    if fixed is not None:
+        stride, inner_cap = fixed
+        while index < total:
+            walk.visit(objects[index], stride, inner_cap)
+            index += stride
+        elapsed = time.perf_counter() - started
+        return walk.counts, walk.sizes, {"objects": total, "items": walk.items, "stride": stride,
+                                         "inner_cap": inner_cap, "inner_stride": walk.inner,
+                                         "sampled": stride > 1 or walk.inner > 1, "pause_ms": round(elapsed * 1000, 1),
+                                         "list_ms": round(listed * 1000, 1), "in_thread": True}
     while index < total and index < CALIBRATE and walk.items < CALIBRATE:
         walk.visit(objects[index], 1, inner_cap)
         index += 1
@@ -165,7 +177,7 @@ def count_heap(max_pause):
     objects = None
     walk.seen = None
     elapsed = time.perf_counter() - started
-    facts = {"objects": total, "items": walk.items, "stride": stride,
+    facts = {"objects": total, "items": walk.items, "stride": stride, "inner_cap": inner_cap,
              "inner_stride": walk.inner, "sampled": stride > 1 or walk.inner > 1,
              "pause_ms": round(elapsed * 1000, 1), "list_ms": round(listed * 1000, 1),
              "per_million_ms": round(per_item * 1e9, 1), "max_pause_ms": round(max_pause * 1000, 1)}
@@ -221,6 +233,35 @@ def census(max_pause, top):
             "total_count": sum(counts.values()), "total_size": sum(sizes.values())}
 
 
+def skip_ours():
+    """tracemalloc filters: tracemalloc's own allocations, and any made under our code."""
+    import tracemalloc
+    return [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, OURS + "*", all_frames=True)]
+
+
+class SourceLines:
+    """linecache.getline, with the files it read forgotten again at the end: the app's linecache (and its
+    memory) stays as it was."""
+
+    def __enter__(self):
+        import linecache
+        self.cache = linecache.cache
+        self.known = set(self.cache)
+        return self
+
+    def line(self, filename, lineno):
+        import linecache
+        try:
+            return linecache.getline(filename, lineno).strip()[:MAX_TEXT]
+        except Exception:
+            return ""
+
+    def __exit__(self, *exc):
+        for key in [k for k in list(self.cache) if k not in self.known]:
+            self.cache.pop(key, None)
+        return False
+
+
 # -- the growth window ------------------------------------------------------------------------------------
 
 ACTIVE = {}  # the window of this process, for the at-fork hook (registered once per window, a no-op after)
@@ -244,7 +285,7 @@ class Window:
         self.frames = max(1, min(int(request.get("frames") or 5), 100))
         self.max_pause, self.top = max_pause, top
         self.started_tracing = False
-        self.before = None        # the app's own tracing: the first snapshot
+        self.before = None        # the app's own tracing: {traceback: (size, count)} at the start
         self.counts0 = None
         self.lock = threading.Lock()
         self.finished = None
@@ -255,7 +296,10 @@ class Window:
         self.stride = self.walk0["stride"]
         if tracemalloc.is_tracing():
             self.frames = tracemalloc.get_traceback_limit()
-            self.before = tracemalloc.take_snapshot()
+            # Kept as one row per site, not the snapshot: its raw traces (a tuple each) would be held through
+            # the window and counted as growth.
+            self.before = dict((stat.traceback, (stat.size, stat.count)) for stat in
+                               tracemalloc.take_snapshot().filter_traces(skip_ours()).statistics("traceback"))
         else:
             if not ACTIVE.get("hooked"):
                 try:
@@ -339,20 +383,9 @@ class Window:
     def report(self, reason):
         import tracemalloc
         elapsed = time.monotonic() - self.started
-        sites, traced = [], {}
-        try:
-            if tracemalloc.is_tracing():
-                after = tracemalloc.take_snapshot()
-                traced = {"traced": list(tracemalloc.get_traced_memory()),
-                          "overhead": tracemalloc.get_tracemalloc_memory()}
-                stopped = self.finish(reason)  # as soon as the snapshot is taken
-                sites = self.sites(after)
-                after = None
-            else:
-                stopped = self.finish(reason)
-        finally:
-            stopped = self.finish(reason)
-        counts1, _sizes, walk1 = count_heap(self.max_pause)
+        sites, traced, stopped = [], {}, False
+        # The types first: the snapshot's raw traces and the source lines read below are objects of ours.
+        counts1, _sizes, walk1 = count_heap(self.max_pause, (self.stride, self.walk0["inner_cap"]))
         grown = []
         for cls in set(counts1) | set(self.counts0):
             diff = counts1.get(cls, 0) - self.counts0.get(cls, 0)
@@ -361,6 +394,17 @@ class Window:
         grown.sort(key=lambda pair: -pair[0])
         types = [{"type": type_name(cls), "growth": diff, "count": counts1.get(cls, 0)}
                  for diff, cls in grown[:min(self.top, MAX_TYPES)]]
+        counts1 = grown = None
+        try:
+            if tracemalloc.is_tracing():
+                after = tracemalloc.take_snapshot()
+                traced = {"traced": list(tracemalloc.get_traced_memory()),
+                          "overhead": tracemalloc.get_tracemalloc_memory()}
+                stopped = self.finish(reason)  # as soon as the snapshot is taken
+                sites = self.sites(after)
+                after = None
+        finally:
+            stopped = self.finish(reason)
         self.before = None
         return {"status": "ok", "mode": "window", "pid": os.getpid(), "reason": reason,
                 "seconds": round(elapsed, 3), "frames": self.frames, "app_tracing": not self.started_tracing,
@@ -369,28 +413,22 @@ class Window:
                 "walk": [self.walk0, walk1], "heap": heap_facts(), "memory": traced}
 
     def sites(self, after):
-        """The allocation sites whose live memory grew most, biggest first."""
-        import linecache
-        import tracemalloc
-        skip = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, OURS + "*", all_frames=True)]
-        after = after.filter_traces(skip)
-        if self.before is not None:
-            rows = [(s.size_diff, s.count_diff, s.traceback) for s in
-                    after.compare_to(self.before.filter_traces(skip), "traceback")]
-        else:
-            rows = [(s.size, s.count, s.traceback) for s in after.statistics("traceback")]
-        rows = [r for r in rows if r[0] > 0]
+        """The allocation sites whose live memory grew most, biggest first, each with its stack and source."""
+        rows = []
+        for stat in after.filter_traces(skip_ours()).statistics("traceback"):
+            size, count = self.before.get(stat.traceback, (0, 0)) if self.before is not None else (0, 0)
+            if stat.size - size > 0:
+                rows.append((stat.size - size, stat.count - count, stat.traceback))
+        after = None
         rows.sort(key=lambda r: -r[0])
         out = []
-        for size, count, traceback in rows[:min(self.top, MAX_SITES)]:
-            stack = []
-            for frame in list(traceback)[::-1][:self.frames]:  # most recent call first
-                try:
-                    source = linecache.getline(frame.filename, frame.lineno).strip()[:MAX_TEXT]
-                except Exception:
-                    source = ""
-                stack.append({"file": str(frame.filename)[:MAX_TEXT], "line": frame.lineno, "source": source})
-            out.append({"size": size, "count": count, "stack": stack})
+        with SourceLines() as source:
+            for size, count, traceback in rows[:min(self.top, MAX_SITES)]:
+                stack = []
+                for frame in list(traceback)[::-1][:self.frames]:  # most recent call first
+                    stack.append({"file": str(frame.filename)[:MAX_TEXT], "line": frame.lineno,
+                                  "source": source.line(frame.filename, frame.lineno)})
+                out.append({"size": size, "count": count, "stack": stack})
         return out
 
     @staticmethod

@@ -148,7 +148,7 @@ CASES = [
     ("trace bad expression", ["trace", "pod/web-1", "ticker.py:9", "n +"], None, errors.USAGE, [],
      ["not a Python expression"], None),
     ("mem census", ["mem", "pod/web-1"], "census", errors.OK, ["bytes", "By count:", "pod/web-1 pid"], [],
-     {"op": "mem", "duration": None, "top": 20, "max_pause": 0.5, "frames": 5}),
+     {"op": "mem", "duration": None, "top": 20, "max_pause": 0.5, "frames": 3}),
     ("mem window", ["mem", "pod/web-1", "--duration", "2s", "--frames", "3", "--top", "5"], "window", errors.OK,
      ["leaker.py:10", "tracemalloc stopped", "Types whose counts grew"], [],
      {"op": "mem", "duration": 2.0, "frames": 3, "top": 5}),

@@ -15,7 +15,7 @@ from .tracing import EOF, Relay
 PING_EVERY = 1.0
 REPORT_TIMEOUT = 120.0  # the final snapshot and census: seconds on a huge heap
 DEFAULT_PAUSE = 0.5
-DEFAULT_FRAMES = 5
+DEFAULT_FRAMES = 3
 
 
 def mem_request(request: dict) -> dict:

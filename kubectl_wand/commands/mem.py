@@ -29,7 +29,7 @@ FLAGS = (
     Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
     Flag("--top", value=int, default=20, help="rows of each list (default 20)"),
     Flag("--duration", value=DURATION, help="a growth window this long (e.g. 30s) instead of a census"),
-    Flag("--frames", value=int, default=5, help="call-stack depth tracemalloc records in a window (default 5)"),
+    Flag("--frames", value=int, default=3, help="call-stack depth tracemalloc records in a window (default 3)"),
     Flag("--max-pause", value=DURATION, default=0.5,
          help="longest pause of the target's main thread for one census; bigger heaps are sampled (default 0.5s)"),
     Flag("--per-pod", help="one report per process instead of one merged report"),
@@ -43,7 +43,7 @@ class Options(TargetOptions):
     flags = FLAGS
     top: int = 20
     duration: float = None
-    frames: int = 5
+    frames: int = 3
     max_pause: float = 0.5
     per_pod: bool = False
     output: str = None

@@ -47,16 +47,21 @@ def run(request, conn, signals=None):
         if not request.get("duration"):
             return dict(census(max_pause, top), status="ok", mode="census")
         window = Window(request, max_pause, top)
-        window.begin()
+        # The thread is started before tracing starts, so none of its own allocations (the Thread, its locks)
+        # are traced as the app's growth; it waits until begin() has run.
+        thread = threading.Thread(target=window.serve, args=(conn,), name="kubectl-wand-mem", daemon=True)
+        thread.start()
     except Exception as exc:
         return {"status": "error", "kind": "inject", "error": "mem failed in the target: %s: %s" % (
             type(exc).__name__, exc)}
     try:
-        thread = threading.Thread(target=window.serve, args=(conn,), name="kubectl-wand-mem", daemon=True)
-        thread.start()
-    except Exception as exc:  # no thread, no one to stop it: stop it now
-        window.finish("no thread")
-        return {"status": "error", "kind": "inject", "error": "cannot start the window's thread: %s" % exc}
+        window.begin()
+    except Exception as exc:
+        window.finish("begin failed")
+        window.abandon()  # the thread leaves without a word and without closing conn: the bootstrap answers
+        return {"status": "error", "kind": "inject", "error": "mem failed in the target: %s: %s" % (
+            type(exc).__name__, exc)}
+    window.ready.set()
     return None
 
 
@@ -282,13 +287,19 @@ def stop_in_child():
 class Window:
     def __init__(self, request, max_pause, top):
         self.duration = float(request["duration"])
-        self.frames = max(1, min(int(request.get("frames") or 5), 100))
+        self.frames = max(1, min(int(request.get("frames") or 3), 100))
         self.max_pause, self.top = max_pause, top
         self.started_tracing = False
         self.before = None        # the app's own tracing: {traceback: (size, count)} at the start
         self.counts0 = None
         self.lock = threading.Lock()
         self.finished = None
+        self.ready = threading.Event()   # begin() has run: the thread may take the connection
+        self.abandoned = False           # begin() failed: the thread must not touch the connection
+
+    def abandon(self):
+        self.abandoned = True
+        self.ready.set()
 
     def begin(self):
         import tracemalloc
@@ -332,6 +343,11 @@ class Window:
     def serve(self, conn):
         """The thread's whole life; nothing escapes it (threading's excepthook would print into the app's
         stderr), and tracemalloc is stopped whatever happens."""
+        try:
+            if not self.ready.wait(600) or self.abandoned:
+                return  # the main thread answers (or never began): the connection is not ours
+        except BaseException:
+            return
         try:
             self.relay(conn)
         except BaseException:

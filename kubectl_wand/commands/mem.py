@@ -165,10 +165,12 @@ def render(report) -> str:
         walks = walk if isinstance(walk, list) else [walk]
         label = p["where"] if p["where"].startswith("pid") else "%s pid %s" % (p["where"], text(p.get("pid")))
         lines.append("%s: RSS %s (peak %s), %s allocated blocks, gc counts %s (thresholds %s); census "
-                     "paused the main thread %s ms for %s gc objects (%s)" % (
+                     "paused the main thread %s for %s gc objects (%s)" % (
                          label, mib(heap.get("rss")), mib(heap.get("rss_peak")),
                          "{:,}".format(heap.get("allocated_blocks") or 0), text(heap.get("gc_count")),
-                         text(heap.get("gc_threshold")), "/".join(text((w or {}).get("pause_ms")) for w in walks),
+                         text(heap.get("gc_threshold")), text((walks[0] or {}).get("pause_ms")) + " ms" + (
+                             "" if len(walks) < 2 else " at the start (the end's census: %s ms in our own thread)"
+                             % text((walks[-1] or {}).get("pause_ms"))),
                          "{:,}".format((walks[0] or {}).get("objects") or 0), sampled_note(walks[-1])))
         if report["mode"] == "window":
             state = ("the app's own tracing, left running" if p.get("app_tracing") else

@@ -1,6 +1,6 @@
 """Cluster benchmarks on the real single-node cluster (hack/cluster up). Prints medians; exit 1 on a miss.
 
-  attach to "ready for the editor" (Forwarding line printed, DAP answered through the forward)  <= 2 s
+  attach to "ready for the editor" (Forwarding line printed, listening socket seen in the pod)   <= 2 s
   get processes on 1 pod                                                                          <= 1 s
   get processes on 20 pods                                                                        <= 2 s
   app throughput while attached (no breakpoints) / unattached                                     >= 97 %
@@ -152,7 +152,7 @@ EPH_DEPLOY = DEPLOY.replace("NAME", "eph-bench").replace(
 
 
 def ephemeral_attach(kubectl, wand, env, pods=5):
-    """attach --ephemeral --no-forward -o json (it exits once the debug server answers DAP in the pod) on fresh
+    """attach --ephemeral --no-forward -o json (it exits once the debug server listens in the pod) on fresh
     pods of the app's image (on the node): a new debug container (and a fresh process), then in the same pod the
     container reused with a fresh process, and reused with the server reused. Every pod is new: no container."""
     image = sh(kubectl + ["get", "deploy/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]).stdout

@@ -63,8 +63,10 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(errors.USAGE)
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so forwards and agents are closed on the way out."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: ends the verb exactly as Ctrl-C does (every ``except KeyboardInterrupt`` runs: attach
+    prints `Stopped forwarding`, trace its summary, profile writes what it sampled), then the program exits
+    128 + the signal's number (143, 129)."""
 
     def __init__(self, signum):
         super().__init__(signum)
@@ -186,6 +188,36 @@ def top_help() -> str:
     return "\n".join(lines) + "\n"
 
 
+def unknown_verb(verb) -> str:
+    """kubectl's answer to a typo: the cause, then the verbs it may have meant."""
+    import difflib  # only on this error
+    close = difflib.get_close_matches(verb, list(VERBS) + ["version"], n=3, cutoff=0.6)
+    out = "error: unknown command \"%s\" for \"kubectl wand\"; see 'kubectl wand --help'\n" % (
+        verb.encode("unicode_escape").decode("ascii"))
+    if close:  # after the one error line, as kubectl prints it
+        out += "\nDid you mean this?\n" + "".join("\t%s\n" % c for c in close)
+    return out
+
+
+def print_version(rest) -> int:
+    output = None
+    for i, word in enumerate(rest):
+        if word in ("-o", "--output") and i + 1 < len(rest):
+            output = rest[i + 1]
+        elif word.startswith(("--output=", "-o=")) or word.startswith("-o") and len(word) > 2:
+            output = word.split("=", 1)[1] if "=" in word else word[2:]
+    if output not in (None, "json", "yaml"):
+        sys.stderr.write("error: --output must be json or yaml for version\n")
+        return errors.USAGE
+    if output:
+        from . import printers
+        info = {"version": __version__, "python": sys.version.split()[0]}
+        sys.stdout.write(printers.dump(info, output))
+    else:
+        sys.stdout.write("kubectl-wand %s\n" % __version__)
+    return errors.OK
+
+
 def parse(argv):
     """(verb, namespace) for a command line; SystemExit for --help/--version/usage errors (already printed)."""
     code = []
@@ -202,8 +234,10 @@ def parse(argv):
             raise SystemExit(errors.OK)
         sys.stderr.write(top_help())
         raise SystemExit(errors.USAGE)
+    if verb == "version":  # kubectl plugins answer `version` (kubectl version's own -o json too)
+        raise SystemExit(print_version(rest))
     if verb not in VERBS:
-        sys.stderr.write("error: unknown command %r for \"kubectl wand\"; see 'kubectl wand --help'\n" % verb)
+        sys.stderr.write(unknown_verb(verb))
         raise SystemExit(errors.USAGE)
     if "--version" in rest:
         sys.stdout.write("kubectl-wand %s\n" % __version__)
@@ -227,20 +261,32 @@ def main(argv=None) -> int:
         verb, ns = parse(argv)
     except SystemExit as exc:  # --help / --version exit 0; usage errors were reported by Parser.error
         return int(exc.code or 0)
+    received = []
+
     def terminate(signum, _frame):
+        received.append(signum)
         raise Terminated(signum)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, terminate)
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup kubectl wand attach ...` keeps ignoring SIGHUP
+            signal.signal(signum, terminate)
+    code = ended(verb, ns)
+    return 128 + received[0] if received else code
+
+
+def ended(verb, ns) -> int:
+    """The verb's exit code, its error reported; a signal that ended it is the caller's to add."""
     try:
         return run(verb, ns)
     except WandError as exc:
         from .terminal import text  # one line: a name the target chose may not drive the terminal or forge lines
         sys.stderr.write("error: %s\n" % text(exc.message))
         return exc.code
-    except KeyboardInterrupt:
-        return errors.INTERRUPTED
     except Terminated as exc:
+        interrupted(exc)
         return 128 + exc.signum
+    except KeyboardInterrupt as exc:
+        interrupted(exc)
+        return errors.INTERRUPTED
     except BrokenPipeError:
         # Only a reader that went away (`kubectl wand get processes | head -1`) is benign; silence the
         # interpreter's own flush of the dead stdout at exit.
@@ -251,6 +297,16 @@ def main(argv=None) -> int:
                 pass
             return errors.OK
         raise
+
+
+def interrupted(exc):
+    """What an interrupted verb left behind (transport.kubectl.last_word), on stderr."""
+    note = getattr(exc, "wand_note", None)
+    if note:
+        try:
+            sys.stderr.write("%s\n" % note)
+        except (OSError, ValueError):
+            pass
 
 
 def entry():
@@ -272,10 +328,10 @@ def entry():
                 stream.flush()
             except (BrokenPipeError, ValueError):  # the reader went away (| head): benign, as in main()
                 pass
-    except KeyboardInterrupt:  # Ctrl-C in the last moment
-        code = errors.INTERRUPTED
     except Terminated as exc:
         code = 128 + exc.signum
+    except KeyboardInterrupt:  # Ctrl-C in the last moment
+        code = errors.INTERRUPTED
     os._exit(code)
 
 

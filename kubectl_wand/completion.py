@@ -295,12 +295,14 @@ def target_pids(line):
     transports = opts.transports()
     if opts.pod:
         transports = [t for t in transports if t.name == opts.pod]
-    found = []
+    found = {}  # pid -> (command, where): replicas run the same PIDs; a shell lists each value once
     for transport in transports[:3]:  # a Deployment's replicas: the first few are enough to choose from
         result = transport.agent({"op": "list", "cpu": False}, timeout=AGENT_TIMEOUT)
         for proc in result.get("processes") or []:
-            found.append("%d\t%s (%s)" % (proc["pid"], one_line(proc.get("command", ""))[:60], transport.where))
-    return found
+            command, where = found.get(proc["pid"], (one_line(proc.get("command", ""))[:60], []))
+            found[proc["pid"]] = (command, where + [transport.where])
+    return ["%d\t%s (%s)" % (pid, command, where[0] + (" and %d more" % (len(where) - 1) if len(where) > 1 else ""))
+            for pid, (command, where) in found.items()]
 
 
 def local_pids():

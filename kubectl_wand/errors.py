@@ -11,6 +11,7 @@ NOT_FOUND = 3      # no such process, pod, workload or container; not Python; no
 NOT_ATTACHABLE = 4  # Python older than 3.14, remote debugging disabled, permission / SYS_PTRACE, stopped, refused
 TIMEOUT = 5        # the main thread did not reach a safe point, or the code did not finish in time
 ENVIRONMENT = 6    # kubectl missing, API server unreachable, RBAC forbidden, port busy, no writable /tmp, debugpy
+PROTOCOL = ENVIRONMENT  # a peer (the target, the agent beside it) answered out of protocol: docs/security.md
 INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
@@ -26,6 +27,7 @@ KIND_EXIT = {
     "version": NOT_ATTACHABLE, "disabled": NOT_ATTACHABLE, "permission": NOT_ATTACHABLE,
     "stopped": NOT_ATTACHABLE, "refused": NOT_ATTACHABLE,
     "pending": TIMEOUT, "running": TIMEOUT, "busy": TIMEOUT,
+    "protocol": PROTOCOL,
 }
 # Result statuses that are not errors -> exit code.
 STATUS_EXIT = {"ok": OK, "listening": OK, "already": OK, "raised": FAILED,

@@ -36,8 +36,15 @@ def depth(node) -> int:
     return 1 + max((depth(c) for c in node.children.values()), default=0)
 
 
+# Characters XML 1.0 forbids even as references (C0 controls but tab/LF/CR, lone surrogates, U+FFFE/FFFF): a name
+# the target chose may hold them, and one of them makes the whole SVG unreadable. Shown as \xNN / \uNNNN.
+NOT_XML = {c: "\\x%02x" % c for c in list(range(9)) + [11, 12] + list(range(14, 32))}
+NOT_XML.update({c: "\\u%04x" % c for c in list(range(0xD800, 0xE000)) + [0xFFFE, 0xFFFF]})
+
+
 def escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
+    return (text.translate(NOT_XML).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
 
 
 def colour(name: str) -> str:

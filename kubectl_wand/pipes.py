@@ -19,12 +19,18 @@ import threading
 import time
 
 PR_SET_PDEATHSIG = 1
+# A line of kubectl's own (port-forward's "Forwarding from"; a watched pod: etcd caps an object at 1.5 MiB).
+LINE_MAX = 4 << 20
 _prctl = None
 
 
 def _die_with_parent(parent: int):
-    """Runs in the child between fork and exec."""
+    """Runs in the child between fork and exec. The terminal's Ctrl-C reaches the whole foreground process group:
+    kubectl ignores it (without -t it installs no handler), and kubectl wand decides what the interrupt ends. Seen:
+    `profile` interrupted at 3 s lost every pod's result to `kubectl exec ... (exit -2)` while its agents had
+    the profile ready to send."""
     global _prctl
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # we died before prctl took effect
@@ -67,15 +73,19 @@ class Drain:
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
-def lines(pipe, deadline):
-    """Lines from a pipe until EOF; TimeoutError past the deadline."""
+def lines(pipe, deadline, limit=LINE_MAX):
+    """Lines from a pipe until EOF; TimeoutError past the deadline (a time.monotonic() value, or a function
+    that returns the one in force: an agent's first line may have a tighter one than the rest); ValueError for a
+    line over ``limit`` bytes (kubectl's own output; what the agent says goes through agent.protocol.Lines)."""
     fd = pipe.fileno()
     buf = b""
     while True:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line
-        left = deadline - time.monotonic()
+        if len(buf) > limit:
+            raise ValueError("a line of over %d bytes from %s" % (limit, getattr(pipe, "name", "a pipe")))
+        left = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if left <= 0:
             raise TimeoutError
         ready, _, _ = select.select([fd], [], [], left)

@@ -34,6 +34,13 @@ def dump(obj, fmt):
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
+def source(transport) -> dict:
+    """Where a result came from, in every verb's JSON (docs/output.md): pod, namespace, container; null for a
+    process on this machine."""
+    labels = getattr(transport, "labels", None) or {}
+    return {"pod": labels.get("pod"), "namespace": labels.get("namespace"), "container": labels.get("container")}
+
+
 def as_list(items, kind="List"):
     return {"apiVersion": "v1", "kind": kind, "items": items}
 

@@ -38,7 +38,8 @@ def merge(sources, per_pod=False, per_process=False, threads=False) -> dict:
         meta.append({"pod": pod, "pid": entry.get("pid", prof.get("pid")), "samples": prof.get("samples", 0),
                      "errors": prof.get("errors", 0), "achieved_rate": prof.get("achieved_rate"),
                      "duration": prof.get("duration"), "rate": prof.get("rate"),
-                     "stopped_early": prof.get("stopped_early")})
+                     "stopped_early": prof.get("stopped_early"), "cut": prof.get("cut", 0),
+                     "cut_reason": prof.get("cut_reason")})
         local = [frame_id(f["function"], f["file"], f["line"], "python") for f in prof["frames"]]
         roots = []
         if per_pod and pod is not None:
@@ -53,6 +54,8 @@ def merge(sources, per_pod=False, per_process=False, threads=False) -> dict:
     rates = [m["achieved_rate"] for m in meta if m["achieved_rate"] is not None]
     return {"frames": frames, "stacks": stacks, "total": sum(counts.values()),
             "samples": sum(m["samples"] for m in meta), "errors": sum(m["errors"] for m in meta),
+            "cut": sum(m["cut"] for m in meta),
+            "cut_reason": next((m["cut_reason"] for m in meta if m["cut_reason"]), None),
             "rate": next((m["rate"] for m in meta if m["rate"]), None),
             "duration": max([m["duration"] or 0 for m in meta] or [0]),
             "achieved_rate": min(rates) if rates else None, "sources": meta}

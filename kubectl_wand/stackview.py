@@ -32,11 +32,14 @@ def render_process(entry: dict, pod=None) -> str:
              "Python %s" % text(entry.get("python", "?"))]
     for t in entry.get("threads", []):
         lines.append("")
-        lines.append('Thread %s "%s" (%s)' % (text(t["tid"]), text(t["name"]), thread_state(t)))
+        cut = " (its first 15 bytes: the kernel's copy of the name)" if t.get("name_cut") else ""
+        lines.append('Thread %s "%s"%s (%s)' % (text(t["tid"]), text(t["name"]), cut, thread_state(t)))
         if not t["frames"]:
             lines.append("    (no Python frames)")
         for f in t["frames"]:
             lines.append("    " + frame_text(f))
+        if t.get("cut"):  # never cut silently: the reader stopped at a C call and the rest could not be read
+            lines.append("    ... outer frames may be missing: %s" % text(t["cut"]))
     if "tasks" in entry:
         lines.append("")
         lines.extend(render_tasks(entry))

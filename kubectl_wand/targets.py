@@ -22,9 +22,15 @@ SHORT_NAMES = tuple(short for _kind, short, _others, _path in RESOURCES)
 LIST_PATHS = {kind: path for kind, _short, _others, path in RESOURCES if path}  # kind -> API path, with {ns}
 
 
+# The API group of each kind, for kubectl's KIND.GROUP spelling (deployment.apps/web); the core group is "".
+GROUPS = {"pod": "", "service": "", "deployment": "apps", "statefulset": "apps", "daemonset": "apps",
+          "replicaset": "apps", "job": "batch", "ksvc": "serving.knative.dev"}
+
+
 class Target:
-    def __init__(self, kind: str, name: str):
+    def __init__(self, kind: str, name: str, process: int = None):
         self.kind, self.name = kind, name
+        self.process = process  # pod/NAME/PID (what get processes -o name prints): one process of the pod
 
     @property
     def local(self) -> bool:
@@ -49,7 +55,14 @@ def parse(text: str) -> Target:
             raise WandError("empty target; give POD, TYPE/NAME or pid/N", USAGE)
         return Target("pod", text)
     prefix, _, name = text.partition("/")
-    kind = KINDS.get(prefix.lower())
+    base, dot, group = prefix.lower().partition(".")
+    kind = KINDS.get(base)
+    if dot and (kind not in GROUPS or group != GROUPS[kind]):
+        kind = None
+    if kind == "pod" and name.count("/") == 1 and name.rpartition("/")[2].isdigit():
+        pod, _, pid = name.rpartition("/")
+        if pod and int(pid) > 0:
+            return Target("pod", pod, int(pid))
     if kind is None:
         raise WandError("unknown resource type %r in %r; use one of %s" % (prefix, text, ", ".join(SHORT_NAMES)),
                         USAGE)

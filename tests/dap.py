@@ -13,7 +13,8 @@ class DAPError(Exception):
 
 
 class DAPClient:
-    def __init__(self, host: str, port: int, timeout: float = 15.0):
+    def __init__(self, host: str, port: int, timeout: float = 15.0, retry: float = 0.05):
+        """Connect, retrying every ``retry`` seconds until ``timeout`` (an editor retrying its attach)."""
         self.timeout = timeout
         deadline = time.monotonic() + timeout
         while True:
@@ -23,7 +24,7 @@ class DAPClient:
             except OSError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)  # the forward/adapter is still coming up: retry until the deadline
+                time.sleep(retry)  # the forward/adapter is still coming up: retry until the deadline
         self.seq = 0
         self.responses: dict = {}
         self.events: "queue.Queue[dict]" = queue.Queue()

@@ -12,10 +12,20 @@ from kubectl_wand.transport.bundle import LOADER, agent_header, boot_line
 
 
 def run_agent(request, cwd):
-    done = subprocess.run([sys.executable, "-I", "-c", LOADER], input=boot_line() + agent_header() +
-                          protocol.encode(protocol.request(**request)), capture_output=True, timeout=60, cwd=cwd)
-    assert done.returncode == 0, done.stderr.decode()
-    lines = done.stdout.decode().splitlines()
+    # stdin stays open until the result is in, as kubectl exec -i's does: the agent reads its end as the CLI
+    # leaving (an injection then gives up at once, agent/wait.py: abandoned)
+    agent = subprocess.Popen([sys.executable, "-I", "-c", LOADER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=cwd)
+    agent.stdin.write(boot_line() + agent_header() + protocol.encode(protocol.request(**request)))
+    agent.stdin.flush()
+    out = agent.stdout.readline() + agent.stdout.readline()
+    agent.stdin.close()
+    err = agent.stderr.read()
+    assert agent.wait(60) == 0, err.decode()
+    out += agent.stdout.read()
+    agent.stdout.close()
+    agent.stderr.close()
+    lines = out.decode().splitlines()
     assert len(lines) == 2, lines  # the hello, then the result
     assert protocol.check_hello(json.loads(lines[0]))["protocol"] == protocol.VERSION
     return protocol.check_result(json.loads(lines[1])["result"])
@@ -52,3 +62,45 @@ def test_our_own_agents_are_never_the_apps():
     assert processes.is_own(["python3"] + AGENT_ARGS)
     assert processes.is_own(["python3", "-S", "-c", processes.EARLIER_LOADERS[0]])  # an older CLI's agent
     assert not processes.is_own(["python3", "-c", "import app"])
+
+
+@pytest.mark.py314
+def test_agent_whose_cli_hangs_up_ends_a_pending_injection_at_once(spawn, tmp_path):
+    """Issue 17: a CLI interrupted or killed while its injection is pending (main thread asleep in C) hangs up
+    its kubectl exec; the agent in the pod sees its stdin's writer gone, answers what it leaves and exits at once
+    instead of holding the target's lock until --timeout (a retry was refused as busy). A retry adopts the
+    queued bootstrap."""
+    import time
+    app = spawn("sleeper.py")
+    agent = subprocess.Popen([sys.executable, "-I", "-c", LOADER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=tmp_path)
+    agent.stdin.write(boot_line() + agent_header("exec") + protocol.encode(protocol.request(
+        "exec", pid=app.pid, code="print('never')", timeout=60)))
+    agent.stdin.flush()
+    assert "hello" in json.loads(agent.stdout.readline())
+    time.sleep(1.0)  # the injection is queued and waits for the sleeping main thread
+    hung_up = time.monotonic()
+    agent.stdin.close()
+    result = protocol.check_result(json.loads(agent.stdout.readline())["result"])
+    assert agent.wait(10) == 0, agent.stderr.read().decode()
+    took = time.monotonic() - hung_up
+    agent.stdout.close()
+    agent.stderr.close()
+    assert took < 3, took  # not the 60 s of its --timeout
+    assert result["status"] == "pending" and result["interrupted"] and result["left_behind"].endswith("/bootstrap.py")
+    assert "interrupted while the injection" in result["error"]
+    again = run_agent({"op": "exec", "pid": app.pid, "code": "print('x')", "timeout": 1}, tmp_path)
+    assert again["status"] == "pending" and again["left_behind"] == result["left_behind"]  # adopted, not busy
+
+
+@pytest.mark.py314
+def test_an_agent_whose_cli_already_left_runs_nothing(spawn, tmp_path):
+    """A candidate interpreter that greets too late (the CLI has moved on to the next one and closed this one's
+    stdin) must not run the request beside the one that answered: it returns cancelled, untouched."""
+    app = spawn("busy.py")
+    done = subprocess.run([sys.executable, "-I", "-c", LOADER], input=boot_line() + agent_header("exec") +
+                          protocol.encode(protocol.request("exec", pid=app.pid, code="print('twice')", timeout=5)),
+                          capture_output=True, timeout=60, cwd=tmp_path)
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 2, (lines, done.stderr)
+    assert protocol.check_result(json.loads(lines[1])["result"])["status"] == "cancelled"

@@ -171,3 +171,25 @@ def test_typed_flags_on_the_line_keep_their_types(complete):
     # -v is an int to the transport; a string there would break the PID lookup and print nothing
     assert complete("attach", "pid/1", "-v", "6", "--pid", "") == (["1"], 4)
     assert complete("attach", "pid/1", "--port", "not-a-number", "--pid", "") == (["1"], 4)
+
+
+def test_pid_candidates_are_listed_once_across_replicas(monkeypatch, kubeconfig):
+    """Before: replicas run the same PIDs, so `--pid <TAB>` on a Deployment listed `1` once per pod."""
+    from kubectl_wand import completion
+    from kubectl_wand.commands.common import TargetOptions
+
+    class Replica:
+        def __init__(self, n):
+            self.where = "pod/web-%d" % n
+
+        def agent(self, request, timeout=None):
+            return {"status": "ok", "processes": [{"pid": 1, "command": "python3 -m uvicorn web:app"},
+                                                  {"pid": 7 + self.where.endswith("2"), "command": "worker"}]}
+
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    monkeypatch.setattr(TargetOptions, "transports", lambda self: [Replica(0), Replica(1), Replica(2)])
+    line = completion.Line(verb_parser("attach"), ["deploy/web", "--pid", ""])
+    got = completion.target_pids(line)
+    assert [c.split("\t")[0] for c in got] == ["1", "7", "8"], got
+    assert got[0] == "1\tpython3 -m uvicorn web:app (pod/web-0 and 2 more)"
+    assert got[2] == "8\tworker (pod/web-2)"

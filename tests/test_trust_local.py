@@ -151,13 +151,16 @@ def test_cli_gone_while_pending_leaves_the_bootstrap_for_the_target(spawn, py314
     try:
         assert wait_for(lambda: queued(app.pid)), "the injection was never queued"
         run.send_signal(how)
-        run.wait(30)
+        _out, err = run.communicate(timeout=30)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait(10)
     left = private_dirs(py314, app.pid)
     assert len(left) == 1 and os.path.exists(left[0] + "/bootstrap.py"), left  # still queued: it stays
+    if how == signal.SIGINT:  # the CLI says so, and where (docs/security.md: the pending case)
+        assert "interrupted while the injection into process %d was pending" % app.pid in err.decode(), err
+        assert "/%s/bootstrap.py" % os.path.basename(left[0]) in err.decode(), err
     os.kill(app.pid, signal.SIGUSR1)  # the main thread passes a safe point: the bootstrap runs, finds nobody
     quiet_and_clean(app, py314)
     assert queued(app.pid) is None

@@ -1,4 +1,6 @@
 """Pure logic: parsing, formatting, process choice. Real-process behaviour is tested elsewhere."""
+import io
+
 import pytest
 
 from kubectl_wand import cli, printers, targets
@@ -75,6 +77,33 @@ def test_choose_ignores_processes_started_by_kubectl_exec():
     assert choose_process([proc(574, 0, "main")], "pod/x", in_container=True) == (574, None)  # nothing else
 
 
+def test_cli_chooses_from_a_pod_listing_as_the_agent_there_did(monkeypatch):
+    """Issue 18: attach --all-pods/--follow/--all-workers choose in the CLI from the agent's listing. The CLI's
+    own parent (a shell here) must not decide whether processes started by `kubectl exec` count: the agent's
+    does (ppid 0 in the pod), and the listing carries it. Recorded from deploy/web with a `kubectl exec ... python3
+    -c` beside its uvicorn."""
+    from kubectl_wand.agent import main
+    from kubectl_wand.commands.common import TargetOptions
+    from kubectl_wand.streams import Streams
+    recorded = [proc(1, 0, "main", "python3 -m uvicorn web:app --host 0.0.0.0"),
+                proc(574, 0, "main", "python3 -c import time; time.sleep(600)")]
+    monkeypatch.setattr(processes, "list_processes", lambda *a, **k: [dict(p) for p in recorded])
+    monkeypatch.setattr(processes, "came_by_exec", lambda: True)  # the agent in the pod: its ppid is 0
+    answer = main.dispatch({"op": "list", "cpu": False}, None, None, None)
+    agent_choice = choose_process(answer["processes"])  # what the agent itself chooses for exec/attach/trace
+
+    class PodTransport:
+        where, local, ephemeral = "pod/web-1", False, False
+
+        def agent(self, request, timeout, on_event=None, stop=None):
+            return answer
+
+    monkeypatch.setattr(processes, "came_by_exec", lambda: False)  # the CLI's machine: its parent is a shell
+    opts = TargetOptions(quiet=True, streams=Streams(None, io.StringIO(), io.StringIO()))
+    listing = opts.processes(PodTransport())
+    assert opts.choose(listing, PodTransport()) == agent_choice == (1, None)
+
+
 def test_choose_single_main_and_ambiguity():
     assert choose_process([proc(5, 0, "main")], "pod/x") == (5, None)
     with pytest.raises(AgentError) as err:
@@ -143,6 +172,24 @@ def test_ptrace_fix_appends_and_is_offered_only_where_it_applies(monkeypatch):
     monkeypatch.setattr(checks, "owner_workload", lambda flags, p: ("job", "batch"))
     job = checks.ptrace_fix(None, pod({}), "app")
     assert "Job's pod template cannot change" in job and "kubectl patch" not in job
+
+
+def test_capability_fix_names_what_a_container_that_drops_all_lacks():
+    """A root kubectl exec also needs CHOWN and DAC_OVERRIDE to hand its files to another uid: a container that
+    drops them gets them back in the fix (issue 17); one that keeps the runtime's defaults, or runs as non-root
+    (no effective capabilities to gain), is told SYS_PTRACE only."""
+    from kubectl_wand.kube.checks import missing_caps
+
+    def container(**sc):
+        return {"name": "app", "securityContext": sc}
+    assert missing_caps(container(capabilities={"drop": ["ALL"], "add": ["SETUID", "SETGID"]})) == [
+        "SYS_PTRACE", "CHOWN", "DAC_OVERRIDE"]
+    assert missing_caps(container(capabilities={"drop": ["ALL"], "add": ["SYS_PTRACE", "CAP_CHOWN"]})) == [
+        "DAC_OVERRIDE"]
+    assert missing_caps(container(capabilities={"drop": ["NET_RAW"]})) == ["SYS_PTRACE"]
+    assert missing_caps(container(runAsUser=1000, capabilities={"drop": ["ALL"]})) == ["SYS_PTRACE"]
+    assert missing_caps(container(privileged=True)) == []
+    assert missing_caps({"name": "app"}, {"spec": {"securityContext": {"runAsUser": 0}}}) == ["SYS_PTRACE"]
 
 
 def test_every_declared_flag_is_a_field_of_its_verbs_options():
@@ -244,6 +291,23 @@ def test_hand_matched_names_agree_with_their_patterns():
                  "wand-1-2-3-0123456789a", "wand-1-2--0123456789ab", "wand-1-2-3-4-0123456789ab", "wand-x-2-3-0123456789ab"]:
         m = name.match(text)
         assert reap.dir_fields(text) == (m and tuple(int(g) for g in m.groups())), text
+
+
+def test_a_pod_agent_keeps_its_own_containers_processes(monkeypatch):
+    """shareProcessNamespace: the agent keeps the processes whose cgroup reads as its own; from an ephemeral debug
+    container (only its idle helper shares its cgroup) or outside a pod it keeps them all."""
+    class P:
+        def __init__(self, *cmdline):
+            self.cmdline = list(cmdline)
+    groups = {"self": "0::/\n", 7: "0::/\n", 13: "0::/../cri-containerd-b.scope\n", 20: "0::/\n"}
+    monkeypatch.setattr(processes, "cgroup_of", lambda pid="self": groups.get(pid))
+    procs = {7: P("python3", "app.py"), 13: P("python3", "other.py")}
+    assert processes.in_own_container(procs) is None  # not in a pod: this machine's processes are all ours
+    monkeypatch.setattr(processes, "OWN_CONTAINER_ONLY", True)
+    assert processes.in_own_container(procs) == {7}
+    groups.update({7: "0::/../cri-containerd-a.scope\n"})  # the ephemeral container: only its idle helper is ours
+    procs[20] = P("python3", "-S", "-c", "...", "kubectl-wand-idle")
+    assert processes.in_own_container(procs) is None
 
 
 def test_a_pod_replaces_another_when_it_is_new_or_its_container_restarted():

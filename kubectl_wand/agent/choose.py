@@ -17,11 +17,12 @@ def started_by_exec(p) -> bool:
 
 def choose_process(procs, where="this container", in_container=None):
     """(pid, note): the reload parent's worker, a supervisor's first worker, or the single app process.
-    In a container (we came in by `kubectl exec` ourselves: our own ppid is 0), processes started by
-    `kubectl exec` are chosen only when nothing else runs Python."""
-    import os
+    In a container (the agent came in by `kubectl exec`: processes.came_by_exec; the CLI passes the listing's
+    ``in_container``, the agent's own answer), processes started by `kubectl exec` are chosen only when nothing
+    else runs Python."""
     if in_container is None:
-        in_container = os.getppid() == 0
+        from .processes import came_by_exec
+        in_container = came_by_exec()
     candidates = [p for p in procs if p["role"] != "helper"]
     own = [p for p in candidates if not started_by_exec(p)]
     if in_container and own:

@@ -1,5 +1,14 @@
 """The debug server side of `attach`, beside the target: the port checks before injecting, shipping debugpy's
-sources to a target that lacks them, and the DAP handshake that proves the server answers.
+sources to a target that lacks them, and the check that the server listens once debugpy says it does.
+
+Readiness never opens a connection to the in-process server (debugpy.listen(..., in_process_debug_adapter=True)):
+pydevd serves one client at a time, and every connection it accepts replaces the one before it (pydevd.py,
+_WaitForConnectionThread: request_disconnect, which removes all breakpoints, then initialize_network, which ends
+the previous writer with a ``terminated`` event). A DAP round trip of ours that reached it after an editor
+connected ended the editor's session (issue 23: 21 of 30 runs on a local target, 3 of 10 through a port-forward,
+with an editor retrying every 5 ms; tests/test_attach_race_local.py, tests/e2e/test_attach_race_cluster.py).
+So readiness is read from the kernel instead: a socket in LISTEN state at the reported address, in this
+network namespace (the one the editor or the port-forward connects from), held by the target process itself.
 
 Not loaded for `list` and `watch` (every pod of `get processes` runs those): only what attach needs.
 """
@@ -8,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 
 
@@ -37,12 +47,103 @@ def run_attach(request, fetch_blob):
 
     result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello)
     if result.get("status") in ("listening", "already") and result.get("port"):
-        result["answers"] = server_answers(result.get("host") or "127.0.0.1", int(result["port"]),
-                                           float(request.get("confirm_timeout", 5.0)))
-        if not result["answers"]:
-            result.update(status="error", kind="debugpy",
-                          error="debugpy reported %s:%s but nothing answers there" % (result["host"], result["port"]))
+        confirm(result, pid, float(request.get("confirm_timeout", 5.0)))
     return result
+
+
+def confirm(result, pid, timeout):
+    """Check that the server debugpy reported listens, without a session of ours that could end an editor's;
+    ``confirmed`` names what was checked, or the result becomes an error."""
+    host, port = result.get("host") or "127.0.0.1", int(result["port"])
+    if separate_adapter(result):
+        # debugpy's separate adapter (older debugpy; records from before "mode" existed) gives each client a
+        # session of its own and refuses a second attach rather than replacing the first: our initialize and
+        # disconnect never reach the debuggee, so a DAP round trip is safe there.
+        result["confirmed"] = "it answers DAP"
+        if not server_answers(host, port, timeout):
+            result.update(status="error", kind="debugpy",
+                          error="debugpy reported %s:%s but nothing answers there" % (host, port))
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        held = holds_listener(pid, host, port)
+        if held or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)  # debugpy.listen returns once bound; pydevd's thread calls listen() right after
+    if held:
+        result["confirmed"] = ("the process holds the listening socket" if held is True else
+                               "a socket listens there")  # the process's open files are not ours to read
+        return
+    if held is False:
+        why = "another process holds the socket listening there"
+    elif listening_inodes(host, port, "/proc/%d/net" % pid):
+        why = "it listens in the process's own network namespace, which %s here does not reach" % host
+    else:
+        why = "nothing listens there"
+    result.update(status="error", kind="debugpy", error="debugpy reported %s:%s but %s" % (host, port, why))
+
+
+def separate_adapter(server) -> bool:
+    """Whether the server is debugpy's separate adapter process (older debugpy), not pydevd in the target.
+    Records written before "mode" existed were all the separate adapter."""
+    return (server.get("mode") or "adapter") == "adapter"
+
+
+def holds_listener(pid: int, host: str, port: int):
+    """True: a socket in LISTEN state at host:port in this network namespace is one of pid's open files.
+    None: no such socket here. False: there is one, and pid does not hold it. "unknown": there is one, and
+    pid's open files cannot be read (they can wherever we could inject; kept for an odd /proc)."""
+    inodes = listening_inodes(host, port)
+    if not inodes:
+        return None
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return "unknown"
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes:
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
+
+
+def listening_inodes(host, port: int, net="/proc/net") -> set:
+    """``socket:[inode]`` names of the TCP sockets in LISTEN state on ``port`` (at ``host``'s address, or any
+    address when host is None) in the network namespace of ``net`` (/proc/net: ours)."""
+    want = None
+    if host is not None:
+        want = "127.0.0.1" if host == "localhost" else host
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open("%s/%s" % (net, table)) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            address, _, hex_port = fields[1].rpartition(":")
+            if int(hex_port, 16) != port:
+                continue
+            if want is not None and kernel_address(address, family) != want:
+                continue
+            found.add("socket:[%s]" % fields[9])
+    return found
+
+
+def kernel_address(hexed: str, family) -> str:
+    """/proc/net/tcp{,6}'s address (network-order 32-bit words, each printed as a host-order number), as text."""
+    raw = bytes.fromhex(hexed)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    try:
+        return socket.inet_ntop(family, raw)
+    except (OSError, ValueError):
+        return ""
 
 
 def port_taken(host: str, port: int) -> bool:
@@ -61,17 +162,7 @@ def port_taken(host: str, port: int) -> bool:
 def ours_on_port(port: int, pid: int) -> bool:
     """Whether the listener on ``port`` is the target itself (an in-process debug server from an earlier
     attach) or a debugpy adapter process: then the target's hello decides whether it is its server."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                inodes.add("socket:[%s]" % fields[9])
+    inodes = listening_inodes(None, port)
     if not inodes:
         return False
     for name in os.listdir("/proc"):
@@ -123,8 +214,9 @@ def dap_message(seq: int, command: str, arguments: dict) -> bytes:
 
 
 def server_answers(host: str, port: int, timeout: float) -> bool:
-    """Whether the debug adapter answers DAP: ``initialize``, then ``disconnect`` and its response.
+    """Whether debugpy's separate adapter answers DAP: ``initialize``, then ``disconnect`` and its response.
 
+    Never for the in-process server (see the module's docstring: our session would replace an editor's).
     We end with a clean disconnect and wait for its response: debugpy 1.8's separate adapter (the fallback
     for old debugpy) stays waiting for a client that closed without one, and the editor then hangs.
     """

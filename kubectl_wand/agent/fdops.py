@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 MAX_DEPTH = 64  # removal descends no deeper: a hostile tree cannot exhaust our stack
@@ -61,8 +62,9 @@ def same_inode(a, b) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def remove_entry(dir_fd: int, name: str, depth: int = 0):
-    """Remove ``name`` inside ``dir_fd`` and everything under it, never following a symlink."""
+def remove_entry(dir_fd: int, name: str, depth: int = 0, until=None):
+    """Remove ``name`` inside ``dir_fd`` and everything under it, never following a symlink; past ``until`` (a
+    monotonic time) it leaves the rest."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
@@ -75,7 +77,9 @@ def remove_entry(dir_fd: int, name: str, depth: int = 0):
         try:
             if same_inode(os.fstat(fd), st):
                 for entry in os.listdir(fd):
-                    remove_entry(fd, entry, depth + 1)
+                    if until is not None and time.monotonic() >= until:
+                        break
+                    remove_entry(fd, entry, depth + 1, until)
         finally:
             os.close(fd)
         try:

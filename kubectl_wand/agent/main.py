@@ -49,8 +49,10 @@ def dispatch(request, fetch_blob, emit, stop):
     if op == "list":
         # CPU% needs a sampling window (0.1 s); only `get processes` shows it, a choice of process does not.
         try:
+            # in_container: what choose_process needs to choose from this listing as the agent does here
             return {"status": "ok", "processes": processes.list_processes(request.get("pid"),
-                                                                          cpu=request.get("cpu", True))}
+                                                                          cpu=request.get("cpu", True)),
+                    "in_container": processes.came_by_exec()}
         except AgentError as exc:
             return exc.to_json()
     if op == "watch":
@@ -134,6 +136,18 @@ def run_exec(request):
                          code_for_check=code.encode("utf-8"))
 
 
+def stdin_hung_up() -> bool:
+    """Whether the writer of our stdin, the CLI's kubectl exec -i, has gone (the CLI was interrupted or killed, or
+    kubectl died with it): POLLHUP on the pipe, without reading what may still be in it."""
+    import select
+    poller = select.poll()
+    poller.register(0, 0)  # no events asked: POLLHUP and POLLERR are reported anyway
+    try:
+        return any(flags & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, flags in poller.poll(0))
+    except OSError:
+        return False
+
+
 def serve_stdio():
     """Pod side: read the request from stdin, answer on stdout (the real stdout, not the payload's)."""
     import _thread  # its lock, not threading's: threading costs ~4 ms of start-up in a pod, needed only to stream
@@ -153,12 +167,26 @@ def serve_stdio():
             raise AgentError("debugpy", "the CLI could not supply %s" % name)
         return base64.b64decode(reply[protocol.BLOB])
 
+    try:
+        from . import wait as wait_mod  # shipped with the operations that inject
+    except ImportError:
+        wait_mod = None
+    if wait_mod is not None:
+        wait_mod.cli_gone = stdin_hung_up
+    processes.OWN_CONTAINER_ONLY = True  # beside other containers' processes: list and choose our container's
     write(protocol.hello(python=sys.version.split()[0], pid=os.getpid()))
     try:
         request = protocol.decode(stdin.readline() or b"{}")
     except protocol.ProtocolError as exc:
         write({protocol.RESULT: protocol.error("protocol", str(exc))})
         return
+    if request.get("op") in CHOOSING and stdin_hung_up():
+        # The CLI gave up on us before we started (a slow start taken for a python3 that never answers, then
+        # another interpreter tried): never run its request a second time beside the one that answered.
+        write({protocol.RESULT: protocol.result(protocol.CANCELLED)})
+        return
+    if request.get("end_probes"):  # interpreters the CLI tried here before us never greeted: end what they left
+        processes.end_probes(request["end_probes"])
     stop = None
     if request.get("op") in STREAMING:
         import threading

@@ -26,6 +26,29 @@ PROGRESS_EVERY = 0.5
 MAX_RATE, MAX_DURATION = 1000.0, 3600.0
 
 
+# sampler -> agent: a stack, a profile's progress lines and its last line, or an error (protocol.check_fields)
+SAMPLER_ANSWER = "threads:a tasks:a error:s kind:s profile:o partial:o progress:o attempts:i"
+PROGRESS = "samples:i errors:i elapsed:n"
+THREAD = "tid:i? name:s? comm:s? main:b frames:a"
+PROFILE = "frames:a stacks:a samples:i errors:i"
+
+
+def check_sampler(message: dict, what="the sampler's answer") -> dict:
+    protocol.check_fields(message, SAMPLER_ANSWER, what)
+    if "progress" in message:
+        protocol.check_fields(message["progress"], PROGRESS, what + "'s progress")
+    for thread in message.get("threads") or []:
+        protocol.check_fields(thread, THREAD, what + "'s thread")
+        for frame in thread.get("frames") or []:
+            protocol.check_fields(frame, protocol.FRAME, what + "'s frame")
+    for key in ("profile", "partial"):  # the last profile, or the one so far (kept if the pod goes away)
+        if key in message:
+            protocol.check_fields(message[key], PROFILE, what + "'s " + key)
+            for frame in message[key].get("frames") or []:
+                protocol.check_fields(frame, protocol.FRAME, what + "'s frame")
+    return message
+
+
 def resolve(pid: int):
     """(proc, runtime) of one target we can read, or an AgentError naming the cause and the fix."""
     try:
@@ -85,20 +108,31 @@ def stack_in_process(rt, want_async) -> dict:
     if "module" not in _SAMPLER:
         import types
         module = types.ModuleType("wand_sampler")
-        exec(compile(module_source("sampler"), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
+        exec(compile(sampler_source(), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
         _SAMPLER["module"] = module
     sampler = _SAMPLER["module"]
     try:
-        data = sampler.stack(rt.injector_pid, want_async)
+        data = sampler.stack(rt.injector_pid, want_async, rt.proc.runtime_address())
     except sampler.Failure as exc:
         return {"kind": exc.kind, "error": exc.message}
     data.pop("pid", None)
     return data
 
 
+def sampler_source() -> str:
+    """The sampler's source with framewalk's in front: one namespace, one ``-c`` (passengers import nothing)."""
+    return module_source("framewalk") + "\n" + module_source("sampler")
+
+
+def runtime_args(rt):
+    """Where _PyRuntime is, for the sampler's walk past the frames _remote_debugging stops at (sampler.Walker)."""
+    addr = rt.proc.runtime_address()
+    return ["--runtime", str(addr)] if addr else []
+
+
 def start(rt, args):
     import subprocess  # only when a sampler is started (runtime.run says why not at the top)
-    argv, env = rt.command(["-c", module_source("sampler")] + list(args))
+    argv, env = rt.command(["-c", sampler_source()] + list(args))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -139,7 +173,7 @@ def stack(request: dict, emit=None, stop=None) -> dict:
         if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
-        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args)))
+        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
     deadline = time.monotonic() + STACK_TIMEOUT
     out = []
     for pid, resolved, popen in running:
@@ -157,18 +191,27 @@ def stack(request: dict, emit=None, stop=None) -> dict:
 def collect_stack(popen, deadline) -> dict:
     import subprocess
     try:
-        stdout, stderr = popen.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        stdout, stderr = runtime_mod.bounded_output(popen, b"", max(0.1, deadline - time.monotonic()),
+                                                    protocol.LINE_MAX)
+        popen.wait()
     except subprocess.TimeoutExpired:
         kill_group(popen)
-        popen.communicate(timeout=5)
+        popen.wait(5)
         return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "
                                             "node" % STACK_TIMEOUT}
-    try:
-        data = protocol.loads(stdout or b"{}")
-    except ValueError:
-        data = {}
-    if not data:
+    except protocol.ProtocolError as exc:
+        kill_group(popen)
+        popen.wait()
+        return {"kind": "protocol", "error": "the stack reader answered out of protocol: %s" % exc}
+    finally:
+        for stream in (popen.stdin, popen.stdout, popen.stderr):
+            stream.close()
+    if not stdout:
         return {"kind": "runtime", "error": last_error(stderr, popen.returncode)}
+    try:
+        data = check_sampler(protocol.decode(stdout, "the stack reader's answer"))
+    except protocol.ProtocolError as exc:
+        return {"kind": "protocol", "error": "the stack reader answered out of protocol: %s" % exc}
     data.pop("pid", None)  # the sampler's view of the pid; ours is the one the caller named
     return data
 
@@ -192,10 +235,12 @@ def profile(request: dict, emit=None, stop=None) -> dict:
     """Sample each target for ``duration`` seconds at ``rate`` Hz, in parallel; stop early when ``stop`` is set.
 
     Progress: ``emit({"progress": {"samples", "errors", "elapsed", "processes"}})`` about every 0.5 s, summed
-    over the processes. Entry: {"pid", "python", "command", "profile": {"pid", "rate", "duration", "samples",
-    "errors", "missed", "recorded", "achieved_rate", "idle", "gil", "stopped_early": null | "signal" | "eof" |
-    "exited", "frames": [{"function", "file", "line"}], "stacks": [{"thread", "frames": [frame index, innermost
-    first], "count"}]}}; or {"pid", "kind", "error"}.
+    over the processes; ``emit({"partial": {"pid", "profile"}})``, a process's profile so far, about every
+    second (the CLI keeps the last one of a pod that a rollout ends before its result).
+    Entry: {"pid", "python", "command", "profile": {"pid", "rate", "duration", "samples", "errors", "missed",
+    "recorded", "achieved_rate", "idle", "gil", "stopped_early": null | "signal" | "eof" | "exited", "frames":
+    [{"function", "file", "line"}], "stacks": [{"thread", "frames": [frame index, innermost first], "count"}]}};
+    or {"pid", "kind", "error"}.
     """
     _rate, duration, args = profile_args(request)
     found = targets(request.get("pid"))
@@ -204,7 +249,7 @@ def profile(request: dict, emit=None, stop=None) -> dict:
         run = Sampling(pid, resolved)
         if not isinstance(resolved, AgentError):
             rt = resolved[1]
-            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args)
+            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + runtime_args(rt))
         runs.append(run)
     try:
         watch([r for r in runs if r.popen is not None], duration, emit, stop)
@@ -222,21 +267,37 @@ class Sampling:
 
     def __init__(self, pid, resolved):
         self.pid, self.resolved, self.popen = pid, resolved, None
-        self.buf, self.err, self.final, self.progress = b"", b"", None, {}
+        self.buf, self.err, self.final, self.progress, self.partial = bytearray(), b"", None, {}, None
         self.open_streams = 2
 
     def feed(self, data: bytes):
+        """Take the sampler's output: lines of at most LINE_MAX, each checked; a breach ends the sampler (the
+        caller reaps it) and becomes its error."""
+        if self.final is not None and "protocol" == self.final.get("kind"):
+            return
         self.buf += data
-        while b"\n" in self.buf:
-            line, self.buf = self.buf.split(b"\n", 1)
+        while b"\n" in data and b"\n" in self.buf:  # only new data can complete a line: no rescans
+            end = self.buf.index(b"\n")
+            line = bytes(self.buf[:end])
+            del self.buf[:end + 1]
             try:
-                obj = protocol.loads(line)
-            except ValueError:
-                continue
+                obj = check_sampler(protocol.decode(line, "the sampler's line"))
+            except protocol.ProtocolError as exc:
+                self.breach(exc)
+                return
             if "progress" in obj:
                 self.progress = obj["progress"]
+            elif "partial" in obj:
+                self.partial = obj["partial"]
             else:
                 self.final = obj
+        if len(self.buf) > protocol.LINE_MAX:
+            self.breach(protocol.ProtocolError("a line of the sampler is over %s" % protocol.size(protocol.LINE_MAX)))
+
+    def breach(self, exc):
+        self.final, self.buf = {"kind": "protocol", "error": "the sampler answered out of protocol: %s" % exc}, \
+            bytearray()
+        kill_group(self.popen)
 
     def stop(self):
         """Ask the sampler to end now and report: EOF on its stdin. Not SIGTERM, though the sampler honours it
@@ -314,6 +375,10 @@ def watch(runs, duration, emit, stop):
             if emit is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_EVERY
                 emit({"progress": summed(runs, started)})
+                for run in runs:  # what each has counted so far, once: the CLI keeps it if the pod goes away
+                    if run.partial is not None:
+                        emit({"partial": {"pid": run.pid, "profile": dict(run.partial, pid=run.pid)}})
+                        run.partial = None
     finally:
         sel.close()
 

@@ -19,6 +19,9 @@ AGENT_LOADER = "import sys;exec(sys.stdin.buffer.readline())"
 # Loaders of earlier kubectl-wand versions, whose agents may run beside ours
 EARLIER_LOADERS = ("import sys,json;exec(json.loads(sys.stdin.buffer.readline()))",)
 INJECTOR_MARK = '"""Runs under the *target\'s* interpreter'
+# The last argument of every interpreter the CLI tries in a container before one has greeted (transport/kubectl.py:
+# probe_marker): a candidate that never answers is ended by name, by the next agent (end_probes).
+PROBE_MARK = "kubectl-wand-probe-"
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 
 
@@ -202,9 +205,43 @@ def server_kind(cmd: str):
     return None
 
 
+def came_by_exec() -> bool:
+    """Whether this process was started by `kubectl exec` (its parent is outside the container's pid namespace:
+    ppid 0). The agent in a pod says so in its listing, so that the CLI chooses from it as the agent would
+    (choose.choose_process), not by its own parent on another machine."""
+    return os.getppid() == 0
+
+
+# Set by the agent in a pod (main.serve_stdio): list only the processes of the container it was started in, when
+# it can tell them apart. With `shareProcessNamespace: true` every container's processes are visible, and
+# container b's Python was listed (and chosen, and read through nsenter, which failed) as container a's.
+OWN_CONTAINER_ONLY = False
+
+
+def cgroup_of(pid="self"):
+    """/proc/PID/cgroup as we read it: a container's processes, `kubectl exec`'d ones included, share one (in our
+    cgroup namespace "0::/"; another container's reads "0::/../<its scope>"); None when unreadable."""
+    return procfs.read_text("/proc/%s/cgroup" % pid)
+
+
+def in_own_container(procs):
+    """The pids of ``procs`` (pid -> Proc) in our own container, or None to keep them all: outside a pod, when
+    our cgroup cannot be read, or when only helpers share it (an ephemeral debug container is a container of
+    its own, where only its idle process runs Python: the app's processes are in another one, and all of them
+    are its targets)."""
+    mine = cgroup_of() if OWN_CONTAINER_ONLY else None
+    if not mine:
+        return None
+    same = {pid for pid in procs if cgroup_of(pid) == mine}
+    if all(is_helper(" ".join(procs[pid].cmdline)) for pid in same):
+        return None
+    return same
+
+
 def list_processes(only_pid=None, cpu: bool = True):
     """Facts about every Python process here (or the one named), sorted by pid; with ``cpu`` their CPU %
-    over a short window (procfs.cpu_percent)."""
+    over a short window (procfs.cpu_percent). In a pod, only those of our own container (in_own_container)
+    unless a pid is named."""
     procs = {}
     samples = {}
     started = time.monotonic()  # CPU time is read from here on: the CPU window starts now
@@ -221,6 +258,10 @@ def list_processes(only_pid=None, cpu: bool = True):
             procs[pid] = proc
             if cpu:
                 samples[pid] = procfs.cpu_sample(proc)
+    own = in_own_container(procs) if only_pid is None else None
+    if own is not None:
+        procs = {pid: proc for pid, proc in procs.items() if pid in own}
+        samples = {pid: sample for pid, sample in samples.items() if pid in own}
     infos = []
     for pid, proc in sorted(procs.items()):
         info = describe(proc)
@@ -234,3 +275,65 @@ def list_processes(only_pid=None, cpu: bool = True):
         for info in infos:
             info["cpu"] = percent.get(info["pid"], 0.0)
     return infos
+
+
+def end_probes(markers, settle: float = 1.0):
+    """End what the CLI's silent candidates left in this container (a `python3` wrapper that blocks, and what it
+    started): every process `kubectl exec` started (ppid 0) whose last argument is one of ``markers``, and its
+    descendants, deepest first, each given ``settle`` seconds to be reaped by its parent (killed first, a parent
+    would leave its children to pid 1, the app, as zombies). Returns the pids signalled."""
+    import signal
+    markers = {m for m in markers if isinstance(m, str) and m.startswith(PROBE_MARK) and len(m) < 80}
+    if not markers:
+        return []
+    procs, children = {}, {}
+    for pid in procfs.all_pids():
+        try:
+            proc = procfs.Proc(pid)
+        except (ProcessLookupError, ValueError, IndexError):
+            continue
+        procs[pid] = proc
+        children.setdefault(proc.ppid, []).append(pid)
+    order = []
+
+    def descend(pid, depth):
+        if depth < 64:
+            for child in children.get(pid, []):
+                descend(child, depth + 1)
+        order.append(pid)
+
+    for pid, proc in procs.items():
+        if proc.ppid == 0 and proc.cmdline and proc.cmdline[-1] in markers:
+            descend(pid, 0)
+    ended = []
+    for pid in order:  # children before their parents
+        if signal_once(procs[pid], signal.SIGKILL):
+            ended.append(pid)
+            until = time.monotonic() + settle
+            while time.monotonic() < until and procfs.read_text("/proc/%d/stat" % pid):
+                time.sleep(0.02)  # its parent reaps it (a shell waiting for its child): no event for that
+    return ended
+
+
+def signal_once(proc, signum) -> bool:
+    """Send ``signum`` to the process ``proc`` read, not to another that reused its pid since."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except OSError:
+            return False
+        try:
+            if procfs.Proc(proc.pid).start_ticks != proc.start_ticks:
+                return False
+            import signal
+            signal.pidfd_send_signal(fd, signum)
+            return True
+        except (OSError, ProcessLookupError, ValueError, IndexError):
+            return False
+        finally:
+            os.close(fd)
+    try:
+        os.kill(proc.pid, signum)
+        return True
+    except OSError:
+        return False

@@ -22,11 +22,15 @@ import sys
 import time
 
 from . import private as private_mod, processes, procfs, protocol, reap, runtime as runtime_mod, slot as slot_mod
+from . import wait as wait_mod
 from .wait import Exited, Watch
 
 from .sources import SOURCES, module_source, op_sources  # noqa: E402,F401  (re-exported for the agent modules)
 from .protocol import AgentError  # noqa: E402,F401  (defined once, in the protocol; re-exported here)
 
+
+# After the code's own deadline, how long the payload may take to start its report (it stops the code itself).
+REPORT_GRACE = 2.0
 
 STOPPED = {"T": "stopped (state T: SIGSTOP or job control)", "t": "stopped by a tracer (state t: a debugger)"}
 
@@ -76,8 +80,9 @@ def target(pid: int):
 def main_thread_stack(rt) -> list:
     """The main thread's frames, innermost first, read without injecting (empty if unreadable)."""
     try:
-        done = rt.run(["-c", module_source("injector"), "stack", str(rt.injector_pid)], timeout=5)
-        data = protocol.loads(done.stdout or b"{}")
+        done = rt.run(["-c", module_source("injector"), "stack", str(rt.injector_pid)], timeout=5,
+                      limit=protocol.LINE_MAX)
+        data = protocol.check_injector(protocol.decode(done.stdout or b"{}", "the injector's answer"))
     except Exception:
         return []
     if not data.get("ok"):
@@ -149,6 +154,9 @@ class Injection:
                 return sock
             except OSError:
                 sock.close()
+                if wait_mod.abandoned():
+                    raise AgentError("busy", "another kubectl wand injection into process %d is still running; "
+                                     "the CLI left while waiting for it" % self.pid)
                 if time.monotonic() - started > self.timeout:
                     raise AgentError("busy", "another kubectl wand injection into process %d is still running "
                                      "(waited %gs for it); retry when it has finished" % (self.pid, self.timeout))
@@ -158,7 +166,7 @@ class Injection:
         reader = slot_mod.Reader(self.proc)
         watch = Watch(self.proc, reader)
         bases = private_mod.temp_bases(self.proc)
-        queued = reap.sweep(self.rt, bases, reader)
+        queued = reap.sweep(self.rt, bases, reader, until=deadline)
         private = private_mod.PrivateDir.adopt(self.rt, *queued) if queued else None
         if private is not None:
             try:
@@ -207,6 +215,9 @@ class Injection:
             watch.close()
             if state in ("maybe", "queued") and self._still_holds(reader, script, watch):
                 private.remove(keep=("bootstrap.py",))  # the target still holds it: it removes itself later
+                interrupt = sys.exc_info()[1]
+                if interrupt is not None and not isinstance(interrupt, Exception):  # Ctrl-C, SIGTERM (pid/N)
+                    interrupt.wand_note = interrupted_note(self.pid, script)
             else:
                 private.remove()
 
@@ -255,12 +266,12 @@ class Injection:
         args = ["-c", module_source("injector"), "inject", str(self.rt.injector_pid), script]
         try:
             done = self.rt.run(args, stdin=code_for_check, timeout=max(1.0, deadline - time.monotonic()))
+            result = protocol.check_injector(protocol.decode(done.stdout, "the injector's answer")) \
+                if done.stdout else {}
+        except protocol.ProtocolError as exc:
+            raise AgentError("protocol", "the injector answered out of protocol: %s" % exc)
         except Exception as exc:
             raise AgentError("inject", "running the target's interpreter failed: %s" % exc)
-        try:
-            result = protocol.loads(done.stdout or b"{}")
-        except ValueError:
-            result = {}
         if not result:
             err = (done.stderr or b"").decode("utf-8", "replace").strip().splitlines()
             raise AgentError("inject", "the injector failed: %s" % (err[-1] if err else "exit %d" % done.returncode))
@@ -270,41 +281,62 @@ class Injection:
         peer = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
         if peer != self.pid:
             raise AgentError("inject", "process %d, not the target %d, answered the injection" % (peer, self.pid))
-        conn.settimeout(max(1.0, deadline - time.monotonic()))
-        with conn.makefile("rwb") as channel:
-            hello = protocol.loads(channel.readline() or b"{}")
-            if hello.get("token") != private.name:
-                raise AgentError("inject", "an unexpected bootstrap answered the injection")
-            # Ours ran, so any other directory of this target is dead (one slot; the lock is ours).
-            reap.sweep(self.rt, private_mod.temp_bases(self.proc), watch.reader, keep=private.name)
-            if on_hello is not None:
-                request = on_hello(hello, request, private)
-                if "status" in request:  # decided without running anything (e.g. existing server)
-                    channel.write(b'{"op": "noop"}\n')
-                    channel.flush()
-                    return dict(request, hello=hello)
-            request = dict(request, sources=op_sources(request.get("op")))  # the op's code travels here
-            channel.write(protocol.dumps(request).encode() + b"\n")
-            channel.flush()
-            if stream is not None:
-                # The script slot is consumed and the socket file has done its job: free both now, so
-                # other verbs can inject beside a long stream and a killed agent leaves no directory.
-                lock.close()
-                private.remove()
-                return stream(conn, hello)
-            # The payload enforces the code's own deadline; allow it a moment to report.
-            if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + 2.0):
-                return self._still_running()
-            conn.settimeout(5.0)  # it started answering: the rest of the line follows at once
-            line = channel.readline()
-            if not line:
+        conn.settimeout(max(1.0, deadline - time.monotonic()))  # for sends; reads wait in select() (Lines)
+        lines = protocol.Lines(conn, "the target")
+        try:
+            hello = protocol.check_payload_hello(protocol.decode(
+                lines.line(protocol.SMALL_MAX, max(deadline, time.monotonic() + 1.0), "its hello") or b"{}",
+                "its hello"))
+        except protocol.ProtocolError as exc:
+            raise AgentError("protocol", "the injection into process %d was answered out of protocol: %s; nothing "
+                             "of the request was sent" % (self.pid, exc))
+        if hello.get("token") != private.name:
+            raise AgentError("inject", "an unexpected bootstrap answered the injection")
+        # Ours ran, so any other directory of this target is dead (one slot; the lock is ours).
+        reap.sweep(self.rt, private_mod.temp_bases(self.proc), watch.reader, keep=private.name,
+                   until=deadline, others=False)
+        if on_hello is not None:
+            request = on_hello(hello, request, private)
+            if "status" in request:  # decided without running anything (e.g. existing server)
+                self._send(conn, protocol.payload_request("noop"))
+                return dict(request, hello=hello)
+        request = dict(request, sources=op_sources(request.get("op")))  # the op's code travels here
+        self._send(conn, protocol.payload_request(**request))
+        if stream is not None:
+            # The script slot is consumed and the socket file has done its job: free both now, so
+            # other verbs can inject beside a long stream and a killed agent leaves no directory.
+            lock.close()
+            private.remove()
+            return stream(conn, hello, lines)
+        # The payload enforces the code's own deadline; allow it a moment to report.
+        if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
+            return self._still_running()
+        op = request.get("op")
+        limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
+        try:
+            # It started answering: the rest of the line follows at once (a drip is cut, LINE_WAIT).
+            line = lines.line(limit, max(deadline + REPORT_GRACE, time.monotonic() + 1.0), "its result")
+            if line is None:
                 if watch.exits_within(1.0):
                     raise Exited()
                 raise AgentError("inject", "the payload in process %d closed the connection without answering "
                                  "(did the code close file descriptors?)" % self.pid)
-            result = protocol.loads(line)
-            result["hello"] = hello
-            return result
+            result = protocol.check_payload_result(op, protocol.decode(line, "its result"), "its result")
+        except protocol.ProtocolError as exc:
+            hint = ""
+            if op == "exec" and "over" in str(exc):
+                hint = " (--max-output %s)" % (request.get("max_output") or "0: the protocol's ceiling")
+            raise AgentError("protocol", "process %d answered out of protocol: %s%s; refused" % (
+                self.pid, exc, hint))
+        result["hello"] = hello
+        return result
+
+    def _send(self, conn, request):
+        try:
+            conn.sendall(protocol.encode(request))
+        except OSError as exc:  # timed out (the socket's timeout: the time left) or the peer closed
+            raise AgentError("protocol", "the payload in process %d did not take the request (%s)" % (
+                self.pid, exc.strerror or type(exc).__name__))
 
     def _not_run(self, verdict, detail):
         if verdict == "refused":
@@ -320,11 +352,14 @@ class Injection:
     def _pending(self, private, watch):
         frames = main_thread_stack(self.rt)
         state = watch.state()
-        result = {"status": "pending", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
-                  "in_bootstrap": len(app_frames(frames)) < len(frames),
+        result = {"status": "pending", "pid": self.pid, "frames": app_frames(frames),
+                  "syscall": blocked_in(self.pid), "in_bootstrap": len(app_frames(frames)) < len(frames),
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
+        if wait_mod.abandoned():
+            result.update(interrupted=True, error="interrupted while the injection into process %d was pending (its "
+                          "main thread has not reached a safe point)" % self.pid)
         if state in STOPPED:
             result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
                           "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))
@@ -336,6 +371,13 @@ class Injection:
                 "in_bootstrap": len(app_frames(frames)) < len(frames),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
+
+
+def interrupted_note(pid, script) -> str:
+    """What the CLI prints when it is interrupted while the injection is pending (docs/security.md)."""
+    return ("interrupted while the injection into process %s was pending: nothing of the request ran; its "
+            "bootstrap (no user code) stays queued at %s until the main thread wakes, then deletes itself; a retry "
+            "adopts it" % (pid, script))
 
 
 _INJECTOR = {}

@@ -14,13 +14,12 @@ process killed) ends the probe within seconds.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
 import time
 
-from . import procfs
+from . import procfs, protocol
 from .session import AgentError, Injection
 
 PING_EVERY = 1.0
@@ -80,18 +79,28 @@ class Relay:
 
     def __init__(self, pid, emit, stop, duration):
         self.pid, self.emit, self.stop, self.duration = pid, emit, stop, duration
-        self.pending = b""
+        self.lines = None
         self.hits, self.dropped, self.errors, self.snapshot, self.installed = 0, 0, [], None, None
 
-    def __call__(self, conn: socket.socket, hello: dict) -> dict:
+    def __call__(self, conn: socket.socket, hello: dict, lines=None) -> dict:
         conn.settimeout(2.0)  # for sends; reads wait in select()
+        self.lines = lines or protocol.Lines(conn, "the target")
+        try:
+            return self.follow(conn)
+        except protocol.ProtocolError as exc:
+            # Closing the connection (the caller does) removes a real probe; a peer out of protocol gets no more.
+            raise AgentError("protocol", "the probe in process %d answered out of protocol: %s; the trace was "
+                             "ended" % (self.pid, exc))
+
+    def follow(self, conn):
         first = self.next_message(conn, time.monotonic() + INSTALL_TIMEOUT)
         if first is None or first is EOF or "installed" not in first:
             if first is not None and first is not EOF and first.get("status") == "error":
                 extra = {k: v for k, v in first.items() if k not in ("status", "kind", "error")}
                 raise AgentError(first.get("kind", "trace"), first.get("error", "the probe was refused"), **extra)
             raise AgentError("trace", "the probe in process %d did not start (%s)" % (
-                self.pid, "no answer" if first is None or first is EOF else first))
+                self.pid, "no answer" if first is None or first is EOF else "it sent %s first" % "/".join(
+                    k for k in protocol.TRACE_MESSAGES if k in first)))
         self.installed = dict(first["installed"], pid=self.pid)
         self.send_event({"installed": self.installed})
         removed, reason = self.relay(conn)
@@ -156,7 +165,7 @@ class Relay:
 
     def handle(self, message):
         if "hit" in message:
-            hit = message["hit"]
+            hit = dict(message["hit"], pid=self.pid)
             self.hits += 1
             self.dropped = max(self.dropped, hit.get("dropped", 0))
             if "locals" in hit and self.snapshot is None:
@@ -179,28 +188,22 @@ class Relay:
     @staticmethod
     def send(conn, message) -> bool:
         try:
-            conn.sendall(json.dumps(message).encode() + b"\n")
+            conn.sendall(protocol.encode(message))
             return True
         except OSError:
             return False
 
     def next_message(self, conn, deadline):
-        """The next JSON line; None when none came by ``deadline`` (a monotonic time; 0: do not wait); EOF
-        when the connection ended."""
-        while b"\n" not in self.pending:
-            wait = max(0.0, deadline - time.monotonic()) if deadline else 0.0
-            try:
-                readable, _, _ = select.select([conn], [], [], wait)
-                data = conn.recv(65536) if readable else None
-            except OSError:
-                data = b""
-            if data is None:
-                return None
-            if not data:
-                return EOF
-            self.pending += data
-        line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
+        """The next message, checked (protocol.check_trace_message); None when none came by ``deadline`` (a
+        monotonic time; 0: do not wait); EOF when the connection ended. A line over SMALL_MAX, or one that
+        started but did not end within LINE_WAIT, is a ProtocolError."""
+        try:
+            line = self.lines.line(protocol.SMALL_MAX, deadline or 0.0, "a message", poll=True)
+        except protocol.NoLine:
+            return None
+        if line is None:
+            return EOF
+        return protocol.check_trace_message(protocol.decode(line, "a message"))
 
 
 EOF = object()  # the probe closed the connection

@@ -22,6 +22,17 @@ SLOT_POLL = 0.1
 TAKEN_GRACE = 1.0
 
 
+# Whether the CLI went away (set by main.serve_stdio in a pod: our stdin, the CLI's end of kubectl exec -i, hung
+# up). Nobody then waits for our answer: the waits below end at once, as at their deadline, so the agent leaves
+# within a slot poll instead of holding the target's lock until --timeout (seen: a retry refused as busy for
+# ~50 s after a Ctrl-C on a pending injection).
+cli_gone = None
+
+
+def abandoned() -> bool:
+    return cli_gone is not None and cli_gone()
+
+
 class Exited(Exception):
     """The target exited while we waited."""
 
@@ -97,7 +108,7 @@ class Watch:
             if taken_at is not None and now > taken_at + TAKEN_GRACE and has_bootstrap():
                 return "refused", None  # taken long ago, still unread: it will never run
             limit = until if taken_at is None else max(until, taken_at + TAKEN_GRACE)
-            if now >= limit:
+            if now >= limit or taken_at is None and abandoned():
                 if taken_at is None:  # taken in the last slice before the deadline (--timeout 1ms): it runs
                     current = self.reader.read() if self.reader is not None else None  # now, give it the grace
                     if current is not None and not current.holds(script) and current.path == script:

@@ -1,9 +1,10 @@
 """`kubectl wand attach TARGET`: start debugpy in the live process and connect the editor to it.
 
 Flow: preflight (local port free, may we port-forward) -> inject or find the debug server (readiness confirmed
-by a DAP round trip beside the target) -> on pods, forward and stay in the foreground (attach_session), where
-attach follows a workload to its replacement pod (--follow) or serves every pod / worker at once (--all-pods,
---all-workers). Nothing is injected before every check that could still refuse has passed.
+beside the target without a connection of ours, which would replace an editor's: agent/debugserver.confirm)
+-> on pods, forward and stay in the foreground (attach_session), where attach follows a workload to its
+replacement pod (--follow) or serves every pod / worker at once (--all-pods, --all-workers). Nothing is
+injected before every check that could still refuse has passed.
 """
 from __future__ import annotations
 
@@ -167,7 +168,8 @@ class Options(TargetOptions):
     def report(self, transport, pid, session, local_port, extra=None):
         out = self.streams.stdout
         cfg = self.editor_config(transport, pid, session, local_port)
-        info = {"pid": pid, "where": transport.where, "status": session["status"], "host": session.get("host"),
+        info = {"pid": pid, "where": transport.where, **printers.source(transport), "status": session["status"],
+                "host": session.get("host"),
                 "port": session.get("port"), "local_port": local_port, "debugpy": session.get("debugpy"),
                 "source": session.get("source"), "editor": cfg}
         info.update(extra or {})
@@ -176,8 +178,9 @@ class Options(TargetOptions):
             return errors.OK
         verb = "already listening" if session["status"] == protocol.ALREADY else "listening"
         where = transport.describe(pid)
-        out.write("debugpy %s %s on %s:%s in %s (confirmed: it answers DAP)\n" % (
-            text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where))
+        out.write("debugpy %s %s on %s:%s in %s (confirmed: %s)\n" % (
+            text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where,
+            text(session.get("confirmed") or "it listens")))
         if session["status"] == protocol.ALREADY and session.get("since"):
             out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
         if session.get("source") == "shipped":

@@ -15,7 +15,7 @@ import time
 
 from .. import editor, errors
 from ..agent import protocol
-from ..agent.debugserver import server_answers
+from ..agent.debugserver import separate_adapter, server_answers
 from ..errors import PortBusy, WandError
 from ..terminal import text
 
@@ -38,13 +38,17 @@ class Session:
         return self.forward.local_port if self.forward is not None else None
 
     def open(self, local_port):
-        """Forward, confirm the server answers DAP through the forward, start watching the process."""
+        """Forward and start watching the process. The forward is ready once kubectl reports its listener
+        (kubectl prints it after its stream to the kubelet is up); the agent has confirmed the server listens
+        in the pod. No DAP round trip through the forward: pydevd's in-process server serves one client, and
+        a connection of ours would replace an editor that reconnected the moment the port opened (issue 23)."""
         with self.opts.step("forwarding the debug port of %s pid %d" % (self.transport.where, self.pid)):
             self.forward = self.transport.forward(self.remote_port, local_port)
-            if not server_answers("127.0.0.1", self.forward.local_port, 15.0):
+            if separate_adapter(self.server) and not server_answers("127.0.0.1", self.forward.local_port, 15.0):
+                # older debugpy's separate adapter: a session of ours cannot replace the editor's there
                 self.close()
                 raise WandError("the debug server does not answer through the port-forward on 127.0.0.1:%d"
-                                % local_port, errors.ENVIRONMENT)
+                                % self.forward.local_port, errors.ENVIRONMENT)
         self.watch = self.transport.watch(self.pid)
         return self
 
@@ -116,7 +120,8 @@ def attach_many(opts):
         title = "kubectl wand: %s (all)" % describe(opts)
         if opts.output:
             from .. import printers
-            out.write(printers.dump({"sessions": [dict(where=s.transport.where, pid=s.pid, port=s.remote_port,
+            out.write(printers.dump({"sessions": [dict(where=s.transport.where, **printers.source(s.transport),
+                                                       pid=s.pid, port=s.remote_port,
                                                        local_port=s.local_port, status=s.server["status"])
                                                   for s in sessions],
                                      "editor": editor.many([s.config() for s in sessions], title)}, opts.output))

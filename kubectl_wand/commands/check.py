@@ -52,7 +52,8 @@ class Options(TargetOptions):
         for r in denied:
             r["fix"] = (fix or r["fix"]) + transport.alternative("with SYS_PTRACE of its own")
         if self.output in ("json", "yaml"):
-            out.write(printers.dump({"target": transport.where, "rows": rows}, self.output))
+            out.write(printers.dump(dict({"target": transport.where}, **printers.source(transport), rows=rows),
+                                    self.output))
         else:
             out.write(printers.table(rows, COLUMNS, headers=not self.no_headers))
         return errors.FAILED if any(r["status"] == "fail" for r in rows) else errors.OK

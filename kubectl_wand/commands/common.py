@@ -97,6 +97,11 @@ class TargetOptions:
         self.container = getattr(ns, "container", None)
         self.pod = getattr(ns, "pod", None)
         self.pid = getattr(ns, "pid", None)
+        process = getattr(self.target, "process", None)  # pod/NAME/PID, as get processes -o name prints it
+        if process is not None:
+            if self.pid is not None and self.pid != process:
+                raise WandError("%s and --pid %d disagree; give one" % (ns.target, self.pid), errors.USAGE)
+            self.pid = process
         self.all_namespaces = bool(getattr(ns, "all_namespaces", False))
         self.quiet = bool(getattr(ns, "quiet", False))
         self.request_timeout_s = ns.request_timeout_s
@@ -208,15 +213,16 @@ class TargetOptions:
         with self.step("listing processes in %s" % transport.where):
             listing = check_result(transport.agent({"op": "list", "cpu": False}, timeout=self.request_timeout_s),
                                    transport)
-        return listing["processes"]
+        return Listing(listing["processes"], listing.get("in_container"))
 
     @staticmethod
     def choose(processes, transport):
-        """(pid, note) of the app process among ``processes``, or the agent's refusal as a WandError."""
+        """(pid, note) of the app process among ``processes`` (a Listing), chosen as the agent that listed them
+        chooses (its in_container, not this machine's), or the agent's refusal as a WandError."""
         from ..agent.choose import choose_process
         from ..agent.protocol import AgentError
         try:
-            return choose_process(processes, transport.where)
+            return choose_process(processes, transport.where, getattr(processes, "in_container", None))
         except AgentError as exc:
             raise errors.from_agent(exc.to_json())
 
@@ -226,19 +232,33 @@ class TargetOptions:
             self.note(event["chosen"].get("note"))
 
 
+class Listing(list):
+    """The agent's list of processes, and whether that agent ran in the processes' container (came in by kubectl
+    exec): choose_process needs it to choose as the agent does (issue 18: the CLI used its own parent's pid)."""
+
+    def __init__(self, processes, in_container=None):
+        super().__init__(processes)
+        self.in_container = in_container
+
+
 def check_result(result: dict, transport):
-    """The agent's result, or the error it reports (with the pod's SYS_PTRACE fix for permission, and the
-    transport's other way, --ephemeral, where it would help)."""
+    """The agent's result, or the error it reports (``agent_error``)."""
     from ..agent import protocol
     if result.get("status") == protocol.ERROR:
-        error = errors.from_agent(result, transport.where)
-        if result.get("kind") == "permission":
-            fix = transport.permission_fix()
-            if fix:
-                error.message += "; the container lacks SYS_PTRACE: " + fix
-            error.message += transport.alternative("with SYS_PTRACE of its own")
-        elif result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
-            error.message += transport.alternative("with a writable /tmp of its own (nothing is written into the "
-                                                   "app's)")
-        raise error
+        raise agent_error(result, transport)
     return result
+
+
+def agent_error(result: dict, transport) -> WandError:
+    """An agent's error result as a WandError naming where, with the pod's SYS_PTRACE fix for permission, and the
+    transport's other way (--ephemeral) where it would help: every verb words the same refusal the same way."""
+    error = errors.from_agent(result, transport.where)
+    if result.get("kind") == "permission":
+        fix = transport.permission_fix()
+        if fix:
+            error.message += "; the container lacks %s: %s" % (
+                "SYS_PTRACE" if "SYS_PTRACE" in fix else "capabilities to hand files over", fix)
+        error.message += transport.alternative("with SYS_PTRACE of its own")
+    elif result.get("kind") == "environment" and "private files" in (result.get("error") or ""):
+        error.message += transport.alternative("with a writable /tmp of its own (nothing is written into the app's)")
+    return error

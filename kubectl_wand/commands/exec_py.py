@@ -165,7 +165,7 @@ class Options(TargetOptions):
         transport = self.one_transport()
         result = self.run_one(transport, self.known_pid())
         if self.output:
-            out.write(printers.dump(result, self.output))
+            out.write(printers.dump(dict(result, **printers.source(transport)), self.output))
             return errors.exit_code(result)
         if result.get("status") in protocol.UNFINISHED:
             report.timed_out(result, err)
@@ -223,7 +223,7 @@ class Options(TargetOptions):
         results = each(one, transports)
         codes = []
         for transport, result in zip(transports, results):
-            result["pod"] = transport.labels.get("pod")
+            result.update(printers.source(transport))
             codes.append(errors.exit_code(result))
         if self.output:
             out.write(printers.dump(printers.as_list(results, "ExecResultList"), self.output))

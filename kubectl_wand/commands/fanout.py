@@ -5,7 +5,7 @@ stack, profile and trace."""
 from __future__ import annotations
 
 
-from .. import errors
+from .. import errors, printers
 from ..agent import protocol
 from ..errors import WandError
 from ..terminal import text
@@ -63,11 +63,12 @@ def entries(results, err, opts):
             codes.append(result.code)
             continue
         if result.get("status") != protocol.OK:
-            err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
+            from .common import agent_error
+            err.write("error: %s\n" % text(agent_error(result, transport).message))
             codes.append(errors.exit_code(result))
             continue
         for entry in result.get("processes") or []:
-            entry = dict(entry, pod=transport.labels.get("pod"), container=transport.labels.get("container"))
+            entry = dict(entry, **printers.source(transport))
             if "error" in entry:
                 hint = transport.alternative("with SYS_PTRACE of its own") if entry.get("kind") == "permission" else ""
                 err.write("error: %s pid %s: %s%s\n" % (transport.where, text(entry["pid"]), text(entry["error"]),

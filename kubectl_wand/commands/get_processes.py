@@ -77,7 +77,7 @@ def collect(transports, only_pid, timeout):
         result = t.agent({"op": "list", "pid": only_pid, "cpu": True}, timeout=timeout)
         if result.get("status") != protocol.OK:
             raise errors.from_agent(result)
-        return [dict(p, **t.labels) for p in result["processes"]]
+        return [dict(p, **printers.source(t)) for p in result["processes"]]
 
     rows, failures = [], []
     if len(transports) == 1:

@@ -86,22 +86,26 @@ class Options(TargetOptions):
         results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 30,
                            on_event=progress.event, stop=stop)
         progress.done()
-        found, code = entries(results, err, self)
+        kept = [progress.keep(t, r) for t, r in results]
+        found, code = entries([(t, r) for t, r, _c in kept], err, self)
+        code = max([code] + [c for _t, _r, c in kept])
+        if not found:
+            return code  # nothing was read at all: each pod's own line (RBAC, Pod Security...) said why
         merged = profiles.merge([(e.get("pod"), e) for e in found], per_pod=self.per_pod)
-        if not merged["total"] and code != errors.OK and not found:
-            return code  # nothing was read: the reason is printed above (not "the processes were idle")
         unread = [e["profile"].get("last_error") for e in found
                   if (e.get("profile") or {}).get("errors") and not e["profile"].get("samples")]
         if not merged["total"] and unread:  # not idle: every read failed (e.g. a stack past 1024 frames)
             raise WandError("no samples: every read of the stacks failed: %s" % unread[0], errors.ENVIRONMENT)
         if not merged["total"]:
-            raise WandError("no samples: the processes were idle the whole time (add --idle to count idle "
-                            "threads)", errors.NOT_FOUND)
+            raise empty(merged, stop.is_set())
         self.write(merged)
         if not self.quiet:
             err.write("%d samples from %d process(es) at %g Hz (achieved %.1f Hz), %d read errors%s\n" % (
                 merged["total"], len(merged["sources"]), self.rate, merged["achieved_rate"] or 0, merged["errors"],
                 "; stopped early" if stop.is_set() else ""))
+            if merged["cut"]:  # marked <outer frames not read> in the output: say why once
+                err.write("%d samples may miss their outer frames (%s)\n" % (
+                    merged["cut"], terminal.text(merged["cut_reason"])))
         return code
 
     def write(self, merged):
@@ -129,8 +133,20 @@ class Options(TargetOptions):
             terminal.raw(self.streams.stdout).write(text)
 
 
+def empty(merged, stopped):
+    """Why a profile has no sample to show, as the error to raise."""
+    if not merged["samples"] and stopped:
+        return WandError("no samples: stopped before the first sample was taken", errors.INTERRUPTED)
+    if not merged["samples"]:
+        return WandError("no samples: every read of the process failed (%d errors)" % merged["errors"],
+                         errors.NOT_FOUND)
+    return WandError("no samples: the processes were idle the whole time (add --idle to count idle threads)",
+                     errors.NOT_FOUND)
+
+
 class Progress:
-    """A line on a terminal's stderr: samples taken so far, summed over every process."""
+    """A line on a terminal's stderr: samples taken so far, summed over every process; and each process's
+    profile so far (the agent's ``partial`` events), kept for a pod that goes away before its result."""
 
     def __init__(self, opts, pods):
         self.stream = terminal.raw(opts.streams.stderr)  # its own carriage returns; its numbers are ours
@@ -140,8 +156,32 @@ class Progress:
         self.duration = opts.duration
         self.lock = threading.Lock()
         self.pods = pods
+        self.partial = {}  # id(transport) -> {pid: profile so far}
+        self.err = opts.streams.stderr
+
+    def keep(self, transport, result):
+        """(transport, result, exit code of its own): a pod whose agent ended without a result (a rollout or a
+        scale to 0 deleted it, it was evicted, its container exited) gives what it had sent, and a line
+        naming why it ended; that end is not a failure of the profile (it has a file to show)."""
+        sent = self.partial.get(id(transport))
+        if not isinstance(result, WandError) or not sent:
+            return transport, result, errors.OK
+        samples = sum(p.get("samples", 0) for p in sent.values())
+        seconds = max(p.get("duration") or 0 for p in sent.values())
+        self.err.write("warning: %s; kept the %d samples it had sent (%.1fs)\n" % (
+            terminal.text(result.message if getattr(result, "gone", False) else "%s: %s" % (
+                transport.where, result.message)),
+            samples, seconds))
+        processes = [{"pid": pid, "profile": dict(prof, stopped_early="pod ended")} for pid, prof in sent.items()]
+        code = errors.OK if getattr(result, "gone", False) else result.code
+        return transport, {"status": "ok", "processes": processes}, code
 
     def event(self, event, transport):
+        partial = event.get("partial")
+        if isinstance(partial, dict) and isinstance(partial.get("profile"), dict):
+            with self.lock:
+                self.partial.setdefault(id(transport), {})[partial.get("pid")] = partial["profile"]
+            return
         progress = event.get("progress")
         if not progress:
             return

@@ -115,6 +115,8 @@ class Hits:
         self.lock = threading.Lock()
         self.where = threading.local()
         self.total = 0
+        self.warned = {}  # (expr, file, line, message) -> pods it was said for: said once per run, not per pod
+        self.seen = {}  # id(transport) -> {"pid", "hits"} once its probe is installed
 
     def event(self, event, transport):
         with self.lock:
@@ -122,13 +124,19 @@ class Hits:
                 return
             if "installed" in event:
                 e = event["installed"]
+                self.seen[id(transport)] = {"pid": e.get("pid"), "hits": 0}
                 self.note("tracing %s:%s (in %s) in %s pid %s, sys.monitoring tool id %s" % (
                     text(e.get("file")), text(e.get("line")), ", ".join(map(text, e.get("functions") or ["?"])),
                     transport.where, text(e.get("pid")), text(e.get("tool_id"))))
             elif "hit" in event:
-                self.hit(dict(event["hit"], pod=transport.labels.get("pod")))
+                self.seen.setdefault(id(transport), {"pid": event["hit"].get("pid"), "hits": 0})["hits"] += 1
+                self.hit(dict(event["hit"], **printers.source(transport)))
             elif "error" in event:
                 e = event["error"]
+                key = tuple(str(e.get(k)) for k in ("expr", "file", "line", "message"))
+                self.warned[key] = self.warned.get(key, 0) + 1
+                if self.warned[key] > 1:
+                    return
                 self.err.write("warning: %s at %s:%s raised %s (said once; the app is not affected)\n" % (
                     text(e.get("expr")), text(e.get("file")), text(e.get("line")), text(e.get("message"))))
             elif "covered" in event:
@@ -161,26 +169,32 @@ class Hits:
 
     def summary(self, results) -> int:
         codes = []
-        snapshots = []
         for transport, result in results:
+            seen = self.seen.get(id(transport))
+            if isinstance(result, WandError) and getattr(result, "gone", False) and seen is not None:
+                # a rollout, a scale-down, an eviction: the probe went with its process; not a failure
+                self.err.write("%s pid %s: %d hit(s); ended: %s; the probe ended with its process\n" % (
+                    transport.where, text(seen["pid"]), seen["hits"], text(result.message)))
+                codes.append(errors.OK)
+                continue
             if isinstance(result, WandError):
                 self.err.write("error: %s: %s\n" % (transport.where, text(result.message)))
                 codes.append(result.code)
                 continue
             if result.get("status") != protocol.OK:
-                self.err.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
+                from .common import agent_error
+                self.err.write("error: %s\n" % text(agent_error(result, transport).message))
                 codes.append(errors.exit_code(result))
                 continue
-            if result.get("snapshot") is not None:
-                snapshots.append(dict(result["snapshot"], pod=transport.labels.get("pod")))
             removed = ("probe removed (tool id %s freed)" % ", ".join(map(str, result.get("tool_ids") or []))
                        if result.get("removed") else "warning: " + result.get("warning", "removal not confirmed"))
             self.note("%s pid %s: %d hit(s), %d dropped by the rate limit (%g/s); ended by %s; %s" % (
                 transport.where, text(result.get("pid")), result.get("hits", 0), result.get("dropped", 0),
                 self.opts.max_per_second, text(result.get("reason")), text(removed)))
             codes.append(errors.OK)
-        if self.opts.output == "json" and snapshots:
-            self.out.write(printers.dump(printers.as_list(snapshots, "SnapshotList"), "json"))
+        for (expr, _file, _line, message), pods in self.warned.items():
+            if pods > 1:
+                self.note("the warning about %s (%s) came from %d processes" % (text(expr), text(message), pods))
         return max(codes) if codes else errors.OK
 
 

@@ -31,7 +31,10 @@ def request(flags, method: str, path: str, query=None, body=None, what: str = ""
         raise WandError("cannot reach the Kubernetes API server at %s within %gs; check --server/--context, or "
                         "raise --request-timeout" % (flags.server_name(), flags.timeout_s), ENVIRONMENT)
     if done.returncode != 0:
-        raise api_error(done.stderr.decode("utf-8", "replace"), scope(path), what or path, flags)
+        error = api_error(done.stderr.decode("utf-8", "replace"), scope(path), what or path, flags)
+        if error.code == NOT_FOUND:
+            error = not_found(flags, path.partition("?")[0], what or path) or error
+        raise error
     try:
         return json.loads(done.stdout)
     except ValueError:
@@ -53,6 +56,26 @@ def scope(path: str) -> str:
         ns = parts[parts.index("namespaces") + 1]
         return "namespace %s" % ns if parts[-2:] != ["namespaces", ns] else "the cluster"
     return "all namespaces (cluster scope)"
+
+
+def not_found(flags, path, what):
+    """The not-found error with its fix, naming the namespace when it is the namespace that does not exist (the
+    API answers a missing namespace's objects with the object's 404 alone). One more read, on this error only."""
+    parts = path.strip("/").split("/")
+    if "namespaces" not in parts or parts.index("namespaces") + 1 >= len(parts):
+        return None
+    ns = parts[parts.index("namespaces") + 1]
+    if parts[-2:] == ["namespaces", ns]:
+        return WandError("namespace %s not found; see kubectl get namespaces" % ns, NOT_FOUND)
+    try:
+        request(flags, "GET", "/api/v1/namespaces/%s" % ns, what="namespace %s" % ns)
+    except WandError as exc:
+        if exc.code == NOT_FOUND:
+            return exc
+        # not allowed to read namespaces, or unreachable: say what we know
+    rest = parts[parts.index("namespaces") + 2:]
+    resource = rest[0] if rest else "pods"
+    return WandError("%s not found in namespace %s; see kubectl get %s -n %s" % (what, ns, resource, ns), NOT_FOUND)
 
 
 def api_error(stderr, where, what, flags):

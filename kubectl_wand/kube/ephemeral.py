@@ -182,37 +182,102 @@ def add_error(text, pod, last_line):
 
 class StatusWatch:
     """Watches the pod (`kubectl get --raw` of a watch, one JSON event a line) and wakes ``wait`` whenever the
-    debug container's status changes; a state it cannot start from becomes the error ``wait`` raises."""
+    debug container's status changes; a state it cannot start from becomes the error ``wait`` raises.
+
+    A watch ends by itself: the API server closes it at timeoutSeconds (or sooner: a restart, a proxy), and a
+    watch from a resourceVersion it no longer keeps gets one ``{"type": "ERROR", "object": Status}`` event (410,
+    "too old resource version": seen on a pod left unchanged for a few minutes) and no more. Either way the pod
+    is read again (a re-list: its status now, and the resourceVersion to watch from) and watched anew, until
+    ``close`` or the deadline; only ADDED/MODIFIED objects are read as the pod."""
+
+    RELIST_PAUSE = 1.0  # at least this long between two watches: an API server that ends every watch at once
 
     def __init__(self, flags, pod, name, image, timeout):
+        self.flags, self.namespace = flags, pod["metadata"]["namespace"]
         self.pod_name, self.name, self.image = pod["metadata"]["name"], name, image
         self.state, self.error = None, None
         self.changed = threading.Condition()
-        query = "fieldSelector=%s&watch=true&resourceVersion=%s&timeoutSeconds=%d" % (
-            quote("metadata.name=" + self.pod_name), pod["metadata"]["resourceVersion"], max(1, int(timeout) + 1))
-        self.proc = flags.spawn(flags.kubectl_in(pod["metadata"]["namespace"], "get", "--raw",
-                                                 "/api/v1/namespaces/%s/pods?%s" % (pod["metadata"]["namespace"], query)),
-                                short_lived=False, stdin=None)
+        self.lock = threading.Lock()
+        self.closed = False
+        self.deadline = time.monotonic() + timeout + 2
         self.node = pod["spec"].get("nodeName") or "?"
-        threading.Thread(target=self._read, args=(time.monotonic() + timeout + 2,), daemon=True).start()
+        self.proc = self._spawn(pod["metadata"]["resourceVersion"])  # the first from this thread (see pipes)
+        threading.Thread(target=self._run, daemon=True).start()
 
-    def _read(self, deadline):
+    def _spawn(self, resource_version):
+        left = max(1, int(self.deadline - time.monotonic()))
+        query = "fieldSelector=%s&watch=true&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%d" % (
+            quote("metadata.name=" + self.pod_name), quote(str(resource_version)), left)
+        return self.flags.spawn(self.flags.kubectl_in(self.namespace, "get", "--raw",
+                                                      "/api/v1/namespaces/%s/pods?%s" % (self.namespace, query)),
+                                short_lived=False, stdin=None)
+
+    def _run(self):
+        from .. import pipes
+        proc = self.proc
+        while True:
+            started = time.monotonic()
+            self._read(proc)
+            pipes.close(proc, grace=1.0)
+            if self.error is not None or time.monotonic() >= self.deadline:
+                return
+            time.sleep(max(0.0, started + self.RELIST_PAUSE - time.monotonic()))
+            if self.closed:
+                return
+            version = self._relist()
+            with self.lock:
+                if self.closed or self.error is not None or version is None:
+                    return
+                proc = self.proc = self._spawn(version)
+
+    def _read(self, proc):
+        """Events until the watch ends (its end, an ERROR event, a broken line, the deadline)."""
         from .. import pipes
         try:
-            for line in pipes.lines(self.proc.stdout, deadline):
+            for line in pipes.lines(proc.stdout, self.deadline):
                 try:
                     event = json.loads(line)
                 except ValueError:
-                    continue
-                self._update(event.get("object") or {})
+                    return
+                if not isinstance(event, dict) or event.get("type") == "ERROR":
+                    return  # 410 Gone (too old resource version), or an error of the server: re-list
+                obj = event.get("object")
+                if event.get("type") in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                    self._update(obj)
+                elif event.get("type") == "DELETED":
+                    self._fail(WandError("pod/%s was deleted while its debug container %s started" % (
+                        self.pod_name, self.name), errors.NOT_FOUND))
+                    return
         except (OSError, TimeoutError, ValueError):
             pass
 
+    def _relist(self):
+        """Read the pod now (what the watch may have missed); the resourceVersion to watch from, or None."""
+        try:
+            pod = api.get(self.flags, "/api/v1/namespaces/%s/pods/%s" % (self.namespace, self.pod_name),
+                          what="pod %s" % self.pod_name)
+        except WandError as exc:
+            if exc.code == errors.NOT_FOUND:
+                self._fail(WandError("pod/%s was deleted while its debug container %s started" % (
+                    self.pod_name, self.name), errors.NOT_FOUND))
+                return None
+            return 0 if time.monotonic() < self.deadline else None  # the API was busy: watch from "now"
+        self._update(pod)
+        return (pod.get("metadata") or {}).get("resourceVersion") or 0
+
+    def _fail(self, error):
+        with self.changed:
+            self.error = error
+            self.changed.notify_all()
+
     def _update(self, pod):
-        status = status_of(pod, self.name)
-        if not status:
+        try:
+            status = status_of(pod, self.name)
+        except (AttributeError, TypeError):  # not shaped like a pod: nothing to learn from it
             return
-        state = status.get("state") or {}
+        if not isinstance(status, dict):
+            return
+        state = status.get("state") if isinstance(status.get("state"), dict) else {}
         with self.changed:
             self.state = next(iter(state), None)
             waiting, terminated = state.get("waiting") or {}, state.get("terminated")
@@ -231,7 +296,10 @@ class StatusWatch:
 
     def close(self):
         from .. import pipes
-        pipes.close(self.proc, grace=1.0)
+        with self.lock:
+            self.closed = True
+            proc = self.proc
+        pipes.close(proc, grace=1.0)
 
 
 def start_error(name, image, reason, message):
@@ -273,8 +341,15 @@ def rows(flags, pod, container, image):
         out.append(row("Pod Security", "ok", "namespace %s enforces %s" % (namespace, repr(level) if level else
                                                                              "no level (or it cannot be read)")))
     out.append(image_row(flags, pod, container, image))
+    # What blocks adding one, named in the rows above: the last row must not promise what they refuse.
+    blocked = [why for why, no in (("the target container is not running", state),
+                                   ("RBAC: no patch on pods/ephemeralcontainers", allowed is False),
+                                   ("Pod Security level %r" % level, level in BLOCKING_LEVELS)) if no]
     if existing:
         out.append(row("debug container", "ok", "%s is running in pod/%s: reused" % (existing, name)))
+    elif blocked:
+        out.append(row("debug container", "fail", "none running, and none can be added (%s)" % "; ".join(blocked),
+                       "fix the failed rows above"))
     else:
         out.append(row("debug container", "ok", "none running: one is added (it stays listed in the pod spec until "
                                                 "the pod is replaced)"))

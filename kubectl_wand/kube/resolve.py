@@ -72,12 +72,63 @@ def replaces(new, old, container) -> bool:
 
 
 def describe_state(pod) -> str:
+    """Why a pod has no running process, in a few words: its waiting reason (CrashLoopBackOff...), that its
+    container exited (a container that just ended is `terminated` while the phase still says Running), that
+    it is terminating, or its phase."""
     status = pod.get("status") or {}
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    if status.get("phase") in ("Failed", "Succeeded") and status.get("reason"):
+        return "%s (%s)" % (status["phase"], status["reason"])  # Evicted, OOMKilled node pressure...
     for cs in status.get("containerStatuses") or []:
-        waiting = (cs.get("state") or {}).get("waiting")
-        if waiting:
-            return waiting.get("reason") or "Waiting"
-    return "Terminating" if pod["metadata"].get("deletionTimestamp") else status.get("phase", "Unknown")
+        state = cs.get("state") or {}
+        if "waiting" in state:
+            return (state["waiting"] or {}).get("reason") or "Waiting"
+        if "terminated" in state:
+            return exited(cs["name"], state["terminated"] or {})
+    return status.get("phase", "Unknown")
+
+
+def exited(container, terminated) -> str:
+    """``container app exited (Error, exit code 1)`` from a containerStatus's state.terminated."""
+    details = [terminated.get("reason")] if terminated.get("reason") else []
+    if terminated.get("signal"):
+        details.append("signal %s" % terminated["signal"])
+    details.append("exit code %s" % terminated.get("exitCode", "?"))
+    return "container %s exited (%s)" % (container, ", ".join(details))
+
+
+def why_gone(flags, pod, container=None):
+    """Why the pod, or its ``container``, no longer runs the process kubectl wand was in, read from the API
+    now, to follow "pod/P went away: ": "it was deleted", "it is being deleted (...)", "it was evicted: ...",
+    "container app exited (Error, exit code 1)"; None when it still runs (or the API cannot say)."""
+    meta = pod["metadata"]
+    try:
+        now = api.get(flags, "/api/v1/namespaces/%s/pods/%s" % (meta["namespace"], meta["name"]),
+                      what="pod %s" % meta["name"])
+    except WandError as exc:
+        return "it was deleted" if exc.code == errors.NOT_FOUND else None
+    if now["metadata"].get("uid") != meta.get("uid"):
+        return "it was deleted (a new pod of the same name replaced it)"
+    status = now.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return "it was evicted: %s" % (status.get("message") or "the node ran short of resources")
+    if now["metadata"].get("deletionTimestamp"):
+        return "it is being deleted (a rollout, a scale-down or kubectl delete)"
+    before = {cs.get("name"): cs.get("restartCount", 0) for cs in (pod.get("status") or {}).get(
+        "containerStatuses") or []}
+    for cs in status.get("containerStatuses") or []:
+        if container and cs.get("name") != container:
+            continue
+        state, last = cs.get("state") or {}, (cs.get("lastState") or {}).get("terminated")
+        if state.get("terminated"):
+            return exited(cs["name"], state["terminated"])
+        if last and cs.get("restartCount", 0) > before.get(cs.get("name"), 0):  # it restarted meanwhile
+            return "%s; it %s now" % (exited(cs["name"], last), "runs again" if "running" in state else
+                                      "is " + ((state.get("waiting") or {}).get("reason") or "waiting"))
+    if status.get("phase") not in (None, "Running", "Pending"):
+        return "it is %s" % status["phase"]
+    return None
 
 
 def pods(flags, target, selector=None, all_namespaces=False):
@@ -86,7 +137,7 @@ def pods(flags, target, selector=None, all_namespaces=False):
     if target is not None and target.kind == "pod":
         pod = api.get(flags, "/api/v1/namespaces/%s/pods/%s" % (ns, target.name), what="pod %s" % target.name)
         if not running(pod):
-            raise WandError("pod %s is %s, not Running; kubectl wand needs a running process" % (
+            raise WandError("pod %s is not running (%s); kubectl wand needs a running process" % (
                 target.name, describe_state(pod)), errors.NOT_FOUND)
         return [pod]
     sel = target_selector(flags, target) if target is not None else None

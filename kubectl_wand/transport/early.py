@@ -14,7 +14,7 @@ import atexit
 from ..agent import protocol
 from .. import pipes
 from .bundle import AGENT_ARGS
-from .kubectl import spawn_agent
+from .kubectl import probe_marker, spawn_agent
 
 
 class EarlyCall:
@@ -24,7 +24,9 @@ class EarlyCall:
         """``request``: a list (read-only as it is), or a request that the agent holds before touching
         anything until the CLI says go (``hold``)."""
         self.container, self.request = container, request
-        args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS
+        self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
+        args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS + [
+            self.marker]
         self.proc = spawn_agent(flags, flags.kubectl_in(namespace, *args), protocol.request(**request))
         self.stderr = pipes.Drain(self.proc.stderr)
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind

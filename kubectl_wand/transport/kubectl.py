@@ -21,6 +21,13 @@ from . import Transport, Watch
 from .bundle import AGENT_ARGS, agent_header, boot_line
 
 PYTHONS = ("python3", "python", "python3.14")  # tried in order inside the container
+# How long a candidate interpreter may take to greet before the next is tried: a `python3` on PATH that never
+# answers (a wrapper that blocks) cost the whole --request-timeout, then failed, without trying the pod spec's
+# Python. A hello comes 0.3-0.6 s after the spawn here, 2 s with 20 pods listed at once on 2 cores.
+HELLO_WITHIN = 8.0
+# SIGKILLed (exit 137) with the pod still looking fine: how long to poll for the kubelet's report of why (a
+# container's exit reaches the API after it happened; a deletion or an eviction is there before the kill)
+GONE_PATIENCE = 3.0
 EPHEMERAL_HINT = ("; or add --ephemeral: kubectl wand then works from an ephemeral debug container in the pod, %s, "
                   "that shares the app's processes (no restart)")
 NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral debug container of the app's image "
@@ -35,8 +42,55 @@ def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     return proc
 
 
+LAST_WORD = 5.0  # seconds an interrupted CLI waits for its agent's answer: it ends within a slot poll (0.1 s)
+# and reads the main thread's stack (measured 0.1-0.3 s in a pod)
+
+
+def last_word(proc, interrupt):
+    """The CLI is interrupted (Ctrl-C, SIGTERM, SIGHUP) while its agent works in the pod: hang up, which the
+    agent sees (wait.abandoned) and ends at once, releasing the target's lock, and read its answer for a moment.
+    What an unfinished injection leaves in the target becomes ``interrupt.wand_note``, which the CLI prints
+    (docs/security.md: the pending case). A second Ctrl-C ends the wait."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    result = None
+    try:
+        for line in pipes.lines(proc.stdout, time.monotonic() + LAST_WORD):
+            msg = protocol.decode(line)
+            if protocol.RESULT in msg:
+                result = protocol.check_result(msg[protocol.RESULT])
+                break
+    except (TimeoutError, OSError, ValueError):
+        pass
+    if not result or result.get("status") not in protocol.UNFINISHED:
+        return
+    if result["status"] == protocol.PENDING:
+        from ..agent.session import interrupted_note
+        interrupt.wand_note = interrupted_note(result.get("pid", "?"), result.get("left_behind"))
+    else:
+        interrupt.wand_note = ("interrupted while the code was still running in process %s: it keeps running until "
+                               "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))
+
+
+def agent_line_max(request) -> int:
+    """The longest line the agent may send for ``request``: an exec's result follows --max-output (with room
+    for what the agent adds: the hello, a pending injection's frames); anything else the protocol's ceiling."""
+    if request.get("op") == "exec":
+        return min(protocol.LINE_MAX, protocol.exec_result_max(request.get("max_output", 0)) + protocol.SMALL_MAX)
+    return protocol.LINE_MAX
+
+
 class NoInterpreter(Exception):
     pass
+
+
+def probe_marker() -> str:
+    """A last argument that names one probe in the container's process list, so that a later agent of this CLI
+    can end what a silent candidate left running there (agent/processes.py: end_probes)."""
+    from ..agent.processes import PROBE_MARK
+    return PROBE_MARK + os.urandom(8).hex()
 
 
 class KubectlWatch(Watch):
@@ -50,11 +104,15 @@ class KubectlWatch(Watch):
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
+        lines = protocol.Lines(self.proc.stdout, "the watching agent")
         try:
-            for line in pipes.lines(self.proc.stdout, time.monotonic() + 10 ** 9):
+            while True:  # a watch lasts as long as the process: no deadline, but each line bounded
+                line = lines.line(protocol.SMALL_MAX, time.monotonic() + 10 ** 9)
+                if line is None:
+                    break
                 msg = protocol.decode(line)
                 if protocol.RESULT in msg:
-                    self.result = protocol.check_result(msg[protocol.RESULT])
+                    self.result = protocol.check_op_result("watch", msg[protocol.RESULT])
                     break
         except (OSError, ValueError):
             pass
@@ -79,6 +137,7 @@ class KubectlTransport(Transport):
         self.all_namespaces = all_namespaces
         self.python = None
         self.early = None
+        self.silent = []  # (container, python, marker) of candidates that never greeted: ended by the next agent
         self.use(self.candidates[0])
 
     def use(self, container):
@@ -118,6 +177,12 @@ class KubectlTransport(Transport):
                 self.python = python
                 return result
         self.use(containers[0])
+        silent = [python for container, python, _m in self.silent if container == self.container]
+        if silent:
+            raise WandError("container %s in pod/%s has no Python that answers: %s started but never greeted within "
+                            "%gs (a wrapper that blocks?), and no other interpreter was found; choose the Python "
+                            "container with -c%s" % (self.container, self.name, ", ".join(silent),
+                                                     min(timeout, HELLO_WITHIN), NO_PYTHON_HINT), errors.NOT_FOUND)
         if self.explicit or len(containers) == 1:
             raise WandError("container %s in pod/%s has no Python interpreter (%s not found on PATH, and the pod "
                             "spec names none); choose the Python container with -c%s" % (
@@ -138,29 +203,40 @@ class KubectlTransport(Transport):
             early.cancel()
             early = None
         short = request.get("op") not in ("watch", "profile", "trace")
-        proc = early.hand_over() if early is not None else spawn_agent(self.flags, self.exec_argv(python), request,
-                                                                 short_lived=short, extra=self.agent_extra)
+        probing = self.python is None  # not known yet to greet: bounded by HELLO_WITHIN, marked to be ended
+        marker = getattr(early, "marker", None) if early is not None else (probe_marker() if probing else None)
+        stuck = [m for container, _p, m in self.silent if container == self.container]
+        if stuck and early is None:
+            request = dict(request, end_probes=stuck)
+        proc = early.hand_over() if early is not None else spawn_agent(
+            self.flags, self.exec_argv(python) + ([marker] if marker else []), request, short_lived=short,
+            extra=self.agent_extra)
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()
         if stop is not None:
             threading.Thread(target=self._stopper, args=(proc, stop, finished), daemon=True).start()
         deadline = time.monotonic() + timeout
+        hello_by = time.monotonic() + min(timeout, HELLO_WITHIN) if probing else deadline
         greeted = answered = False
+        # The agent runs in the app's container, where the app's uid may reach it: every line is bounded.
+        limit = agent_line_max(request)
+        lines = protocol.Lines(proc.stdout, "the agent in %s" % self.where)
         try:
-            reader = pipes.lines(proc.stdout, deadline)
             while True:
                 try:
-                    line = next(reader)
-                except StopIteration:
-                    break
+                    line = lines.line(limit, deadline if greeted else min(deadline, hello_by), "a line", line_wait=protocol.line_wait(limit))
+                except protocol.NoLine:
+                    raise TimeoutError
                 except KeyboardInterrupt:
                     if stop is None or stop.is_set():
                         raise
                     stop.set()  # Ctrl-C ends a stream early; its result (what was collected) still comes
-                    reader = pipes.lines(proc.stdout, time.monotonic() + 15)
+                    deadline = time.monotonic() + 15
                     continue
-                msg = protocol.decode(line)
+                if line is None:
+                    break
+                msg = protocol.decode(line, "the agent's line")
                 kind = protocol.kind_of(msg)
                 if kind == protocol.HELLO:
                     protocol.check_hello(msg)
@@ -172,6 +248,7 @@ class KubectlTransport(Transport):
                     if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
                         break
                 elif kind == protocol.EVENT:
+                    protocol.check_fields(msg, "event:o", "the agent's event")
                     if held and "chosen" in msg[protocol.EVENT]:
                         # adopt() checked the pod is Running and this is our container: go ahead
                         pipes.write_line(proc, protocol.encode({protocol.GO: True}))
@@ -179,19 +256,29 @@ class KubectlTransport(Transport):
                         on_event(msg[protocol.EVENT])
                 else:
                     answered = True
-                    return protocol.check_result(msg[protocol.RESULT])
+                    return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
         except TimeoutError:
+            if probing and not greeted and hello_by < deadline:
+                self.silent.append((self.container, python, marker))
+                raise NoInterpreter("%s started but did not greet within %gs" % (python, min(timeout, HELLO_WITHIN)))
             raise WandError("no answer from %s within %gs (kubectl exec); raise --request-timeout or --timeout"
                             % (self.where, timeout), errors.TIMEOUT)
         except protocol.ProtocolError as exc:
             if not greeted:  # whatever ran there is not our agent on a Python: try the next interpreter
                 raise NoInterpreter(str(exc))
-            raise WandError("the agent in %s answered out of protocol (%s); is kubectl-wand's version the same on "
-                            "both ends?" % (self.where, exc), errors.ENVIRONMENT)
+            raise WandError("the agent in %s answered out of protocol: %s%s" % (
+                self.where, exc, "; is kubectl-wand's version the same on both ends?" if "protocol " in str(exc)
+                else ""), errors.PROTOCOL)
+        except BaseException as exc:
+            if stop is None and not isinstance(exc, (Exception, GeneratorExit)):
+                last_word(proc, exc)  # Ctrl-C, SIGTERM/SIGHUP: let the agent end now and say what it leaves
+            raise
         finally:
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
         error = self.exec_error(proc.returncode, stderr.text())
+        if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
+            error = self.gone(patience=GONE_PATIENCE if proc.returncode == 137 else 0) or error
         if isinstance(error, NoInterpreter) or not greeted and getattr(error, "unexplained", False):
             # it ran, but no agent greeted: not a Python we can use (pid 1 a shell, a Python 2...)
             raise NoInterpreter(str(error))
@@ -213,8 +300,9 @@ class KubectlTransport(Transport):
                              "%s (rule: apiGroups [\"\"], resources [\"pods/exec\"], verbs [\"create\"])" % (
                                  self.name, self.namespace), errors.ENVIRONMENT)
         if "unable to upgrade connection: container not found" in low:
-            return WandError("container %s in pod/%s is not running right now (restarting?); kubectl describe "
-                             "pod/%s tells why" % (self.container, self.name, self.name), errors.NOT_FOUND)
+            return self.gone() or WandError("container %s in pod/%s is not running right now (restarting?); "
+                                            "kubectl describe pod/%s tells why" % (self.container, self.name,
+                                                                                    self.name), errors.NOT_FOUND)
         if "container not found" in low or "is not valid for pod" in low:
             return WandError("container %s not found in pod/%s; check -c" % (self.container, self.name),
                              errors.NOT_FOUND)
@@ -228,6 +316,25 @@ class KubectlTransport(Transport):
         error = WandError("kubectl exec into %s failed (exit %s): %s" % (self.where, code, pipes.last_line(text)),
                           errors.ENVIRONMENT)
         error.unexplained = True
+        return error
+
+    def gone(self, patience=0.0):
+        """The error that says why the pod or the container went away (read from the API now, and again for
+        ``patience`` seconds while the pod still looks fine), or None."""
+        from ..kube.resolve import why_gone
+        deadline = time.monotonic() + patience
+        while True:
+            reason = why_gone(self.flags, self.pod, self.container)
+            if reason is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)  # the kubelet reports a container's exit after it happened: poll the API a little
+        if reason is None:
+            return None
+        if reason.startswith("container "):
+            error = WandError("in pod/%s, %s" % (self.name, reason), errors.NOT_FOUND)
+        else:
+            error = WandError("pod/%s went away: %s" % (self.name, reason), errors.NOT_FOUND)
+        error.gone = True  # streams (profile, trace) keep and summarise what came before
         return error
 
     # -- the rest of the interface --------------------------------------------------------------------------
@@ -276,5 +383,6 @@ class KubectlTransport(Transport):
         return ptrace_fix(self.flags, self.pod, self.container)
 
     def forward_allowed(self):
-        from ..kube.checks import can_i
-        return can_i(self.flags, self.namespace, "pods", "portforward")
+        from ..kube.checks import may_open
+        allowed = may_open(self.flags, self.namespace, "portforward")
+        return allowed if allowed is None else bool(allowed)

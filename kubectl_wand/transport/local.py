@@ -4,6 +4,9 @@ from __future__ import annotations
 import socket
 import threading
 
+from .. import errors
+from ..agent import protocol
+from ..errors import WandError
 from . import Forward, Transport, Watch
 
 
@@ -52,31 +55,43 @@ class LocalTransport(Transport):
         self.labels = {}
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
+        """The agent's result, checked as a pod's would be (protocol.check_op_result): what the target sent
+        passed the agent's limits already; this keeps one rule for every transport."""
+        result = self._agent(request, timeout, on_event, stop)
+        try:
+            return protocol.check_op_result(request.get("op"), result, "the agent's result")
+        except protocol.ProtocolError as exc:
+            raise WandError("the agent for %s answered out of protocol: %s" % (self.where, exc), errors.PROTOCOL)
+
+    def _agent(self, request, timeout, on_event, stop):
         from ..agent import main  # the same agent that runs in pods, called in-process
         if stop is None:
             return main.handle(request, fetch_blob=ship, emit=on_event)
         # A streaming operation runs in a worker thread, so Ctrl-C in the main thread can set ``stop`` and
-        # still collect the result (a profile writes what it sampled).
-        box, finished = {}, threading.Event()
+        # still collect the result (a profile writes what it sampled). Its end is an Event, not join(): on
+        # CPython <= 3.12 a join interrupted by a signal marks the thread as stopped while it still runs, and
+        # every later join returns at once (seen: SIGTERM, then no result and no profile written).
+        box, done = {}, threading.Event()
 
         def work():
             try:
                 box["result"] = main.handle(request, fetch_blob=ship, emit=on_event, stop=stop)
+            except BaseException as exc:  # raised here, in the caller's thread
+                box["error"] = exc
             finally:
-                finished.set()
+                done.set()
 
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
+        threading.Thread(target=work, daemon=True).start()
         try:
-            while not finished.wait(0.2):
+            while not done.wait(0.2):
                 pass
         except KeyboardInterrupt:
             stop.set()
-            # An Event, not worker.join: a join interrupted by Ctrl-C (Python 3.11) leaves the thread looking
-            # finished to the next join, which then returned at once, before the worker's result.
-            finished.wait(timeout)
-            if "result" not in box:
+            done.wait(timeout)
+            if "result" not in box and "error" not in box:
                 raise
+        if "error" in box:
+            raise box["error"]
         return box["result"]
 
     def describe(self, pid: int) -> str:

@@ -39,7 +39,7 @@ class PortForward(Forward):
                     self.local_port = int(m.group(1))
                     self.stdout_drain = pipes.Drain(self.proc.stdout)
                     return
-        except TimeoutError:
+        except (TimeoutError, ValueError):  # ValueError: a line over pipes.LINE_MAX
             pass
         pipes.close(self.proc)
         text = stderr.text()

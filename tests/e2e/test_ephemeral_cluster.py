@@ -108,6 +108,8 @@ def test_ephemeral_lists_runs_and_breaks(cluster, wand, pod):
     assert stack.returncode == 0, stack.stderr
     threads = json.loads(stack.stdout)["items"][0]["threads"]
     assert any(f["file"].endswith("/uvicorn/server.py") for t in threads for f in t["frames"]), threads
+    main = next(t for t in threads if t["main"])  # whole, as py-spy shows it, from another container too
+    assert main["frames"][-1]["function"] == "_run_module_as_main" and main["cut"] is None, main
 
     attached = Attached(dict(cluster.env, PYTHONPATH=REPO), "pod/" + pod, "--ephemeral", "--local-port", "0")
     try:
@@ -286,6 +288,8 @@ def test_refused_without_rbac_for_ephemeral_containers(cluster, wand):
                    "-o", "json")
     rows = {r["check"]: r for r in json.loads(checked.stdout)["rows"]}
     assert checked.returncode == 1 and rows["RBAC pods/ephemeralcontainers"]["status"] == "fail", rows
+    # and the last row does not promise the container the RBAC row refuses ("ok none running: one is added")
+    assert rows["debug container"]["status"] == "fail" and "none can be added" in rows["debug container"]["detail"]
 
 
 def test_usage_errors(wand):

@@ -289,7 +289,9 @@ def test_old_python_and_missing_ptrace(cluster, wand):
     denied = wand("exec-py", "pod/noptrace", "--", "1")
     assert denied.returncode == 4
     line = one_line(denied)
-    assert "SYS_PTRACE" in line and "securityContext.capabilities.add: [SYS_PTRACE] in container app" in line
+    # noptrace drops ALL and runs as root: kubectl wand also needs CHOWN and DAC_OVERRIDE to hand files to uid 1000
+    assert "SYS_PTRACE" in line and ("securityContext.capabilities.add: [SYS_PTRACE, CHOWN, DAC_OVERRIDE] in "
+                                     "container app") in line
     checked = wand("check", "pod/noptrace", "-o", "json")
     assert checked.returncode == 1
     rows = {r["check"]: r for r in json.loads(checked.stdout)["rows"]}

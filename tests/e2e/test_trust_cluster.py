@@ -33,7 +33,8 @@ def test_printed_ptrace_fix_adds_and_removes_nothing(cluster, wand):
                              text=True, timeout=60)
     assert applied.returncode == 0, applied.stderr
     caps = json.loads(applied.stdout)["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
-    assert caps == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "SYS_PTRACE"]}
+    # the container drops ALL: kubectl wand (root) also needs CHOWN and DAC_OVERRIDE back to hand its files over
+    assert caps == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "SYS_PTRACE", "CHOWN", "DAC_OVERRIDE"]}
 
 
 def test_no_patch_is_offered_for_a_job_or_a_bare_pod(cluster, wand):
@@ -89,6 +90,9 @@ def test_port_forward_dies_with_attach(cluster, signum):
         assert any("port-forward" in cmd for _p, cmd in children(attached.proc.pid)), kids
         os.kill(attached.proc.pid, signum)
         attached.proc.wait(30)
+        if signum != signal.SIGKILL:  # ended as Ctrl-C ends it, then the signal's exit code
+            said = attached.pending + attached.proc.stdout.read()
+            assert "Stopped forwarding" in said and attached.proc.returncode == 128 + signum, said
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p) and
                                                   open("/proc/%d/stat" % p).read().split()[2] != "Z" for p in kids):

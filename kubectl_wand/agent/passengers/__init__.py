@@ -2,7 +2,8 @@
 
 Beside the target, in a short-lived subprocess of its interpreter:
 - ``injector``: compiles exec-py's code with the target's compiler, then ``sys.remote_exec``; reads stacks;
-- ``sampler``: reads the target's stacks from its memory (stack, profile), never runs code in it.
+- ``sampler``: reads the target's stacks from its memory (stack, profile), never runs code in it; shipped after
+  ``framewalk`` (the frames and thread names it reads itself where 3.14's reader falls short), in one source.
 Inside the target, on its main thread (started by ``sys.remote_exec``):
 - ``bootstrap``: the only file written for an injection: connect back, hello, receive the request, run the
   op's code that came in it, answer; it never raises and never prints;
@@ -17,6 +18,6 @@ The rules (tests/test_passengers.py enforces them):
   a passenger's pure functions);
 - the standard library only, and Python 3.8 syntax (the target's interpreter is the only one they get);
 - they import nothing of ours, not even each other: what two of them share in one namespace (codefinder's
-  names in probe) is run there in order by the bootstrap.
+  names in probe) is run there in order by the bootstrap; framewalk and sampler are joined into one ``-c``.
 This file holds nothing but this text.
 """

@@ -6,8 +6,9 @@ Usage (the agent passes this file's source with ``-c``; the reader must be the t
       in, whether it holds the GIL) with its frames innermost first; with --async also the asyncio tasks.
   profile PID --rate HZ --duration S [--idle] [--gil]
       Samples every thread at HZ for S seconds and counts identical stacks per thread name. A progress line
-      ``{"progress": {...}}`` about every 0.5 s, then ``{"profile": {...}}``. SIGTERM, SIGINT or EOF on stdin
-      (the agent went away) end it early; the final line is still written.
+      ``{"progress": {...}}`` about every 0.5 s, what was counted so far ``{"partial": {...}}`` every second (a
+      pod ended by a rollout takes the sampler with it: what reached the CLI is kept), then ``{"profile": {...}}``.
+      SIGTERM, SIGINT or EOF on stdin (the agent went away) end it early; the final line is still written.
 Any failure is ``{"error": MESSAGE, "kind": KIND}``. The reader is ``_remote_debugging.RemoteUnwinder`` (CPython
 3.14+): it only reads the target's memory (process_vm_readv), so it works with remote debugging disabled or the
 main thread blocked in C, and the target never stops. Standard library only.
@@ -19,14 +20,19 @@ import time
 
 RETRIES = 5  # a read races the running target; a torn read raises and the next one usually succeeds
 PROGRESS_EVERY = 0.5
+PARTIAL_EVERY = 1.0
 SYSCALLS = {  # the calls a thread usually sleeps in, by architecture; others print as "syscall N"
-    "x86_64": {0: "read", 1: "write", 7: "poll", 17: "pread64", 23: "select", 34: "pause", 35: "nanosleep",
+    "x86_64": {0: "read", 1: "write", 7: "poll", 17: "pread64", 23: "select", 24: "sched_yield", 34: "pause",
+               35: "nanosleep",
                42: "connect", 43: "accept", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
                61: "wait4", 73: "flock", 128: "rt_sigtimedwait", 130: "rt_sigsuspend", 202: "futex",
+               # restart_syscall: a sleep resumed after a signal (a stopped and continued process, a debugger)
+               219: "restart_syscall", 220: "semtimedop",
                230: "clock_nanosleep", 232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll",
                281: "epoll_pwait", 288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2"},
     "aarch64": {22: "epoll_pwait", 32: "flock", 63: "read", 64: "write", 67: "pread64", 72: "pselect6",
                 73: "ppoll", 95: "waitid", 98: "futex", 101: "nanosleep", 115: "clock_nanosleep",
+                124: "sched_yield", 128: "restart_syscall", 192: "semtimedop",
                 133: "rt_sigsuspend", 137: "rt_sigtimedwait", 202: "accept", 203: "connect", 206: "sendto",
                 207: "recvfrom", 211: "sendmsg", 212: "recvmsg", 242: "accept4", 243: "recvmmsg", 260: "wait4",
                 441: "epoll_pwait2"},
@@ -83,6 +89,8 @@ def read(call, pid):
 
 
 def frame(f):
+    if not readable(f.funcname, f.filename):  # an asyncio task's frame: not read again (see readable)
+        return {"function": UNREADABLE[0], "file": UNREADABLE[1], "line": None}
     return {"function": f.funcname, "file": f.filename, "line": f.lineno}
 
 
@@ -119,9 +127,79 @@ def thread_name(pid, tid, comm):
     return "MainThread" if tid == pid else (comm or "?")
 
 
-def stack(pid, want_async):
+def name_cut(pid, tid, comm):
+    """True when the name shown may be the first 15 bytes of a longer Python name: the kernel keeps no more
+    (TASK_COMM_LEN), and Python's own (threading.Thread.name, in the target's memory) is not read."""
+    return tid != pid and len((comm or "").encode("utf-8", "surrogateescape")) >= 15
+
+
+def python_names(walker):
+    """{native thread id: threading.Thread.name}, or {} where they cannot be read (see Names)."""
+    if walker is None:
+        return {}
+    try:
+        if getattr(walker, "names", None) is None:
+            walker.names = Names(walker)
+        return walker.names.read()
+    except (Unreadable, OSError):
+        return {}
+
+
+def open_walker(pid, runtime):
+    """(Walker or None, why not)."""
+    if not runtime:
+        return None, "the runtime's address is unknown"
+    try:
+        return Walker(pid, runtime), None
+    except (Unreadable, OSError) as exc:
+        return None, str(exc)
+
+
+UNREADABLE = ("<unreadable>", "<unreadable>", None)
+
+
+def readable(function, file):
+    """False for a name read badly: measured, 3.14's reader decodes a non-ASCII name as raw UCS-2/4 bytes with
+    NULs in it, and a torn read gives empty names. No real function or file name holds a NUL."""
+    return bool(function) and "\x00" not in function and "\x00" not in file
+
+
+def thread_frames(walker, starts, info, why_not):
+    """(frames innermost first as (function, file, line), why outer frames may be missing or None, how many frames
+    were unreadable). The reader's frames, names read badly read again by the walker (else <unreadable>), then
+    the walker's frames past the reader's cut."""
+    inner = [(f.funcname, f.filename, f.lineno) for f in info.frame_info]
+    bad = [i for i, f in enumerate(inner) if not readable(f[0], f[1])]
+    walked, cut, why = None, 0, why_not
+    if walker is not None:
+        try:
+            walked, cut = walker.walk(starts.get(info.thread_id, 0))
+        except Unreadable as exc:
+            walked, why = None, "reading past a C call failed: %s" % exc
+        else:
+            last = inner[-1] if inner else None
+            if cut != len(inner) or last and (walked[cut - 1][2] != last[2] or
+                                              readable(*last[:2]) and walked[cut - 1][0] != last[0]):
+                walked, why = None, "the thread moved between two reads"
+    frames = inner + (walked[cut:] if walked is not None else [])
+    unread = 0
+    for i in bad + list(range(len(inner), len(frames))):
+        if i < len(inner) and walked is not None and readable(*walked[i][:2]):
+            frames[i] = walked[i]
+        elif not readable(*frames[i][:2]):
+            frames[i], unread = UNREADABLE, unread + 1
+    return frames, (None if walked is not None else why), unread
+
+
+def stack(pid, want_async, runtime=None):
     reader = unwinder(pid, all_threads=True)
+    walker, why_not = open_walker(pid, runtime)
     threads, attempts = read(reader.get_stack_trace, pid)
+    try:
+        starts = walker.frame_addresses() if walker else {}
+    except Unreadable as exc:
+        walker, why_not = None, str(exc)
+    pynames = python_names(walker)
     gil, gil_known = None, True
     try:
         # Who holds the GIL, read a moment after the stacks (a second read: "where known").
@@ -134,10 +212,16 @@ def stack(pid, want_async):
         tid = info.thread_id
         comm, letter = task_stat(pid, tid)
         state = STATES.get(letter, letter or "gone")
-        out.append({"tid": tid, "name": thread_name(pid, tid, comm), "comm": comm, "main": tid == pid,
+        frames, cut, unread = thread_frames(walker, starts, info, why_not)
+        out.append({"tid": tid, "name": pynames.get(tid) or thread_name(pid, tid, comm),
+                    "name_cut": tid not in pynames and name_cut(pid, tid, comm),
+                    "comm": comm, "main": tid == pid,
                     "state": state, "syscall": syscall_of(pid, tid) if letter in ("S", "D") else None,
                     "gil": (tid == gil) if gil_known else None,
-                    "frames": [frame(f) for f in info.frame_info]})
+                    "frames": [{"function": f, "file": n, "line": line} for f, n, line in frames],
+                    "cut": cut, "unreadable": unread})
+    if walker is not None:
+        walker.close()
     out.sort(key=lambda t: (not t["main"], t["tid"]))
     result = {"pid": pid, "threads": out, "gil_holder": gil, "gil_known": gil_known, "attempts": attempts}
     if want_async:
@@ -231,8 +315,14 @@ class TaskFiles:
             os.close(fd)
 
 
-def profile(pid, rate, duration, idle, gil, out):
+CUT_MARK = ("<outer frames not read>", "<kubectl-wand>", 0)  # outermost frame of a sample that may be cut
+
+
+def profile(pid, rate, duration, idle, gil, out, runtime=None):
     reader = unwinder(pid, **({"only_active_thread": True} if gil else {"all_threads": True}))
+    walker, why_not = open_walker(pid, runtime)
+    cut_samples, cut_reason, unreadable = 0, None, 0
+    pynames, names_read = {}, 0.0
     stopper = Stopper()
     files = TaskFiles(pid)
     counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
@@ -243,7 +333,17 @@ def profile(pid, rate, duration, idle, gil, out):
     start = time.monotonic()
     ticks = max(1, int(round(duration * rate)))
     k = 0
-    next_progress = start + PROGRESS_EVERY
+    next_progress, next_partial = start + PROGRESS_EVERY, start + PARTIAL_EVERY
+
+    def summary(reason):
+        elapsed = time.monotonic() - start
+        return aggregate(counts, {
+            "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
+            "missed": missed, "recorded": recorded, "last_error": last_error, "cut": cut_samples,
+            "cut_reason": cut_reason, "unreadable": unreadable,
+            "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0, "idle": idle, "gil": gil,
+            "stopped_early": reason})
+
     while stopper.reason is None and k < ticks:
         try:
             threads, _ = read(reader.get_stack_trace, pid)
@@ -256,16 +356,32 @@ def profile(pid, rate, duration, idle, gil, out):
             threads = ()
         else:
             samples += 1
+        starts = None
         for info in threads:
             tid = info.thread_id
             comm, letter = files.stat(tid)
-            if comm is not None:  # names can change while we sample; a thread gone keeps its last one
+            if tid not in pynames and walker is not None and time.monotonic() > names_read + 1:
+                names_read = time.monotonic()  # a new thread: its Python name, at most once a second
+                pynames = python_names(walker)
+            if tid in pynames:
+                names[tid] = pynames[tid]
+            elif comm is not None:  # names can change while we sample; a thread gone keeps its last one
                 names[tid] = thread_name(pid, tid, comm)
             # Idle: not on a CPU (sleeping in a syscall, waiting for the GIL, stopped). --gil keeps the holder
             # whatever its state: a C call that keeps the GIL while it blocks is what --gil is for.
             if not (idle or gil) and letter != "R" or not info.frame_info:
                 continue
-            key = (names.get(tid, "?"), tuple(info.frame_info))
+            if starts is None:
+                try:
+                    starts = walker.frame_addresses() if walker else {}
+                except Unreadable as exc:
+                    starts, walker, why_not = {}, None, str(exc)
+            frames, cut, unread = thread_frames(walker, starts, info, why_not)
+            unreadable += unread
+            if cut:
+                cut_samples, cut_reason = cut_samples + 1, cut
+                frames.append(CUT_MARK)
+            key = (names.get(tid, "?"), tuple(frames))
             counts[key] = counts.get(key, 0) + 1
             recorded += 1
         if len(files.fds) > len(threads) + 8:
@@ -281,12 +397,11 @@ def profile(pid, rate, duration, idle, gil, out):
         if now >= next_progress:
             emit(out, {"progress": {"samples": samples, "errors": errors, "elapsed": round(now - start, 2)}})
             next_progress = now + PROGRESS_EVERY
+        if now >= next_partial and recorded:
+            emit(out, {"partial": summary("partial")})
+            next_partial = now + PARTIAL_EVERY
         stopper.wait(start + k * period - time.monotonic())  # after the last tick: the end of its period
-    elapsed = time.monotonic() - start
-    return {"profile": aggregate(counts, {
-        "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
-        "missed": missed, "recorded": recorded, "last_error": last_error, "achieved_rate": round(samples / elapsed, 2) if elapsed else 0.0,
-        "idle": idle, "gil": gil, "stopped_early": stopper.reason})}
+    return {"profile": summary(stopper.reason)}
 
 
 def aggregate(counts, meta):
@@ -294,11 +409,10 @@ def aggregate(counts, meta):
     index, frames, stacks = {}, [], []
     for (name, chain), count in sorted(counts.items(), key=lambda kv: -kv[1]):
         ids = []
-        for f in chain:
-            key = (f.funcname, f.filename, f.lineno)
+        for key in chain:
             if key not in index:
                 index[key] = len(frames)
-                frames.append(frame(f))
+                frames.append({"function": key[0], "file": key[1], "line": key[2]})
             ids.append(index[key])
         stacks.append({"thread": name, "frames": ids, "count": count})
     return dict(meta, frames=frames, stacks=stacks)
@@ -330,11 +444,13 @@ def emit(out, obj):
 
 def parse(argv):
     op, pid, rest = argv[0], int(argv[1]), argv[2:]
-    opts = {"async": False, "idle": False, "gil": False, "rate": 100.0, "duration": 10.0}
+    opts = {"async": False, "idle": False, "gil": False, "rate": 100.0, "duration": 10.0, "runtime": None}
     while rest:
         flag = rest.pop(0).lstrip("-")
         if flag in ("rate", "duration"):
             opts[flag] = float(rest.pop(0))
+        elif flag == "runtime":
+            opts[flag] = int(rest.pop(0))
         elif flag in opts:
             opts[flag] = True
         else:
@@ -348,9 +464,9 @@ def main(argv, out):
     try:
         op, pid, opts = parse(argv)
         if op == "stack":
-            emit(out, stack(pid, opts["async"]))
+            emit(out, stack(pid, opts["async"], opts["runtime"]))
         elif op == "profile":
-            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out))
+            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out, opts["runtime"]))
         else:
             raise Failure("usage", "unknown sampler operation %r" % op)
     except Failure as exc:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import time
 
+from . import protocol
 from .session import AgentError, Injection
 from .tracing import EOF, Relay
 
 PING_EVERY = 1.0
 REPORT_TIMEOUT = 120.0  # the final snapshot and census: seconds on a huge heap
+STARTED = "pid:i frames:i app_tracing:b census_ms:n stride:i"
+REPORT = protocol.RESULT_FIELDS + "mode:s reason:s seconds:n frames:i app_tracing:b stopped:b tracing_after:b " \
+    "sites:a types:a walk:a heap:o memory:o"
 DEFAULT_PAUSE = 0.5
 DEFAULT_FRAMES = 3
 
@@ -52,8 +56,36 @@ class Window(Relay):
     def __init__(self, pid, emit, stop, duration):
         super().__init__(pid, emit, stop, duration)
 
-    def __call__(self, conn, hello):
+    def __call__(self, conn, hello, lines=None):
         conn.settimeout(2.0)
+        self.lines = lines or protocol.Lines(conn, "the target")
+        try:
+            return self.follow(conn, hello)
+        except protocol.ProtocolError as exc:
+            # Closing the connection (the caller does) stops the window's tracemalloc in the target.
+            raise AgentError("protocol", "the memory window in process %d answered out of protocol: %s; it was "
+                             "ended" % (self.pid, exc))
+
+    def next_message(self, conn, deadline):
+        """The window's next message, checked: ``{"started": {...}}`` or its report (a result); None when none
+        came by ``deadline``; EOF when the connection ended. The report may be large (--top 200 sites of 100
+        frames): up to LINE_MAX."""
+        try:
+            line = self.lines.line(protocol.LINE_MAX, deadline or 0.0, "a message", poll=True)
+        except protocol.NoLine:
+            return None
+        if line is None:
+            return EOF
+        message = protocol.decode(line, "a message")
+        if "status" in message:
+            protocol.check_result(message, "the window's report")
+            return protocol.check_fields(message, REPORT, "the window's report")
+        if "started" in message:
+            protocol.check_fields(message["started"], STARTED, "the window's start", required=("pid",))
+            return message
+        raise protocol.ProtocolError("the window sent neither its start nor its report")
+
+    def follow(self, conn, hello):
         first = self.next_message(conn, time.monotonic() + 30.0)
         if first is None or first is EOF or "started" not in first:
             if isinstance(first, dict) and first.get("status") == "error":

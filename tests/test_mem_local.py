@@ -118,3 +118,33 @@ def test_refusals(wand, spawn):
         assert done.returncode == 2 and words in done.stderr, (args, done.stderr)
     done = wand("mem", "pid/999999")
     assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+
+
+FORK = """import os, tracemalloc
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(w, b"1" if tracemalloc.is_tracing() else b"0")
+    os._exit(0)
+os.close(w)
+os.waitpid(child, 0)
+(tracemalloc.is_tracing(), os.read(r, 1))"""
+
+
+def test_a_child_forked_during_a_window_does_not_keep_tracing(spawn):
+    app = spawn("leaker.py")
+    cli = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "mem", "pid/%d" % app.pid, "--duration", "120s",
+                            "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=default_signals)
+    try:
+        assert wait_for(lambda: tracing(app.pid)[0] is True, timeout=20, interval=0.3)
+        forked = handle({"op": "exec", "pid": app.pid, "timeout": 10, "code": FORK})
+        assert forked["status"] == "ok", forked
+        assert forked["value"] == "(True, b'0')", forked["value"]  # the parent traces, its child does not
+        cli.send_signal(signal.SIGINT)
+        cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert window_gone(app.pid)

@@ -18,6 +18,7 @@ APPS = os.path.join(REPO, "tests", "apps")
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import dap  # noqa: E402
 from procs import default_signals, wait_for  # noqa: E402
+from test_kube_verbs import children  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 NAME = "mem-leak"
@@ -81,6 +82,26 @@ def test_killing_the_cli_mid_window_stops_tracemalloc_in_every_replica(leak, wan
         # (or, at worst, five seconds without a ping).
         assert wait_for(lambda: all(tracing(wand, pod) == "(False, False)" for pod in pods), timeout=60, interval=1)
         print("tracemalloc off in every replica %.1fs after SIGKILL of the CLI" % (time.monotonic() - started))
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+def test_killing_kubectl_mid_window_stops_tracemalloc(leak, wand):
+    pods = leak.pod_names("app=" + NAME)
+    cli = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "mem", "deploy/" + NAME, "--duration", "300s"],
+                           env=dict(leak.env, PYTHONPATH=REPO), cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=default_signals)
+    try:
+        assert wait_for(lambda: all(tracing(wand, pod) == "(True, True)" for pod in pods), timeout=60, interval=1)
+        kubectls = [pid for pid, cmd in children(cli.pid) if "kubectl" in cmd and " exec " in cmd]
+        assert len(kubectls) == 2, children(cli.pid)
+        for pid in kubectls:
+            os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: all(tracing(wand, pod) == "(False, False)" for pod in pods), timeout=60, interval=1)
+        _out, err = cli.communicate(timeout=60)
+        assert cli.returncode != 0 and err.strip(), err  # each lost pod is one error line, not a hang
     finally:
         if cli.poll() is None:
             cli.kill()

@@ -154,7 +154,11 @@ CASES = [
      {"op": "mem", "duration": 2.0, "frames": 3, "top": 5}),
     ("mem yaml", ["mem", "pod/web-1", "-o", "yaml"], "census", errors.OK, ["by_size:", "type: bytes"], [], {}),
     ("mem bad top", ["mem", "pod/web-1", "--top", "0"], None, errors.USAGE, [], ["--top"], None),
-    ("mem permission", ["mem", "pod/web-1"], {"mem": PERMISSION}, errors.NOT_ATTACHABLE, [], ["not permitted"], {}),
+    ("mem pending", ["mem", "pod/web-1", "--timeout", "1s"], {"mem": PENDING}, errors.TIMEOUT, [],
+     ["pod/web-1: the main thread did not reach", "main thread blocked at /app/web.py:3:serve",
+      "nothing of this request will run"], {"op": "mem", "timeout": 1.0}),
+    ("mem permission", ["mem", "pod/web-1"], {"mem": PERMISSION}, errors.NOT_ATTACHABLE, [],
+     ["not permitted", "or add --ephemeral (with SYS_PTRACE of its own)"], {}),
     ("attach image without ephemeral", ["attach", "pod/web-1", "--image", "python:3.14"], None, errors.USAGE, [],
      ["--ephemeral"], None),
 ]

@@ -14,10 +14,12 @@ import threading
 import time
 
 from .. import errors, printers, terminal
+from ..agent import protocol
+from ..report import timed_out
 from ..errors import WandError
 from ..flags import DURATION, Flag
 from ..terminal import text
-from .common import TARGET_FLAGS, TargetOptions, positive_seconds
+from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
 from .fanout import pods_of, read_all
 
 DESCRIPTION = ("Where the memory goes in the app process of every Running pod: a census of the live heap (types by "
@@ -85,9 +87,17 @@ class Options(TargetOptions):
             if isinstance(result, WandError):
                 self.streams.stderr.write("error: %s: %s\n" % (transport.where, text(result.message)))
                 codes.append(result.code)
+            elif result.get("status") in protocol.UNFINISHED:  # the main thread never ran it: show where it is
+                timed_out(dict(result, error="%s: %s" % (transport.where, result.get("error"))),
+                          self.streams.stderr)
+                codes.append(errors.TIMEOUT)
             elif result.get("status") != "ok":
-                self.streams.stderr.write("error: %s: %s\n" % (transport.where, text(result.get("error"))))
-                codes.append(errors.exit_code(result))
+                try:
+                    check_result(result, transport)  # the kind's fix (SYS_PTRACE, --ephemeral) in its message
+                    raise WandError(result.get("error") or "failed", errors.exit_code(result))
+                except WandError as exc:
+                    self.streams.stderr.write("error: %s\n" % text(exc.message))
+                    codes.append(exc.code)
             else:
                 result.pop("hello", None)
                 reports.append(dict(result, pod=transport.labels.get("pod"), where=transport.where))

@@ -113,3 +113,8 @@ def test_ephemeral_census(leak, wand):
     done = wand("mem", "pod/" + pod, "--ephemeral", "-o", "json", "--top", "3", timeout=240)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["by_size"][0]["type"] == "bytes"
+    window = wand("mem", "pod/" + pod, "--ephemeral", "--duration", "3s", "-o", "json", timeout=240)
+    assert window.returncode == 0, window.stderr
+    report = json.loads(window.stdout)
+    assert report["sites"][0]["stack"][0]["line"] == LEAK_LINE, report["sites"][:2]
+    assert tracing(wand, pod) == "(False, False)"

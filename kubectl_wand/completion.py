@@ -195,6 +195,8 @@ def complete_target(line, current):
         prefix, _, name = current.partition("/")
         if prefix == "pid":
             found = ["pid/%s" % c for c in local_pids()]
+        elif prefix in targets.ENGINES:
+            found = ["%s/%s" % (prefix, n) for n in engine_containers(prefix)]
         elif prefix in targets.KINDS:
             found = ["%s/%s" % (prefix, n) for n in names_of_kind(line, prefix)]
         else:
@@ -239,6 +241,17 @@ def api_items(line, path):
     from .kube import api
     flags = kube_flags(line)
     return api.get(flags, path.format(ns=flags.namespace())).get("items") or []
+
+
+def engine_containers(engine):
+    """Names of the running containers of ``docker`` or ``podman`` (its CLI, the user's environment)."""
+    from .transport.engine import COMPOSE_SERVICE, Engine
+    try:
+        done = Engine("docker" if engine == "compose" else engine).run("ps", "--format", "{{.Label \"%s\"}}" % (
+            COMPOSE_SERVICE) if engine == "compose" else "{{.Names}}", timeout=5)
+    except Exception:  # noqa: BLE001 - no engine here: nothing to offer
+        return []
+    return sorted({n for n in done.stdout.decode("utf-8", "replace").split() if n}) if done.returncode == 0 else []
 
 
 def names_of_kind(line, prefix):

@@ -6,7 +6,7 @@ plus the pod it came from. ``merge`` turns any number of sources into one *merge
   {"frames": [{"function", "file", "line", "kind"}],  kind: "python", or "pod" / "process" / "thread" for roots
    "stacks": [{"frames": [frame index, ROOT FIRST], "count": n}],  biggest first
    "total": sum of counts, "samples": ticks taken, "errors", "rate", "duration", "achieved_rate" (the lowest),
-   "sources": [{"pod", "pid", "samples", "errors", "achieved_rate", "duration", "stopped_early"}]}
+   "sources": [{"pod", "pid", "samples", "errors", "achieved_rate", "duration", "stopped_early", "window"}]}
 
 Renderers: ``to_speedscope`` (speedscope's JSON file format), ``to_collapsed`` (``root;...;leaf COUNT`` lines),
 ``to_svg`` (a flame graph, see ``flamegraph``) and ``top`` (rows of own/total share per function).
@@ -39,7 +39,7 @@ def merge(sources, per_pod=False, per_process=False, threads=False) -> dict:
                      "errors": prof.get("errors", 0), "achieved_rate": prof.get("achieved_rate"),
                      "duration": prof.get("duration"), "rate": prof.get("rate"),
                      "stopped_early": prof.get("stopped_early"), "cut": prof.get("cut", 0),
-                     "cut_reason": prof.get("cut_reason")})
+                     "cut_reason": prof.get("cut_reason"), "window": prof.get("window")})
         local = [frame_id(f["function"], f["file"], f["line"], "python") for f in prof["frames"]]
         roots = []
         if per_pod and pod is not None:

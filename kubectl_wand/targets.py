@@ -1,4 +1,5 @@
-"""Parse kubectl-shaped targets: POD, TYPE/NAME, and pid/N for a local process."""
+"""Parse kubectl-shaped targets: POD, TYPE/NAME, pid/N for a local process, docker/NAME and podman/NAME for a
+container of an engine."""
 from __future__ import annotations
 
 from .errors import USAGE, WandError
@@ -16,9 +17,13 @@ RESOURCES = (
     ("job", "job", ("jobs",), "/apis/batch/v1/namespaces/{ns}/jobs"),
     ("ksvc", "ksvc", ("ksvcs", "kservice"), "/apis/serving.knative.dev/v1/namespaces/{ns}/services"),
     ("pid", "pid", (), None),  # a process on this machine
+    ("docker", "docker", (), None),  # a container of a Docker engine (DOCKER_HOST, docker context)
+    ("podman", "podman", (), None),  # a container of Podman (CONTAINER_HOST, --connection)
+    ("compose", "compose", (), None),  # the running containers of a Docker Compose service (its replicas)
 )
 KINDS = {name: kind for kind, short, others, _path in RESOURCES for name in (short,) + others}  # any name -> kind
 SHORT_NAMES = tuple(short for _kind, short, _others, _path in RESOURCES)
+ENGINES = ("docker", "podman", "compose")  # kinds whose NAME is a container (or service) of an engine
 LIST_PATHS = {kind: path for kind, _short, _others, path in RESOURCES if path}  # kind -> API path, with {ns}
 
 
@@ -37,9 +42,14 @@ class Target:
         return self.kind == "pid"
 
     @property
+    def engine(self) -> bool:
+        """Whether it is a container of a Docker or Podman engine, or a Compose service (no pods, no kubectl)."""
+        return self.kind in ENGINES
+
+    @property
     def workload(self) -> bool:
         """Whether it stands for pods that come and go (a workload, a service, a Knative Service)."""
-        return self.kind not in ("pod", "pid")
+        return self.kind not in ("pod", "pid") + ENGINES
 
     @property
     def pid(self) -> int:
@@ -52,7 +62,7 @@ class Target:
 def parse(text: str) -> Target:
     if "/" not in text:
         if not text:
-            raise WandError("empty target; give POD, TYPE/NAME or pid/N", USAGE)
+            raise WandError("empty target; give POD, TYPE/NAME, pid/N or docker/NAME", USAGE)
         return Target("pod", text)
     prefix, _, name = text.partition("/")
     base, dot, group = prefix.lower().partition(".")

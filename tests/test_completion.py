@@ -105,8 +105,8 @@ def test_no_completion_for_code_after_dashes(complete):
 def test_kinds_without_a_reachable_cluster(complete):
     start = time.monotonic()
     assert complete("get", "processes", "") == (["pod/", "svc/", "deploy/", "sts/", "ds/", "rs/", "job/", "ksvc/",
-                                                 "pid/"], 6)
-    assert complete("attach", "d") == (["deploy/", "ds/"], 6)  # NoSpace: the name follows the slash
+                                                 "pid/", "docker/", "podman/", "compose/"], 6)
+    assert complete("attach", "d") == (["deploy/", "ds/", "docker/"], 6)  # NoSpace: the name follows the slash
     assert complete("attach", "deploy/") == ([], 4)  # the API server refused: nothing, no error
     assert time.monotonic() - start < 20
 

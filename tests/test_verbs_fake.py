@@ -257,3 +257,30 @@ def test_record_agent_answers(spawn):
     with open(RECORDED, "w", encoding="utf-8") as f:
         json.dump(recorded, f, indent=1, sort_keys=True)
         f.write("\n")
+
+
+class ArmedPod(FakeTransport):
+    """A pod whose agent, asked for a sync profile or trace, says armed and logs when its window opens."""
+
+    def __init__(self, name, log):
+        super().__init__(name)
+        self.log = log
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        if request.get("sync"):
+            self.log.append(("armed", self.name))
+            on_event({"armed": {"processes": 1}})  # returns when the window opens (then the go is sent)
+            self.log.append(("go", self.name))
+        return super().agent(request, timeout, on_event, stop)
+
+
+@pytest.mark.parametrize("argv", [["profile", "deploy/web", "--duration", "1s"],
+                                  ["trace", "deploy/web", "ticker.py:9", "n", "--duration", "1s"]])
+def test_profile_and_trace_open_every_pods_window_once_all_are_armed(argv):
+    log = []
+    pods = [ArmedPod("web-%d" % i, log) for i in range(3)]
+    code, _out, err = run_verb(argv, pods)
+    assert code == errors.OK, err
+    assert all(p.requests[-1].get("sync") for p in pods)
+    first_go = min(i for i, (what, _pod) in enumerate(log) if what == "go")
+    assert sorted(pod for what, pod in log[:first_go]) == ["web-0", "web-1", "web-2"]  # no window before all armed

@@ -109,9 +109,12 @@ def holds_listener(pid: int, host: str, port: int):
     return False
 
 
-def listening_inodes(host, port: int, net="/proc/net") -> set:
+def listening_inodes(host, port: int, net=None) -> set:
     """``socket:[inode]`` names of the TCP sockets in LISTEN state on ``port`` (at ``host``'s address, or any
-    address when host is None) in the network namespace of ``net`` (/proc/net: ours)."""
+    address when host is None) in the network namespace of ``net`` (default: this thread's; /proc/net is the
+    main thread's, and a local agent for a sandboxed pid/N runs in a thread inside the sandbox's namespace)."""
+    if net is None:
+        net = "/proc/thread-self/net" if os.path.isdir("/proc/thread-self/net") else "/proc/net"
     want = None
     if host is not None:
         want = "127.0.0.1" if host == "localhost" else host

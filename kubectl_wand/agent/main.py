@@ -21,8 +21,10 @@ STREAMING = ("watch", "profile", "trace", "mem")
 CHOOSING = ("exec", "attach", "check", "trace", "mem")
 
 
-def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -> dict:
-    """One request -> one result. ``confirm()`` (pods only) waits for the CLI's go for a ``hold`` request."""
+def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, window=None) -> dict:
+    """One request -> one result. ``confirm()`` (pods only) waits for the CLI's go for a ``hold`` request;
+    ``window`` (pods only, a Window) is how a ``sync`` profile or trace says it is armed and waits for the go
+    that opens every pod's window at once (without it the window opens as soon as it is armed)."""
     try:
         request = protocol.check_request(request)
     except protocol.ProtocolError as exc:
@@ -39,12 +41,12 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None) -
         # says go (the pod is Running and this is the container it chose); EOF means drop it.
         if request.get("hold") and (confirm is None or not confirm()):
             return protocol.result(protocol.CANCELLED)
-        result = dispatch(dict(request, pid=pid), fetch_blob, emit, stop)
+        result = dispatch(dict(request, pid=pid), fetch_blob, emit, stop, window)
         return dict(result, pid=pid, note=note)
-    return dispatch(request, fetch_blob, emit, stop)
+    return dispatch(request, fetch_blob, emit, stop, window)
 
 
-def dispatch(request, fetch_blob, emit, stop):
+def dispatch(request, fetch_blob, emit, stop, window=None):
     op = request.get("op")
     if op == "list":
         # CPU% needs a sampling window (0.1 s); only `get processes` shows it, a choice of process does not.
@@ -66,12 +68,15 @@ def dispatch(request, fetch_blob, emit, stop):
         if op == "check":
             from . import checks
             return checks.run(request["pid"])
-        if op in ("stack", "profile"):
+        if op == "stack":
             from . import observe
-            return getattr(observe, op)(request, emit, stop)
+            return observe.stack(request, emit, stop)
+        if op == "profile":
+            from . import observe
+            return observe.profile(request, emit, stop, window if request.get("sync") else None)
         if op == "trace":
             from .tracing import trace
-            return trace(request, emit, stop)
+            return trace(request, emit, stop, window if request.get("sync") else None)
         if op == "mem":
             from .memory import mem
             return mem(request, emit, stop)
@@ -187,16 +192,21 @@ def serve_stdio():
         return
     if request.get("end_probes"):  # interpreters the CLI tried here before us never greeted: end what they left
         processes.end_probes(request["end_probes"])
-    stop = None
+    stop = window = None
     if request.get("op") in STREAMING:
         import threading
         stop = threading.Event()
+        window = Window(lambda info: write({protocol.EVENT: {"armed": info}}), threading.Event(), stop)
 
         def watch_stdin():
-            # A stop line, or EOF (the CLI exited, was killed, or kubectl's connection dropped), ends the op.
+            # A stop line, or EOF (the CLI exited, was killed, or kubectl's connection dropped), ends the op;
+            # a go line opens a sync operation's window.
             try:
                 for line in iter(stdin.readline, b""):
-                    if protocol.STOP in protocol.decode(line):
+                    message = protocol.decode(line)
+                    if protocol.GO in message:
+                        window.go.set()
+                    if protocol.STOP in message:
                         break
             except (OSError, ValueError):
                 pass
@@ -211,4 +221,19 @@ def serve_stdio():
             return False
 
     write({protocol.RESULT: handle(request, fetch_blob, emit=lambda event: write({protocol.EVENT: event}),
-                                   stop=stop, confirm=confirm)})
+                                   stop=stop, confirm=confirm, window=window)})
+
+
+class Window:
+    """A ``sync`` operation's start: ``arm(info)`` tells the CLI everything is in place (event ``armed``), then
+    ``opened(seconds)`` waits for its go. The CLI sends go to every pod once all are armed, so every pod's
+    window (sampling, or a probe's events) is one window, however long each pod took to get ready."""
+
+    def __init__(self, arm, go, stop):
+        self.arm, self.go, self.stop = arm, go, stop
+
+    def opened(self, seconds) -> bool:
+        """Whether the go came (False when it did not within ``seconds``, or the CLI stopped the operation)."""
+        if self.stop.is_set():
+            return False
+        return self.go.wait(seconds) and not self.stop.is_set()

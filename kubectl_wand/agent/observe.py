@@ -23,14 +23,15 @@ STACK_TIMEOUT = 15.0     # one stack read takes ~25 ms here (interpreter start i
 START_GRACE = 15.0       # a sampler's interpreter start and final report, on top of the profile's duration
 STOP_GRACE = 5.0         # told to stop, a sampler writes its aggregate at once; after this it is killed
 PROGRESS_EVERY = 0.5
+GO_WAIT = 120.0          # armed, how long a sync profile waits for the CLI's go (it sends go or stop far sooner)
 MAX_RATE, MAX_DURATION = 1000.0, 3600.0
 
 
 # sampler -> agent: a stack, a profile's progress lines and its last line, or an error (protocol.check_fields)
-SAMPLER_ANSWER = "threads:a tasks:a error:s kind:s profile:o partial:o progress:o attempts:i"
+SAMPLER_ANSWER = "threads:a tasks:a error:s kind:s profile:o partial:o progress:o attempts:i armed:b"
 PROGRESS = "samples:i errors:i elapsed:n"
 THREAD = "tid:i? name:s? comm:s? main:b frames:a"
-PROFILE = "frames:a stacks:a samples:i errors:i"
+PROFILE = "frames:a stacks:a samples:i errors:i window:o"
 
 
 def check_sampler(message: dict, what="the sampler's answer") -> dict:
@@ -132,7 +133,10 @@ def runtime_args(rt):
 
 def start(rt, args):
     import subprocess  # only when a sampler is started (runtime.run says why not at the top)
-    argv, env = rt.command(["-c", sampler_source()] + list(args))
+    try:
+        argv, env = rt.command(["-c", sampler_source()] + list(args))
+    except runtime_mod.RuntimeProblem as exc:  # e.g. it exited since it was listed: /proc/PID/exe is gone
+        raise AgentError("exited" if not os.path.exists("/proc/%d" % rt.proc.pid) else "runtime", str(exc))
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -173,7 +177,10 @@ def stack(request: dict, emit=None, stop=None) -> dict:
         if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
-        running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
+        try:
+            running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
+        except AgentError as exc:
+            running.append((pid, exc, None))
     deadline = time.monotonic() + STACK_TIMEOUT
     out = []
     for pid, resolved, popen in running:
@@ -231,8 +238,13 @@ def profile_args(request):
     return rate, duration, ["--rate", repr(rate), "--duration", repr(duration)] + flags
 
 
-def profile(request: dict, emit=None, stop=None) -> dict:
+def profile(request: dict, emit=None, stop=None, window=None) -> dict:
     """Sample each target for ``duration`` seconds at ``rate`` Hz, in parallel; stop early when ``stop`` is set.
+
+    Every sampler gets ready first (its interpreter started, the target's runtime found) and says "armed"; then
+    all start at once: one window for every process here, and with ``window`` (a sync request from a CLI that
+    reads several pods) one window for every pod: armed, the agent tells the CLI and waits for its go. Each
+    profile reports its ``window`` (wall-clock start and end).
 
     Progress: ``emit({"progress": {"samples", "errors", "elapsed", "processes"}})`` about every 0.5 s, summed
     over the processes; ``emit({"partial": {"pid", "profile"}})``, a process's profile so far, about every
@@ -249,10 +261,13 @@ def profile(request: dict, emit=None, stop=None) -> dict:
         run = Sampling(pid, resolved)
         if not isinstance(resolved, AgentError):
             rt = resolved[1]
-            run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + runtime_args(rt))
+            try:
+                run.popen = start(rt, ["profile", str(rt.injector_pid)] + args + runtime_args(rt) + ["--armed"])
+            except AgentError as exc:
+                run.resolved = exc
         runs.append(run)
     try:
-        watch([r for r in runs if r.popen is not None], duration, emit, stop)
+        watch([r for r in runs if r.popen is not None], duration, emit, stop, window)
     finally:
         for run in runs:
             run.reap()
@@ -269,6 +284,7 @@ class Sampling:
         self.pid, self.resolved, self.popen = pid, resolved, None
         self.buf, self.err, self.final, self.progress, self.partial = bytearray(), b"", None, {}, None
         self.open_streams = 2
+        self.armed = False
 
     def feed(self, data: bytes):
         """Take the sampler's output: lines of at most LINE_MAX, each checked; a breach ends the sampler (the
@@ -287,6 +303,8 @@ class Sampling:
                 return
             if "progress" in obj:
                 self.progress = obj["progress"]
+            elif "armed" in obj:
+                self.armed = True
             elif "partial" in obj:
                 self.partial = obj["partial"]
             else:
@@ -298,6 +316,15 @@ class Sampling:
         self.final, self.buf = {"kind": "protocol", "error": "the sampler answered out of protocol: %s" % exc}, \
             bytearray()
         kill_group(self.popen)
+
+    def go(self):
+        if self.popen.stdin.closed:
+            return
+        try:
+            self.popen.stdin.write(b"go\n")
+            self.popen.stdin.flush()
+        except OSError:  # it has exited: its report (or its error) is on its stdout
+            pass
 
     def stop(self):
         """Ask the sampler to end now and report: EOF on its stdin. Not SIGTERM, though the sampler honours it
@@ -336,8 +363,9 @@ class Sampling:
         return entry
 
 
-def watch(runs, duration, emit, stop):
-    """Read every sampler's lines until all have exited, forwarding summed progress; end them on ``stop``."""
+def watch(runs, duration, emit, stop, window=None):
+    """Read every sampler's lines until all have exited, forwarding summed progress; end them on ``stop``.
+    The samplers sample once all are armed (and, with ``window``, once the CLI said go)."""
     import selectors
     sel = selectors.DefaultSelector()
     for run in runs:
@@ -348,8 +376,14 @@ def watch(runs, duration, emit, stop):
     deadline = started + duration + START_GRACE
     next_progress = started + PROGRESS_EVERY
     stopping = False
+    opened = False
     try:
         while sel.get_map():
+            if not opened and not stopping and all(r.armed or r.open_streams < 2 for r in runs):
+                opened = open_window(runs, window, stop)
+                started = time.monotonic()
+                deadline = started + duration + START_GRACE
+                next_progress = started + PROGRESS_EVERY
             if not stopping and (time.monotonic() > deadline or stop is not None and stop.is_set()):
                 stopping = True
                 deadline = time.monotonic() + STOP_GRACE
@@ -381,6 +415,22 @@ def watch(runs, duration, emit, stop):
                         run.partial = None
     finally:
         sel.close()
+
+
+def open_window(runs, window, stop) -> bool:
+    """Every sampler here is armed (or has exited): with ``window``, tell the CLI and wait for its go; then
+    start them all. False when the CLI stopped the operation first (the samplers are then stopped unstarted)."""
+    if window is not None:
+        window.arm({"processes": sum(r.armed for r in runs)})
+        deadline = time.monotonic() + GO_WAIT
+        while not window.opened(0.2):
+            if stop is not None and stop.is_set():
+                return False
+            if time.monotonic() > deadline:
+                break  # no go: open anyway; the window this profile reports says when it was
+    for run in runs:
+        run.go()
+    return True
 
 
 def summed(runs, started) -> dict:

@@ -341,14 +341,15 @@ OP_RESULTS = {  # agent -> CLI; exec's and attach's come from the payload first
     "profile": RESULT_FIELDS + "processes:a", "check": RESULT_FIELDS + "rows:a",
     "watch": RESULT_FIELDS + "old:i? why:s",
     "trace": RESULT_FIELDS + "file:s line:i hits:i dropped:i errors:a reason:s? removed:b tool_ids:a probe_reason:s? "
-                             "problems:a warning:s snapshot:o"}
+                             "problems:a warning:s snapshot:o window:o"}
 # the statuses a payload may answer with (pending/running are the agent's own)
 PAYLOAD_STATUSES = {"exec": (OK, RAISED, TIMEOUT, ERROR), "attach": (LISTENING, ALREADY, ERROR)}
 TRACE_MESSAGES = {  # probe -> agent
     "installed": "tool_id:i file:s line:i functions:a pid:i?",
     "hit": "time:n thread:s file:s line:i function:s values:a dropped:i locals:o stack:a pid:i?",
     "error": "file:s line:i expr:s? message:s", "covered": "file:s line:i functions:a note:s",
-    "removed": "reason:s tool_ids:a freed:b hits:i dropped:i problems:a internal_errors:i"}
+    "removed": "reason:s tool_ids:a freed:b hits:i dropped:i problems:a internal_errors:i",
+    "opened": "time:n"}
 TRACE_REQUIRED = {"installed": ("tool_id", "file", "line"), "hit": ("time", "thread", "file", "line", "values")}
 INJECTOR_ANSWER = "ok:b kind:s error:s line:i? offset:i? text:s? threads:a"
 FRAME = "file:s? line:i? function:s?"

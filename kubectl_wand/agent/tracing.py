@@ -4,10 +4,11 @@ One injection whose connection stays open (``session.Injection.run(stream=...)``
 sources of ``codefinder`` and ``probe``, which run inside the target (see agent/passengers/probe.py). JSON lines:
   probe -> agent  first ``{"installed": {...}}``, or ``{"status": "error", ...}`` when the location or an
                   expression is refused (nothing was enabled, no tool id was claimed); then any number of
-                  ``{"hit": {...}}``, ``{"error": {...}}`` (an expression raised; once per location and
+                  ``{"opened": {"time"}}`` (a sync probe's events went on), ``{"hit": {...}}``, ``{"error": {...}}`` (an expression raised; once per location and
                   expression), ``{"covered": {...}}`` (new code objects of the file got the probe); last
                   ``{"removed": {"reason", "tool_ids", "freed", "hits", "dropped", ...}}``.
-  agent -> probe  ``{"op": "ping"}`` every second (after HEARTBEAT_TIMEOUT = 5 s without one the probe removes
+  agent -> probe  ``{"op": "go"}`` (a ``sync`` request: the probe, installed, enables its line events only
+                  now, when the CLI has opened every pod's window), ``{"op": "ping"}`` every second (after HEARTBEAT_TIMEOUT = 5 s without one the probe removes
                   itself: a frozen or vanished controller), ``{"op": "remove"}``.
 Closing the connection also removes the probe, so every way this function ends (return, exception, the agent
 process killed) ends the probe within seconds.
@@ -62,23 +63,26 @@ def probe_request(request: dict) -> dict:
             "max_repr": int(request.get("max_repr") or DEFAULT_REPR)}
 
 
-def trace(request: dict, emit=None, stop=None) -> dict:
+def trace(request: dict, emit=None, stop=None, window=None) -> dict:
     """Op ``trace``: see the module docstring. Emits ``{"installed"|"hit"|"error"|"covered": {...}}``; returns
-    ``{"status": "ok", "hits", "dropped", "removed", "tool_ids", "reason", ...}`` once the probe is gone."""
+    ``{"status": "ok", "hits", "dropped", "removed", "tool_ids", "reason", "window", ...}`` once the probe is
+    gone (``window``: the wall-clock start and end of the probe's events). With ``window`` (a main.Window) the
+    probe is installed with its events off, the CLI hears "armed", and the events go on at its go."""
     pid = int(request["pid"])
-    probe = probe_request(request)
+    probe = dict(probe_request(request), armed=window is not None)
     duration = request.get("duration")
     if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
         raise AgentError("usage", "--duration must be a positive number of seconds")
     injection = Injection(pid, float(request.get("timeout", 10.0)))
-    return injection.run(probe, stream=Relay(pid, emit, stop, duration))
+    return injection.run(probe, stream=Relay(pid, emit, stop, duration, window))
 
 
 class Relay:
     """Owns the open connection to the probe: relays its messages, pings, and asks for removal."""
 
-    def __init__(self, pid, emit, stop, duration):
-        self.pid, self.emit, self.stop, self.duration = pid, emit, stop, duration
+    def __init__(self, pid, emit, stop, duration, window=None):
+        self.pid, self.emit, self.stop, self.duration, self.window = pid, emit, stop, duration, window
+        self.opened = None
         self.lines = None
         self.hits, self.dropped, self.errors, self.snapshot, self.installed = 0, 0, [], None, None
 
@@ -107,7 +111,8 @@ class Relay:
         result = {"status": "ok", "pid": self.pid, "file": self.installed["file"], "line": self.installed["line"],
                   "hits": self.hits, "dropped": self.dropped, "errors": self.errors, "reason": reason,
                   "removed": removed is not None and removed.get("freed", False),
-                  "tool_ids": (removed or {}).get("tool_ids", [self.installed["tool_id"]])}
+                  "tool_ids": (removed or {}).get("tool_ids", [self.installed["tool_id"]]),
+                  "window": {"start": round(self.opened or time.time(), 3), "end": round(self.closed, 3)}}
         if removed is not None:
             result["dropped"] = removed.get("dropped", self.dropped)
             result["probe_reason"] = removed.get("reason")
@@ -126,6 +131,29 @@ class Relay:
 
     def relay(self, conn):
         """Relay until the probe is removed; returns (its removal message or None, why it ended)."""
+        try:
+            return self.relay_window(conn)
+        finally:
+            self.closed = time.time()
+
+    def armed(self, conn):
+        """A sync request: tell the CLI the probe is in place and wait for its go (pinging meanwhile), then
+        turn the probe's events on. False when the CLI stopped first or the probe ended."""
+        self.window.arm({"pid": self.pid})
+        next_ping = time.monotonic()
+        while not self.window.opened(0.2):
+            if self.stop is not None and self.stop.is_set():
+                return False
+            if time.monotonic() >= next_ping:
+                self.send(conn, {"op": "ping"})
+                next_ping = time.monotonic() + PING_EVERY
+        return self.send(conn, {"op": "go"})
+
+    def relay_window(self, conn):
+        if self.window is not None and not self.armed(conn):
+            self.opened = time.time()
+            return self.end(conn, "stopped")
+        self.opened = time.time()
         started = next_ping = time.monotonic()
         end = started + self.duration if self.duration else None
         reason = None
@@ -152,7 +180,10 @@ class Relay:
                     return message["removed"], message["removed"].get("reason", "removed")
                 self.handle(message)
                 message = self.next_message(conn, 0)
-        # Ask for removal; keep relaying what the probe flushes before its acknowledgement.
+        return self.end(conn, reason)
+
+    def end(self, conn, reason):
+        """Ask for removal; keep relaying what the probe flushes before its acknowledgement."""
         self.send(conn, {"op": "remove"})
         deadline = time.monotonic() + ACK_TIMEOUT
         while True:
@@ -175,6 +206,9 @@ class Relay:
             error = dict(message["error"], pid=self.pid)
             self.errors.append(error)
             self.send_event({"error": error})
+        elif "opened" in message:  # a sync probe's events went on at the go: its window starts here
+            self.opened = message["opened"].get("time") or self.opened
+            self.send_event({"opened": message["opened"]})
         elif "covered" in message:
             self.send_event({"covered": dict(message["covered"], pid=self.pid)})
 

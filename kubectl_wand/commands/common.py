@@ -128,6 +128,11 @@ class TargetOptions:
             if self.selector or self.container or self.pod or self.all_namespaces:
                 raise WandError("pid/N is a process on this machine: -l, -c, --pod and -A are for pods",
                                 errors.USAGE)
+        if self.target is not None and self.target.engine:
+            if self.selector or self.container or self.all_namespaces or self.pod and self.target.kind != "compose":
+                raise WandError("%s is %s: -l, -c, --pod and -A are for pods" % (self.target, "a Compose service (--pod "
+                                "NAME chooses a replica)" if self.target.kind == "compose" else "one container"),
+                                errors.USAGE)
         if self.image and not self.ephemeral:
             raise WandError("--image is the image of the --ephemeral debug container: add --ephemeral", errors.USAGE)
         if self.ephemeral and (self.target is None and not self.selector or self.target is not None and
@@ -156,6 +161,10 @@ class TargetOptions:
         if self.target is not None and self.target.local:
             from ..transport.local import LocalTransport
             return [LocalTransport(self.target.pid)]
+        if self.target is not None and self.target.engine:
+            from ..transport.engine import engine_transports
+            return engine_transports(self.target, self.kube.verbosity, self.streams.stderr, self.ephemeral,
+                                     self.image)
         if self.target is None and not self.selector and not self.all_namespaces and not self.kube.namespace_flag:
             return []  # no target and no cluster flag: this machine (get processes)
         with self.step("finding pods"):
@@ -172,7 +181,8 @@ class TargetOptions:
         from ..transport.pods import pod_transports
         return pod_transports(self.kube, self.target, self.selector, self.all_namespaces, self.container,
                               self.ephemeral, self.image, self.early_request() if early else None,
-                              note=None if self.quiet else self.streams.stderr)
+                              note=None if self.quiet else self.streams.stderr,
+                              skipped_note=None if self.quiet or not early else self.streams.stderr)
 
     def one_transport(self):
         transports = self.transports()

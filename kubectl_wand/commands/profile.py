@@ -13,7 +13,7 @@ from .. import errors, outfile, printers, profiles, terminal
 from ..errors import WandError
 from ..flags import DURATION, FILES, Flag
 from .common import TARGET_FLAGS, TargetOptions, positive_seconds
-from .fanout import entries, pods_of, read_all
+from .fanout import entries, pods_of, read_all, spread_note
 
 FORMATS = ("speedscope", "collapsed", "svg", "top")
 TOP_COLUMNS = [("OWN%", lambda r: "%.1f" % r["own_pct"]), ("TOTAL%", lambda r: "%.1f" % r["total_pct"]),
@@ -83,8 +83,9 @@ class Options(TargetOptions):
         transports = pods_of(self)
         stop = threading.Event()
         progress = Progress(self, len(transports))
-        results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 30,
-                           on_event=progress.event, stop=stop)
+        # sync: every pod's sampling window opens at once (ARM_WAIT more for the pods to get ready)
+        results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 60,
+                           on_event=progress.event, stop=stop, sync=True)
         progress.done()
         kept = [progress.keep(t, r) for t, r in results]
         found, code = entries([(t, r) for t, r, _c in kept], err, self)
@@ -100,8 +101,9 @@ class Options(TargetOptions):
             raise empty(merged, stop.is_set())
         self.write(merged)
         if not self.quiet:
-            err.write("%d samples from %d process(es) at %g Hz (achieved %.1f Hz), %d read errors%s\n" % (
+            err.write("%d samples from %d process(es) at %g Hz (achieved %.1f Hz), %d read errors%s%s\n" % (
                 merged["total"], len(merged["sources"]), self.rate, merged["achieved_rate"] or 0, merged["errors"],
+                spread_note([(e.get("profile") or {}).get("window") for e in found]),
                 "; stopped early" if stop.is_set() else ""))
             if merged["cut"]:  # marked <outer frames not read> in the output: say why once
                 err.write("%d samples may miss their outer frames (%s)\n" % (

@@ -19,7 +19,7 @@ from ..errors import WandError
 from ..flags import DURATION, Flag
 from ..terminal import text
 from .common import TARGET_FLAGS, TargetOptions, positive_seconds
-from .fanout import pods_of, read_all
+from .fanout import pods_of, read_all, spread_note
 
 DESCRIPTION = ("A logpoint without stopping the process: every time code passes FILE:LINE (matched by path suffix) in "
                "the app process of every Running pod, print the time, pod, pid, thread and EXPR=repr for each EXPR. "
@@ -101,8 +101,9 @@ class Options(TargetOptions):
         transports = pods_of(self)
         stop = threading.Event()
         show = Hits(self, stop)
-        results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 60,
-                           on_event=show.event, stop=stop)
+        # sync: every pod's probe is installed with its events off, then all go on at once (one window)
+        results = read_all(transports, self.request(), self.duration + self.request_timeout_s + 90,
+                           on_event=show.event, stop=stop, sync=True)
         return show.summary(results)
 
 
@@ -154,7 +155,7 @@ class Hits:
         if self.opts.output == "json":
             self.out.write(json.dumps({"hit": hit}) + "\n")
         else:
-            stamp = time.strftime("%H:%M:%S", time.localtime(hit["time"])) + ".%03d" % (hit["time"] % 1 * 1000)
+            stamp = clock(hit["time"])
             values = " ".join("%s=%s" % (text(v["expr"]), text(v.get("repr", "<%s>" % v.get("error"))))
                               for v in hit["values"])
             pod = "pod/%s " % hit["pod"] if hit.get("pod") else ""
@@ -188,14 +189,29 @@ class Hits:
                 continue
             removed = ("probe removed (tool id %s freed)" % ", ".join(map(str, result.get("tool_ids") or []))
                        if result.get("removed") else "warning: " + result.get("warning", "removal not confirmed"))
-            self.note("%s pid %s: %d hit(s), %d dropped by the rate limit (%g/s); ended by %s; %s" % (
+            self.note("%s pid %s: %d hit(s), %d dropped by the rate limit (%g/s); ended by %s; %s%s" % (
                 transport.where, text(result.get("pid")), result.get("hits", 0), result.get("dropped", 0),
-                self.opts.max_per_second, text(result.get("reason")), text(removed)))
+                self.opts.max_per_second, text(result.get("reason")), text(removed), window_text(result)))
             codes.append(errors.OK)
         for (expr, _file, _line, message), pods in self.warned.items():
             if pods > 1:
                 self.note("the warning about %s (%s) came from %d processes" % (text(expr), text(message), pods))
+        windows = [r.get("window") for _t, r in results if isinstance(r, dict) and r.get("window")]
+        if len(windows) > 1:
+            self.note("%d probes: %s" % (len(windows), spread_note(windows)[2:]))
         return max(codes) if codes else errors.OK
+
+
+def window_text(result) -> str:
+    """"; window 10:00:01.250-10:00:07.251": when this probe's events were on (its agent's clock)."""
+    window = result.get("window")
+    if not isinstance(window, dict) or not all(isinstance(window.get(k), (int, float)) for k in ("start", "end")):
+        return ""
+    return "; window %s-%s" % (clock(window["start"]), clock(window["end"]))
+
+
+def clock(when) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when)) + ".%03d" % (when % 1 * 1000)
 
 
 def short(path):

@@ -131,8 +131,9 @@ def why_gone(flags, pod, container=None):
     return None
 
 
-def pods(flags, target, selector=None, all_namespaces=False):
-    """Running pods of the target (or selector); errors name what was found instead."""
+def pods(flags, target, selector=None, all_namespaces=False, skipped=None):
+    """Running pods of the target (or selector); errors name what was found instead. ``skipped`` (a list)
+    receives "NAME (STATE)" for each pod of the target left out (terminating, waiting, crash-looping)."""
     ns = flags.namespace()
     if target is not None and target.kind == "pod":
         pod = api.get(flags, "/api/v1/namespaces/%s/pods/%s" % (ns, target.name), what="pod %s" % target.name)
@@ -146,6 +147,8 @@ def pods(flags, target, selector=None, all_namespaces=False):
     path = "/api/v1/pods" if all_namespaces else "/api/v1/namespaces/%s/pods" % ns
     items = api.get(flags, path, {"labelSelector": sel} if sel else None, what="pods")["items"]
     found = [p for p in items if running(p)]
+    if skipped is not None:
+        skipped.extend("%s (%s)" % (p["metadata"]["name"], describe_state(p)) for p in items if not running(p))
     if not found:
         what = ("%s/%s" % (target.kind, target.name)) if target is not None else (
             "selector %r" % sel if sel else "namespace")

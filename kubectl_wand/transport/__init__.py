@@ -3,7 +3,8 @@
 A transport runs the agent beside the target and makes a port inside the target's network reachable on this
 machine. Everything above it (the verbs) is shared; the implementations sit side by side:
 ``local`` (pid/N on this machine: the agent runs in-process) and ``kubectl`` (a container in a pod:
-``kubectl exec -i`` and ``kubectl port-forward``; ``ephemeral``: the same from a debug container).
+``kubectl exec -i`` and ``kubectl port-forward``; ``ephemeral``: the same from a debug container; ``engine``: a
+Docker or Podman container, ``docker exec -i`` and its network namespace entered (``netns``)).
 
 Owns: running the agent beside a target (the agent's sources as they travel: ``bundle``; the first call on a
 pod started before it is read: ``early``) and forwards (``portforward``). Below it: kube/ (the API side and
@@ -70,7 +71,8 @@ class Transport:
         """Run one agent request beside the target; its result (a protocol result dict).
 
         ``on_event(event)`` receives a streaming operation's events; setting ``stop`` (a threading.Event)
-        ends such an operation early, and its result still comes back."""
+        ends such an operation early, and its result still comes back. A ``sync`` request's agent says
+        ``{"armed": ...}`` when ready and waits: its window opens when ``on_event`` returns from that event."""
         raise NotImplementedError
 
     def watch(self, pid: int) -> Watch:

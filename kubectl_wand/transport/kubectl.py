@@ -254,6 +254,9 @@ class KubectlTransport(Transport):
                         pipes.write_line(proc, protocol.encode({protocol.GO: True}))
                     if on_event is not None:
                         on_event(msg[protocol.EVENT])
+                    if "armed" in msg[protocol.EVENT] and not (stop is not None and stop.is_set()):
+                        # a sync profile/trace is ready here; on_event returned: every pod's window opens now
+                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
                 else:
                     answered = True
                     return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
@@ -306,8 +309,8 @@ class KubectlTransport(Transport):
         if "container not found" in low or "is not valid for pod" in low:
             return WandError("container %s not found in pod/%s; check -c" % (self.container, self.name),
                              errors.NOT_FOUND)
-        if "notfound" in low.replace(" ", "") and "pods" in low:
-            return WandError("pod %s not found in namespace %s" % (self.name, self.namespace), errors.NOT_FOUND)
+        if "notfound" in low.replace(" ", "") and "pods" in low:  # deleted since it was listed: say so
+            return self.gone() or WandError("pod %s not found in namespace %s" % (self.name, self.namespace), errors.NOT_FOUND)
         if "error sending request" in low or ":10250" in low:
             return WandError("the API server could not reach the kubelet of pod/%s's node (%s); is the node Ready?"
                              % (self.name, pipes.last_line(text)), errors.ENVIRONMENT)

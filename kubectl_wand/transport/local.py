@@ -1,4 +1,6 @@
-"""Local transport: the agent runs in this process; the target's 127.0.0.1 is ours (same network)."""
+"""Local transport: the agent runs in this process; the target's 127.0.0.1 is ours (same network), or, for a
+process in a network namespace of its own (a bubblewrap sandbox: ``bwrap --unshare-all``), reached through that
+namespace (transport/netns.py)."""
 from __future__ import annotations
 
 import socket
@@ -53,6 +55,7 @@ class LocalTransport(Transport):
         self.pid = pid
         self.where = "pid %s" % pid if pid else "this machine"
         self.labels = {}
+        self.forwarded = bool(pid) and other_network(pid)  # a sandbox's 127.0.0.1 is not ours
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
         """The agent's result, checked as a pod's would be (protocol.check_op_result): what the target sent
@@ -65,8 +68,16 @@ class LocalTransport(Transport):
 
     def _agent(self, request, timeout, on_event, stop):
         from ..agent import main  # the same agent that runs in pods, called in-process
-        if stop is None:
-            return main.handle(request, fetch_blob=ship, emit=on_event)
+        kw = {} if stop is None else {"stop": stop}
+
+        def call():
+            return main.handle(request, fetch_blob=ship, emit=on_event, **kw)
+
+        if self.forwarded:  # a sandbox: the agent's port checks must see its 127.0.0.1, from a thread in there
+            from .netns import entered
+            call = entered(self.pid, call)
+        elif stop is None:
+            return call()
         # A streaming operation runs in a worker thread, so Ctrl-C in the main thread can set ``stop`` and
         # still collect the result (a profile writes what it sampled). Its end is an Event, not join(): on
         # CPython <= 3.12 a join interrupted by a signal marks the thread as stopped while it still runs, and
@@ -75,7 +86,7 @@ class LocalTransport(Transport):
 
         def work():
             try:
-                box["result"] = main.handle(request, fetch_blob=ship, emit=on_event, stop=stop)
+                box["result"] = call()
             except BaseException as exc:  # raised here, in the caller's thread
                 box["error"] = exc
             finally:
@@ -86,6 +97,8 @@ class LocalTransport(Transport):
             while not done.wait(0.2):
                 pass
         except KeyboardInterrupt:
+            if stop is None:
+                raise
             stop.set()
             done.wait(timeout)
             if "result" not in box and "error" not in box:
@@ -101,7 +114,19 @@ class LocalTransport(Transport):
         return LocalWatch(pid)
 
     def forward(self, remote_port: int, local_port=None) -> Forward:
+        if self.forwarded:
+            from .netns import NetnsForward
+            return NetnsForward(self.pid, remote_port, local_port)
         return SameHost(remote_port)
+
+
+def other_network(pid: int) -> bool:
+    """Whether process ``pid`` lives in another network namespace than ours (False when it cannot be told)."""
+    import os
+    try:
+        return os.stat("/proc/%d/ns/net" % pid).st_ino != os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False
 
 
 def ship(name):

@@ -78,6 +78,9 @@ class Probe:
         self.pid = os.getpid()
         self.tool = None
         self.codes = []
+        # Armed (a sync trace over several pods): installed with its line events off until the agent's go, so
+        # every pod's probe watches the same window.
+        self.held = [] if request.get("armed") else None
         self.queue = deque()
         self.serial = itertools.count()
         self.dropped = 0
@@ -128,8 +131,18 @@ class Probe:
             raise Refused("trace", "enabling the probe failed: %s: %s" % (type(exc).__name__, exc))
 
     def enable(self, code):
+        if self.held is not None:
+            self.held.append(code)
+            return
         sys.monitoring.set_local_events(self.tool, code, sys.monitoring.events.LINE)
         self.codes.append(code)
+
+    def go(self):
+        """The agent's go: the line events held since install go on; ``opened`` says when."""
+        held, self.held = self.held or [], None
+        for code in held:
+            self.enable(code)
+        self.queue.append({"opened": {"time": time.time()}})
 
     def remove(self, reason):
         """Events off, callback unregistered, tool id freed. Idempotent; safe from any thread."""
@@ -311,8 +324,11 @@ class Probe:
                     while b"\n" in pending:
                         line, pending = pending.split(b"\n", 1)
                         last_ping = now
-                        if json.loads(line).get("op") == "remove":
+                        op = json.loads(line).get("op")
+                        if op == "remove":
                             reason = "remove"
+                        elif op == "go":
+                            self.go()
                 self.flush(conn)
                 if reason is None and self.finished:
                     reason = "count"

@@ -4,11 +4,14 @@ Usage (the agent passes this file's source with ``-c``; the reader must be the t
   stack PID [--async]
       One JSON object on stdout: every Python thread (native id, name, kernel state, the system call it sleeps
       in, whether it holds the GIL) with its frames innermost first; with --async also the asyncio tasks.
-  profile PID --rate HZ --duration S [--idle] [--gil]
+  profile PID --rate HZ --duration S [--idle] [--gil] [--armed]
       Samples every thread at HZ for S seconds and counts identical stacks per thread name. A progress line
       ``{"progress": {...}}`` about every 0.5 s, what was counted so far ``{"partial": {...}}`` every second (a
-      pod ended by a rollout takes the sampler with it: what reached the CLI is kept), then ``{"profile": {...}}``.
-      SIGTERM, SIGINT or EOF on stdin (the agent went away) end it early; the final line is still written.
+      pod ended by a rollout takes the sampler with it: what reached the CLI is kept), then ``{"profile": {...}}``
+      (its ``window``: the wall-clock start and end of the sampling). With --armed it first gets ready, writes
+      ``{"armed": true}`` and starts sampling when a line comes on stdin (the agent's go: every sampler's window
+      opens at once). SIGTERM, SIGINT or EOF on stdin (the agent went away) end it early; the final line is still
+      written.
 Any failure is ``{"error": MESSAGE, "kind": KIND}``. The reader is ``_remote_debugging.RemoteUnwinder`` (CPython
 3.14+): it only reads the target's memory (process_vm_readv), so it works with remote debugging disabled or the
 main thread blocked in C, and the target never stops. Standard library only.
@@ -272,6 +275,19 @@ class Stopper:
     def _signalled(self, signum, _frame):
         self.reason = self.reason or "signal"
 
+    def go(self):
+        """Wait for the agent's go (a line on stdin) before sampling; False when stopped instead."""
+        while self.reason is None:
+            ready = select.select(self.watch, [], [])[0]
+            if self.wake in ready:
+                os.read(self.wake, 512)
+            if 0 in ready:
+                if os.read(0, 4096):
+                    return True
+                self.reason = "eof"
+                self.watch.remove(0)
+        return False
+
     def wait(self, seconds):
         ready = select.select(self.watch, [], [], max(0.0, seconds))[0]
         if 0 in ready and not os.read(0, 4096):
@@ -318,13 +334,17 @@ class TaskFiles:
 CUT_MARK = ("<outer frames not read>", "<kubectl-wand>", 0)  # outermost frame of a sample that may be cut
 
 
-def profile(pid, rate, duration, idle, gil, out, runtime=None):
+def profile(pid, rate, duration, idle, gil, out, runtime=None, armed=False):
     reader = unwinder(pid, **({"only_active_thread": True} if gil else {"all_threads": True}))
     walker, why_not = open_walker(pid, runtime)
     cut_samples, cut_reason, unreadable = 0, None, 0
     pynames, names_read = {}, 0.0
     stopper = Stopper()
     files = TaskFiles(pid)
+    if armed:
+        emit(out, {"armed": True})
+        stopper.go()
+    opened = time.time()
     counts = {}  # (thread name, frames innermost first as a tuple of FrameInfo) -> samples
     names = {}
     samples = errors = missed = recorded = 0
@@ -338,6 +358,7 @@ def profile(pid, rate, duration, idle, gil, out, runtime=None):
     def summary(reason):
         elapsed = time.monotonic() - start
         return aggregate(counts, {
+            "window": {"start": round(opened, 3), "end": round(opened + elapsed, 3)},
             "pid": pid, "rate": rate, "duration": round(elapsed, 3), "samples": samples, "errors": errors,
             "missed": missed, "recorded": recorded, "last_error": last_error, "cut": cut_samples,
             "cut_reason": cut_reason, "unreadable": unreadable,
@@ -444,7 +465,8 @@ def emit(out, obj):
 
 def parse(argv):
     op, pid, rest = argv[0], int(argv[1]), argv[2:]
-    opts = {"async": False, "idle": False, "gil": False, "rate": 100.0, "duration": 10.0, "runtime": None}
+    opts = {"async": False, "idle": False, "gil": False, "armed": False, "rate": 100.0, "duration": 10.0,
+            "runtime": None}
     while rest:
         flag = rest.pop(0).lstrip("-")
         if flag in ("rate", "duration"):
@@ -466,7 +488,8 @@ def main(argv, out):
         if op == "stack":
             emit(out, stack(pid, opts["async"], opts["runtime"]))
         elif op == "profile":
-            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out, opts["runtime"]))
+            emit(out, profile(pid, opts["rate"], opts["duration"], opts["idle"], opts["gil"], out, opts["runtime"],
+                              opts["armed"]))
         else:
             raise Failure("usage", "unknown sampler operation %r" % op)
     except Failure as exc:

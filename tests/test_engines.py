@@ -1,0 +1,301 @@
+"""docker/NAME and podman/NAME against real engines on this machine (hack/engines: dockerd and rootful podman from
+Debian's packages, the image imported from the project's CPython 3.14 root filesystem), through the real CLI.
+
+Containers are started with no published port (docker: the default bridge; podman: --network none, only a
+loopback of its own), so the debug port is reached only through the container's network namespace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import dap
+from procs import APPS, REPO, become, default_signals
+
+ENV_FILE = os.path.join(os.environ.get("WAND_CACHE") or os.path.expanduser("~/.cache/kubectl-wand"), "engines",
+                        "current.env")
+ENGINES = ("docker", "podman")
+APP = "/apps/http_app.py"
+
+
+def engines_env():
+    """The environment hack/engines wrote (image, CONTAINERS_CONF), or skip (fail under CI) with the reason."""
+    why = os.environ.get("WAND_ENGINES_SKIP")
+    if not why and not os.path.exists(ENV_FILE):
+        why = "no %s: run hack/engines up (hack/test does)" % ENV_FILE
+    if why:
+        if os.environ.get("WAND_REQUIRE_CLUSTER"):
+            pytest.fail("container engines required (WAND_REQUIRE_CLUSTER=1) but unavailable: %s" % why)
+        pytest.skip("container engines unavailable: %s" % why)
+    with open(ENV_FILE) as f:
+        return dict(line.strip().split("=", 1) for line in f if "=" in line)
+
+
+class Engine:
+    def __init__(self, name, env):
+        self.name, self.env = name, env
+        self.image = env["WAND_ENGINE_IMAGE"]
+        self.started = []
+
+    def cli(self, *args, check=True, timeout=60):
+        done = subprocess.run([self.name] + list(args), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, CONTAINERS_CONF=self.env["CONTAINERS_CONF"]))
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def run(self, app="http_app.py", *flags, ptrace=True, python="python3"):
+        """A container running tests/apps/APP, READY (its first line of output) before this returns."""
+        name = "cw-%s-%s" % (self.name, uuid.uuid4().hex[:8])
+        self.started.append(name)
+        network = ["--network", "none"] if self.name == "podman" else []
+        caps = ["--cap-add", "SYS_PTRACE"] if ptrace else []
+        self.cli("run", "-d", "--name", name, *network, *caps, *flags, "-v", "%s:/apps:ro" % APPS, self.image,
+                 python, "/apps/" + app)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:  # readiness: the app's READY line in the engine's log of it
+            logs = self.cli("logs", name).stdout
+            if logs.startswith("READY"):
+                info = dict(kv.split("=", 1) for kv in logs.splitlines()[0].split()[1:])
+                return name, info
+            time.sleep(0.1)
+        raise AssertionError("container %s never printed READY: %s" % (name, self.cli("logs", name).stderr))
+
+    def cleanup(self):
+        for name in self.started:
+            self.cli("rm", "-f", name, check=False)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    found = Engine(request.param, engines_env())
+    yield found
+    found.cleanup()
+
+
+def wand(*args, env=None, user=None, timeout=60):
+    full = dict(os.environ, PYTHONPATH=REPO)
+    full.update(env or {})
+    cmd = [sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args]
+    preexec = default_signals if user is None else become(user)
+    if user is not None:
+        cmd[0] = "/usr/bin/python3"  # another user cannot run root's private interpreters
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full,
+                          preexec_fn=preexec)
+
+
+def one_line_error(result):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the verbs -----------------------------------------------------------------------------------------------
+
+def test_get_processes_exec_py_stack_check(engine):
+    name, _info = engine.run()
+    target = "%s/%s" % (engine.name, name)
+    listed = wand("get", "processes", target, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)["items"]
+    assert [(p["pid"], p["command"], p["attachable"]) for p in items] == [(1, "python3 " + APP, True)]
+    done = wand("exec-py", target, "--", "import socket; socket.gethostname(), 6 * 7")
+    assert done.returncode == 0, done.stderr
+    hostname = engine.cli("inspect", "-f", "{{.Config.Hostname}}", name).stdout.strip()
+    assert done.stdout == "(%r, 42)\n" % hostname  # ran inside that container
+    stack = wand("stack", target, "-o", "json")
+    assert stack.returncode == 0, stack.stderr
+    frames = [f["function"] for t in json.loads(stack.stdout)["items"][0]["threads"] for f in t["frames"]]
+    assert "serve_forever" in " ".join(frames) and "main" in frames
+    check = wand("check", target, "-o", "json")
+    assert check.returncode == 0, check.stderr
+    rows = {r["check"]: r["status"] for r in json.loads(check.stdout)["rows"]}
+    assert rows["permission"] == "ok" and rows["interpreter"] == "ok"
+
+
+def test_profile_and_trace(engine, tmp_path):
+    name, _info = engine.run("ticker.py")
+    target = "%s/%s" % (engine.name, name)
+    out = tmp_path / "profile.txt"
+    done = wand("profile", target, "--duration", "1s", "--idle", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "ticker.py" in out.read_text()
+    trace = wand("trace", target, "ticker.py:9", "n", "--count", "2", "--duration", "20s", "-o", "json")
+    assert trace.returncode == 0, trace.stderr
+    hits = [json.loads(line)["hit"] for line in trace.stdout.splitlines()]
+    assert len(hits) == 2 and hits[0]["file"] == "/apps/ticker.py"
+    assert int(hits[1]["values"][0]["repr"]) == int(hits[0]["values"][0]["repr"]) + 1
+
+
+def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
+    name, info = engine.run()
+    assert engine.cli("port", name).stdout.strip() == ""  # nothing published
+    breakpoint_through_the_forward(engine, name, info)
+
+
+def breakpoint_through_the_forward(engine, name, info, *flags):
+    target = "%s/%s" % (engine.name, name)
+    port = free_port()
+    attach = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "attach", target, "--port", str(port), *flags],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"]),
+                              preexec_fn=default_signals)
+    try:
+        shown = ""
+        while "Forwarding" not in shown:
+            line = attach.stdout.readline()
+            assert line, attach.stderr.read()
+            shown += line
+        assert "Forwarding 127.0.0.1:%d -> %s:%d" % (port, target, port) in shown
+        line = dap.marker_line(os.path.join(APPS, "http_app.py"))
+        client = dap.DAPClient("127.0.0.1", port)
+        try:
+            bp = client.attach_with_breakpoint(APP, line)
+            assert bp["verified"], bp
+            got = {}
+            # the app listens on 127.0.0.1 inside the container: the request comes from in there
+            request = threading.Thread(target=lambda: got.setdefault("out", engine.cli(
+                "exec", name, "/usr/bin/python3.14", "-c", "import urllib.request; print(urllib.request.urlopen("
+                "'http://127.0.0.1:%s/', timeout=60).read().decode())" % info["port"]).stdout))
+            request.start()
+            stopped = client.wait_event("stopped", timeout=30)
+            assert stopped["body"]["reason"] == "breakpoint", stopped
+            top = client.locals_of_top_frame(stopped["body"]["threadId"])
+            assert top["frame"]["name"] == "do_GET" and top["frame"]["line"] == line and "self" in top["vars"]
+            assert not got  # held at the breakpoint
+            client.request("continue", threadId=stopped["body"]["threadId"])
+            request.join(60)
+            assert got["out"].startswith("hello from")
+        finally:
+            client.close()
+    finally:
+        attach.terminate()
+        attach.wait(10)
+    with socket.socket() as probe:  # the forward is gone with the command
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def helpers(engine):
+    return engine.cli("ps", "-a", "-q", "--filter", "label=kubectl-wand-helper").stdout.split()
+
+
+def test_a_hardened_container_through_a_helper_container(engine):
+    # uid 1000, every capability dropped, a read-only root, no Python on PATH (only at an absolute path)
+    name, info = engine.run("http_app.py", "--user", "1000:1000", "--cap-drop", "ALL", "--read-only",
+                            "-e", "PATH=/nonexistent", ptrace=False, python="/usr/bin/python3.14")
+    target = "%s/%s" % (engine.name, name)
+    before = engine.cli("diff", name).stdout  # what the engine itself made (/apps' mount point, podman's /etc)
+    if engine.name == "docker":
+        plain = wand("exec-py", target, "--", "1")
+        assert plain.returncode == 4 and "or add --ephemeral" in one_line_error(plain)
+    done = wand("exec-py", target, "--ephemeral", "--", "import os; os.getuid(), os.getpid()",
+                env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "(1000, 1)\n"
+    stack = wand("stack", target, "--ephemeral", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert stack.returncode == 0 and "serve_forever" in stack.stdout, stack.stderr
+    breakpoint_through_the_forward(engine, name, info, "--ephemeral")
+    end = time.monotonic() + 30
+    while helpers(engine) and time.monotonic() < end:  # --rm: the engine removes each helper as it ends
+        time.sleep(0.1)
+    assert helpers(engine) == []
+    assert engine.cli("diff", name).stdout == before  # nothing written into the target container
+
+
+def test_a_compose_service_is_all_its_replicas():
+    docker = Engine("docker", engines_env())
+    service = "cw-svc-%s" % uuid.uuid4().hex[:6]
+    labels = ("--label", "com.docker.compose.service=" + service, "--label", "com.docker.compose.project=cw")
+    try:
+        names = [docker.run("http_app.py", *labels)[0] for _ in range(2)]  # the labels Compose puts on replicas
+        listed = wand("get", "processes", "compose/" + service, "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(p["container"] for p in json.loads(listed.stdout)["items"]) == sorted(
+            "docker/" + n for n in names)
+        several = wand("exec-py", "compose/" + service, "--", "1")
+        assert several.returncode == 2 and "choose one with --pod" in one_line_error(several)
+        chosen = wand("exec-py", "compose/" + service, "--pod", names[1], "--", "import socket; socket.gethostname()")
+        assert chosen.returncode == 0, chosen.stderr
+        assert chosen.stdout.strip() == repr(docker.cli("inspect", "-f", "{{.Config.Hostname}}", names[1]).stdout.strip())
+        done = wand("stack", "compose/no-such-service-here")
+        assert done.returncode == 3 and "no running container of that Compose service" in one_line_error(done)
+    finally:
+        docker.cleanup()
+
+
+# -- refusals ------------------------------------------------------------------------------------------------
+
+def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):
+    missing = wand("stack", "%s/cw-no-such-container" % engine.name)
+    assert missing.returncode == 3
+    assert "no such container" in one_line_error(missing)
+    name = "cw-%s-%s" % (engine.name, uuid.uuid4().hex[:8])
+    engine.started.append(name)
+    engine.cli("create", "--name", name, engine.image, "python3", "-c", "pass")
+    stopped = wand("exec-py", "%s/%s" % (engine.name, name), "--", "1")
+    assert stopped.returncode == 3
+    assert "is not running (created); start it with %s start %s" % (engine.name, name) in one_line_error(stopped)
+
+
+def test_no_ptrace_in_the_container_names_the_fix(engine):
+    name, _info = engine.run(ptrace=False)
+    done = wand("exec-py", "%s/%s" % (engine.name, name), "--", "1")
+    if engine.name == "podman":
+        # measured: podman's default seccomp profile lets a process ptrace another of its uid without
+        # CAP_SYS_PTRACE (no Yama here); docker's refuses process_vm_writev/ptrace without it
+        assert done.returncode == 0 and done.stdout == "1\n", done.stderr
+        return
+    assert done.returncode == 4
+    assert "--cap-add SYS_PTRACE" in one_line_error(done)
+
+
+def test_no_engine_and_no_permission(tmp_path):
+    engines_env()
+    gone = wand("stack", "docker/web", env={"DOCKER_HOST": "unix://%s/none.sock" % tmp_path})
+    assert gone.returncode == 6
+    assert "no docker engine answers (DOCKER_HOST=unix://" in one_line_error(gone)
+    missing = wand("stack", "podman/web", env={"PATH": "/nonexistent"})
+    assert missing.returncode == 6
+    assert one_line_error(missing) == "error: podman not found on PATH; install Podman to reach podman/NAME targets"
+    # uid 1000 is not in the docker group: the socket (root:docker 0660) refuses it
+    denied = wand("stack", "docker/web", user=1000, env={"HOME": str(tmp_path)})
+    assert denied.returncode == 6
+    assert "no permission on docker's socket" in one_line_error(denied)
+
+
+def test_engine_targets_refuse_pod_flags():
+    done = wand("stack", "docker/web", "-c", "app")
+    assert done.returncode == 2
+    assert "docker/web is one container" in one_line_error(done)
+
+
+# -- provisioning --------------------------------------------------------------------------------------------
+
+def test_hack_engines_comes_back_after_dockerd_stopped_and_twice_at_once():
+    engines_env()
+    script = os.path.join(REPO, "hack", "engines")
+    down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert subprocess.run(["docker", "version"], capture_output=True, timeout=30).returncode != 0  # it is down
+    runs = [subprocess.Popen([script, "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert out.strip().splitlines()[-1] == ENV_FILE
+    assert subprocess.run(["docker", "version"], capture_output=True, timeout=30).returncode == 0

@@ -105,6 +105,10 @@ PERMISSION = {"status": "error", "kind": "permission", "error": "ptrace of pid 7
 PENDING = {"status": "pending", "error": "the main thread did not reach a safe point within 1s",
            "frames": [{"file": "/app/web.py", "line": 3, "function": "serve"}], "left_behind": "/tmp/wand-x"}
 
+PORT_TAKEN = {"status": "error", "kind": "port", "reason": "taken after kubectl wand checked it",
+              "error": "port 5690 is already in use beside the target (taken after kubectl wand checked it); "
+                       "choose another with --port"}
+
 # (name, argv, override answers, exit code, in stdout, in stderr, request fields the verb sent)
 CASES = [
     ("get lists", ["get", "processes", "pod/web-1"], None, errors.OK, ["PID", "ticker.py"], [],
@@ -159,6 +163,12 @@ CASES = [
       "nothing of this request will run"], {"op": "mem", "timeout": 1.0}),
     ("mem permission", ["mem", "pod/web-1"], {"mem": PERMISSION}, errors.NOT_ATTACHABLE, [],
      ["not permitted", "or add --ephemeral (with SYS_PTRACE of its own)"], {}),
+    ("attach port taken", ["attach", "pod/web-1", "--port", "5690"], {"attach": PORT_TAKEN}, errors.ENVIRONMENT,
+     [], ["port 5690 is busy in pod/web-1 (taken after kubectl wand checked it); choose another with --port"],
+     {"op": "attach", "port": 5690}),
+    ("attach port reason escaped", ["attach", "pod/web-1", "--port", "5690"],
+     {"attach": dict(PORT_TAKEN, reason="x\x1b]0;owned\x07\nFAKE line")}, errors.ENVIRONMENT, [],
+     ["port 5690 is busy in pod/web-1 (x"], {"op": "attach"}),
     ("attach image without ephemeral", ["attach", "pod/web-1", "--image", "python:3.14"], None, errors.USAGE, [],
      ["--ephemeral"], None),
 ]
@@ -175,6 +185,7 @@ def test_verb(name, argv, override, code, in_out, in_err, sent):
         assert text in out, (text, out, err)
     for text in in_err:
         assert text in err, (text, out, err)
+    assert "\x1b" not in err and "\nFAKE" not in err  # what a target names never reaches the terminal raw
     if sent is None:  # refused before anything ran: the target was never asked
         assert pod.requests == []
     elif sent:

@@ -26,8 +26,9 @@ def run_attach(request, fetch_blob):
     pid = int(request["pid"])
     host, port = request.get("host", "127.0.0.1"), int(request.get("port", 5679))
     injection = Injection(pid, request.get("timeout", 15.0))
-    if port_taken(host, port) and not ours_on_port(port, pid):
-        # Fail before touching the target: debugpy.listen would spawn an adapter only to see it die.
+    holder = port_taken(host, port) and port_holder(port, pid)
+    if holder is None:
+        # Fail before touching the target: its hello could only say that it is not its server.
         raise AgentError("port", "port %d is already in use beside the target; choose another with --port" % port)
 
     def on_hello(hello, req, private):
@@ -38,6 +39,13 @@ def run_attach(request, fetch_blob):
             return {"status": "error", "kind": "foreign",
                     "error": "debugpy already listens in process %d (started by another tool) at an address "
                              "kubectl wand cannot tell; connect to it directly or restart the process" % pid}
+        if holder:
+            # The socket is the target's (or a process serving it), yet no server of ours is recorded there:
+            # the app's own listener. debugpy would fail to bind it; nothing of debugpy is imported yet.
+            why = "held by %s, not by a debug server kubectl wand started" % (
+                "the process itself" if holder == "target" else "a process it is connected to")
+            return {"status": "error", "kind": "port", "reason": why, "error": "port %d is already in use "
+                    "beside the target (%s); choose another with --port" % (port, why)}
         if not hello.get("debugpy"):
             if fetch_blob is None:
                 return {"status": "error", "kind": "debugpy", "error": "the target cannot import debugpy"}
@@ -118,24 +126,8 @@ def listening_inodes(host, port: int, net=None) -> set:
     want = None
     if host is not None:
         want = "127.0.0.1" if host == "localhost" else host
-    found = set()
-    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        try:
-            with open("%s/%s" % (net, table)) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 10 or fields[3] != "0A":  # 0A: LISTEN
-                continue
-            address, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) != port:
-                continue
-            if want is not None and kernel_address(address, family) != want:
-                continue
-            found.add("socket:[%s]" % fields[9])
-    return found
+    return {inode for state, (address, bound), _, inode in tcp_rows(net)
+            if state == "0A" and bound == port and (want is None or address == want)}
 
 
 def kernel_address(hexed: str, family) -> str:
@@ -162,28 +154,72 @@ def port_taken(host: str, port: int) -> bool:
         probe.close()
 
 
-def ours_on_port(port: int, pid: int) -> bool:
-    """Whether the listener on ``port`` is the target itself (an in-process debug server from an earlier
-    attach) or a debugpy adapter process: then the target's hello decides whether it is its server."""
+def port_holder(port: int, pid: int):
+    """Who holds the listener on ``port`` when it may be the target's debug server, from what the kernel says
+    (never from a name: argv, comm and the like are the other process's choice): "target" (one of the target's
+    own sockets: pydevd in the process from an earlier attach, or the app's own server), "adapter" (a process
+    listening where the target holds a connection to: debugpy's separate adapter, which pydevd connects to);
+    else None (another process's, or a socket bound without listening). The target's hello then decides: its
+    record (``debugpy._kubectl_wand_server``) must name a server, or the port is not ours."""
     inodes = listening_inodes(None, port)
     if not inodes:
-        return False
+        return None
+    holders = pids_holding(inodes)
+    if pid in holders:
+        return "target"
+    rows = list(tcp_rows())
+    mine = socket_inodes(pid)
+    peer_ports = {remote[1] for state, _, remote, inode in rows if state == "01" and inode in mine}
+    serving = {inode for state, local, _, inode in rows if state == "0A" and local[1] in peer_ports}
+    if serving and any(socket_inodes(other) & serving for other in holders):
+        return "adapter"
+    return None
+
+
+def pids_holding(inodes: set) -> set:
+    """The pids (of this pid namespace) that hold one of the sockets ``inodes`` (``socket:[N]`` names)."""
+    pids = set()
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+        if name.isdigit() and socket_inodes(int(name)) & inodes:
+            pids.add(int(name))
+    return pids
+
+
+def socket_inodes(pid: int) -> set:
+    """The ``socket:[N]`` names among pid's open files (empty when they cannot be read)."""
+    found = set()
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return found
+    for fd in fds:
         try:
-            links = {os.readlink("/proc/%s/fd/%s" % (name, fd)) for fd in os.listdir("/proc/%s/fd" % name)}
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            found.add(link)
+    return found
+
+
+def tcp_rows(net="/proc/net"):
+    """(state, (address, port), (remote address, remote port), ``socket:[inode]``) of each TCP socket in the
+    network namespace of ``net``; state as the kernel prints it ("0A": LISTEN, "01": ESTABLISHED)."""
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open("%s/%s" % (net, table)) as f:
+                rows = f.read().splitlines()[1:]
         except OSError:
             continue
-        if links & inodes:
-            if int(name) == pid:
-                return True
-            try:
-                with open("/proc/%s/cmdline" % name, "rb") as f:
-                    return b"debugpy" in f.read()
-            except OSError:
-                return False
-    return False
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 10:
+                continue
+            ends = []
+            for end in fields[1:3]:
+                address, _, hex_port = end.rpartition(":")
+                ends.append((kernel_address(address, family), int(hex_port, 16)))
+            yield fields[3], ends[0], ends[1], "socket:[%s]" % fields[9]
 
 
 def ship_debugpy(blob: bytes, private):

@@ -81,7 +81,8 @@ KINDS = (
     "not-found", "not-python", "exited",                 # nothing (left) to act on
     "version", "disabled", "permission", "stopped",      # the target cannot be injected as it is
     "refused",                                           # the target refused the script (audit hook)
-    "busy", "port", "foreign",                           # someone else holds what we need
+    "busy", "port", "foreign",                           # someone else holds what we need ("port": "reason"
+                                                         # may say who, in words for the CLI's line)
     "environment", "runtime", "inject", "debugpy",       # the machine or the container is in the way
     "location", "trace",                                 # trace: FILE:LINE refused; the probe failed
     "protocol",                                          # a message we cannot understand

@@ -144,7 +144,9 @@ class Options(TargetOptions):
             report.timed_out(result, self.streams.stderr)
             raise WandError("attach did not complete (see above)", errors.TIMEOUT)
         if result.get("status") == protocol.ERROR and result.get("kind") == "port":
-            raise PortBusy("port %d is busy in %s; choose another with --port" % (port, transport.where),
+            why = result.get("reason")  # who holds it, as the agent or the payload saw it
+            why = " (%s)" % text(why[:200]) if isinstance(why, str) and why else ""
+            raise PortBusy("port %d is busy in %s%s; choose another with --port" % (port, transport.where, why),
                            errors.ENVIRONMENT)
         result = check_result(result, transport)
         result["pid"] = pid = result.get("pid") or pid

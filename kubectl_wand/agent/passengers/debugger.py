@@ -57,28 +57,106 @@ def start_debugpy(request):
     if current:
         return dict(current, status="already")
     host, port = request["host"], int(request["port"])
-    mode = "in-process"
-    try:
+    if in_process_supported(debugpy):
+        mode = "in-process"
         try:
-            # pydevd itself serves DAP: no adapter process to spawn (faster, nothing outlives the app, works
-            # in embedded interpreters), and it survives a client that vanishes without a DAP disconnect (a
-            # dead port-forward), which leaves debugpy 1.8's separate adapter stuck.
-            bound_host, bound_port = debugpy.listen((host, port), in_process_debug_adapter=True)
-        except TypeError:  # debugpy older than 1.8.1: the separate adapter is the only way
-            mode = "adapter"
+            # Ours before debugpy starts: pydevd binds on a thread of its own, and debugpy.listen waits with
+            # no timeout, on the app's main thread, for a ready signal a failed bind never sends. Another
+            # process can take the port after the agent checked it; then this fails here, at once, with
+            # nothing of debugpy started.
+            claimed = claim_port(host, port)
+        except OSError as exc:
+            import errno
+            if exc.errno == errno.EADDRINUSE:
+                why = "taken after kubectl wand checked it"
+                error = "port %d is already in use beside the target (%s)" % (port, why)
+            else:
+                why = "cannot listen on %s:%d: %s" % (host, port, exc.strerror or exc)
+                error = why
+            return {"status": "error", "kind": "port", "reason": why, "error": error + "; choose another with --port"}
+        try:
+            with handed_over(claimed):
+                # pydevd itself serves DAP: no adapter process to spawn (faster, nothing outlives the app,
+                # works in embedded interpreters), and it survives a client that vanishes without a DAP
+                # disconnect (a dead port-forward), which leaves debugpy 1.8's separate adapter stuck.
+                bound_host, bound_port = debugpy.listen((host, port), in_process_debug_adapter=True)
+        except Exception as exc:
+            return {"status": "error", "kind": "debugpy", "error": str(exc)}
+    else:  # debugpy older than 1.8.1, or one whose socket we cannot hand over: its separate adapter
+        mode = "adapter"
+        try:
             if not os.path.basename(sys.executable or "").startswith("python"):
                 real = os.path.realpath("/proc/self/exe")  # embedded interpreters: the adapter needs python
                 if os.path.basename(real).startswith("python"):
                     debugpy.configure(python=real)
+            # Bounded: the adapter reports its own bind failure, and debugpy waits 30 s at most for it.
             bound_host, bound_port = debugpy.listen((host, port))
-    except Exception as exc:
-        message = str(exc)
-        kind = "port" if "in use" in message or "Errno 98" in message else "debugpy"
-        return {"status": "error", "kind": kind, "error": message}
+        except Exception as exc:
+            message = str(exc)
+            kind = "port" if "in use" in message or "Errno 98" in message else "debugpy"
+            return {"status": "error", "kind": kind, "error": message}
     record = {"host": bound_host, "port": bound_port, "debugpy": getattr(debugpy, "__version__", "?"),
               "source": "shipped" if shipped else "installed", "since": time.time(), "mode": mode}
     debugpy._kubectl_wand_server = record
     return dict(record, status="listening")
+
+
+def in_process_supported(debugpy) -> bool:
+    """Whether this debugpy serves DAP from pydevd in the process (1.8.1 and later) and names the hook that
+    takes our socket (pydevd's connection thread calls ``pydevd.create_server_socket``)."""
+    import inspect
+    try:
+        takes = "in_process_debug_adapter" in inspect.signature(debugpy.listen).parameters
+    except (TypeError, ValueError):
+        return False
+    pydevd = sys.modules.get("pydevd")
+    return takes and pydevd is not None and callable(getattr(pydevd, "create_server_socket", None))
+
+
+def claim_port(host, port):
+    """A socket listening at host:port, bound as pydevd binds its own (SO_REUSEADDR: connections left in
+    TIME_WAIT do not count). Listening, not only bound: Linux lets another SO_REUSEADDR socket bind a port
+    whose sockets are all bound and none listens, and then the first to listen wins."""
+    import socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class handed_over:
+    """While debugpy.listen runs, pydevd's connection thread gets ``claimed`` from create_server_socket
+    instead of binding a socket of its own (it calls listen(1) on it again, which only sets the backlog).
+    One call only, and the original is back as soon as it is made; a socket never taken is closed."""
+
+    def __init__(self, claimed):
+        pydevd = sys.modules["pydevd"]  # loaded by debugpy.server.api (in_process_supported checked it)
+        self.pydevd, self.claimed, self.taken = pydevd, claimed, False
+        self.original = pydevd.create_server_socket
+
+    def take(self, host=None, port=None, *args, **kwargs):
+        self.pydevd.create_server_socket = self.original
+        if self.taken:
+            return self.original(host, port, *args, **kwargs)
+        self.taken = True
+        return self.claimed
+
+    def __enter__(self):
+        self.pydevd.create_server_socket = self.take
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None and not self.taken:
+            return  # a debugpy whose listen returns before pydevd's thread binds: that thread takes it
+        if self.pydevd.create_server_socket == self.take:
+            self.pydevd.create_server_socket = self.original
+        if not self.taken:
+            self.claimed.close()
 
 
 def forget_modules(before, shipped):

@@ -9,10 +9,10 @@ it travels as source and is never imported here.
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "main")
+           "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "memory", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe")
+PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "heap")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
@@ -29,6 +29,7 @@ NEEDS = {
     "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
     "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
     "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
+    "mem": (INJECT + ("tracing", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
 }
 
 

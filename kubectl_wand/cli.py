@@ -40,6 +40,8 @@ VERBS = {
                 "kubectl wand profile [TARGET] [options]"),
     "trace": ("trace", "print a line (or a snapshot) each time running code passes FILE:LINE, without stopping it",
               "kubectl wand trace TARGET FILE:LINE [EXPR ...] [options]"),
+    "mem": ("mem", "where the memory goes: a census of the live heap, or a growth window naming the FILE:LINE",
+            "kubectl wand mem TARGET [--duration DUR] [options]"),
     "pdb": ("pdb", "open pdb's prompt on a live process in this terminal", "kubectl wand pdb TARGET [options]"),
 }
 

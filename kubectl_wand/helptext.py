@@ -77,6 +77,15 @@ EXAMPLES = {
 
   # The locals and the stack of the first hit in each pod, as JSON
   kubectl wand trace deploy/web web.py:17 --snapshot -o json""",
+    "mem": """Examples:
+  # The live heap of the app process of every pod of deploy/web, merged: top types by count and by size
+  kubectl wand mem deploy/web
+
+  # What grows: trace allocations for 60s, print the FILE:LINE whose live memory grew most, with stacks
+  kubectl wand mem deploy/web --duration 60s --frames 8
+
+  # One report per pod, as JSON
+  kubectl wand mem deploy/web --duration 30s --per-pod -o json""",
     "check": """Examples:
   # Why can't I attach?
   kubectl wand check deploy/web

@@ -61,7 +61,7 @@ def verb_parser(verb):
 
 
 def test_verbs_from_the_parser(complete):
-    assert complete("") == (["get", "attach", "exec-py", "check", "stack", "profile", "trace", "pdb"], 4)
+    assert complete("") == (["get", "attach", "exec-py", "check", "stack", "profile", "trace", "mem", "pdb"], 4)
     assert complete("ex") == (["exec-py"], 4)
     got, directive = complete("--v")  # kubectl's global flags may come before the verb, as may --version
     assert {"--v", "--version"} <= set(got) and directive == 4
@@ -139,7 +139,7 @@ def test_verbs_need_no_kubernetes_import():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'yaml', 'urllib3')), out)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=REPO))
-    assert proc.stdout.startswith("[] get\nattach\nexec-py\ncheck\nstack\nprofile\ntrace\npdb\n:4"), proc.stdout + proc.stderr
+    assert proc.stdout.startswith("[] get\nattach\nexec-py\ncheck\nstack\nprofile\ntrace\nmem\npdb\n:4"), proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")

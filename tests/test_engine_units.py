@@ -9,6 +9,7 @@ from kubectl_wand import errors, targets
 from kubectl_wand.errors import WandError
 from kubectl_wand.transport.engine import Engine
 from kubectl_wand.transport.netns import enterable
+from procs import wait_for
 
 
 def test_engine_targets_parse():
@@ -52,3 +53,116 @@ def test_a_process_that_is_not_the_container_is_never_entered():
     assert "not the container's" in enterable(os.getpid(), "f" * 64)
     assert "does not run on this machine" in enterable(2 ** 22 + 1, "f" * 64)
     assert enterable(0, "f" * 64)
+
+
+# -- the exec-stream relay (transport/relay.py + agent/relay.py), with a local Python as the "exec" -------------
+
+def _relay_forward(port, spawned, reported=None):
+    import sys
+    from kubectl_wand import pipes
+    from kubectl_wand.agent.processes import AGENT_LOADER
+    from kubectl_wand.transport.relay import ExecRelay
+
+    def spawn(argv):
+        proc = pipes.spawn(argv)
+        spawned.append(proc)
+        return proc
+    return ExecRelay(lambda: [sys.executable, "-S", "-c", AGENT_LOADER], spawn, port, 0,
+                     None if reported is None else reported.append)
+
+
+def _echo_server():
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+    def echo(conn):
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data or data == b"bye\n":
+                    return  # the server ends the connection
+                conn.sendall(data)
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def _recv_exactly(sock, n):
+    got = b""
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_the_relay_carries_bytes_both_ways_and_ends_with_either_side():
+    import socket
+    server = _echo_server()
+    spawned = []
+    forward = _relay_forward(server.getsockname()[1], spawned)
+    try:
+        big = bytes(range(256)) * 4096  # 1 MiB, every byte value: nothing is a line or text to the relay
+        with socket.create_connection(("127.0.0.1", forward.local_port), 10) as a:
+            a.settimeout(20)
+            a.sendall(b"hello\n")
+            assert _recv_exactly(a, 6) == b"hello\n"
+            import threading
+            threading.Thread(target=a.sendall, args=(big,), daemon=True).start()
+            assert _recv_exactly(a, len(big)) == big
+        spawned[0].wait(10)  # the client closed: its exec was ended (stdin closed, then terminated)
+        with socket.create_connection(("127.0.0.1", forward.local_port), 10) as b:
+            b.settimeout(20)
+            b.sendall(b"bye\n")
+            assert b.recv(10) == b""  # the server closed: so did the connection here
+        assert spawned[1].wait(10) == 0  # the relay ended on its own when its connection did
+        assert len(spawned) == 2
+    finally:
+        forward.close()
+        server.close()
+
+
+def test_the_relay_closes_a_connection_nothing_answers_and_close_ends_every_exec():
+    import socket
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there
+    spawned, reported = [], []
+    forward = _relay_forward(port, spawned, reported)
+    try:
+        with socket.create_connection(("127.0.0.1", forward.local_port), 10) as a:
+            a.settimeout(20)
+            assert a.recv(10) == b""
+        assert spawned[0].wait(10) == 3
+        wait_for(lambda: reported, timeout=10)  # said by the connection's thread once its exec is reaped
+        assert reported == ["a connection to port %d was closed: nothing listens there" % port]
+        server = _echo_server()
+        forward.remote_port = server.getsockname()[1]
+        held = [socket.create_connection(("127.0.0.1", forward.local_port), 10) for _ in range(3)]
+        for sock in held:
+            sock.settimeout(20)
+            sock.sendall(b"x\n")
+            assert sock.recv(10) == b"x\n"
+        forward.close()  # attach ends while the editor is still connected
+        for proc in spawned[1:]:
+            proc.wait(10)
+        assert len(spawned) == 4 and all(p.returncode is not None for p in spawned)
+        assert len(reported) == 1  # ended by close(): nothing to explain
+        for sock in held:
+            assert sock.recv(10) == b""
+            sock.close()
+        server.close()
+    finally:
+        forward.close()

@@ -6,11 +6,15 @@ loopback of its own), so the debug port is reached only through the container's 
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -18,7 +22,7 @@ import uuid
 import pytest
 
 import dap
-from procs import APPS, REPO, become, default_signals
+from procs import APPS, REPO, become, default_signals, wait_for
 
 ENV_FILE = os.path.join(os.environ.get("WAND_CACHE") or os.path.expanduser("~/.cache/kubectl-wand"), "engines",
                         "current.env")
@@ -148,13 +152,17 @@ def test_attach_hits_a_breakpoint_through_the_unpublished_port(engine):
     breakpoint_through_the_forward(engine, name, info)
 
 
-def breakpoint_through_the_forward(engine, name, info, *flags):
+def breakpoint_through_the_forward(engine, name, info, *flags, env=None, user=None, during=None, interrupt=False):
+    """attach, a DAP client's breakpoint hit through the forward; ``during(attach)`` runs while the client is
+    connected; ``interrupt``: end attach with Ctrl-C (SIGINT) rather than SIGTERM."""
     target = "%s/%s" % (engine.name, name)
     port = free_port()
-    attach = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "attach", target, "--port", str(port), *flags],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"]),
-                              preexec_fn=default_signals)
+    full = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+    full.update(env or {})
+    attach = subprocess.Popen([sys.executable if user is None else "/usr/bin/python3", "-m", "kubectl_wand",
+                               "attach", target, "--port", str(port), *flags],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=full,
+                              preexec_fn=default_signals if user is None else become(user))
     try:
         shown = ""
         while "Forwarding" not in shown:
@@ -167,6 +175,8 @@ def breakpoint_through_the_forward(engine, name, info, *flags):
         try:
             bp = client.attach_with_breakpoint(APP, line)
             assert bp["verified"], bp
+            if during is not None:
+                during(attach)
             got = {}
             # the app listens on 127.0.0.1 inside the container: the request comes from in there
             request = threading.Thread(target=lambda: got.setdefault("out", engine.cli(
@@ -182,12 +192,121 @@ def breakpoint_through_the_forward(engine, name, info, *flags):
             request.join(60)
             assert got["out"].startswith("hello from")
         finally:
+            if not interrupt:
+                client.close()
+        if interrupt:  # Ctrl-C while the editor is still connected
+            attach.send_signal(signal.SIGINT)
+            out, err = attach.communicate(timeout=30)
+            assert attach.returncode == 0, err
+            assert "Stopped forwarding" in out
             client.close()
     finally:
-        attach.terminate()
-        attach.wait(10)
+        if attach.poll() is None:
+            attach.terminate()
+            attach.wait(10)
     with socket.socket() as probe:  # the forward is gone with the command
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+    return attach
+
+
+def engine_execs(container_id):
+    """The engine CLIs on this machine that exec into the container (each names its full id)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[1] == b"exec" and container_id.encode() in argv:
+            found.append((int(pid), argv))
+    return found
+
+
+def agents_inside(engine, name):
+    """The processes in the container running kubectl-wand's loader (an agent or a relay)."""
+    from kubectl_wand.agent.processes import AGENT_LOADER
+    done = engine.cli("exec", name, "/usr/bin/python3.14", "-S", "-c",
+                      "import os,sys\nfor p in os.listdir('/proc'):\n  try:\n   c=open('/proc/%s/cmdline'%p,'rb')"
+                      ".read()\n  except OSError:\n   continue\n  if p.isdigit() and sys.argv[1].encode() in c and str(os.getpid())!=p:"
+                      "print(p)", AGENT_LOADER)
+    return done.stdout.split()
+
+
+def relay_in_use(engine, name):
+    """A check run while the DAP client is connected: its connection is a ``docker exec`` of attach's (beside
+    the watching agent's), and a relay runs in the container."""
+    container_id = engine.cli("inspect", "-f", "{{.Id}}", name).stdout.strip()
+
+    def during(attach):
+        mine = [pid for pid, _argv in engine_execs(container_id) if open("/proc/%d/stat" % pid).read().rsplit(
+            ")", 1)[1].split()[1] == str(attach.pid)]
+        assert len(mine) == 2, engine_execs(container_id)  # the watch, and the one connection's relay
+        assert len(agents_inside(engine, name)) == 2
+    return container_id, during
+
+
+def test_attach_over_the_engines_exec_stream(engine):
+    """WAND_ENGINE_RELAY=1: no namespace entered, the port carried by ``docker exec``; Ctrl-C ends every exec
+    here and every relay and agent in the container."""
+    name, info = engine.run()
+    container_id, during = relay_in_use(engine, name)
+    breakpoint_through_the_forward(engine, name, info, env={"WAND_ENGINE_RELAY": "1"}, during=during,
+                                   interrupt=True)
+    # the engine ends an exec whose client went away in its own time
+    wait_for(lambda: not engine_execs(container_id) and not agents_inside(engine, name), timeout=15)
+    assert engine_execs(container_id) == []
+    assert agents_inside(engine, name) == []
+
+
+def test_attach_as_a_user_who_cannot_enter_the_namespace_over_tcp():
+    """uid 1000 (not root: no namespace to enter) reaching dockerd as a remote engine, DOCKER_HOST=tcp:// on
+    loopback (a proxy to its socket made here): the relay is chosen without being asked for."""
+    docker = Engine("docker", engines_env())
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(8)
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve():
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect("/var/run/docker.sock")
+            threading.Thread(target=pump, args=(conn, sock), daemon=True).start()
+            threading.Thread(target=pump, args=(sock, conn), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    home = tempfile.mkdtemp(prefix="cw-relay-")
+    os.chmod(home, 0o777)
+    site = os.path.dirname(os.path.dirname(__import__("debugpy").__file__))
+    os.symlink(os.path.join(site, "debugpy"), os.path.join(home, "debugpy"))
+    try:
+        name, info = docker.run()
+        _id, during = relay_in_use(docker, name)
+        breakpoint_through_the_forward(docker, name, info, user=1000, during=during, env={
+            "DOCKER_HOST": "tcp://127.0.0.1:%d" % proxy.getsockname()[1], "HOME": home,
+            "PYTHONPATH": REPO + os.pathsep + home})
+    finally:
+        proxy.close()
+        docker.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def helpers(engine):
@@ -236,6 +355,74 @@ def test_a_compose_service_is_all_its_replicas():
         assert done.returncode == 3 and "no running container of that Compose service" in one_line_error(done)
     finally:
         docker.cleanup()
+
+
+class RootlessPodman(Engine):
+    """Podman run by uid 1000, rootless (a user namespace of one uid: no /etc/subuid here, vfs storage,
+    --network none), in a home of its own made for the test, with the project's image imported there."""
+
+    def __init__(self, env):
+        self.home = tempfile.mkdtemp(prefix="cw-rootless-")
+        conf = os.path.join(self.home, ".config", "containers")
+        os.makedirs(conf)
+        os.makedirs(os.path.join(self.home, "run"), mode=0o700)
+        with open(os.path.join(conf, "storage.conf"), "w") as f:
+            f.write('[storage]\ndriver = "vfs"\n[storage.options]\nignore_chown_errors = "true"\n')
+        with open(os.path.join(conf, "containers.conf"), "w") as f:
+            f.write('[containers]\ndefault_ulimits = []\nnetns = "none"\n'
+                    '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        site = os.path.dirname(os.path.dirname(__import__("debugpy").__file__))
+        os.symlink(os.path.join(site, "debugpy"), os.path.join(self.home, "debugpy"))  # for /usr/bin/python3
+        for dirpath, dirnames, filenames in os.walk(self.home):
+            for entry in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, entry), 1000, 1000)
+        os.chown(self.home, 1000, 1000)
+        super().__init__("podman", dict(env, CONTAINERS_CONF=os.path.join(conf, "containers.conf")))
+        self.user_env = {"HOME": self.home, "XDG_RUNTIME_DIR": os.path.join(self.home, "run"),
+                         "CONTAINERS_CONF": self.env["CONTAINERS_CONF"], "PYTHONPATH": REPO + os.pathsep + self.home}
+        base = os.path.join(self.home, "base.tar")  # root's image cache is not uid 1000's to read
+        shutil.copy(glob.glob(os.path.join(os.path.dirname(os.path.dirname(ENV_FILE)), "images",
+                                           "py314-base-*.layer.tar"))[0], base)
+        os.chown(base, 1000, 1000)
+        self.image = "localhost/cw-rootless/py314"
+        self.cli("import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 base, self.image, timeout=300)
+
+    def cli(self, *args, check=True, timeout=60):
+        done = subprocess.run(["podman"] + list(args), capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, **self.user_env), preexec_fn=become(1000))
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def cleanup(self):
+        super().cleanup()
+        pause = os.path.join(self.home, "run", "libpod", "tmp", "pause.pid")
+        if os.path.exists(pause):  # the process rootless podman keeps to hold its user namespace
+            with open(pause) as f:
+                pid = int(f.read().strip() or 0)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def test_attach_to_rootless_podman_as_its_user():
+    """uid 1000's own rootless Podman: its namespace is not ours to enter (not root), so the relay carries
+    the port; Ctrl-C leaves no podman exec here and no relay in the container."""
+    podman = RootlessPodman(engines_env())
+    try:
+        name, info = podman.run()
+        container_id, during = relay_in_use(podman, name)
+        breakpoint_through_the_forward(podman, name, info, user=1000, env=podman.user_env, during=during,
+                                       interrupt=True)
+        wait_for(lambda: not engine_execs(container_id) and not agents_inside(podman, name), timeout=15)
+        assert engine_execs(container_id) == []
+        assert agents_inside(podman, name) == []
+    finally:
+        podman.cleanup()
 
 
 # -- refusals ------------------------------------------------------------------------------------------------

@@ -33,12 +33,13 @@ def contained(py314, spawn):
     return start
 
 
-def our_tmp_leftovers():
-    return [n for n in os.listdir("/tmp") if n.startswith("wand-")]
+def our_tmp_leftovers(app):
+    """Our private directories for this target in our /tmp (private.dir_name: named after the target's pid, the
+    same in its namespace here): other tests' targets, run at the same time, have theirs."""
+    return [n for n in os.listdir("/tmp") if n.startswith(("wand-%d-" % app.pid, "wand-check-%d-" % app.pid))]
 
 
 def test_exec_py_and_check_through_chroot_and_lent_files(contained, wand, py314):
-    before = set(our_tmp_leftovers())
     app = contained("http_app.py")
     ran = wand("exec-py", "pid/%d" % app.pid, "--", "import os; os.getuid(), os.getpid()")
     assert ran.returncode == 0, ran.stderr
@@ -47,7 +48,7 @@ def test_exec_py_and_check_through_chroot_and_lent_files(contained, wand, py314)
     assert rows["injector"]["status"] == "ok" and "chrooted" in rows["injector"]["detail"], rows
     assert rows["private files"]["status"] == "ok" and "nothing written" in rows["private files"]["detail"], rows
     assert private_dirs(py314, app.pid) == []  # nothing in the target's filesystem...
-    assert set(our_tmp_leftovers()) == before  # ...nor left in ours
+    assert our_tmp_leftovers(app) == []  # ...nor left in ours
     assert app.stderr_so_far() == ""  # nothing in the app's logs
 
 
@@ -55,7 +56,6 @@ def test_pending_injection_keeps_its_script_reachable_until_the_target_reads_it(
     """The main thread is in time.sleep(4): the injection is still pending at the 1 s deadline. The agent (in
     the CLI process here) answers, then keeps the helper until the target has read the script: when the
     thread wakes it finds nobody waiting and returns silently, with nothing in the app's stderr."""
-    before = set(our_tmp_leftovers())
     app = contained("sleeper.py", "4")
     ready = time.monotonic()  # it sleeps 4 s from here
     result = wand("exec-py", "pid/%d" % app.pid, "--timeout", "1", "--", "print('never')", timeout=60)
@@ -65,14 +65,13 @@ def test_pending_injection_keeps_its_script_reachable_until_the_target_reads_it(
     assert time.monotonic() - ready >= 3.5
     assert "WOKE" in app.popen.stdout.readline().decode()
     assert app.stderr_so_far(wait=1.0) == ""  # no "Can't open debugger script", no traceback
-    assert set(our_tmp_leftovers()) == before and private_dirs(py314, app.pid) == []
+    assert our_tmp_leftovers(app) == [] and private_dirs(py314, app.pid) == []
 
 
 def test_attach_ships_debugpy_into_lent_files(contained, wand, py314):
     """A target without debugpy (-S: no site-packages) gets the CLI's own, unpacked into the lent directory in
     subdirectories, written with the target's uid, and imported through /proc/<helper>/root."""
     import socket
-    before = set(our_tmp_leftovers())
     app = contained("http_app.py", flags=["-S"])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,6 +80,6 @@ def test_attach_ships_debugpy_into_lent_files(contained, wand, py314):
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["status"] == "listening" and info["source"] == "shipped", info
-    assert set(our_tmp_leftovers()) == before and private_dirs(py314, app.pid) == []
+    assert our_tmp_leftovers(app) == [] and private_dirs(py314, app.pid) == []
     assert app.stderr_so_far() == ""
 

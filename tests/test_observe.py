@@ -86,6 +86,18 @@ def test_stack_shows_the_blocked_chain_and_the_named_thread_where_injection_cann
     assert app.alive()
 
 
+def test_stack_of_a_thread_that_moves_all_the_time_still_has_its_outer_frames(spawn):
+    # The reader and the walker read a running thread at two moments: its depth and line differ between them.
+    # The frames past the C call (Thread.run's) are the same in both; every read must still show them.
+    app = spawn("churn.py")
+    for _ in range(30):
+        entry = only(handle({"op": "stack", "pid": app.pid}))
+        churner = next(t for t in entry["threads"] if t["name"] == "churner")
+        assert churner["cut"] is None, churner
+        assert functions(churner["frames"])[-4:] == ["churn", "Thread.run", "Thread._bootstrap_inner",
+                                                     "Thread._bootstrap"], churner
+
+
 def test_stack_async_shows_the_task_tree_with_names(spawn):
     app = spawn("async_tree.py")
     entry = only(handle({"op": "stack", "pid": app.pid, "async": True}))

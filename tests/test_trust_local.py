@@ -397,14 +397,19 @@ def test_a_failed_debugpy_import_leaves_nothing_behind(spawn, py314):
     from kubectl_wand.transport.local import ship
     app = spawn("http_app.py", flags=["-S"])  # no site-packages: attach ships debugpy
 
+    # debugpy without debugpy/server/api.py: its import fails half-way, like a copy cut short. Built before the
+    # attach: the blob is fetched while the target's main thread waits for the request (bootstrap: 5 s), and
+    # re-compressing debugpy takes seconds on a loaded machine.
+    src, out = tarfile.open(fileobj=io.BytesIO(ship("debugpy"))), io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as dst:
+        for member in src.getmembers():
+            if member.name != "debugpy/server/api.py":
+                dst.addfile(member, src.extractfile(member))
+    blob = out.getvalue()
+
     def broken(name):
-        """debugpy without debugpy/server/api.py: its import fails half-way, like a copy cut short."""
-        src, out = tarfile.open(fileobj=io.BytesIO(ship(name))), io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w:gz") as dst:
-            for member in src.getmembers():
-                if member.name != "debugpy/server/api.py":
-                    dst.addfile(member, src.extractfile(member))
-        return out.getvalue()
+        assert name == "debugpy"
+        return blob
 
     failed = main.handle({"op": "attach", "pid": app.pid, "port": 0, "timeout": 30}, fetch_blob=broken)
     assert failed["status"] == "error" and "cannot import debugpy" in failed["error"], failed
@@ -437,6 +442,16 @@ def test_no_socket_leaks_when_the_code_raises(spawn):
     for _ in range(5):
         assert agent({"op": "exec", "pid": app.pid, "code": "1 / 0", "timeout": 10})["status"] == "raised"
     assert sockets(app.pid) == before
+
+
+def test_no_socket_left_when_an_exec_returns_while_other_threads_hold_the_gil(spawn):
+    # The payload answers, then closes its end. Sending lets the app's hot thread take the GIL for a switch
+    # interval (5 ms) before the payload's close: exec must not return before the target is done with it.
+    app = spawn("churn.py")
+    before = sockets(app.pid)
+    for _ in range(10):
+        assert agent({"op": "exec", "pid": app.pid, "code": "1", "timeout": 10})["status"] == "ok"
+        assert sockets(app.pid) == before
 
 
 # -- 6, 7. a target in a mount namespace of its own: full temporary directories, a chroot inside it ---------

@@ -92,6 +92,11 @@ def run_verb(argv, transports, stdin=""):
     return code, out.getvalue(), err.getvalue()
 
 
+def mem_answers():
+    with open(os.path.join(HERE, "recorded", "mem_answers.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def pid_of(recorded):
     return recorded["list"]["processes"][0]["pid"]
 
@@ -146,6 +151,18 @@ CASES = [
     ("trace bad location", ["trace", "pod/web-1", "ticker.py"], None, errors.USAGE, [], ["FILE:LINE"], None),
     ("trace bad expression", ["trace", "pod/web-1", "ticker.py:9", "n +"], None, errors.USAGE, [],
      ["not a Python expression"], None),
+    ("mem census", ["mem", "pod/web-1"], "census", errors.OK, ["bytes", "By count:", "pod/web-1 pid"], [],
+     {"op": "mem", "duration": None, "top": 20, "max_pause": 0.5, "frames": 3}),
+    ("mem window", ["mem", "pod/web-1", "--duration", "2s", "--frames", "3", "--top", "5"], "window", errors.OK,
+     ["leaker.py:10", "tracemalloc stopped", "Types whose counts grew"], [],
+     {"op": "mem", "duration": 2.0, "frames": 3, "top": 5}),
+    ("mem yaml", ["mem", "pod/web-1", "-o", "yaml"], "census", errors.OK, ["by_size:", "type: bytes"], [], {}),
+    ("mem bad top", ["mem", "pod/web-1", "--top", "0"], None, errors.USAGE, [], ["--top"], None),
+    ("mem pending", ["mem", "pod/web-1", "--timeout", "1s"], {"mem": PENDING}, errors.TIMEOUT, [],
+     ["pod/web-1: the main thread did not reach", "main thread blocked at /app/web.py:3:serve",
+      "nothing of this request will run"], {"op": "mem", "timeout": 1.0}),
+    ("mem permission", ["mem", "pod/web-1"], {"mem": PERMISSION}, errors.NOT_ATTACHABLE, [],
+     ["not permitted", "or add --ephemeral (with SYS_PTRACE of its own)"], {}),
     ("pdb pending", ["pdb", "pod/web-1", "--timeout", "1"], {"pdb": PENDING}, errors.TIMEOUT, [],
      ["main thread blocked at /app/web.py:3:serve", "nothing of this request will run"],
      {"op": "pdb", "timeout": 1.0}),
@@ -171,6 +188,8 @@ CASES = [
 
 @pytest.mark.parametrize("name,argv,override,code,in_out,in_err,sent", CASES, ids=[c[0] for c in CASES])
 def test_verb(name, argv, override, code, in_out, in_err, sent):
+    if isinstance(override, str):  # mem's answers, recorded from tests/apps/leaker.py
+        override = {"mem": mem_answers()[override]}
     pod = FakeTransport(override=override)
     got, out, err = run_verb(argv, [pod])
     assert got == code, (out, err)
@@ -210,6 +229,23 @@ def test_more_than_one_pod_needs_pod_off_a_terminal():
     assert code == errors.OK and second.requests
 
 
+def test_mem_merges_replicas_names_the_leak_first_and_escapes_names():
+    window = mem_answers()["window"]
+    hostile = copy.deepcopy(window)
+    hostile["sites"][0]["stack"][0]["file"] = "/app/\x1b[31mred.py"
+    hostile["types"][0]["type"] = "Evil\x1b]0;title\x07"
+    one, two = FakeTransport("web-1", override={"mem": window}), FakeTransport("web-2", override={"mem": window})
+    code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s", "-o", "json"], [one, two])
+    report = json.loads(out)
+    assert code == errors.OK and [p["pod"] for p in report["processes"]] == ["web-1", "web-2"]
+    site = report["sites"][0]
+    assert site["stack"][0]["line"] == 10 and site["processes"] == 2
+    assert site["size"] == 2 * window["sites"][0]["size"]
+    code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s", "--per-pod", "-o", "json"], [one, two])
+    assert [len(r["processes"]) for r in json.loads(out)] == [1, 1]
+    code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s"],
+                               [FakeTransport("web-1", override={"mem": hostile})])
+    assert code == errors.OK and "\x1b" not in out and "red.py" in out and "Evil" in out
 class TerminalPod(FakeTransport):
     """A pod whose agent names pdb's client, runs it in the 'terminal' and answers once told to stop."""
 

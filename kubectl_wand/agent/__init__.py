@@ -9,10 +9,11 @@ it travels as source and is never imported here.
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "pdbsession", "main")
+           "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "memory",
+           "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe",
+PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "heap",
               "pdbserver", "pdbclient", "replserver", "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
@@ -30,6 +31,7 @@ NEEDS = {
     "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
     "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
     "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
+    "mem": (INJECT + ("tracing", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),
     "repl": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "replclient") + OP_CODE["repl"]),
 }

@@ -16,9 +16,9 @@ from . import processes, protocol
 from .protocol import AgentError
 
 # Operations that run until done or stopped: the CLI may end them early (stop line, or stdin closed).
-STREAMING = ("watch", "profile", "trace", "pdb", "repl")
+STREAMING = ("watch", "profile", "trace", "mem", "pdb", "repl")
 # Operations on the app process: without a pid the agent chooses it here (one kubectl exec, not two).
-CHOOSING = ("exec", "attach", "check", "trace", "pdb", "repl")
+CHOOSING = ("exec", "attach", "check", "trace", "mem", "pdb", "repl")
 
 
 def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, window=None) -> dict:
@@ -77,6 +77,9 @@ def dispatch(request, fetch_blob, emit, stop, window=None):
         if op == "trace":
             from .tracing import trace
             return trace(request, emit, stop, window if request.get("sync") else None)
+        if op == "mem":
+            from .memory import mem
+            return mem(request, emit, stop)
         if op == "pdb":
             from .pdbsession import run_pdb
             return run_pdb(request, emit, stop)

@@ -55,9 +55,9 @@ HELLO, REQUEST, NEED, BLOB, EVENT, RESULT, STOP = "hello", "request", "need", "b
 GO = "go"  # the CLI's consent to a held request (sent before the pod was read from the API)
 
 # -- operations -------------------------------------------------------------------------------------------
-OPS = ("list", "watch", "exec", "attach", "check", "stack", "profile", "trace", "pdb", "repl")
+OPS = ("list", "watch", "exec", "attach", "check", "stack", "profile", "trace", "mem", "pdb", "repl")
 # agent -> payload: the one request an injection carries ("noop": the agent decided without the payload)
-PAYLOAD_OPS = ("exec", "attach", "trace", "pdb", "repl", "noop")
+PAYLOAD_OPS = ("exec", "attach", "trace", "mem", "pdb", "repl", "noop")
 
 # -- result statuses --------------------------------------------------------------------------------------
 OK = "ok"                # done

@@ -329,6 +329,13 @@ class Injection:
             raise AgentError("protocol", "process %d answered out of protocol: %s%s; refused" % (
                 self.pid, exc, hint))
         result["hello"] = hello
+        # The payload closes its end right after its answer: wait for that end of file (at once, unless the node
+        # is loaded and the target's main thread not yet scheduled again), so that an op that has returned left
+        # no socket of ours open in the target.
+        try:
+            lines.line(protocol.SMALL_MAX, time.monotonic() + REPORT_GRACE, "its close")
+        except protocol.ProtocolError:
+            pass
         return result
 
     def _send(self, conn, request):

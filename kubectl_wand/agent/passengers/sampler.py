@@ -159,6 +159,7 @@ def open_walker(pid, runtime):
 
 
 UNREADABLE = ("<unreadable>", "<unreadable>", None)
+MOVED = "the thread moved between two reads"
 
 
 def readable(function, file):
@@ -173,21 +174,29 @@ def thread_frames(walker, starts, info, why_not):
     the walker's frames past the reader's cut."""
     inner = [(f.funcname, f.filename, f.lineno) for f in info.frame_info]
     bad = [i for i, f in enumerate(inner) if not readable(f[0], f[1])]
-    walked, cut, why = None, 0, why_not
+    walked, cut, why, same = None, 0, why_not, False
     if walker is not None:
         try:
             walked, cut = walker.walk(starts.get(info.thread_id, 0))
         except Unreadable as exc:
             walked, why = None, "reading past a C call failed: %s" % exc
         else:
+            # The two reads are two moments of a running thread: above the C call its depth and line may have
+            # changed (a call made or returned, a line run), and the frames past the C call are still the same
+            # if the frame just inside it is the same function. A name read badly can only be checked at the same
+            # depth and line.
             last = inner[-1] if inner else None
-            if cut != len(inner) or last and (walked[cut - 1][2] != last[2] or
-                                              readable(*last[:2]) and walked[cut - 1][0] != last[0]):
-                walked, why = None, "the thread moved between two reads"
+            same = cut == len(inner) and (not last or walked[cut - 1][2] == last[2])
+            if last is None:
+                agree = same
+            else:
+                agree = cut > 0 and (walked[cut - 1][0] == last[0] if readable(*last[:2]) else same)
+            if not agree:
+                walked, why = None, MOVED
     frames = inner + (walked[cut:] if walked is not None else [])
     unread = 0
     for i in bad + list(range(len(inner), len(frames))):
-        if i < len(inner) and walked is not None and readable(*walked[i][:2]):
+        if i < len(inner) and walked is not None and same and readable(*walked[i][:2]):
             frames[i] = walked[i]
         elif not readable(*frames[i][:2]):
             frames[i], unread = UNREADABLE, unread + 1
@@ -197,11 +206,17 @@ def thread_frames(walker, starts, info, why_not):
 def stack(pid, want_async, runtime=None):
     reader = unwinder(pid, all_threads=True)
     walker, why_not = open_walker(pid, runtime)
-    threads, attempts = read(reader.get_stack_trace, pid)
-    try:
-        starts = walker.frame_addresses() if walker else {}
-    except Unreadable as exc:
-        walker, why_not = None, str(exc)
+    attempts = 0
+    for _ in range(RETRIES):  # a thread that left its C call between the two reads is read again, both reads
+        threads, tries = read(reader.get_stack_trace, pid)
+        attempts += tries
+        try:
+            starts = walker.frame_addresses() if walker else {}
+        except Unreadable as exc:
+            walker, why_not, starts = None, str(exc), {}
+        walks = {info.thread_id: thread_frames(walker, starts, info, why_not) for info in threads}
+        if all(cut != MOVED for _, cut, _ in walks.values()):
+            break
     pynames = python_names(walker)
     gil, gil_known = None, True
     try:
@@ -215,7 +230,7 @@ def stack(pid, want_async, runtime=None):
         tid = info.thread_id
         comm, letter = task_stat(pid, tid)
         state = STATES.get(letter, letter or "gone")
-        frames, cut, unread = thread_frames(walker, starts, info, why_not)
+        frames, cut, unread = walks[tid]
         out.append({"tid": tid, "name": pynames.get(tid) or thread_name(pid, tid, comm),
                     "name_cut": tid not in pynames and name_cut(pid, tid, comm),
                     "comm": comm, "main": tid == pid,

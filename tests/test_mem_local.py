@@ -1,0 +1,151 @@
+"""`kubectl wand mem` against real CPython 3.14 processes: tests/apps/leaker.py leaks bytes in leak_some().
+
+The census must name bytes first; a growth window must name the leaking FILE:LINE first; and after every way
+a window can end (its time up, SIGINT of the CLI, SIGKILL of the CLI) tracemalloc is off in the target, asked
+of the target itself with an exec-py injection, while an app that traces itself is left tracing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import dap
+import pytest
+from procs import APPS, REPO, default_signals, read_line, wait_for
+
+from kubectl_wand.agent.main import handle
+
+pytestmark = pytest.mark.py314
+
+APP = os.path.join(APPS, "leaker.py")
+
+
+def leak_line():
+    return dap.marker_line(APP, "# LEAK_LINE")
+
+
+def tracing(pid):
+    """tracemalloc.is_tracing() and the names of the threads, read in the target itself."""
+    result = handle({"op": "exec", "pid": pid, "timeout": 10, "code":
+                     "import tracemalloc, threading\n"
+                     "tracemalloc.is_tracing(), sorted(t.name for t in threading.enumerate())"})
+    assert result["status"] == "ok", result
+    return eval(result["value"])
+
+
+def window_gone(pid, tracing_after=False):
+    def check():
+        on, threads = tracing(pid)
+        return on is tracing_after and "kubectl-wand-mem" not in threads
+    return wait_for(check, timeout=15, interval=0.3)
+
+
+def test_census_names_bytes_first(spawn, wand):
+    app = spawn("leaker.py")
+    done = wand("mem", "pid/%d" % app.pid, "-o", "json", "--top", "5")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["mode"] == "census"
+    assert report["by_size"][0]["type"] == "bytes", report["by_size"]
+    assert report["by_count"][0]["type"] == "bytes", report["by_count"]
+    assert report["by_size"][0]["size"] > 20000 * 512  # 20000 leaked before READY
+    walk = report["processes"][0]["walk"]
+    assert walk["pause_ms"] < 2000 and walk["objects"] > 1000, walk
+    assert tracing(app.pid)[0] is False  # a census never starts tracemalloc
+    text = wand("mem", "pid/%d" % app.pid)
+    assert text.returncode == 0 and text.stdout.splitlines()[4].startswith("bytes"), text.stdout
+
+
+def test_window_names_the_leaking_line_first_and_stops_tracing(spawn, wand):
+    app = spawn("leaker.py")
+    done = wand("mem", "pid/%d" % app.pid, "--duration", "3s", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    top = report["sites"][0]["stack"][0]
+    assert top["file"].endswith("leaker.py") and top["line"] == leak_line(), report["sites"][:2]
+    assert report["types"][0]["type"] == "bytes", report["types"][:3]
+    process = report["processes"][0]
+    assert process["stopped"] is True and process["tracing_after"] is False and process["reason"] == "duration"
+    assert window_gone(app.pid)
+    text = wand("mem", "pid/%d" % app.pid, "--duration", "2s")
+    assert "leaker.py:%d" % leak_line() in text.stdout and "tracemalloc stopped" in text.stdout, text.stdout
+    assert text.stdout.index("leaker.py:%d" % leak_line()) < text.stdout.index("Types whose")
+
+
+def test_app_tracing_itself_is_left_tracing(spawn, wand):
+    app = spawn("leaker.py", "--trace-self")
+    assert tracing(app.pid)[0] is True
+    done = wand("mem", "pid/%d" % app.pid, "--duration", "2s", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    process = report["processes"][0]
+    assert process["app_tracing"] is True and process["tracing_after"] is True
+    assert report["sites"][0]["stack"][0]["line"] == leak_line(), report["sites"][:2]
+    assert window_gone(app.pid, tracing_after=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_window_ends_when_the_cli_is_interrupted_or_killed(spawn, signum):
+    app = spawn("leaker.py")
+    cli = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "mem", "pid/%d" % app.pid, "--duration", "120s",
+                            "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=default_signals)
+    try:
+        assert wait_for(lambda: tracing(app.pid)[0] is True, timeout=20, interval=0.3)
+        cli.send_signal(signum)
+        out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert window_gone(app.pid)  # within seconds, whichever way it ended
+    assert app.alive()
+    if signum == signal.SIGINT:  # Ctrl-C still reports what grew so far, as the window's normal end
+        assert cli.returncode == 0, err
+        report = json.loads(out)
+        assert report["processes"][0]["reason"] == "ended", report["processes"]
+        assert report["sites"][0]["stack"][0]["line"] == leak_line()
+
+
+def test_refusals(wand, spawn):
+    for args, words in [(("mem",), "needs a target"), (("mem", "pid/1", "--top", "0"), "--top"),
+                        (("mem", "pid/1", "--frames", "101"), "--frames"),
+                        (("mem", "pid/1", "--duration", "0"), "--duration"),
+                        (("mem", "pid/1", "--max-pause", "61s"), "--max-pause")]:
+        done = wand(*args)
+        assert done.returncode == 2 and words in done.stderr, (args, done.stderr)
+    done = wand("mem", "pid/999999")
+    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+
+
+FORK = """import os, tracemalloc
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(w, b"1" if tracemalloc.is_tracing() else b"0")
+    os._exit(0)
+os.close(w)
+os.waitpid(child, 0)
+(tracemalloc.is_tracing(), os.read(r, 1))"""
+
+
+def test_a_child_forked_during_a_window_does_not_keep_tracing(spawn):
+    app = spawn("leaker.py")
+    cli = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "mem", "pid/%d" % app.pid, "--duration", "120s",
+                            "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=default_signals)
+    try:
+        assert wait_for(lambda: tracing(app.pid)[0] is True, timeout=20, interval=0.3)
+        forked = handle({"op": "exec", "pid": app.pid, "timeout": 10, "code": FORK})
+        assert forked["status"] == "ok", forked
+        assert forked["value"] == "(True, b'0')", forked["value"]  # the parent traces, its child does not
+        cli.send_signal(signal.SIGINT)
+        cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert window_gone(app.pid)

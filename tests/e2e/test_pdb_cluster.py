@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -131,6 +132,7 @@ def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
         session.expect(r"\.\.\. ")
         session.line("")
         session.expect(r"\n")
+        time.sleep(1.0)  # the input runs in the pod by now: Ctrl-C interrupts running code (not the typing)
         session.interrupt()
         session.expect("KeyboardInterrupt")
         session.expect(r">>> ")

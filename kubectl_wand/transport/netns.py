@@ -22,7 +22,7 @@ import time
 
 from .. import errors
 from ..errors import WandError
-from . import Forward
+from .listener import ListenerForward
 
 CLONE_NEWNET = 0x40000000
 _libc = None
@@ -80,33 +80,10 @@ def enterable(pid: int, container_id: str):
     return None
 
 
-def listen(want, remote_port: int, required: bool) -> socket.socket:
-    """A listening socket on 127.0.0.1:``want`` (default: the remote port's number, else any free port when
-    that one is busy and was not ``required``)."""
-    from .portforward import port_free
-    want = want if want is not None else remote_port
-    if want and not port_free(want):
-        if required:
-            raise WandError("local port %d is busy; choose another with --local-port" % want, errors.ENVIRONMENT)
-        want = 0
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("127.0.0.1", want))
-    except OSError as exc:
-        listener.close()
-        raise WandError("cannot listen on 127.0.0.1:%d: %s" % (want, exc.strerror), errors.ENVIRONMENT)
-    listener.listen(16)
-    return listener
 
-
-class NetnsForward(Forward):
+class NetnsForward(ListenerForward):
     def __init__(self, pid: int, remote_port: int, local_port=None):
-        self.remote_port = remote_port
-        self.requested = local_port
-        self.local_port = None
-        self.listener = None
-        self.closed = threading.Event()
+        super().__init__(remote_port, local_port)
         try:
             self.proc_fd = os.open("/proc/%d" % pid, os.O_RDONLY | os.O_DIRECTORY)
             self.ns_fd = os.open("ns/net", os.O_RDONLY, dir_fd=self.proc_fd)
@@ -115,22 +92,6 @@ class NetnsForward(Forward):
             raise WandError("cannot open the network namespace of process %d: %s" % (pid, exc.strerror),
                             errors.ENVIRONMENT)
         self.start()
-
-    def start(self):
-        listener = listen(self.local_port or self.requested, self.remote_port, bool(self.requested or
-                                                                                   self.local_port))
-        self.listener = listener
-        self.local_port = listener.getsockname()[1]
-        self.closed.clear()
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener):
-        while not self.closed.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _inside(self):
         """A socket made in the container's network namespace (this thread goes there and comes back)."""
@@ -170,20 +131,6 @@ class NetnsForward(Forward):
         while self.alive() and time.monotonic() < end:
             self.closed.wait(min(0.5, max(0.0, end - time.monotonic())))
         return self.alive()
-
-    def restart(self):
-        self.close_listener()
-        self.start()
-
-    def close_listener(self):
-        self.closed.set()
-        if self.listener is not None:
-            try:
-                self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.listener.close()
-            self.listener = None
 
     def close(self):
         self.close_listener()

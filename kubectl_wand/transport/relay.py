@@ -22,7 +22,7 @@ import socket
 import threading
 
 from .. import pipes
-from . import Forward
+from .listener import ListenerForward
 
 _SOURCE = None
 RELAY_REFUSED = 3  # agent/relay.py's exit when nothing listens on the port
@@ -38,35 +38,15 @@ def relay_line(port: int) -> bytes:
     return b"exec(%s);relay(%d)\n" % (ascii(_SOURCE).encode(), int(port))
 
 
-class ExecRelay(Forward):
+class ExecRelay(ListenerForward):
     """``argv()``: the command line of one exec into the container (the transport's agent command line)."""
 
     def __init__(self, argv, spawn, remote_port: int, local_port=None, report=None):
+        super().__init__(remote_port, local_port)
         self.argv, self.spawn, self.report = argv, spawn, report
-        self.remote_port = remote_port
-        self.requested = local_port
-        self.local_port = None
-        self.listener = None
-        self.closed = threading.Event()
         self.lock = threading.Lock()
         self.live = {}  # connection socket -> its exec's process, ended by close()
         self.start()
-
-    def start(self):
-        from .netns import listen
-        self.listener = listen(self.local_port or self.requested, self.remote_port, bool(self.requested or
-                                                                                        self.local_port))
-        self.local_port = self.listener.getsockname()[1]
-        self.closed.clear()
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener):
-        while not self.closed.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -133,20 +113,6 @@ class ExecRelay(Forward):
     def wait(self, timeout: float) -> bool:
         self.closed.wait(timeout)
         return self.alive()
-
-    def restart(self):
-        self.close_listener()
-        self.start()
-
-    def close_listener(self):
-        self.closed.set()
-        if self.listener is not None:
-            try:
-                self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.listener.close()
-            self.listener = None
 
     def close(self):
         self.close_listener()

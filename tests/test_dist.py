@@ -204,4 +204,4 @@ def test_install_gives_both_commands_with_a_clean_plugin_list(installers, tools_
     completed = run(["kubectl", "__complete", "wand", "get", "processes", "-"], env=env)
     assert "--all-namespaces" in completed.stdout.splitlines() and completed.stdout.endswith(":4\n"), completed.stderr
     assert run([os.path.join(bin_dir, "kubectl_complete-wand"), ""], env=env).stdout.split() == [
-        "get", "attach", "exec-py", "check", "stack", "profile", "trace", ":4"]
+        "get", "attach", "exec-py", "check", "stack", "profile", "trace", "mem", "pdb", ":4"]

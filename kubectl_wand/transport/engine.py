@@ -22,7 +22,7 @@ from .. import agent as agent_pkg, errors, pipes
 from ..errors import WandError
 from . import Watch
 from .bundle import AGENT_ARGS
-from .kubectl import PYTHONS, KubectlTransport, KubectlWatch, NoInterpreter
+from .kubectl import PYTHONS, KubectlTransport, KubectlWatch, NoInterpreter, pythons_for
 
 INSPECT_TIMEOUT = 30.0
 RELAY_ENV = "WAND_ENGINE_RELAY"  # =1: forward over the engine's exec stream even where the namespace is enterable
@@ -131,12 +131,8 @@ class EngineTransport(KubectlTransport):
         return self.engine.argv("exec", "-i", self.id, python, *AGENT_ARGS)
 
     def pythons(self):
-        found = list(PYTHONS)
         config = self.container_doc.get("Config") or {}
-        first = (list(config.get("Entrypoint") or []) + list(config.get("Cmd") or []) + [""])[0]
-        if isinstance(first, str) and first.startswith("/") and "python" in os.path.basename(first):
-            found.append(first)
-        return found
+        return pythons_for(list(config.get("Entrypoint") or []) + list(config.get("Cmd") or []))
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
         from ..agent import protocol

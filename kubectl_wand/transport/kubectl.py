@@ -34,6 +34,16 @@ NO_PYTHON_HINT = (", or add --ephemeral: the agent then runs in an ephemeral deb
                   "(its python3, or --image IMAGE's) that shares the app's processes (no restart)")
 
 
+def pythons_for(command) -> list:
+    """The interpreters to try in a container: PYTHONS on its PATH, then the Python its command line starts by an
+    absolute path (an image without python3 on PATH)."""
+    first = (list(command) + [""])[0]
+    found = list(PYTHONS)
+    if isinstance(first, str) and first.startswith("/") and "python" in os.path.basename(first):
+        found.append(first)
+    return found
+
+
 def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     """Start ``kubectl exec -i ... python -c LOADER`` and send it the agent and the request."""
     proc = flags.spawn(argv, short_lived)
@@ -173,12 +183,8 @@ class KubectlTransport(Transport):
 
     def pythons(self):
         """Interpreters to try in the current container, most likely first."""
-        found = list(PYTHONS)
         spec = next((c for c in self.pod["spec"].get("containers") or [] if c["name"] == self.container), {})
-        first = (list(spec.get("command") or []) + list(spec.get("args") or []) + [""])[0]
-        if first.startswith("/") and "python" in os.path.basename(first):
-            found.append(first)
-        return found
+        return pythons_for(list(spec.get("command") or []) + list(spec.get("args") or []))
 
     # -- the agent --------------------------------------------------------------------------------------
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:

@@ -69,19 +69,20 @@ apt_install() {
   [ ${#pending[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "need root to apt-get install ${pending[*]}"
   mkdir -p "$(dirname "$APT_LOCK")"
-  # fd 8 in a subshell: the lock ends with it, never inherited by a daemon a hack/ script starts later
+  # fd 8 in a subshell: the lock ends with it; closed for apt and dpkg (8>&-), so that no daemon a package's
+  # maintainer script starts keeps it (a later run would wait on it forever)
   ( flock -w 1800 8 || die "another run held $APT_LOCK for 30 minutes (see: fuser -v $APT_LOCK)"
     local missing=() apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
     for p in "$@"; do installed "$p" || missing+=("$p"); done  # the run we waited for may have installed them
     [ ${#missing[@]} -eq 0 ] && exit 0
     if [ -z "${WAND_APT_UPDATED:-}" ]; then
-      timeout 600 "${apt[@]}" update >&2 || die "apt-get update failed"
+      timeout 600 "${apt[@]}" update >&2 8>&- || die "apt-get update failed"
     fi
     try() { DEBIAN_FRONTEND=noninteractive timeout 1200 "${apt[@]}" install -y --no-install-recommends \
-              "${missing[@]}" >&2; }
+              "${missing[@]}" >&2 8>&-; }
     if ! try; then
       log "apt-get install ${missing[*]} failed; finishing what an interrupted dpkg left (dpkg --configure -a), once"
-      DEBIAN_FRONTEND=noninteractive timeout 600 dpkg --configure -a >&2 || true
+      DEBIAN_FRONTEND=noninteractive timeout 600 dpkg --configure -a >&2 8>&- || true
       try || die "apt-get install ${missing[*]} failed"
     fi
   ) 8>>"$APT_LOCK" || exit 1

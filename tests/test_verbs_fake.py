@@ -397,6 +397,10 @@ def test_lists_are_lists_for_every_pod():
         code, out, err = run_verb(with_output(argv, "json"), pods)
         assert code == errors.OK, err
         assert sorted(i["pod"] for i in check(out, shape, "json", from_two)) == ["web-1", "web-2"]
+    failing = [FakeTransport("web-1"), FakeTransport("web-2", override={"exec": PERMISSION})]
+    code, out, err = run_verb(["exec-py", "deploy/web", "--all-pods", "-o", "json", "--", EXEC_OK], failing)
+    assert code == errors.NOT_ATTACHABLE, err  # before: the failing pod's item lacked value, stdout, ... entirely
+    assert [i["status"] for i in check(out, "exec-py --all-pods", "json", from_two)] == ["ok", "error"]
     code, out, err = run_verb(["mem", "deploy/web", "--per-pod", "-o", "yaml"],
                               [FakeTransport(n, override={"mem": mem_answers()["census"]}) for n in ("web-1", "web-2")])
     assert [r["processes"][0]["pod"] for r in check(out, "mem --per-pod", "yaml", from_two)] == ["web-1", "web-2"]

@@ -9,8 +9,10 @@ of the process and its children):
   bare         `python -c pass` with the CLI's interpreter, site included (the floor of a console script)
   bare-S       `python -S -c pass` (the interpreter alone)
   imports      the CLI's interpreter importing what `stack pid/N` imports (site included)
-  sampler      the stack reader exactly as the agent starts it (the target's interpreter, beside the target): the
-               second interpreter's start, loading the reader and the read itself
+  sampler      the stack reader exactly as the agent starts it locally (the target's interpreter, beside the
+               target): the second interpreter's start, loading the reader's compiled code and the read itself
+  sampler-src  the same from source, compiled on every start (as in a pod, where there is no cache)
+  target-S     the target's interpreter alone, started the same way (`-S -c pass`)
 The CLI's modules are byte-compiled first, as pip does when it installs a wheel (PYTHONDONTWRITEBYTECODE, set in
 some shells, would otherwise make every run compile them from source: ~60 ms). Prints medians and quartiles of
 wall and CPU; the ratios stack / py-spy per round are the issue's figures (goal <= 2x).
@@ -62,12 +64,21 @@ def timed(argv, env=None, stdin=None):
     return wall, children_cpu() - cpu0
 
 
-def sampler_case(pid):
-    """(argv, env, stdin) that run the stack reader as observe.stack starts it."""
+def sampler_cases(pid):
+    """{name: (argv, env, stdin)}: the stack reader as observe.stack starts it locally (its code compiled once by
+    the target's interpreter and kept in the user's cache), and as it starts in a pod (the source, compiled on
+    every start), with the interpreter's bare start beside them."""
+    from kubectl_wand import usercache
     from kubectl_wand.agent import procfs, runtime, observe
     rt = runtime.TargetRuntime(procfs.Proc(pid))
-    argv, env = rt.command(["-c", observe.sampler_source(), "stack", str(rt.injector_pid)] + observe.runtime_args(rt))
-    return argv, env, None
+    args = ["stack", str(rt.injector_pid)] + observe.runtime_args(rt)
+    code = rt.compiled(observe.sampler_source(), usercache)
+    if not code:
+        raise SystemExit("the target's interpreter did not compile the stack reader")
+    loaded = rt.command(["-c", runtime.LOAD_CODE] + args) + (code,)
+    source = rt.command(["-c", observe.sampler_source()] + args) + (None,)
+    bare = rt.command(["-c", "pass"]) + (None,)
+    return {"sampler": loaded, "sampler-src": source, "target-S": bare}
 
 
 def main():
@@ -91,7 +102,6 @@ def main():
         pid = int(app.stdout.readline().decode().split("=")[1])
         pyspy = find_pyspy(args.pyspy)
         env = dict(os.environ)
-        s_argv, s_env, s_in = sampler_case(pid)
         cases = {
             "stack": ([script, "stack", "pid/%d" % pid], env, None),
             "stack-async": ([script, "stack", "--async", "pid/%d" % pid], env, None),
@@ -99,8 +109,8 @@ def main():
             "bare": ([sys.executable, "-c", "pass"], env, None),
             "bare-S": ([sys.executable, "-S", "-c", "pass"], env, None),
             "imports": ([sys.executable, "-c", STACK_IMPORTS], env, None),
-            "sampler": (s_argv, s_env, s_in),
         }
+        cases.update(sampler_cases(pid))
         results = {name: ([], []) for name in cases}
         for _ in range(args.rounds):
             for name, (argv, e, stdin) in cases.items():

@@ -133,12 +133,15 @@ def runtime_args(rt):
 
 def start(rt, args, code=None):
     """The sampler started beside the target with ``args``; ``code`` (runtime.compiled) is its compiled source,
-    which the caller writes to its stdin (runtime.LOAD_CODE reads it)."""
-    import subprocess  # only when a sampler is started (runtime.run says why not at the top)
+    which the caller writes to its stdin (runtime.LOAD_CODE reads it), and then it is started without
+    subprocess (runtime.Spawned)."""
     try:
         argv, env = rt.command(["-c", runtime_mod.LOAD_CODE if code else sampler_source()] + list(args))
     except runtime_mod.RuntimeProblem as exc:  # e.g. it exited since it was listed: /proc/PID/exe is gone
         raise AgentError("exited" if not os.path.exists("/proc/%d" % rt.proc.pid) else "runtime", str(exc))
+    if code:
+        return runtime_mod.Spawned(argv, env)
+    import subprocess  # only when a sampler is started (runtime.run says why not at the top)
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -206,12 +209,11 @@ def stack(request: dict, emit=None, stop=None, code_cache=None) -> dict:
 
 
 def collect_stack(popen, deadline, code=None) -> dict:
-    import subprocess
     try:
         stdout, stderr = runtime_mod.bounded_output(popen, code or b"", max(0.1, deadline - time.monotonic()),
                                                     protocol.LINE_MAX)
         popen.wait()
-    except subprocess.TimeoutExpired:
+    except runtime_mod.TimedOut:
         kill_group(popen)
         popen.wait(5)
         return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "

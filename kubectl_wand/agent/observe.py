@@ -199,7 +199,10 @@ def stack(request: dict, emit=None, stop=None, code_cache=None) -> dict:
             popen, code, argv = started
             read = collect_stack(popen, deadline, code)
             if code and read.get("empty"):  # the compiled code did not load there (see runtime.compiled)
-                read = collect_stack(start(resolved[1], argv), deadline)
+                try:
+                    read = collect_stack(start(resolved[1], argv), deadline)
+                except AgentError as exc:
+                    read = {"kind": exc.kind, "error": exc.message}
             read.pop("empty", None)
             entry.update(read)
         out.append(entry)

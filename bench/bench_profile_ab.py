@@ -1,23 +1,25 @@
 """What `profile` costs a CPU-bound app and the machine, A/B against py-spy 0.4.3 --nonblocking.
 
-One app, bench/apps/hot_app.py, pinned to CPU 1, counts its work in a fixed unit (one pass of a fixed loop) and
-reports, about every 0.1 s, its clock, its thread's CPU time and the time it waited on a run queue. This process
-and every sampler are pinned to CPU 0. Each round runs four phases, in an order rotated every round so each
-phase takes each place equally often:
-  A, A'    nobody samples the app (A' is the A/A calibration: its ratio to A is the measurement's own noise)
-  wand     the agent's profile op (the sampler under the app's interpreter) at --rate Hz
-  py-spy   py-spy record --nonblocking at the same rate
-A phase starts its sampler, waits until it samples, and measures one window of --window seconds; a round gives
-each phase's ratio to that round's A. Three measures of the app's throughput per window:
-  own-time  units per second of wall time less the run-queue wait: the time other work on CPU 1 takes divides
-            out (on a machine shared with other work, the figure the claims rest on); a sampler pinned to CPU 0
-            cannot take CPU 1 from the app, so this is the cost of being read (a pause would show here)
-  wall      units per wall second: everything, including whatever else ran on CPU 1
-  per-CPU   units per CPU second of the app's thread: how much slower its own code ran (caches, memory)
-The sampler's CPU is the scheduler's run time (/proc/PID/task/*/schedstat) of every process this benchmark
-started except the app, plus (wand) the agent thread that reads the sampler, over the window: its steady
-cost per second of sampling. Start-up and report are the run's whole CPU (rusage) less window CPU.
-Medians over rounds with the interquartile range; the round's load average beside it.
+Two copies of bench/apps/count_app.py share CPU 1 (both pinned there): R, the reference, is never sampled; T,
+the target, is sampled in some phases. Each counts its work in a fixed unit (one pass of a fixed loop) and
+reports, about every 0.1 s, its clock, its thread's CPU time and the time it waited on the run queue (here:
+mostly for the other copy). This process and every sampler run on CPU 0. What slows CPU 1 (its clock, a
+neighbour on the host, cache pressure from other work) slows R and T alike within a window, so each window's
+T/R ratio divides it out; measured on this shared VM, one app alone varied 30 % between windows a minute apart.
+Each round runs four phases, in an order rotated every round so each phase takes each place equally often:
+  U, U'    nobody samples T (U' is the A/A calibration: its ratio to U is the measurement's own noise)
+  wand     the agent's profile op on T (the sampler under T's interpreter) at --rate Hz
+  py-spy   py-spy record --nonblocking on T at the same rate
+A phase starts its sampler, waits until it samples, and measures one window of --window seconds; each phase's
+T/R ratio is divided by the round's U ratio. Three measures of throughput:
+  own-time  units per second of wall time less the run-queue wait (the time the other copy and any other work
+            held CPU 1 divides out; a pause of T would show here): the figure the claims rest on
+  wall      units per wall second: also the scheduler's split of CPU 1 between R and T
+  per-CPU   units per CPU second of the thread: how much slower its own code ran (caches, memory)
+The sampler's CPU is the scheduler's run time (/proc/PID/task/*/schedstat) over the window of every process
+this benchmark started except the apps, plus (wand) the agent thread that reads the sampler: its steady cost
+per second of sampling. Start-up and report are the run's whole CPU (rusage) less that rate times its length.
+Medians over rounds with the interquartile range, and the load average beside each round.
 
 py-spy: --py-spy PATH, else py-spy 0.4.3 on PATH or beside this interpreter, else installed from PyPI with
 `pip install py-spy==0.4.3` into this interpreter's virtualenv (or a venv under ~/.cache/kubectl-wand).
@@ -45,22 +47,22 @@ from benchstats import quartiles  # noqa: E402
 from kubectl_wand import profiles  # noqa: E402
 from kubectl_wand.agent.main import handle  # noqa: E402
 
-APP = os.path.join(REPO, "bench", "apps", "hot_app.py")
+APP = os.path.join(REPO, "bench", "apps", "count_app.py")
 IN_ROOT_DIR = "/opt/wand-bench"
 DEFAULT_ROOTFS = os.path.expanduser("~/.cache/kubectl-wand/py314-rootfs")
 APP_CPU, OWN_CPU = 1, 0
 PYSPY_VERSION = "0.4.3"
 SETTLE = 0.5  # seconds between a sampler's first sample and the window: its start-up is over
-PHASES = ("A", "A'", "wand", "py-spy")
+PHASES = ("U", "U'", "wand", "py-spy")
 
 
 class App:
-    """The hot_app process; a thread keeps its latest report (ns clock, thread CPU ns, run-queue wait ns, units)."""
+    """The count_app process; a thread keeps its latest report (ns clock, thread CPU ns, run-queue wait ns, units)."""
 
     def __init__(self, args):
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         argv = [args.python, APP] if args.python else [
-            chroot, args.rootfs, "/usr/bin/python3.14", IN_ROOT_DIR + "/hot_app.py"]
+            chroot, args.rootfs, "/usr/bin/python3.14", IN_ROOT_DIR + "/count_app.py"]
         # The shell opens its own schedstat as fd 3, then becomes taskset, chroot and the app: one process, whose
         # main thread is the app's only thread (a chroot has no /proc to open it from inside).
         self.popen = subprocess.Popen(["sh", "-c", 'exec 3</proc/self/schedstat; exec "$@"', "sh",
@@ -69,7 +71,7 @@ class App:
                                       env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
         line = self.popen.stdout.readline().decode()
         if not line.startswith("READY pid="):
-            raise SystemExit("hot_app did not start: %r" % line)
+            raise SystemExit("count_app did not start: %r" % line)
         self.pid = int(line.split("=")[1])
         self.latest = None
         self.changed = threading.Condition()
@@ -95,8 +97,11 @@ class App:
         self.popen.wait(timeout=10)
 
 
+MEASURES = ("own-time", "wall", "per-CPU")
+
+
 def rates(r0, r1):
-    """The app's throughput over the window between two reports, three ways (see the module docstring)."""
+    """An app's throughput over the window between two of its reports, three ways (see the module docstring)."""
     wall, cpu, wait, units = (b - a for a, b in zip(r0, r1))
     return {"own-time": units / (wall - wait) * 1e9, "wall": units / wall * 1e9, "per-CPU": units / cpu * 1e9,
             "wait": wait / wall, "seconds": wall / 1e9}
@@ -141,22 +146,24 @@ def descendants(skip):
 class Meter:
     """CPU run time of the samplers this benchmark started (and of our agent thread) across one window."""
 
-    def __init__(self, app, own_tids=()):
-        self.app, self.own_tids = app, list(own_tids)
+    def __init__(self, apps, own_tids=()):
+        self.apps, self.own_tids = apps, list(own_tids)
 
     def now(self):
         """(samplers' run time, our agent thread's) in ns."""
-        procs = descendants({self.app.popen.pid, self.app.pid})
+        procs = descendants({pid for app in self.apps.values() for pid in (app.popen.pid, app.pid)})
         return sum(run_ns(p) for p in procs), run_ns(os.getpid(), self.own_tids)
 
 
-def window(app, seconds, meter=None):
-    r0 = app.report()
+def window(apps, seconds, meter=None):
+    """T's throughput over R's in one window, each measure; T's own figures; the samplers' CPU."""
+    r0 = {name: app.report() for name, app in apps.items()}
     c0 = meter.now() if meter else (0, 0)
     time.sleep(seconds)  # a measurement window: throughput only exists over a span of time
-    r1 = app.report()
+    r1 = {name: app.report() for name, app in apps.items()}
     c1 = meter.now() if meter else (0, 0)
-    out = rates(r0, r1)
+    ref, out = rates(r0["R"], r1["R"]), rates(r0["T"], r1["T"])
+    out.update({"T/R " + m: out[m] / ref[m] for m in MEASURES})
     # the sampler's CPU: its processes' and (wand) the agent thread's that reads it
     out["agent_ms_per_s"] = (c1[1] - c0[1]) / 1e6 / out["seconds"]
     out["sampler_ms_per_s"] = (c1[0] - c0[0]) / 1e6 / out["seconds"] + out["agent_ms_per_s"]
@@ -168,14 +175,14 @@ def children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
-def untouched(app, args):
+def untouched(apps, args):
     time.sleep(SETTLE)
-    return window(app, args.window)
+    return window(apps, args.window)
 
 
-def wand(app, args):
+def wand(apps, args):
     """The agent's profile op on the app for window + 2 s; the window opens once it samples."""
-    sampling, box, tid = threading.Event(), {}, []
+    app, sampling, box, tid = apps["T"], threading.Event(), {}, []
 
     def on_event(event):
         if "progress" in event:
@@ -194,7 +201,7 @@ def wand(app, args):
     if not sampling.wait(60):
         raise SystemExit("the profile did not start")
     time.sleep(max(0.0, SETTLE - 0.5))  # the first progress line comes 0.5 s into sampling
-    out = window(app, args.window, Meter(app, tid))
+    out = window(apps, args.window, Meter(apps, tid))
     worker.join(args.window + 60)
     result = box["result"]
     if result["status"] != "ok" or "profile" not in result["processes"][0]:
@@ -206,9 +213,9 @@ def wand(app, args):
     return out
 
 
-def pyspy(app, args):
+def pyspy(apps, args):
     """py-spy record --nonblocking on the app for a whole number of seconds >= window + 2."""
-    duration = int(math.ceil(args.window + 2))
+    app, duration = apps["T"], int(math.ceil(args.window + 2))
     out_file = tempfile.NamedTemporaryFile(prefix="pyspy-", suffix=".txt", delete=False)
     out_file.close()
     argv = [args.pyspy, "record", "--pid", str(app.pid), "--rate", str(int(args.rate)), "--duration", str(duration),
@@ -221,7 +228,7 @@ def pyspy(app, args):
         if "Sampling process" not in first:
             raise SystemExit("py-spy did not start: %r" % first)
         time.sleep(SETTLE)
-        out = window(app, args.window, Meter(app))
+        out = window(apps, args.window, Meter(apps))
         said = spy.communicate(timeout=duration + 60)[0].decode()
         with open(out_file.name) as f:
             collapsed = f.read()
@@ -295,71 +302,81 @@ def main():
         if not os.path.exists(os.path.join(args.rootfs, "usr/bin/python3.14")):
             raise SystemExit("no python3.14 in %s (hack/py314-rootfs makes it) and no --python" % args.rootfs)
         os.makedirs(args.rootfs + IN_ROOT_DIR, exist_ok=True)
-        shutil.copy(APP, args.rootfs + IN_ROOT_DIR + "/hot_app.py")
+        shutil.copy(APP, args.rootfs + IN_ROOT_DIR + "/count_app.py")
     args.pyspy = find_pyspy(args.pyspy)
     os.sched_setaffinity(0, {OWN_CPU})  # the samplers (our children) inherit it
-    run_phase = {"A": untouched, "A'": untouched, "wand": wand, "py-spy": pyspy}
+    run_phase = {"U": untouched, "U'": untouched, "wand": wand, "py-spy": pyspy}
 
-    print("app: bench/apps/hot_app.py on CPU %d; samplers on CPU %d; %d rounds of %s, %g s windows, %g Hz; "
-          "load %s" % (APP_CPU, OWN_CPU, args.rounds, "/".join(PHASES), args.window, args.rate,
-                       " ".join("%.2f" % x for x in os.getloadavg())))
-    rounds = []
-    app = App(args)
+    print("apps: bench/apps/count_app.py x2 (R, T) on CPU %d; samplers on CPU %d; %d rounds of %s, %g s windows, "
+          "%g Hz; load %s" % (APP_CPU, OWN_CPU, args.rounds, "/".join(PHASES), args.window, args.rate,
+                              " ".join("%.2f" % x for x in os.getloadavg())), flush=True)
+    rounds, apps = [], {}
     try:
-        window(app, 2.0)  # warm-up
+        apps["R"] = App(args)
+        apps["T"] = App(args)
+        window(apps, 2.0)  # warm-up
         for r in range(args.rounds):
             order = PHASES[r % len(PHASES):] + PHASES[:r % len(PHASES)]
-            got = {name: run_phase[name](app, args) for name in order}
+            got = {name: run_phase[name](apps, args) for name in order}
             got["load"] = os.getloadavg()[0]
             rounds.append(got)
-            print("round %2d  load %.2f  own-time vs A: A' %.4f wand %.4f py-spy %.4f  sampler ms/s: wand %.2f "
-                  "py-spy %.2f  Hz: wand %.1f py-spy %.1f  CPU-1 wait %.1f%%" % (
-                      r + 1, got["load"], *(got[p]["own-time"] / got["A"]["own-time"] for p in PHASES[1:]),
+            print("round %2d  load %.2f  own-time T/R vs U: U' %.4f wand %.4f py-spy %.4f  sampler ms/s: wand "
+                  "%.2f py-spy %.2f  Hz: wand %.1f py-spy %.1f" % (
+                      r + 1, got["load"], *(effect(got, p, "own-time") for p in PHASES[1:]),
                       got["wand"]["sampler_ms_per_s"], got["py-spy"]["sampler_ms_per_s"],
-                      got["wand"]["achieved"], got["py-spy"]["achieved"],
-                      100 * statistics.mean(got[p]["wait"] for p in PHASES)), flush=True)
+                      got["wand"]["achieved"], got["py-spy"]["achieved"]), flush=True)
     finally:
-        app.stop()
+        for app in apps.values():
+            app.stop()
 
     print()
-    print("throughput relative to A in the same round (median, IQR, range over %d rounds):" % len(rounds))
-    for measure in ("own-time", "wall", "per-CPU"):
+    print("T's throughput over R's, relative to U's in the same round (median, IQR, range over %d rounds):"
+          % len(rounds))
+    for measure in MEASURES:
         for phase in PHASES[1:]:
-            label = "A' (A/A calibration)" if phase == "A'" else phase
-            print("  %-9s %-22s %s" % (measure, label, spread([g[phase][measure] / g["A"][measure] for g in rounds])))
+            label = "U' (A/A calibration)" if phase == "U'" else phase
+            print("  %-9s %-21s %s" % (measure, label, spread([effect(g, phase, measure) for g in rounds])))
     print("sampler CPU per second of sampling, window only (ms/s):")
     for phase in ("wand", "py-spy"):
         print("  %-8s %s" % (phase, spread([g[phase]["sampler_ms_per_s"] for g in rounds], fmt="%.2f")))
-    print("  %-8s %s" % ("of wand's, the agent thread's", spread([g["wand"]["agent_ms_per_s"] for g in rounds],
-                                                             fmt="%.2f")))
-    print("whole run CPU less window CPU: start-up and report (ms):")
+    print("  (of wand's, the agent thread's: %s)" % spread([g["wand"]["agent_ms_per_s"] for g in rounds], fmt="%.2f"))
+    print("start-up and report: the whole run's CPU less the window's rate times its length (ms):")
     for phase in ("wand", "py-spy"):
         print("  %-8s %s" % (phase, spread([g[phase]["run_cpu"] * 1000 - g[phase]["sampler_ms_per_s"] * g[phase][
             "run_seconds"] for g in rounds], fmt="%.1f")))
     print("achieved rate over the whole run (Hz):")
     for phase in ("wand", "py-spy"):
         print("  %-8s %s" % (phase, spread([g[phase]["achieved"] for g in rounds], fmt="%.2f")))
+    print("T's share of wall time waiting for CPU 1: %s" % spread([g["U"]["wait"] for g in rounds], fmt="%.3f"))
     print("hottest two (own time): wand %s; py-spy %s" % (rounds[0]["wand"]["hottest"], rounds[0]["py-spy"]["hottest"]))
     print("load average per round: %s" % spread([g["load"] for g in rounds], fmt="%.2f"))
 
-    calib = [g["A'"]["own-time"] / g["A"]["own-time"] for g in rounds]
-    ours = [g["wand"]["own-time"] / g["A"]["own-time"] for g in rounds]
+    calib = [effect(g, "U'", "own-time") for g in rounds]
+    ours = [effect(g, "wand", "own-time") for g in rounds]
     c1, c3 = quartiles(calib)
     o1, _ = quartiles(ours)
-    cpu_ours = statistics.median(g["wand"]["sampler_ms_per_s"] for g in rounds)
-    cpu_spy = statistics.median(g["py-spy"]["sampler_ms_per_s"] for g in rounds)
+    cpu_ours = [g["wand"]["sampler_ms_per_s"] for g in rounds]
+    cpu_spy = [g["py-spy"]["sampler_ms_per_s"] for g in rounds]
+    lower = sum(a <= b for a, b in zip(cpu_ours, cpu_spy))
     verdicts = [
-        ("sampler CPU (median) <= py-spy --nonblocking's: %.2f vs %.2f ms/s" % (cpu_ours, cpu_spy), cpu_ours <= cpu_spy),
+        ("sampler CPU (median) <= py-spy --nonblocking's: %.2f vs %.2f ms/s (lower in %d of %d rounds)" % (
+            statistics.median(cpu_ours), statistics.median(cpu_spy), lower, len(rounds)),
+         statistics.median(cpu_ours) <= statistics.median(cpu_spy)),
         ("achieved rate >= 99.5 %% of requested in every round (min %.2f Hz)"
          % min(g["wand"]["achieved"] for g in rounds), all(g["wand"]["achieved"] >= 0.995 * args.rate for g in rounds)),
         ("own-time throughput >= 99 %% (lower quartile %.4f)" % o1, o1 >= 0.99),
-        ("calibration IQR (%.4f-%.4f) narrower than the 1 %% being claimed" % (c1, c3), c3 - c1 < 0.01),
+        ("calibration's IQR (%.4f-%.4f) narrower than the 1 %% claimed" % (c1, c3), c3 - c1 < 0.01),
         ("same two hottest functions as py-spy", rounds[0]["wand"]["hottest"] == rounds[0]["py-spy"]["hottest"]),
     ]
     print()
     for text, ok in verdicts:
-        print("%-78s %s" % (text, "ok" if ok else "MISSED"))
+        print("%-84s %s" % (text, "ok" if ok else "MISSED"))
     return 0 if all(ok for _, ok in verdicts) else 1
+
+
+def effect(got, phase, measure):
+    """T/R in ``phase`` over T/R untouched (U) in the same round."""
+    return got[phase]["T/R " + measure] / got["U"]["T/R " + measure]
 
 
 if __name__ == "__main__":

@@ -26,17 +26,10 @@ NEEDS = {
     "list": (CORE + ("main",), ()),
     "watch": (CORE + ("main",), ()),
     "exec": (INJECT + ("main",), ("injector", "bootstrap") + OP_CODE["exec"]),
-<<<<<<< HEAD
-    "attach": (INJECT + ("debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
-    "check": (INJECT + ("checks", "main"), ("injector",)),
-    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
-    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
-=======
     "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
-    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
-    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
->>>>>>> main
+    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
     "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "mem": (INJECT + ("tracing", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),

@@ -5,12 +5,12 @@ Shipped between ``framewalk`` and ``sampler`` (agent/observe.py: sampler_source)
 Walker, and sampler's reader, frame checks and output. Runs under the target's own interpreter, beside it.
 
 Each tick reads the stacks one of two ways. With the Walker (the target's _PyRuntime found and its offsets
-checked) and without --gil, the Walker alone reads every thread's whole chain: measured with
-bench/bench_profile_ab.py, RemoteUnwinder.get_stack_trace and then the Walker over the same frames (to read past
-the reader's cut) cost the sampler ~16 ms of CPU per second of sampling at 100 Hz, more than py-spy
---nonblocking's ~11; one read of the chain is what py-spy does. Otherwise (no Walker, --gil, which needs the
-reader's GIL holder, or a Walker read that failed on a moving thread) the reader's frames, extended by the Walker
-where it can (sampler.thread_frames), as ``stack`` reads them.
+checked) and without --gil, the Walker alone reads every thread's whole chain, once, as py-spy does: measured
+beside a CPU-bound app at 100 Hz, RemoteUnwinder.get_stack_trace and then the Walker over the same frames (to
+read past the reader's cut) cost the sampler 15.1-16.5 ms of CPU per second of sampling, the Walker alone
+10.7-12.1 (bench/bench_profile_ab.py has the whole of it against py-spy). Otherwise (no Walker, --gil, which
+needs the reader's GIL holder, or a Walker read torn by the moving target) the reader's frames, extended by the
+Walker where it can (sampler.thread_frames), as ``stack`` reads them.
 """
 import posix as os  # as in sampler: importing os under 3.14 -S was 2 ms of the sampler's ~5 ms start
 import select

@@ -241,6 +241,13 @@ def test_mem_merges_replicas_names_the_leak_first_and_escapes_names():
     site = report["sites"][0]
     assert site["stack"][0]["line"] == 10 and site["processes"] == 2
     assert site["size"] == 2 * window["sites"][0]["size"]
+    assert site["seen_size"] == 2 * window["sites"][0]["seen_size"] < site["size"]  # scaled from the slices
+    assert one.requests[-1]["sync"] is True and two.requests[-1]["sync"] is True  # one window for every pod
+    assert report["traced_share"] == [window["sampling"]["share"]] * 2
+    code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s"], [one, two])
+    share = "traced %.0f %% of the window" % (window["sampling"]["share"] * 100)
+    assert "ESTIMATED over the window from the traced slices: " + share in out, out
+    assert "tracemalloc costs %.1fx per allocation here" % window["sampling"]["cost"] in out
     code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s", "--per-pod", "-o", "json"], [one, two])
     assert [len(r["processes"]) for r in json.loads(out)] == [1, 1]
     code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s"],

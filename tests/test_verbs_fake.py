@@ -344,3 +344,12 @@ def test_profile_and_trace_open_every_pods_window_once_all_are_armed(argv):
     assert all(p.requests[-1].get("sync") for p in pods)
     first_go = min(i for i, (what, _pod) in enumerate(log) if what == "go")
     assert sorted(pod for what, pod in log[:first_go]) == ["web-0", "web-1", "web-2"]  # no window before all armed
+
+
+def test_mem_says_when_listing_the_heap_alone_overran_max_pause():
+    census = copy.deepcopy(mem_answers()["census"])
+    census["walk"].update(over_budget=True, max_pause_ms=100.0, list_ms=150.0)
+    code, out, _err = run_verb(["mem", "pod/web-1", "--max-pause", "0.1s"], [FakeTransport(override={"mem": census})])
+    assert code == errors.OK and "OVER --max-pause 100.0 ms: listing the heap's objects alone took 150.0 ms" in out
+    code, out, _err = run_verb(["mem", "pod/web-1"], [FakeTransport(override={"mem": mem_answers()["census"]})])
+    assert code == errors.OK and "OVER" not in out

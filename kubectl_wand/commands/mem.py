@@ -172,11 +172,16 @@ def human(n):
     return "%.1f KiB" % (n / 1024.0) if abs(n) < 1048576 else mib(n)
 
 
-def sampled_note(walk):
+def sampled_note(walk, paused=None):
+    """Whether the walk sampled; and whether the main thread's census (``paused``, default ``walk``) overran."""
+    over, paused = "", paused or walk
+    if paused and paused.get("over_budget"):  # listing the objects cannot be sampled: a huge heap, a small --max-pause
+        over = "; OVER --max-pause %s ms: listing the heap's objects alone took %s ms" % (
+            text(paused.get("max_pause_ms")), text(paused.get("list_ms")))
     if not walk or not walk.get("sampled"):
-        return "whole heap walked"
-    return "SAMPLED: every %s-th gc object (and every %s-th item of big containers), counts scaled by that" % (
-        walk.get("stride"), walk.get("inner_stride"))
+        return "whole heap walked" + over
+    return "SAMPLED: every %s-th gc object (and every %s-th item of big containers), counts scaled by that%s" % (
+        walk.get("stride"), walk.get("inner_stride"), over)
 
 
 def traced_note(process) -> str:
@@ -205,7 +210,7 @@ def render(report) -> str:
                          text(heap.get("gc_threshold")), text((walks[0] or {}).get("pause_ms")) + " ms" + (
                              "" if len(walks) < 2 else " at the start (the end's census: %s ms in our own thread)"
                              % text((walks[-1] or {}).get("pause_ms"))),
-                         "{:,}".format((walks[0] or {}).get("objects") or 0), sampled_note(walks[-1])))
+                         "{:,}".format((walks[0] or {}).get("objects") or 0), sampled_note(walks[-1], walks[0])))
         if report["mode"] == "window":
             state = ("the app's own tracing, left running" if p.get("app_tracing") else
                      "tracemalloc stopped" if p.get("stopped") and not p.get("tracing_after") else

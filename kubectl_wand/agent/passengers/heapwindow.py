@@ -423,7 +423,7 @@ class Window:
         sampling = {"slices": self.slices, "traced": round(self.traced, 3), "measured": round(self.measured, 3),
                     "share": round(self.traced / elapsed, 4) if elapsed > 0 else None, "scale": round(scale, 3),
                     "cost": None if self.cost is None else round(self.cost, 2), "duty": round(self.duty, 4),
-                    "budget": COST_BUDGET}
+                    "budget": COST_BUDGET, "synced": self.armed and self.opened}
         return {"status": "ok", "mode": "window", "pid": os.getpid(), "reason": reason,
                 "seconds": round(elapsed, 3), "frames": self.frames, "app_tracing": self.app_tracing,
                 "stopped": bool(stopped), "tracing_after": tracemalloc.is_tracing(), "sites": self.sites(scale),

@@ -251,18 +251,31 @@ class Window:
         if self.trace_on():
             self.slice = {"start": now, "mark": now + length * MARK_AT, "end": now + length, "first": None}
 
-    def slice_mark(self, now):
+    def snapshot(self):
+        """The running slice's snapshot by site; None (the slice dropped) when tracemalloc is no longer ours to
+        read: the app stopped it meanwhile."""
         import tracemalloc
-        self.slice["first"] = by_site(tracemalloc.take_snapshot())
-        self.slice["marked"] = now
+        try:
+            return by_site(tracemalloc.take_snapshot())
+        except RuntimeError:
+            with self.lock:
+                self.tracing_now = False
+            self.slice = None
+            return None
+
+    def slice_mark(self, now):
+        first = self.snapshot()
+        if first is not None:
+            self.slice["first"] = first
+            self.slice["marked"] = now
 
     def slice_end(self, now):
         """The slice's second snapshot, tracemalloc off, the growth since its first added to the window's."""
-        import tracemalloc
-        piece, self.slice = self.slice, None
-        if not self.tracing_now:
+        piece = self.slice
+        last = self.snapshot() if self.tracing_now else None
+        self.slice = None
+        if last is None:
             return
-        last = by_site(tracemalloc.take_snapshot())
         self.trace_off()
         first = piece["first"] or {}  # ended before its first snapshot: measured from its start (when nothing lived)
         since = piece.get("marked", piece["start"])

@@ -125,10 +125,10 @@ def main():
     for objects in () if args.skip_census else (1_000_000, 5_000_000):
         walks = census_pause(args, objects)
         for label, w in walks.items():
-            print("census %d M objects, %-7s: walk %7.1f ms (list %5.1f ms), the app's main thread stopped %7.1f ms, "
-                  "%d gc objects, %d items walked, stride %d/%d, %.0f ms per million items%s; load %s" % (
-                      objects // 1_000_000, label, w["pause_ms"], w["list_ms"], w["app_gap_ms"], w["app_gaps"], w["objects"],
-                      w["items"], w["stride"],
+            print("census %d M objects, %-7s: walk %7.1f ms (list %5.1f ms), the app's main thread stopped %7.1f ms "
+                  "(rounds: %s), %d gc objects, %d items walked, stride %d/%d, %.0f ms per million items%s; load %s" % (
+                      objects // 1_000_000, label, w["pause_ms"], w["list_ms"], w["app_gap_ms"],
+                      "/".join("%.0f" % g for g in w["app_gaps"]), w["objects"], w["items"], w["stride"],
                       w["inner_stride"], w["per_million_ms"], "  OVER BUDGET" if w.get("over_budget") else "",
                       load()), flush=True)
 

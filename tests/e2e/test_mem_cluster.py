@@ -64,7 +64,7 @@ def test_census_and_window_on_both_replicas(leak, wand):
     assert all(p["stopped"] and not p["tracing_after"] for p in report["processes"]), report["processes"]
     # One window for both replicas: each opened at the CLI's go, once both had taken their first census.
     assert all(p["sampling"]["synced"] and p["sampling"]["slices"] >= 1 for p in report["processes"]), report
-    print("windows%s; traced %s of them" % (report["spread"], report["traced_share"]))
+    print("replicas' windows%s; traced %s of them" % (report["spread"], report["traced_share"]))
     text = wand("mem", "deploy/" + NAME, "--duration", "2s")
     assert text.returncode == 0 and "/code/leaker.py:%d" % LEAK_LINE in text.stdout, text.stdout
     for pod in pods:

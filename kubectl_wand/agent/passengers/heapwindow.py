@@ -347,8 +347,13 @@ class Window:
                 if self.slice is not None and self.slice["first"] is None:
                     due.append(self.slice["mark"])
                 reason = self.listen(conn, max(0.0, min(POLL, min(due) - now)))
-        except Exception as exc:
+        except (OSError, ValueError) as exc:  # the connection failed, or a line that was not JSON
             reason = reason or "connection failed: %s" % type(exc).__name__
+        except Exception as exc:
+            self.finish("failed")
+            self.send(conn, {"status": "error", "kind": "inject", "error": "the memory window failed in the "
+                             "target: %s: %s (tracemalloc is stopped)" % (type(exc).__name__, str(exc)[:MAX_TEXT])})
+            return
         self.ended_wall = time.time()
         if reason in ("connection closed", "heartbeat lost") or reason.startswith("connection failed"):
             self.finish(reason)  # no one to report to

@@ -176,3 +176,31 @@ def test_a_child_forked_during_a_window_does_not_keep_tracing(spawn):
             cli.kill()
             cli.wait()
     assert window_gone(app.pid)
+
+
+def slices_namespace():
+    """heapcensus and heapslices run as the bootstrap runs them: their sources in one namespace."""
+    from kubectl_wand.agent.sources import module_source
+    namespace = {}
+    for name in ("heapcensus", "heapslices"):
+        exec(compile(module_source(name), "<kubectl-wand %s>" % name, "exec"), namespace)
+    return namespace
+
+
+def test_the_duty_cycle_keeps_the_measured_cost_within_its_budget():
+    ns = slices_namespace()
+    for cost in (1.5, 4.0, 8.0, 14.0, 20.0, 40.0):
+        duty, length, period = ns["duty_cycle"](cost, 3600.0)
+        assert (cost - 1) * duty <= ns["COST_BUDGET"] + 1e-9 or duty == ns["MIN_DUTY"], (cost, duty)
+        assert length == ns["SLICE"] and abs(period * duty - length) < 1e-9
+    duty, length, period = ns["duty_cycle"](14.0, 2.0)  # a short window: one slice of at least MIN_SLICE
+    assert length == ns["MIN_SLICE"] and period > 2.0
+
+
+def test_growth_is_what_a_slice_kept_past_its_first_snapshot():
+    ns = slices_namespace()
+    growth = {}
+    # in flight at both snapshots (a request being served): no growth; a leak: what it added in between
+    ns["add_growth"](growth, {"request": (1000, 10), "leak": (100, 1)}, {"request": (1000, 10), "leak": (600, 6)})
+    ns["add_growth"](growth, {}, {"leak": (300, 3), "freed": (0, 0)})
+    assert growth == {"request": [0, 0], "leak": [800, 8], "freed": [0, 0]}

@@ -14,7 +14,7 @@ MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent"
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe",
-              "heapcensus", "heapwindow",
+              "heapcensus", "heapslices", "heapwindow",
               "pdbserver", "pdbclient", "replserver", "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402

@@ -1,4 +1,4 @@
-"""The agent side of ``mem``: inject passengers/heapcensus.py and heapwindow.py; a census answers at once, a
+"""The agent side of ``mem``: inject passengers/heapcensus.py, heapslices.py and heapwindow.py; a census answers at once, a
 growth window keeps the connection: the agent pings every second, relays the window's progress, and asks it to
 end early on ``stop``. A ``sync`` window (several pods read at once) is armed once its first census is taken:
 the agent tells the CLI and sends the window its go when the CLI says go (main.Window), so every pod's window

@@ -11,7 +11,7 @@ SOURCES = {}  # module name -> source text
 # file written into the target's temporary directory holds the bootstrap only, and a request decided from the
 # hello alone (attach to a running server) compiles nothing more in the target.
 OP_CODE = {"exec": ("execute",), "attach": ("debugger",), "trace": ("codefinder", "probe"),
-           "mem": ("heapcensus", "heapwindow"),
+           "mem": ("heapcensus", "heapslices", "heapwindow"),
            "pdb": ("pdbserver",), "repl": ("execute", "replserver")}
 
 

@@ -65,8 +65,10 @@ def test_census_and_window_on_both_replicas(leak, wand):
     # One window for both replicas: each opened at the CLI's go, once both had taken their first census.
     assert all(p["sampling"]["synced"] and p["sampling"]["slices"] >= 1 for p in report["processes"]), report
     print("replicas' windows%s; traced %s of them" % (report["spread"], report["traced_share"]))
-    text = wand("mem", "deploy/" + NAME, "--duration", "2s")
+    text = wand("mem", "deploy/" + NAME, "--duration", "10s", "--top", "5", timeout=120)
     assert text.returncode == 0 and "/code/leaker.py:%d" % LEAK_LINE in text.stdout, text.stdout
+    assert "ESTIMATED over the window from the traced slices" in text.stdout, text.stdout
+    print(text.stdout)  # docs/verbs/mem.md shows one
     for pod in pods:
         assert tracing(wand, pod) == "(False, False)"
 

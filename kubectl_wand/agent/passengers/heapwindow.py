@@ -1,20 +1,14 @@
 """Runs INSIDE the target (its own interpreter, stdlib only): ``mem``'s growth window, duty-cycled tracemalloc.
 
-Travels in the ``mem`` request after heapcensus.py (one namespace: ``count_heap``, ``census``, ``heap_facts``,
-``type_name``, OURS come from there); the bootstrap (passengers/bootstrap.py) runs it on the target's main
+Travels in the ``mem`` request after heapcensus.py and heapslices.py (one namespace: ``count_heap``,
+``census``, ``heap_facts``, ``type_name``, OURS come from the first, the slices' measures from the second); the bootstrap (passengers/bootstrap.py) runs it on the target's main
 thread and calls ``run(request, conn, signals)``: a census (no ``duration``) is answered at once; a window takes
 a first census and hands the connection to one daemon thread that owns the window.
 
-tracemalloc costs every allocation of the process (measured: an allocation-bound app runs at 13-35 % of its
-speed while it traces), so a window traces only in slices: the thread measures tracemalloc's cost here at
-the window's depth (``tracing_cost``: a loop of allocations timed in the thread's own CPU time, off and on)
-and traces the share of the time (``duty``) that costs the app at most COST_BUDGET of its throughput, in
-slices of at most SLICE seconds. tracemalloc.stop() discards every trace, so each slice is measured on its own
-while it traces: a first snapshot MARK_AT into the slice, a second at its end, and the growth of each
-allocation site between the two (allocations still alive at the slice's end, minus what was alive at the
-first: in-flight work cancels out, a leak does not). The sites' growth summed over the slices is scaled to the
-whole window and labelled as such ("traced 2 % of the window"); the types' growth comes from the censuses at
-the window's start and end, which see everything.
+A window traces only in slices, as many as tracemalloc's cost measured here allows (heapslices.py says how);
+each slice is measured on its own and the sites' growth summed over the slices is scaled to the whole window
+and labelled as such ("traced 2 % of the window"); the types' growth comes from the censuses at the window's
+start and end, which see everything.
 
 An app that already traces keeps its tracing as it was: the window compares a first snapshot with the last,
 over the whole window, at the app's own cost.
@@ -33,24 +27,13 @@ Python 3.8 syntax; imports nothing of ours.
 import json
 import os
 import select
-import sys
 import threading
 import time
 
 HEARTBEAT_TIMEOUT = 5.0  # the agent pings every second
 POLL = 0.2               # the window thread's longest sleep: how late it sees a message or the window's end
 SEND_TIMEOUT = 5.0
-MAX_SITES = 200          # allocation sites sent, at most
 GO_WAIT = 120.0          # armed, how long the thread waits for the go (the agent sends go or end far sooner)
-# The duty cycle. tracemalloc's cost is s times an allocation's own time (tracing_cost); the app loses at most
-# (s - 1) * duty of its throughput, so duty = COST_BUDGET / (s - 1) keeps it >= 1 - COST_BUDGET whatever its
-# allocation rate (an app allocating less loses less). Measured here: s = 7-8 at 1 frame, 12-14 at 3 and 5.
-COST_BUDGET = 0.15       # the throughput a window may take (the target is >= 80 %; the rest is the snapshots')
-MIN_DUTY, MAX_DUTY = 0.005, 0.5
-SLICE = 0.25             # seconds traced per slice, at most: the period is SLICE / duty (15-20 s at 3 frames)
-MIN_SLICE = 0.1          # every window traces at least this long (one slice), however short the window
-MARK_AT = 0.4            # the slice's first snapshot, this far into it: growth is measured from there to its end
-CALIBRATE_ALLOCS = 2000  # allocations timed, off and on, to measure tracemalloc's cost
 
 
 def run(request, conn, signals=None):
@@ -79,66 +62,6 @@ def run(request, conn, signals=None):
     window.ready.set()
     return None
 
-
-def skip_ours():
-    """tracemalloc filters: tracemalloc's own allocations, and any made under our code."""
-    import tracemalloc
-    return [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, OURS + "*", all_frames=True)]
-
-
-def by_site(snapshot):
-    """{traceback: (size, count)} of a snapshot, without our own allocations."""
-    return dict((stat.traceback, (stat.size, stat.count)) for stat in
-                snapshot.filter_traces(skip_ours()).statistics("traceback"))
-
-
-def tracing_cost(frames, trace_on, trace_off):
-    """How many times slower an allocation is while tracemalloc traces ``frames`` deep here: a loop of small
-    allocations (a dict, a str, a list), ``frames`` calls deep, timed in this thread's CPU time (the app's
-    threads running meanwhile do not count), the best of three each way. An upper bound for an app's slowdown:
-    its code does other things between allocations. ``trace_on()`` (False: the window has ended) and
-    ``trace_off()`` turn tracemalloc on and off."""
-
-    def loop(n):
-        begun = time.thread_time()
-        for i in range(n):
-            kept = [{"i": i}, "s%d" % i]
-        kept = None
-        return time.thread_time() - begun
-
-    def deep(depth, n):
-        return deep(depth - 1, n) if depth > 1 else loop(n)
-    off = min(deep(frames, CALIBRATE_ALLOCS) for _ in range(3))
-    if not trace_on():
-        return None
-    try:
-        on = min(deep(frames, CALIBRATE_ALLOCS) for _ in range(3))
-    finally:
-        trace_off()
-    return max(1.0, on / max(off, 1e-6))
-
-
-class SourceLines:
-    """linecache.getline, with the files it read forgotten again at the end: the app's linecache (and its
-    memory) stays as it was."""
-
-    def __enter__(self):
-        import linecache
-        self.cache = linecache.cache
-        self.known = set(self.cache)
-        return self
-
-    def line(self, filename, lineno):
-        import linecache
-        try:
-            return linecache.getline(filename, lineno).strip()[:MAX_TEXT]
-        except Exception:
-            return ""
-
-    def __exit__(self, *exc):
-        for key in [k for k in list(self.cache) if k not in self.known]:
-            self.cache.pop(key, None)
-        return False
 
 
 ACTIVE = {}  # the window of this process, for the at-fork hook (registered once per window, a no-op after)
@@ -243,9 +166,8 @@ class Window:
     def plan(self):
         """The duty cycle from tracemalloc's measured cost here: (slice length, period)."""
         self.cost = tracing_cost(self.frames, self.trace_on, self.trace_off) or 1e9
-        self.duty = min(MAX_DUTY, max(MIN_DUTY, COST_BUDGET / max(self.cost - 1.0, 1e-3)))
-        length = min(SLICE, max(MIN_SLICE, self.duty * self.duration))
-        return length, length / self.duty
+        self.duty, length, period = duty_cycle(self.cost, self.duration)
+        return length, period
 
     def slice_start(self, now, length):
         if self.trace_on():
@@ -279,12 +201,7 @@ class Window:
         self.trace_off()
         first = piece["first"] or {}  # ended before its first snapshot: measured from its start (when nothing lived)
         since = piece.get("marked", piece["start"])
-        for traceback in set(last) | set(first):
-            size, count = last.get(traceback, (0, 0))
-            size0, count0 = first.get(traceback, (0, 0))
-            into = self.growth.setdefault(traceback, [0, 0])
-            into[0] += size - size0
-            into[1] += count - count0
+        add_growth(self.growth, first, last)
         self.slices += 1
         self.traced += now - piece["start"]
         self.measured += now - since
@@ -450,21 +367,9 @@ class Window:
                 "window": {"start": round(self.started_wall, 3), "end": round(self.ended_wall, 3)}}
 
     def sites(self, scale):
-        """The allocation sites whose live memory grew most, biggest first, each with its stack and source;
-        ``size`` and ``count`` are scaled to the whole window, ``seen_size`` and ``seen_count`` as measured."""
-        rows = [(size, count, traceback) for traceback, (size, count) in self.growth.items() if size > 0]
+        rows = site_rows(self.growth, scale, self.top, self.frames)
         self.growth = {}
-        rows.sort(key=lambda r: -r[0])
-        out = []
-        with SourceLines() as source:
-            for size, count, traceback in rows[:min(self.top, MAX_SITES)]:
-                stack = []
-                for frame in list(traceback)[::-1][:self.frames]:  # most recent call first
-                    stack.append({"file": str(frame.filename)[:MAX_TEXT], "line": frame.lineno,
-                                  "source": source.line(frame.filename, frame.lineno)})
-                out.append({"size": int(size * scale), "count": int(count * scale), "seen_size": size,
-                            "seen_count": count, "stack": stack})
-        return out
+        return rows
 
     @staticmethod
     def send(conn, message):

@@ -80,6 +80,7 @@ def test_window_names_the_leaking_line_first_and_stops_tracing(spawn, wand):
     top = report["sites"][0]["stack"][0]
     assert top["file"].endswith("leaker.py") and top["line"] == leak_line(), report["sites"][:2]
     assert report["types"][0]["type"] == "bytes", report["types"][:3]
+    assert not [t for t in report["types"] if t["type"].startswith("tracemalloc.")], report["types"]  # ours
     process = report["processes"][0]
     assert process["stopped"] is True and process["tracing_after"] is False and process["reason"] == "duration"
     # Duty-cycled: tracemalloc traced a slice of the window, as much as its cost measured in the target allows,

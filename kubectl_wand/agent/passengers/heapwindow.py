@@ -334,7 +334,8 @@ class Window:
         grown = []
         for cls in set(counts1) | set(self.counts0):
             diff = counts1.get(cls, 0) - self.counts0.get(cls, 0)
-            if diff > 0:
+            # tracemalloc's objects in an app that does not trace are ours (the slices' tracebacks, held here)
+            if diff > 0 and (self.app_tracing or getattr(cls, "__module__", None) != "tracemalloc"):
                 grown.append((diff, cls))
         grown.sort(key=lambda pair: -pair[0])
         types = [{"type": type_name(cls), "growth": diff, "count": counts1.get(cls, 0)}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import sys
 import time
 
@@ -119,6 +118,10 @@ def read_all(fd, timeout):
 # -- in the forked helper ----------------------------------------------------------------------------------------
 
 def helper_main(uid, gid, directory, life, ready) -> int:
+    # Imported here, not at the top (runtime imports this module on every local read, and shutil with bz2 and
+    # lzma costs ~2 ms), and before become(): as the target's uid our own interpreter's files (under /root, say)
+    # may not be readable, and the directory was then left behind.
+    import shutil
     try:
         only_fds(life, ready)
         libc = become(uid, gid)
@@ -131,7 +134,7 @@ def helper_main(uid, gid, directory, life, ready) -> int:
         return 1
     while os.read(life, 1):  # the agent writes nothing: EOF when it is done (or gone)
         pass
-    linger(libc, directory)
+    linger(libc, directory, shutil)
     return 0
 
 
@@ -188,9 +191,9 @@ def probe(path):
         "open %s (a security module refuses?)" % path
 
 
-def linger(libc, directory):
+def linger(libc, directory, shutil):
     """While the injected script is still there (a pending injection), keep our root reachable: wait for the
-    target to delete it (inotify), at most LINGER seconds."""
+    target to delete it (inotify), at most LINGER seconds; then remove the directory."""
     script = directory + "/bootstrap.py"
     if not os.path.exists(script):
         return

@@ -14,7 +14,8 @@ MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent"
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
-              "probe", "heap", "pdbserver", "pdbclient", "replserver", "replclient")
+              "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
+              "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the

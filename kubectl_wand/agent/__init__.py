@@ -13,8 +13,9 @@ MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent"
            "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "heap",
-              "pdbserver", "pdbclient", "replserver", "replclient")
+PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
+              "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
+              "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
@@ -28,8 +29,8 @@ NEEDS = {
     "exec": (INJECT + ("main",), ("injector", "bootstrap") + OP_CODE["exec"]),
     "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
-    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
-    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
+    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
     "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "mem": (INJECT + ("tracing", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),

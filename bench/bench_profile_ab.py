@@ -44,6 +44,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchstats import quartiles  # noqa: E402
+from pyspy import PYSPY_VERSION, find_pyspy  # noqa: E402
 from kubectl_wand import profiles  # noqa: E402
 from kubectl_wand.agent.main import handle  # noqa: E402
 
@@ -51,7 +52,6 @@ APP = os.path.join(REPO, "bench", "apps", "count_app.py")
 IN_ROOT_DIR = "/opt/wand-bench"
 DEFAULT_ROOTFS = os.path.expanduser("~/.cache/kubectl-wand/py314-rootfs")
 APP_CPU, OWN_CPU = 1, 0
-PYSPY_VERSION = "0.4.3"
 SETTLE = 0.5  # seconds between a sampler's first sample and the window: its start-up is over
 PHASES = ("U", "U'", "wand", "py-spy")
 
@@ -247,37 +247,6 @@ def pyspy(apps, args):
                errors=int(found.group(2)) if found else None, run_cpu=children_cpu() - cpu0, run_seconds=duration,
                hottest=[name for name, _ in sorted(own.items(), key=lambda kv: -kv[1])[:2]])
     return out
-
-
-def find_pyspy(explicit):
-    """py-spy 0.4.3: given, on PATH, beside this interpreter, or pip-installed from PyPI (a static binary)."""
-    candidates = [explicit] if explicit else [shutil.which("py-spy"),
-                                              os.path.join(os.path.dirname(sys.executable), "py-spy")]
-    for path in candidates:
-        if path and os.path.exists(path) and version_of(path) == PYSPY_VERSION:
-            return path
-    if explicit:
-        raise SystemExit("%s is not py-spy %s" % (explicit, PYSPY_VERSION))
-    python = sys.executable
-    if sys.prefix == sys.base_prefix:  # not a virtualenv: never pip-install into a system Python
-        venv = os.path.expanduser("~/.cache/kubectl-wand/bench-venv")
-        if not os.path.exists(os.path.join(venv, "bin", "python")):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
-        python = os.path.join(venv, "bin", "python")
-    print("installing py-spy %s from PyPI into %s" % (PYSPY_VERSION, os.path.dirname(os.path.dirname(python))))
-    subprocess.run([python, "-m", "pip", "install", "-q", "py-spy==%s" % PYSPY_VERSION], check=True, timeout=600)
-    path = os.path.join(os.path.dirname(python), "py-spy")
-    if version_of(path) != PYSPY_VERSION:
-        raise SystemExit("pip did not install py-spy %s at %s" % (PYSPY_VERSION, path))
-    return path
-
-
-def version_of(path):
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except OSError:
-        return None
-    return out.split()[-1] if out.split() else None
 
 
 def spread(values, scale=1.0, fmt="%.4f"):

@@ -352,3 +352,23 @@ def test_pipes_lines_read_a_pipe_numbered_past_select_s_limit(high_pipe):
         def fileno(self):
             return fd
     assert list(pipes.lines(Pipe(), time.monotonic() + 30)) == [b"one", b"two"]
+
+
+def test_waiting_for_good_on_a_pipe_is_not_an_overflow():
+    """A watch waits with a deadline 10**9 s away: poll's millisecond timeout is a C int, and the OverflowError
+    it raised ended attach's watch thread silently (a deleted pod was never noticed)."""
+    from kubectl_wand import pipes
+    from kubectl_wand.agent import protocol
+    for readable in (pipes.readable, protocol.readable):
+        r, w = os.pipe()
+        try:
+            os.write(w, b"x\n")
+            assert readable(r, 10 ** 9) is True
+            os.read(r, 2)
+            os.close(w)
+            w = None
+            assert readable(r, float("inf")) is True  # its end is readable too
+        finally:
+            os.close(r)
+            if w is not None:
+                os.close(w)

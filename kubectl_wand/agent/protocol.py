@@ -234,7 +234,15 @@ def readable(fd: int, timeout: float) -> bool:
         return bool(select.select([fd], [], [], max(0.0, timeout))[0])
     poller = select.poll()
     poller.register(fd, select.POLLIN)  # its end (POLLHUP) and errors are reported too
-    return bool(poller.poll(int(timeout * 1000) + 1 if timeout > 0 else 0))  # in ms, rounded up
+    # In steps of an hour at most: poll takes its timeout in milliseconds as a C int, and a wait "for good"
+    # (a watch's deadline is now + 10**9 s) raised OverflowError, which ended the watch's thread silently.
+    while True:
+        step = min(timeout, 3600.0)
+        if poller.poll(int(step * 1000) + 1 if step > 0 else 0):  # in ms, rounded up
+            return True
+        timeout -= step
+        if timeout <= 0:
+            return False
 
 
 class Lines:

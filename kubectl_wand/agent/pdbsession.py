@@ -4,10 +4,13 @@ and relay it to the client in the terminal.
 One injection whose connection stays open (``session.Injection.run(stream=...)``); its code is
 passengers/pdbserver.py. The client (passengers/pdbclient.py) runs under the target's own interpreter, in the
 user's terminal: the agent cannot start it (in a pod its stdin and stdout are the protocol's pipes, not a
-terminal), so it emits ``{"terminal": {"argv", "env"}}`` and the CLI runs that command through its transport
-(``Transport.terminal``: the user's terminal here, ``kubectl exec -it`` in a pod). The client connects to an
-abstract Unix socket: reachable from the target's root too (chroot and nsenter keep the network namespace),
-leaves no file, and only a process of our own uid is accepted (SO_PEERCRED), once.
+terminal). The CLI runs a launcher there (transport/launcher.py: ``Transport.terminal``, the user's terminal
+here, ``kubectl exec -it`` in a pod, started with the agent's own exec when the pod is named alone) that
+connects to the abstract Unix socket the request names (``client``); the agent answers that connection with
+the client's command (a size line, then JSON ``[argv, env]``) and the launcher execs it, keeping the
+connection. The agent emits ``{"terminal": {"client", "pid"}}`` once it listens. The socket is reachable from
+the target's root too (chroot and nsenter keep the network namespace), leaves no file, and only a process of
+our own uid is accepted (SO_PEERCRED), once.
 
 Relay: client -> target byte for byte (the target reads its lines); target -> client line by line, minus the
 target's last ``{"wand": "detached", ...}`` line. Ends when the target closes (q, Ctrl-D: pdb detached), when
@@ -15,7 +18,9 @@ the client goes away (its kubectl or terminal closed: the target is told to deta
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import select
 import socket
 import struct
@@ -47,20 +52,31 @@ def run_repl(request: dict, emit=None, stop=None) -> dict:
                                  "max_output": int(request.get("max_output", 1 << 20))}, emit, stop)
 
 
+def client_name(request, op):
+    """The abstract socket's name the CLI chose (its launcher connects to it), checked: ours, no NUL."""
+    name = request.get("client")
+    if not isinstance(name, str) or not re.match(r"kubectl-wand-%s-[0-9a-f]{16,64}\Z" % op, name):
+        raise AgentError("usage", "the session's client name %r is not one kubectl wand makes" % (name,))
+    return name
+
+
 def run_session(request, inner, emit, stop):
     pid = int(request["pid"])
+    name = client_name(request, inner["op"])
     injection = Injection(pid, float(request.get("timeout", 10.0)))
-    name = "kubectl-wand-%s-%d-%s" % (inner["op"], pid, os.urandom(8).hex())
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind("\0" + name)
+        try:
+            listener.bind("\0" + name)
+        except OSError as exc:  # someone in this network namespace took the name first: not our launcher's peer
+            raise AgentError("busy", "the session's socket @%s is taken (%s); retry" % (name, exc))
         listener.listen(1)
         argv, env = injection.rt.command(["-c", module_source(CLIENTS[inner["op"]]), name, str(pid)])
-        # Named before the injection: the client's start (a second `kubectl exec -it` in a pod, ~0.15 s) overlaps
-        # the injection's. Its connection waits in the listener's backlog; if the injection fails or stays
-        # pending, the listener closes and the client ends without a word.
+        # Listening before the injection: the launcher (started with this agent, or at this event) connects
+        # and execs the client while the injection runs. Its connection waits in the listener's backlog; if
+        # the injection fails or stays pending, the listener closes and the launcher ends without a word.
         if emit is not None:
-            emit({"terminal": {"argv": argv, "env": env, "pid": pid}})
+            emit({"terminal": {"client": name, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
         relay.greeting = GREETINGS.get(inner["op"], b"")
         return injection.run(inner, stream=relay)
@@ -111,6 +127,13 @@ class Relay:
             uid = struct.unpack("iII", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
             if uid != os.geteuid():
                 client.close()  # another user's process in the pod's network namespace: not our client
+                continue
+            # the launcher's message: the client's command, which it execs keeping this connection
+            command = json.dumps([list(self.argv), dict(self.env)]).encode()
+            try:
+                client.sendall(b"%d\n" % len(command) + command)
+            except OSError:
+                client.close()
                 continue
             return client
         return None

@@ -107,9 +107,11 @@ class LocalTransport(Transport):
             raise box["error"]
         return box["result"]
 
-    def terminal(self, argv: list, env: dict) -> int:
+    def terminal(self, name: str) -> int:
+        import sys
         from .. import pipes
-        proc = pipes.spawn(argv, env=env, stdin=None, stdout=None, stderr=None)
+        from .launcher import launcher_args
+        proc = pipes.spawn(launcher_args(sys.executable, name), stdin=None, stdout=None, stderr=None)
         return wait_ignoring_sigint(proc)
 
     def describe(self, pid: int) -> str:

@@ -3,7 +3,8 @@ own interactive console (code.InteractiveConsole: ``>>> `` and ``... ``, multi-l
 target's own compiler version, readline's line editing and history), each complete input sent to
 replserver.py in the target through the agent's relay, its answer printed as exec-py prints it.
 
-Started as ``python -I -S -c SOURCE NAME PID`` (NAME: the agent's abstract Unix socket). Ctrl-C while typing
+Started as ``python -I -S -c SOURCE NAME PID [FD]`` (NAME: the agent's abstract Unix socket; FD: that
+connection, already made by the launcher that execs this, transport/launcher.py). Ctrl-C while typing
 cancels the input; while an input runs it asks the target to interrupt it (``{"interrupt": true}``).
 Ctrl-D, ``exit()`` or ``quit()`` leave. What the code wrote is printed as it is (exec-py's rule: it is the
 user's program's output); the value's repr and the traceback are escaped (``safe``). Exits 0; 2 when the relay cannot be reached. Standard library only.
@@ -40,17 +41,20 @@ def safe(text):
     return "".join(out)
 
 
-def main(name, pid):
+def main(name, pid, fd=None):
     import code
     import signal
     # Ctrl-C is ours to handle (the CLI may have started us with SIGINT ignored, as it starts every child)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(10.0)
-        sock.connect("\0" + name)
-        sock.settimeout(None)
+        if fd is not None:
+            sock = socket.socket(fileno=int(fd))
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10.0)
+            sock.connect("\0" + name)
+            sock.settimeout(None)
     except OSError as exc:
         sys.stderr.write("error: cannot reach kubectl wand's session relay: %s\n" % exc)
         return 2
@@ -149,4 +153,4 @@ def show(result):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], *sys.argv[3:4]))

@@ -117,10 +117,12 @@ def test_ctrl_c_interrupts_a_busy_loop(workloads, wand):
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
-@pytest.mark.parametrize("how", [[], ["--ephemeral"]], ids=["exec", "ephemeral"])
+@pytest.mark.parametrize("how", [[], ["--ephemeral"], ["POD"]], ids=["exec", "ephemeral", "pod-early"])
 def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
     pod = workloads.pod_names("app=pdb-http")[0]
-    session = term(workloads, "exec-py", "-it", "deploy/pdb-http", *how)
+    # pod/NAME alone: the session is the held early call and its launcher starts with it (transport/early.py)
+    target = ["pod/" + pod] if how == ["POD"] else ["deploy/pdb-http"] + how
+    session = term(workloads, "exec-py", "-it", *target)
     try:
         session.expect(r">>> ", 120)
         session.line("wand_session_x = 41")
@@ -132,9 +134,11 @@ def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
         session.expect(r"\.\.\. ")
         session.line("")
         session.expect(r"\n")
-        time.sleep(1.0)  # the input runs in the pod by now: Ctrl-C interrupts running code (not the typing)
-        session.interrupt()
+        session.interrupt()  # right after Enter: the client never loses the session (test_exec_py_it_local)
         session.expect("KeyboardInterrupt")
+        session.expect(r">>> ")
+        session.line("wand_session_x * 2")
+        session.expect(r"\n82\r?\n")
         session.expect(r">>> ")
         session.line("exit()")
         assert session.wait(60) == 0, session.seen
@@ -144,3 +148,36 @@ def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
             "sum(1 for o in gc.get_objects() if type(o) is dict and o.get('wand_session_x') == 41))")
     done = wand("exec-py", "pod/" + pod, "--", code)
     assert done.returncode == 0 and done.stdout.strip() == "([], 0)", done.stdout + done.stderr
+
+
+def launchers_in(cluster, pod):
+    """Command lines in the pod's container that are a session's launcher or client (our socket names)."""
+    done = cluster.kubectl("exec", pod, "--", "python3", "-c", (
+        "import os\nfor p in os.listdir('/proc'):\n  try: c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
+        "  except OSError: continue\n  if b'kubectl-wand-pdb-' in c and b'listdir' not in c: print(p)"))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_a_refused_session_on_a_pod_gives_the_terminal_back(workloads, wand):
+    """pod/NAME alone: the launcher started with the early call. A second pdb is refused (one line, exit 5):
+    its launcher is ended and the terminal is ours again (the refusal is readable, on a line of its own); the
+    first session goes on, and quitting it leaves nothing."""
+    pod = workloads.pod_names("app=pdb-busy")[0]
+    first = term(workloads, "pdb", "pod/" + pod)
+    try:
+        first.expect(PROMPT, 120)
+        second = term(workloads, "pdb", "pod/" + pod)
+        try:
+            assert second.wait(120) == 5, second.seen
+            assert "another pdb is already attached" in second.seen, second.seen
+        finally:
+            second.close()
+        first.line("p counter > 0")
+        first.expect("True")
+        first.expect(PROMPT)
+        first.line("q")
+        assert first.wait(60) == 0, first.seen
+    finally:
+        first.close()
+    assert launchers_in(workloads, pod) == []

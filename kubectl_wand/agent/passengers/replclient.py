@@ -41,11 +41,43 @@ def safe(text):
     return "".join(out)
 
 
+class Interrupts:
+    """Ctrl-C, in two phases. At the prompt it is KeyboardInterrupt (the console cancels the input). Once an
+    input is being sent it must never be: raised between the send and the wait (or between a recv and the use
+    of its data) it left the input running in the target while the console showed a new prompt ("the previous
+    input is still running", or a result lost and no answer at all). Then the handler only notes it, the
+    signal's byte on a wakeup pipe wakes the select() that waits for the result (even when it came just before
+    select was entered), and the wait sends ``{"interrupt": true}`` itself."""
+
+    def __init__(self):
+        import os
+        import signal
+        self.deferred = self.pending = False
+        self.wake, writer = os.pipe()
+        os.set_blocking(self.wake, False)
+        os.set_blocking(writer, False)  # a full pipe drops the byte; the pending flag is what counts
+        signal.set_wakeup_fd(writer)
+        # Ctrl-C is ours to handle (the CLI may have started us with SIGINT ignored, as it starts every child)
+        signal.signal(signal.SIGINT, self.handler)
+
+    def handler(self, signum, frame):
+        if self.deferred:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def drain(self):
+        import os
+        try:
+            while os.read(self.wake, 512):
+                pass
+        except OSError:
+            pass
+
+
 def main(name, pid, fd=None):
     import code
-    import signal
-    # Ctrl-C is ours to handle (the CLI may have started us with SIGINT ignored, as it starts every child)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts = Interrupts()
 
     try:
         if fd is not None:
@@ -64,7 +96,7 @@ def main(name, pid, fd=None):
         pass
     reader = Reader(sock)
     try:
-        started = reader.next()  # the relay's first word: the session runs (nothing: it did not start)
+        started = reader.wait()  # the relay's first word: the session runs (nothing: it did not start)
     except OSError:
         started = None
     if started is None:
@@ -85,18 +117,32 @@ def main(name, pid, fd=None):
             return False
 
         def remote(self, source):
-            sock.sendall(json.dumps({"run": source}).encode() + b"\n")
-            while True:
-                try:
-                    message = reader.next()
-                except KeyboardInterrupt:
-                    sock.sendall(b'{"interrupt": true}\n')
-                    continue
-                if message is None:
-                    raise SystemExit(0)  # the session ended (the target or the connection)
-                if "result" in message:
-                    show(message["result"])
-                    return
+            import select
+            interrupts.pending = False
+            interrupts.deferred = True  # from here every Ctrl-C is an interrupt of this input, sent below
+            try:
+                sock.sendall(json.dumps({"run": source}).encode() + b"\n")
+                while True:
+                    if interrupts.pending:
+                        interrupts.pending = False
+                        sock.sendall(b'{"interrupt": true}\n')
+                    message = reader.ready()
+                    if message is False:
+                        ready = select.select([sock, interrupts.wake], [], [])[0]
+                        if interrupts.wake in ready:
+                            interrupts.drain()
+                        if sock not in ready:
+                            continue
+                        message = reader.next()  # sock is readable: recv does not block
+                        if message is False:
+                            continue
+                    if message is None:
+                        raise SystemExit(0)  # the session ended (the target or the connection)
+                    if "result" in message:
+                        show(message["result"])
+                        return
+            finally:
+                interrupts.deferred = False
 
     banner = ("Python %s inside process %s (kubectl wand exec-py -it): each input runs in the live process, in "
               "a namespace kept for this session that starts with the app's __main__ names.\nCtrl-C interrupts, "
@@ -114,14 +160,28 @@ class Reader:
     def __init__(self, sock):
         self.sock, self.pending = sock, b""
 
+    def ready(self):
+        """The next message if a whole line is already here, else False."""
+        if b"\n" not in self.pending:
+            return False
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
     def next(self):
-        while b"\n" not in self.pending:
+        """The next message (None at the end); after one recv that brought no whole line, False."""
+        if b"\n" not in self.pending:
             data = self.sock.recv(65536)
             if not data:
                 return None
             self.pending += data
-        line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
+        return self.ready()
+
+    def wait(self):
+        """The next message, however many reads it takes (None at the end)."""
+        message = False
+        while message is False:
+            message = self.next()
+        return message
 
 
 def show(result):

@@ -11,9 +11,9 @@ Why: in a pod the client's ``kubectl exec -it`` (~0.15-0.3 s: kubectl, the exec 
 with the agent's, before the pod is read from the API, instead of after the agent named the client. The agent
 may not listen yet: connect is retried every 10 ms (the listener appears with no event we could wait on), at
 most ``WAIT`` seconds; the CLI ends the launcher itself when the session does not start. Exits 0 when the
-agent closes without a client (the session did not start: the CLI says why), 2 when no agent ever listened,
-130 on Ctrl-C before the client runs. The message is read to its exact size: what follows it on the connection
-is the client's (pdb's first prompt).
+agent closes without a client (the session did not start: the CLI says why), 2 when no agent ever listened or
+the client could not be started, 130 on Ctrl-C before the client runs. The message is read to its exact
+size: what follows it on the connection is the client's (pdb's first prompt).
 """
 
 WAIT = 60.0  # seconds: the agent listens once it has chosen the process (~0.1-2 s on a loaded node)
@@ -52,6 +52,11 @@ try:
     os.execve(argv[0], argv + [str(s.fileno())], env)
 except KeyboardInterrupt:
     sys.exit(130)
+except (OSError, ValueError) as exc:
+    if isinstance(exc, ConnectionError):
+        sys.exit(0)  # the agent closed without a client: the session did not start, the CLI says why
+    sys.stderr.write("error: kubectl wand's session client could not start: %%s\n" %% exc)
+    sys.exit(2)
 """ % {"wait": WAIT}
 
 

@@ -101,3 +101,18 @@ def test_it_obeys_no_peer_of_another_uid(tmp_path):
         squatter.kill()
         squatter.wait()
         squatter.stdout.close()
+
+
+def test_a_launcher_waiting_for_a_session_that_failed_is_ended():
+    """The agent's call ended without a session before the launcher connected: it would poll for its socket for
+    a minute (launcher.WAIT) while the user waits; end_if ends it once told."""
+    import threading
+    import time
+    from kubectl_wand.transport.launcher import WAIT, end_if
+    proc = launch(name())  # nobody will ever listen
+    failed = threading.Event()
+    end_if(proc, failed)
+    started = time.monotonic()
+    failed.set()
+    proc.communicate(timeout=WAIT / 2)
+    assert time.monotonic() - started < WAIT / 2 and proc.returncode is not None

@@ -264,7 +264,7 @@ class TerminalPod(FakeTransport):
         assert stop.wait(10)  # the CLI stops the agent once the client has ended
         return {"status": "ok", "pid": 7, "reason": "quit", "detached": self.detached}
 
-    def terminal(self, name):
+    def terminal(self, name, failed=None):
         self.ran.append(name)
         return 0
 
@@ -279,6 +279,34 @@ def test_pdb_runs_the_client_in_the_terminal_then_stops_the_agent():
     name = pod.requests[0]["client"]
     assert pod.ran == [name] and re.match(r"kubectl-wand-pdb-[0-9a-f]{32}\Z", name)
     assert pod.requests[0]["op"] == "pdb" and pod.requests[0]["pid"] is None
+
+
+class RefusedAfterListening(TerminalPod):
+    """The agent listens (terminal event), then the target refuses; the launcher never connected and would
+    poll for its socket for a minute: the CLI must end it."""
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        self.requests.append(dict(request))
+        on_event({"terminal": {"client": request["client"], "pid": 7}})
+        self.started.wait(10)
+        return {"status": "error", "kind": "busy", "error": "another pdb is already attached to process 7"}
+
+    def terminal(self, name, failed=None):
+        import threading
+        self.ran.append(name)
+        self.started = getattr(self, "started", threading.Event())
+        self.started.set()
+        assert failed is not None and failed.wait(10), "the CLI never said the session failed"
+        return 0
+
+
+def test_a_launcher_that_never_connected_is_ended_when_the_session_fails():
+    import threading
+    pod = RefusedAfterListening()
+    pod.started = threading.Event()
+    code, _out, err = run_verb(["pdb", "pod/web-1"], [pod])
+    assert code == errors.TIMEOUT and "another pdb is already attached" in err, (code, err)
+    assert len(pod.ran) == 1
 
 
 def test_a_session_that_does_not_start_gives_the_terminal_back_before_saying_why():

@@ -38,11 +38,15 @@ def run_session(opts, transport, request, what) -> int:
             box["terminal"] = event["terminal"]
             ready.set()
 
+    failed = threading.Event()  # the call ended without a session: the launcher waiting for one is ended
+
     def call():
         try:
             box["result"] = transport.agent(request, timeout=SESSION_LIMIT, on_event=on_event, stop=stop)
         except BaseException as exc:  # reported in the main thread
             box["error"] = exc
+        if "error" in box or box["result"].get("status") != protocol.OK:
+            failed.set()
         ready.set()
 
     worker = threading.Thread(target=call, daemon=True)
@@ -57,7 +61,7 @@ def run_session(opts, transport, request, what) -> int:
             raise
     if "terminal" in box:
         try:
-            transport.terminal(request["client"])
+            transport.terminal(request["client"], failed)
         finally:
             stop.set()  # the client ended (its exit, Ctrl-D, its kubectl gone): the agent detaches the target
         worker.join(60)

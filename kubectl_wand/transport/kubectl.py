@@ -180,7 +180,7 @@ class KubectlTransport(Transport):
     def exec_container(self):
         return self.container
 
-    def terminal(self, name: str) -> int:
+    def terminal(self, name: str, failed=None) -> int:
         """``kubectl exec -it`` (``-i`` alone when our stdin is no terminal) running the launcher under the
         container's Python (no shell or ``env`` binary is assumed in the image); the one the early call
         started with the agent's when it went to the container and Python the agent runs on."""
@@ -192,6 +192,8 @@ class KubectlTransport(Transport):
             early = None
         proc = early.proc if early is not None else terminal_launcher(
             self.flags, self.kubectl, self.name, self.exec_container, self.python or "python3", name)
+        from .launcher import end_if
+        end_if(proc, failed)
         return wait_ignoring_sigint(proc)
 
     def drop_terminal(self):

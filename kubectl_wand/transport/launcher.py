@@ -64,3 +64,24 @@ def launcher_args(python: str, name: str) -> list:
     """argv that runs the launcher for session ``name`` under ``python``."""
     return [python, "-I", "-S", "-c", LAUNCHER, name]
 
+
+def end_if(proc, failed):
+    """End the launcher ``proc`` if ``failed`` (a threading.Event) is set before it exits: the agent's call
+    ended without a session (refused, pending, an error), and a launcher that never connected would poll for
+    WAIT seconds. SIGTERM first: kubectl puts the user's terminal back as it was; SIGKILL if it lingers."""
+    import subprocess
+    import threading
+
+    def watch():
+        while proc.poll() is None:
+            if failed.wait(0.2):  # the Event, or now and then the child's exit (no event for both at once)
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                return
+
+    if failed is not None:
+        threading.Thread(target=watch, daemon=True).start()

@@ -167,12 +167,16 @@ def test_a_refused_session_on_a_pod_gives_the_terminal_back(workloads, wand):
     first = term(workloads, "pdb", "pod/" + pod)
     try:
         first.expect(PROMPT, 120)
-        second = term(workloads, "pdb", "pod/" + pod)
+        first.line("c")  # the app runs on (its main thread takes the second injection), still attached
+        first.expect(r"\bc\r?\n")
+        second = term(workloads, "pdb", "pod/" + pod, "--timeout", "30")
         try:
             assert second.wait(120) == 5, second.seen
             assert "another pdb is already attached" in second.seen, second.seen
         finally:
             second.close()
+        first.interrupt()
+        first.expect(PROMPT)
         first.line("p counter > 0")
         first.expect("True")
         first.expect(PROMPT)

@@ -7,6 +7,21 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # take_lock FILE [SECONDS]: hold an exclusive flock on FILE until this script exits (fd 9), waiting at most
 # SECONDS (default 3600) for another run to finish. A child that may outlive the script must close fd 9
 # (`cmd 9>&-`), else it keeps the lock. The kernel drops the lock when its holder dies, even by SIGKILL.
+# detach LOG CMD...: run CMD in the background in a session of its own, stdin /dev/null, output appended to
+# LOG, with no descriptor of ours but 0-2: a lock held by whoever ran us must not outlive us in a daemon (seen:
+# `flock /tmp/wand-e2e.lock hack/test` started dockerd, which kept the lock's descriptor, and every later flock
+# waited forever). $! is CMD's pid: a background subshell of a non-interactive shell leads no process group,
+# so setsid does not fork.
+detach() {
+  local out=$1; shift
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "$@" </dev/null >>"$out" 2>&1
+  ) &
+}
 take_lock() {
   local file=$1 secs=${2:-3600}
   mkdir -p "$(dirname "$file")"

@@ -26,6 +26,11 @@ def timed_out(result, err):
         err.write("  what happens next: nothing of this request will run. When the main thread wakes it runs only "
                   "a tiny bootstrap (%s, no user code) that finds nobody waiting, deletes itself and returns "
                   "silently.\n" % text(result.get("left_behind")))
+        if not result.get("stopped") and not result.get("interrupted"):
+            # An idle server's main thread often sleeps in a call with a timeout (a gunicorn sync worker: 15 s
+            # in select by default), so waiting longer, or waking it, is the fix.
+            err.write("  fix: retry with a longer --timeout (e.g. --timeout 60s), or wake the main thread "
+                      "(e.g. send the app a request)\n")
     else:
         err.write("  what happens next: the code keeps running in the app's main thread until that call returns; "
                   "its output is discarded.\n")

@@ -299,3 +299,30 @@ def test_cluster_up_that_cannot_start_says_why_last_and_starts_nothing(cluster_c
     assert done.stderr.strip().splitlines()[-1] == \
         "hack/cluster: cannot start: TCP port 6443 is already in use by another program"
     assert cluster_copy.read("builds") == ""
+
+
+def test_a_daemon_keeps_no_descriptor_of_whoever_started_it(tmp_path):
+    """hack/lib.sh detach: a lock held by the caller (`flock /tmp/wand-e2e.lock hack/test` starting dockerd) is
+    not inherited by the daemon, so it ends with the caller; the daemon has its own session."""
+    lock, out = tmp_path / "held.lock", tmp_path / "daemon.log"
+    script = textwrap.dedent("""
+        . "$1/hack/lib.sh"
+        exec 7>"$2" 8<"$2"
+        flock 7
+        detach "$3" sleep 60
+        echo $!
+    """)
+    started = subprocess.run(["bash", "-c", script, "-", REPO, str(lock), str(out)], capture_output=True,
+                             text=True, timeout=30, preexec_fn=default_signals)
+    assert started.returncode == 0, started.stderr
+    pid = int(started.stdout.split()[-1])
+    try:
+        assert wait_for(lambda: os.path.exists("/proc/%d" % pid) and
+                        open("/proc/%d/cmdline" % pid, "rb").read().startswith(b"sleep\0"), timeout=10)
+        fds = sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+        assert fds == [0, 1, 2], [os.readlink("/proc/%d/fd/%d" % (pid, fd)) for fd in fds]
+        assert os.getsid(pid) == pid
+        taken = subprocess.run(["flock", "-n", str(lock), "true"], timeout=10)
+        assert taken.returncode == 0  # the caller ended: nobody holds its lock any more
+    finally:
+        os.kill(pid, signal.SIGKILL)

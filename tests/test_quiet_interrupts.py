@@ -297,3 +297,40 @@ def test_the_apps_ctrl_c_while_the_payload_imports_debugpy_reaches_the_app_not_t
     assert proc.returncode == 0 and json.loads(out)["status"] == "listening", (out, err)
     assert read_line(app.popen.stdout, 10) == "INTERRUPTED 1"
     settle(py314, app)
+
+
+def test_debugpy_that_cannot_load_one_of_its_files_writes_nothing_into_the_app(py314):
+    """What an attach interrupted while the target imports debugpy looks like to pydevd (seen in CI at 0.9 s:
+    the CLI removed the shipped files mid-import): one of its extension modules cannot be imported. pydevd
+    logs "Unable to load extension" to the app's stderr; loaded by kubectl wand it logs nowhere, and the
+    environment variables debugpy's import sets are back as they were."""
+    import io
+    import shutil
+    import tarfile
+    import uuid
+    from kubectl_wand import debugpy_bundle
+
+    inside = "/tmp/wand-test-debugpy-%s" % uuid.uuid4().hex
+    host = py314.host(inside)
+    os.makedirs(host + "/lib")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(debugpy_bundle.blob()), mode="r:gz") as tar:
+            tar.extractall(host + "/lib")
+        open(host + "/lib/.complete", "w").close()
+        broken = [os.path.join(d, f) for d, _, files in os.walk(host + "/lib") for f in files
+                  if f.startswith("pydevd_plugin_") and f.endswith(".py") and "/extensions/types/" in d + "/"]
+        assert broken, "pydevd's extension modules moved: find what to break"
+        with open(broken[0], "w") as f:
+            f.write('raise ImportError("removed while it loaded")\n')
+        shutil.copy(os.path.join(REPO, "kubectl_wand", "agent", "passengers", "debugger.py"), host + "/debugger.py")
+        script = ("import json, os, sys\nsys.path.insert(0, %r)\nimport debugger\n"
+                  "result = debugger.start_debugpy({'debugpy_path': %r, 'host': '127.0.0.1', 'port': 0})\n"
+                  "print(json.dumps([result['status'], os.environ.get('PYDEVD_USE_FRAME_EVAL'),"
+                  " os.environ.get('PYDEVD_DISABLE_FILE_VALIDATION')]))\n") % (inside, inside + "/lib")
+        done = subprocess.run(py314.argv(["-c", script]), capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", done.stderr
+        assert json.loads(done.stdout.splitlines()[-1]) == ["listening", None, None], done.stdout
+    finally:
+        shutil.rmtree(host, ignore_errors=True)

@@ -107,7 +107,8 @@ def test_selector_alone_is_a_target_for_every_verb(wand):
     """-l SELECTOR without TARGET is accepted by every verb that takes one."""
     listed = wand("-n", NS, "get", "processes", "-l", "app=gunicorn", "-o", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout)["items"], listed.stderr
-    for verb in (["check"], ["exec-py", "--", "1 + 1"]):
+    # --timeout 30s: an idle gunicorn sync worker's main thread sleeps up to 15 s in select (CI chose one at 10 s)
+    for verb in (["check"], ["exec-py", "--timeout", "30s", "--", "1 + 1"]):
         done = wand("-l", "app=gunicorn", "-n", NS, *verb)
         assert done.returncode in (0, 1), done.stderr  # check exits 1 on a failing row; neither is a usage error
         assert "needs a target" not in done.stderr

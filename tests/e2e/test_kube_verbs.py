@@ -115,7 +115,8 @@ def test_exec_py_nonroot_pod(cluster, wand):
 
 
 def test_exec_py_from_stdin_in_gunicorn_picks_a_worker(cluster, wand):
-    result = wand("exec-py", "deploy/gunicorn", "-f", "-", input="import os\nos.getpid()\n")
+    # --timeout 30s: an idle gunicorn sync worker's main thread sleeps up to 15 s in select
+    result = wand("exec-py", "deploy/gunicorn", "--timeout", "30s", "-f", "-", input="import os\nos.getpid()\n")
     assert result.returncode == 0, result.stderr
     assert "gunicorn" in result.stderr and "--pid" in result.stderr  # the note says which worker and how to pick
 

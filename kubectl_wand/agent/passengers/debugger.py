@@ -24,17 +24,22 @@ def start_debugpy(request):
     if shipped:
         sys.path.insert(0, shipped)
         sys.dont_write_bytecode = True  # no __pycache__ in the private directory: less to write and remove
-    # pydevd warns about frozen modules on the app's stderr when it loads; the app's logs are not ours to
-    # write into. Set its switch only while it loads, so the app's environment ends up as it was.
-    saved = os.environ.get("PYDEVD_DISABLE_FILE_VALIDATION")
-    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    # What debugpy's import reads from the environment, set only while it loads so the app's environment ends
+    # up as it was: pydevd warns about frozen modules on the app's stderr unless validation is off, and
+    # debugpy's force_pydevd sets PYDEVD_USE_FRAME_EVAL=NO for good (set here first: pydevd's constants, read
+    # once at import, are loaded before force_pydevd by pydevd_log_silenced).
+    saved = {name: os.environ.get(name) for name in LOAD_ENV}
+    for name, value in LOAD_ENV.items():
+        if name == "PYDEVD_DISABLE_FILE_VALIDATION" or saved[name] is None:
+            os.environ[name] = value
     try:
         import debugpy
-        import debugpy.server.api  # noqa: F401  (loads pydevd while its switch is set)
-        if shipped:
-            preload_debugpy()  # everything it could load lazily, while its files are still there
-            if not os.path.exists(os.path.join(shipped, ".complete")):
-                raise ImportError("the shipped files were removed while they loaded")
+        with pydevd_log_silenced():
+            import debugpy.server.api  # noqa: F401  (loads pydevd while its switches are set)
+            if shipped:
+                preload_debugpy()  # everything it could load lazily, while its files are still there
+        if shipped and not os.path.exists(os.path.join(shipped, ".complete")):
+            raise ImportError("the shipped files were removed while they loaded")
     except BaseException as exc:
         # All or nothing: a half-imported debugpy would stay in sys.modules and fail every later attach.
         forget_modules(modules, shipped)
@@ -49,10 +54,11 @@ def start_debugpy(request):
                 sys.path.remove(shipped)
             for key in [k for k in sys.path_importer_cache if k.startswith(shipped)]:
                 del sys.path_importer_cache[key]
-        if saved is None:
-            os.environ.pop("PYDEVD_DISABLE_FILE_VALIDATION", None)
-        else:
-            os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     current = existing_server()
     if current:
         return dict(current, status="already")
@@ -99,6 +105,35 @@ def start_debugpy(request):
               "source": "shipped" if shipped else "installed", "since": time.time(), "mode": mode}
     debugpy._kubectl_wand_server = record
     return dict(record, status="listening")
+
+
+LOAD_ENV = {"PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYDEVD_USE_FRAME_EVAL": "NO"}
+
+
+class Discard:
+    """A stream that keeps nothing."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def pydevd_log_silenced():
+    """pydevd's own logger, writing nowhere while debugpy loads. It writes to the app's stderr, and loading
+    can log: "Unable to load extension: ..." when the shipped files vanish mid-import (the CLI was
+    interrupted and removed them; seen in CI on an attach interrupted at 0.9 s). The import is all or nothing
+    and its failure is reported on our connection, so nothing is lost. Only the logger module is loaded
+    early (pydevd's constants with it, which is why LOAD_ENV is set before)."""
+    import contextlib
+    try:
+        from debugpy import _vendored
+        with _vendored.vendored("pydevd"):
+            from _pydev_bundle import pydev_log
+        return pydev_log.log_context(-1, Discard())  # level -1: below even its critical messages
+    except Exception:  # a debugpy laid out otherwise, or its files gone already: the import reports that
+        return contextlib.nullcontext()
 
 
 def in_process_supported(debugpy) -> bool:

@@ -45,7 +45,7 @@ def run_session(opts, transport, request, what) -> int:
             box["result"] = transport.agent(request, timeout=SESSION_LIMIT, on_event=on_event, stop=stop)
         except BaseException as exc:  # reported in the main thread
             box["error"] = exc
-        if "error" in box or box["result"].get("status") != protocol.OK:
+        if "error" in box or (box.get("result") or {}).get("status") != protocol.OK:
             failed.set()
         ready.set()
 

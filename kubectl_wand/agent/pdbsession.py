@@ -79,7 +79,11 @@ def run_session(request, inner, emit, stop):
             emit({"terminal": {"client": name, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
         relay.greeting = GREETINGS.get(inner["op"], b"")
-        return injection.run(inner, stream=relay)
+        relay.start_accepting()
+        try:
+            return injection.run(inner, stream=relay)
+        finally:
+            relay.finish()
     finally:
         listener.close()
 
@@ -90,6 +94,40 @@ class Relay:
         self.emit, self.stop = emit, stop
         self.detached = None
         self.greeting = b""
+        self.client = None
+        self.ended = False
+        self.accepted = None
+
+    def start_accepting(self):
+        """Accept the launcher and send it the client's command now, while the injection runs: the client's
+        start (an interpreter and pdb's import, ~50-80 ms in a pod) overlaps the injection instead of
+        following it. A session that does not start closes that connection: the client ends without a word."""
+        import threading
+        self.accepted, self.lock = threading.Event(), threading.Lock()
+
+        def accept():
+            try:
+                client = self.accept()
+            except (OSError, ValueError):  # the listener closed: the session ended before a client came
+                client = None
+            with self.lock:
+                if self.ended and client is not None:
+                    client.close()  # too late: the session is over
+                    client = None
+                self.client = client
+                self.accepted.set()
+
+        threading.Thread(target=accept, name="kubectl-wand-accept", daemon=True).start()
+
+    def finish(self):
+        """The session is over: stop accepting, and close a client it never used."""
+        if self.accepted is None:
+            return
+        with self.lock:
+            self.ended = True
+            if self.client is not None:
+                self.client.close()
+                self.client = None
 
     def __call__(self, conn, hello, lines=None):
         # what the reader of the hello may already hold past it (nothing: the target speaks once asked)
@@ -98,7 +136,8 @@ class Relay:
             if first.get("status") == "error":
                 raise AgentError(first.get("kind", "inject"), first.get("error", "pdb did not start"))
             raise AgentError("inject", "pdb did not start in process %d (%s)" % (self.pid, first or "no answer"))
-        client = self.accept()
+        self.accepted.wait()  # bounded: the acceptor gives up after CLIENT_WAIT, or when stopped
+        client, self.client = self.client, None
         if client is None:
             reason = "stopped" if self.stopped() else "no client"
             self.detach(conn, b"")
@@ -120,7 +159,7 @@ class Relay:
 
     def accept(self):
         deadline = time.monotonic() + CLIENT_WAIT
-        while time.monotonic() < deadline and not self.stopped():
+        while time.monotonic() < deadline and not self.stopped() and not self.ended:
             if not select.select([self.listener], [], [], 0.2)[0]:
                 continue
             client, _ = self.listener.accept()

@@ -55,18 +55,38 @@ remove_tree() {
   rm -rf --one-file-system "$1" || die "cannot remove $1"
 }
 
-# apt_install PKG...: install Debian packages that are missing (apt-get update once per run).
+# installed PKG: true when dpkg has PKG fully installed (`dpkg -s` also says yes for a package a killed run left
+# half-installed or unpacked, or whose config files alone remain).
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+
+# apt_install PKG...: install Debian packages that are missing (apt-get update once per run). Safe to run twice at
+# once (one flock for every run of ours, and apt's own lock waited for, not failed on) and after a failed run (a
+# half-installed package counts as missing; a dpkg a kill interrupted is finished with `dpkg --configure -a`).
+APT_LOCK=${WAND_APT_LOCK:-/run/lock/kubectl-wand-apt.lock}
 apt_install() {
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
-  if [ -z "${WAND_APT_UPDATED:-}" ]; then
-    timeout 600 apt-get update -qq >&2 || die "apt-get update failed"
-    export WAND_APT_UPDATED=1
-  fi
-  DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-    || die "apt-get install ${missing[*]} failed"
+  local p pending=()
+  for p in "$@"; do installed "$p" || pending+=("$p"); done
+  [ ${#pending[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${pending[*]}"
+  mkdir -p "$(dirname "$APT_LOCK")"
+  # fd 8 in a subshell: the lock ends with it; closed for apt and dpkg (8>&-), so that no daemon a package's
+  # maintainer script starts keeps it (a later run would wait on it forever)
+  ( flock -w 1800 8 || die "another run held $APT_LOCK for 30 minutes (see: fuser -v $APT_LOCK)"
+    local missing=() apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
+    for p in "$@"; do installed "$p" || missing+=("$p"); done  # the run we waited for may have installed them
+    [ ${#missing[@]} -eq 0 ] && exit 0
+    if [ -z "${WAND_APT_UPDATED:-}" ]; then
+      timeout 600 "${apt[@]}" update >&2 8>&- || die "apt-get update failed"
+    fi
+    try() { DEBIAN_FRONTEND=noninteractive timeout 1200 "${apt[@]}" install -y --no-install-recommends \
+              "${missing[@]}" >&2 8>&-; }
+    if ! try; then
+      log "apt-get install ${missing[*]} failed; finishing what an interrupted dpkg left (dpkg --configure -a), once"
+      DEBIAN_FRONTEND=noninteractive timeout 600 dpkg --configure -a >&2 8>&- || true
+      try || die "apt-get install ${missing[*]} failed"
+    fi
+  ) 8>>"$APT_LOCK" || exit 1
+  export WAND_APT_UPDATED=1
 }
 
 # ensure_venv REPO: a virtualenv in REPO/.venv with kubectl-wand (editable) and the test dependencies.

@@ -79,6 +79,8 @@ def parse_duration(text: str) -> float:
     text = text.strip().lower()
     if text in ("nan", "inf", "+inf", "-inf", "infinity"):
         return float(text)
+    if text.isascii() and text.isdigit():  # plain seconds (--request-timeout's default 0): no pattern to compile
+        return float(text)
     m = re.fullmatch(r"-?(?:\d+(?:\.\d+)?(?:ms|s|m|h)?)+", text)
     if not m:
         raise argparse.ArgumentTypeError("bad duration %r (use e.g. 30s, 1m)" % text)
@@ -319,8 +321,9 @@ def entry():
     ``os._exit``. A live non-daemon thread (none is expected) gets the ordinary exit, which waits for it."""
     code = main()
     import atexit
-    import threading
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    threading = sys.modules.get("threading")  # never imported: no thread was started (stack pid/N)
+    if threading is not None and any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                                     if t is not threading.main_thread()):
         sys.exit(code)
     try:
         atexit._run_exitfuncs()  # every handler runs; one that raises is reported and the rest still run

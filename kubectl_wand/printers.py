@@ -34,6 +34,15 @@ def dump(obj, fmt):
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
+def event(obj, fmt) -> str:
+    """One object of a stream (docs/output.md): a JSON line, compact and ASCII (a newline or a control character
+    a name holds is escaped, so a line is always one object), or a YAML document that starts with ``---``."""
+    if fmt == "json":
+        import json
+        return json.dumps(obj, default=str) + "\n"
+    return "---\n" + dump(obj, fmt)
+
+
 def source(transport) -> dict:
     """Where a result came from, in every verb's JSON (docs/output.md): pod, namespace, container; null for a
     process on this machine."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 
 from . import terminal
 
@@ -14,11 +13,13 @@ class Spinner:
         # Its own carriage returns go to the stream under a terminal.Human; the message is escaped here.
         self.message, self.stream = terminal.text(message), terminal.raw(stream or sys.stderr)
         self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.stop = threading.Event()
+        self.stop = None
         self.thread = None
 
     def __enter__(self):
         if self.enabled:
+            import threading  # only on a terminal: a piped `stack pid/N` imports no threading at all
+            self.stop = threading.Event()
             self.thread = threading.Thread(target=self._spin, daemon=True)
             self.thread.start()
         return self

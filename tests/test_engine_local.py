@@ -12,7 +12,7 @@ import pytest
 
 import dap
 from leftovers import private_dirs
-from procs import wait_for
+from procs import read_line, wait_for
 
 pytestmark = pytest.mark.py314
 
@@ -319,6 +319,17 @@ def test_attach_ships_debugpy_when_the_target_lacks_it(spawn, wand, py314):
     assert json.loads(result.stdout)["source"] == "shipped"
     assert private_dirs(py314, app.pid) == []  # shipped files are gone once the server runs
     breakpoint_round_trip(py314, app, port)
+
+
+def test_attach_ships_debugpy_before_the_injection(spawn, wand, py314):
+    """The shipped debugpy is complete before the target's main thread runs our script: it does not wait in
+    our bootstrap while 1.7 MB cross kubectl and 11 MB unpack (it used to, after its hello)."""
+    app = spawn("audit_ship.py", flags=["-S"])
+    result = wand("attach", "pid/%d" % app.pid, "--port", free_port(), "--no-forward", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["source"] == "shipped"
+    assert read_line(app.popen.stdout, 20) == "SHIPPED_BEFORE=True"
+    assert private_dirs(py314, app.pid) == []
 
 
 def test_attach_busy_port_leaves_target_untouched(spawn, wand):

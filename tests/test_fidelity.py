@@ -1,7 +1,7 @@
 """``stack`` and ``profile`` against py-spy's own output on the same live CPython 3.14 process (issue 22): the same
 threads, the same frames in the same order with the same lines, nothing cut silently. py-spy comes from PyPI with
-the test dependencies (pyproject's ``test`` extra). SVGs are checked as XML (xml.etree) only: a headless browser
-render was not added to hack/test (Debian's chromium: 81 MB to fetch, 290 MB installed, 25 packages)."""
+the test dependencies (pyproject's ``test`` extra). SVGs are checked as XML (xml.etree) here, and rendered in a
+headless browser by tests/test_render_local.py."""
 from __future__ import annotations
 
 import json

@@ -154,6 +154,93 @@ def test_stack_without_permission_names_the_fix(spawn, py314):
     assert "CAP_SYS_PTRACE" in result["error"]
 
 
+# -- the reader's code, compiled once by the target's interpreter (runtime.TargetRuntime.compiled) ----------
+
+class DictCache:
+    """usercache's interface (read, write) over a dict."""
+
+    def __init__(self):
+        self.files, self.writes = {}, 0
+
+    def read(self, name):
+        return self.files.get(name)
+
+    def write(self, name, data):
+        self.files[name] = data
+        self.writes += 1
+        return True
+
+
+def no_interpreter_run(*args, **kw):
+    raise AssertionError("the reader was compiled again: %r" % (args,))
+
+
+def test_stack_from_the_kept_compiled_reader_reads_what_the_source_reads(spawn, monkeypatch):
+    app = spawn("layers.py")
+    cache = DictCache()
+    first = only(handle({"op": "stack", "pid": app.pid}, code_cache=cache))
+    (name,) = cache.files
+    assert name.startswith("compiled-") and cache.writes == 1
+    monkeypatch.setattr(runtime.TargetRuntime, "run", no_interpreter_run)  # now only the kept code may serve
+    kept = only(handle({"op": "stack", "pid": app.pid, "async": True}, code_cache=cache))
+    monkeypatch.undo()
+    source = only(handle({"op": "stack", "pid": app.pid, "async": True}))
+    assert cache.writes == 1
+    for entry in (first, kept):
+        assert "error" not in entry, entry
+        main = entry["threads"][0]
+        assert main["name"] == "MainThread" and functions(main["frames"]) == CHAIN
+        assert sorted(t["name"] for t in entry["threads"]) == sorted(t["name"] for t in source["threads"])
+        hot = next(t for t in entry["threads"] if t["name"] == "hot-worker")
+        assert functions(hot["frames"])[-3:] == ["Thread.run", "Thread._bootstrap_inner", "Thread._bootstrap"]
+    assert kept["threads"][0]["frames"] == source["threads"][0]["frames"]
+    assert kept["asyncio"] == source["asyncio"] is False and kept["tasks"] == source["tasks"] == []
+
+
+def test_kept_reader_code_is_used_only_for_the_same_binary_and_source(spawn):
+    app = spawn("sleeper.py")
+    rt = runtime.TargetRuntime(procfs.Proc(app.pid))
+    cache = DictCache()
+    code = rt.compiled(observe.sampler_source(), cache)
+    assert code and rt.compiled(observe.sampler_source(), cache) == code and cache.writes == 1
+    (name, data), = cache.files.items()
+    key = data[:-len(code)]
+    for stale in (b"(1, 2, 3, 4, 5)" + key[key.index(b"\0"):],  # another binary (or the same one changed)
+                  key[:key.index(b"\0") + 1] + b"an older reader\0"):  # another source
+        cache.files[name] = stale + b"\xe3not the code"
+        assert rt.compiled(observe.sampler_source(), cache) == code
+        assert cache.files[name] == data
+    assert rt.compiled(observe.sampler_source() + "\nX = 1\n", cache) != code  # the source is part of the key
+
+
+def test_stack_reads_from_the_source_when_the_kept_code_does_not_load(spawn):
+    app = spawn("sleeper.py")
+    rt = runtime.TargetRuntime(procfs.Proc(app.pid))
+    cache = DictCache()
+    code = rt.compiled(observe.sampler_source(), cache)
+    (name, data), = cache.files.items()
+    cache.files[name] = data[:-len(code)] + b"\x00 not marshal data"  # the right key, code that does not load
+    entry = only(handle({"op": "stack", "pid": app.pid}, code_cache=cache))
+    assert "error" not in entry, entry
+    assert functions(entry["threads"][0]["frames"]) == ["wait_here", "<module>"]
+    assert not sampler_children()
+
+
+def test_cli_keeps_the_compiled_reader_private_in_the_users_cache(spawn, wand, tmp_path, monkeypatch):
+    monkeypatch.setenv("WAND_CACHE", str(tmp_path / "cache"))
+    app = spawn("sleeper.py")
+    outputs = []
+    for _ in range(2):
+        done = wand("stack", "pid/%d" % app.pid)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1] and "wait_here" in outputs[0]
+    (name,) = os.listdir(tmp_path / "cache")
+    assert name.startswith("compiled-")
+    assert oct(os.stat(tmp_path / "cache").st_mode & 0o777) == "0o700"
+    assert oct(os.stat(tmp_path / "cache" / name).st_mode & 0o777) == "0o600"
+
+
 # -- profile -------------------------------------------------------------------------------------------------
 
 def test_profile_attributes_the_hot_function_in_every_format(spawn):

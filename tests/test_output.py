@@ -1,39 +1,18 @@
-"""Output that programs can trust (issue 22): each verb's -o json parsed from the real CLI on a real CPython 3.14
-process and checked against docs/output.md's field lists; trace's -o json is JSON lines only; -o name
-round-trips as a target; kubectl's KIND.GROUP targets; `version`; a typo'd verb's suggestion; a warning said
-once per run."""
+"""Output that programs can trust (issue 22): every verb's -o json and -o yaml parsed from the real CLI on a real
+CPython 3.14 process and held to docs/output.md's shapes and fields (tests/outputs.py); trace's -o json is JSON
+lines only; -o name round-trips as a target; kubectl's KIND.GROUP targets; `version`; a typo'd verb's
+suggestion; a warning said once per run."""
 from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 
 import pytest
 
-from procs import REPO
+from outputs import check
 from kubectl_wand import cli, targets
 from kubectl_wand.errors import WandError
-
-
-def documented():
-    """{"stack": [...], "stack.threads": [...], ...} from docs/output.md's ``fields:`` lines."""
-    out = {}
-    with open(os.path.join(REPO, "docs", "output.md")) as f:
-        for line in f:
-            if line.startswith("fields: "):
-                name, _, fields = line[len("fields: "):].partition(":")
-                out[name] = fields.split()
-    return out
-
-
-def has(obj, name):
-    missing = [k for k in documented()[name] if k not in obj]
-    assert not missing, "%s lacks documented fields %s: %s" % (name, missing, sorted(obj))
-
-
-def local_source(obj):
-    assert obj["pod"] is None and obj["namespace"] is None and obj["container"] is None
 
 
 @pytest.fixture
@@ -42,29 +21,33 @@ def ticker(spawn):
 
 
 @pytest.mark.py314
-def test_every_verb_json_has_its_documented_fields(ticker, wand):
-    pid = ticker.pid
-    listed = json.loads(wand("get", "processes", "pid/%d" % pid, "-o", "json").stdout)
-    assert listed["kind"] == "ProcessList"
-    has(listed["items"][0], "get")
-    local_source(listed["items"][0])
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_every_verb_output_parses_to_its_documented_shape(ticker, wand, fmt):
+    """Every -o json and -o yaml on a real process, parsed and held to docs/output.md (tests/outputs.py); the
+    source of each result is this machine (pod, namespace, container null)."""
+    target = "pid/%d" % ticker.pid
 
-    stack = json.loads(wand("stack", "pid/%d" % pid, "-o", "json").stdout)
-    assert stack["kind"] == "StackList"
-    has(stack["items"][0], "stack")
-    has(stack["items"][0]["threads"][0], "stack.threads")
-    local_source(stack["items"][0])
+    def run(*args):
+        done = wand(*args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
-    ran = wand("exec-py", "pid/%d" % pid, "-o", "json", "--", "print(1); 2")
-    result = json.loads(ran.stdout)
+    (listed,) = check(run("get", "processes", target, "-o", fmt), "get", fmt)
+    assert listed["pid"] == ticker.pid
+    (stack,) = check(run("stack", target, "-o", fmt), "stack", fmt)
+    assert stack["pid"] == ticker.pid and stack["threads"][0]["frames"]
+    (result,) = check(run("exec-py", target, "-o", fmt, "--", "print(1); 2"), "exec-py", fmt)
     assert result["status"] == "ok" and result["value"] == "2", result
-    has(result, "exec-py")
-    local_source(result)
-
-    checked = json.loads(wand("check", "pid/%d" % pid, "-o", "json").stdout)
-    has(checked, "check")
-    has(checked["rows"][0], "check.rows")
-    local_source(checked)
+    (checked,) = check(run("check", target, "-o", fmt), "check", fmt)
+    assert checked["rows"]
+    (report,) = check(run("mem", target, "--top", "3", "-o", fmt), "mem", fmt)
+    assert report["mode"] == "census" and report["processes"][0]["pid"] == ticker.pid
+    (one,) = check(run("mem", target, "--top", "3", "--per-pod", "-o", fmt), "mem --per-pod", fmt)
+    assert one["processes"][0]["pid"] == ticker.pid
+    (attached,) = check(run("attach", target, "-o", fmt), "attach", fmt)  # pid/N: its one line, then it ends
+    assert attached["event"] == "attached" and attached["pid"] == ticker.pid, attached
+    (version,) = check(run("version", "-o", fmt), "version", fmt)
+    assert version["version"]
 
 
 @pytest.mark.py314
@@ -72,13 +55,8 @@ def test_trace_snapshot_json_is_json_lines_only(ticker, wand):
     """Before: a JSON line, then a pretty-printed SnapshotList with the same snapshot again: not parseable."""
     done = wand("trace", "pid/%d" % ticker.pid, "ticker.py:9", "n", "--snapshot", "-o", "json", "--duration", "20s")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    docs = [json.loads(line) for line in lines]  # every line one JSON document
-    assert len(docs) == 1, done.stdout
-    has(docs[0], "trace")
-    hit = docs[0]["hit"]
-    has(hit, "trace.hit")
-    local_source(hit)
+    (line,) = check(done.stdout, "trace", "json")  # every line one JSON document, and one line
+    hit = line["hit"]
     assert "n" in hit["locals"] and hit["stack"][0]["function"] == "<module>"
 
 

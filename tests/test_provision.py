@@ -326,3 +326,108 @@ def test_a_daemon_keeps_no_descriptor_of_whoever_started_it(tmp_path):
         assert taken.returncode == 0  # the caller ended: nobody holds its lock any more
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------- hack/lib.sh apt_install
+
+APT_GET = r"""
+    #!/bin/bash
+    # apt-get stand-in: logs its calls to $STUB/calls; like the real one, fails while another apt-get runs (apt's
+    # lists and dpkg locks: "Unable to lock directory"), fails while $STUB/failures holds a count above 0 (as after
+    # a dpkg a kill interrupted), and an install marks its packages installed, starting a daemon that keeps every
+    # descriptor it was given (a maintainer script starting a service), its pid in $STUB/daemon.
+    words=("$@"); verb=""; for w in "$@"; do case $w in update|install) verb=$w;; esac; done
+    echo "apt-get $verb" >> "$STUB/calls"
+    mkdir "$STUB/apt.lock" 2>/dev/null || { echo "E: Unable to lock directory" >&2; exit 100; }
+    trap 'rmdir "$STUB/apt.lock"' EXIT
+    sleep 0.3
+    if [ "$verb" = install ]; then
+      n=$(cat "$STUB/failures" 2>/dev/null || echo 0)
+      if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$STUB/failures"; echo "E: dpkg was interrupted" >&2; exit 100; fi
+      for w in "${words[@]}"; do case $w in -*|install|DPkg*) ;; *) echo installed > "$STUB/status-$w";; esac; done
+      sleep 60 >/dev/null 2>&1 & echo $! > "$STUB/daemon"
+    fi
+"""
+DPKG_QUERY = r"""
+    #!/bin/bash
+    # dpkg-query stand-in: -W -f=... PKG prints the status in $STUB/status-PKG (none: not known, exit 1)
+    for last; do :; done
+    [ -f "$STUB/status-$last" ] || exit 1
+    cat "$STUB/status-$last"
+"""
+DPKG = r"""
+    #!/bin/bash
+    echo "dpkg $*" >> "$STUB/calls"
+"""
+
+
+@pytest.fixture
+def apt_env(tmp_path):
+    stub, bin_dir = tmp_path / "stub", tmp_path / "bin"
+    stub.mkdir()
+    bin_dir.mkdir()
+    for name, text in (("apt-get", APT_GET), ("dpkg-query", DPKG_QUERY), ("dpkg", DPKG)):
+        write_exe(bin_dir / name, text)
+    env = dict(os.environ, STUB=str(stub), PATH="%s:%s" % (bin_dir, os.environ["PATH"]),
+               WAND_APT_LOCK=str(tmp_path / "apt.lock"))
+    env.pop("WAND_APT_UPDATED", None)
+
+    class Env:
+        path, lock = stub, tmp_path / "apt.lock"
+
+        def start(self, *packages):
+            return subprocess.Popen(["bash", "-c", '. "$0/hack/lib.sh"; apt_install "$@"', REPO, *packages],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=default_signals)
+
+        def run(self, *packages):
+            proc = self.start(*packages)
+            out, err = proc.communicate(timeout=60)
+            return proc.returncode, err
+
+        def calls(self):
+            path = stub / "calls"
+            return path.read_text().splitlines() if path.exists() else []
+
+    yield Env()
+    daemon = stub / "daemon"
+    if daemon.exists():
+        try:
+            os.kill(int(daemon.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_two_apt_installs_at_once_install_once(apt_env):
+    """Before: the second run's apt-get update failed on apt's lock ("Unable to lock directory"), and hack/test
+    died with it."""
+    runs = [apt_env.start("pkg-a"), apt_env.start("pkg-a")]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in runs]
+    assert [code for code, _err in results] == [0, 0], results
+    assert apt_env.calls() == ["apt-get update", "apt-get install"]  # the second found it installed
+
+
+def test_a_package_a_failed_run_left_half_installed_is_installed_again(apt_env):
+    """Before: `dpkg -s` said yes for a package a killed run left unpacked, and it was never configured."""
+    (apt_env.path / "status-pkg-a").write_text("unpacked")
+    assert apt_env.run("pkg-a")[0] == 0
+    assert apt_env.calls() == ["apt-get update", "apt-get install"]
+    assert apt_env.run("pkg-a")[0] == 0 and len(apt_env.calls()) == 2  # installed now: nothing to do
+
+
+def test_an_interrupted_dpkg_is_finished_and_the_install_tried_once_more(apt_env):
+    (apt_env.path / "failures").write_text("1")
+    code, err = apt_env.run("pkg-a")
+    assert code == 0, err
+    assert apt_env.calls() == ["apt-get update", "apt-get install", "dpkg --configure -a", "apt-get install"]
+    (apt_env.path / "failures").write_text("2")
+    code, err = apt_env.run("pkg-b")
+    assert code != 0 and "apt-get install pkg-b failed" in err
+
+
+def test_a_daemon_a_package_starts_does_not_keep_the_apt_lock(apt_env):
+    assert apt_env.run("pkg-a")[0] == 0
+    daemon = int((apt_env.path / "daemon").read_text())
+    assert os.path.exists("/proc/%d" % daemon)  # still running
+    taken = subprocess.run(["flock", "-n", str(apt_env.lock), "true"], timeout=10)
+    assert taken.returncode == 0  # a later run would not wait on it

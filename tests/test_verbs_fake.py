@@ -21,6 +21,8 @@ from kubectl_wand import cli, errors
 from kubectl_wand.streams import Streams
 from kubectl_wand.transport import Forward, Transport
 
+from outputs import check, schemas
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORDED = os.path.join(HERE, "recorded", "agent_answers.json")
 EXEC_OK = "print('hello from the target'); 6 * 7"
@@ -74,8 +76,9 @@ class FakeTransport(Transport):
         return "; or add --ephemeral (%s)" % having
 
 
-def run_verb(argv, transports, stdin=""):
-    """(exit code, stdout, stderr) of the verb on ``argv`` with ``transports`` as the target's pods."""
+def run_verb(argv, transports, stdin="", later=None):
+    """(exit code, stdout, stderr) of the verb on ``argv`` with ``transports`` as the target's pods (and
+    ``later`` as the pods a later look finds: attach --follow's replacement)."""
     out, err = io.StringIO(), io.StringIO()
     try:
         verb, ns = cli.parse(list(argv))
@@ -83,6 +86,7 @@ def run_verb(argv, transports, stdin=""):
         opts.complete(ns, Streams(io.StringIO(stdin), out, err))
         opts.quiet = True
         opts.transports = lambda: list(transports)  # the only seam: where the target's pods come from
+        opts.pod_transports = lambda early=True: list(later if later is not None else transports)
         opts.validate()
         code = opts.run()
     except errors.WandError as exc:
@@ -244,7 +248,7 @@ def test_mem_merges_replicas_names_the_leak_first_and_escapes_names():
     assert site["stack"][0]["line"] == 10 and site["processes"] == 2
     assert site["size"] == 2 * window["sites"][0]["size"]
     code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s", "--per-pod", "-o", "json"], [one, two])
-    assert [len(r["processes"]) for r in json.loads(out)] == [1, 1]
+    assert [len(r["processes"]) for r in json.loads(out)["items"]] == [1, 1]
     code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s"],
                                [FakeTransport("web-1", override={"mem": hostile})])
     assert code == errors.OK and "\x1b" not in out and "red.py" in out and "Evil" in out
@@ -385,3 +389,132 @@ def test_profile_and_trace_open_every_pods_window_once_all_are_armed(argv):
     assert all(p.requests[-1].get("sync") for p in pods)
     first_go = min(i for i, (what, _pod) in enumerate(log) if what == "go")
     assert sorted(pod for what, pod in log[:first_go]) == ["web-0", "web-1", "web-2"]  # no window before all armed
+
+
+# -- -o json / -o yaml: every verb's every mode parsed and held to docs/output.md (tests/outputs.py) ----------------
+
+POD = ("web-1", "ns", "app")
+# (docs/output.md's shape, argv, mem's recorded answer or None, formats)
+SHAPES = [
+    ("get", ["get", "processes", "pod/web-1"], None, ("json", "yaml")),
+    ("stack", ["stack", "pod/web-1"], None, ("json", "yaml")),
+    ("exec-py", ["exec-py", "pod/web-1", "--", EXEC_OK], None, ("json", "yaml")),
+    ("check", ["check", "pod/web-1"], None, ("json", "yaml")),
+    ("mem", ["mem", "pod/web-1"], "census", ("json", "yaml")),
+    ("mem", ["mem", "pod/web-1", "--duration", "2s"], "window", ("json", "yaml")),
+    ("mem --per-pod", ["mem", "pod/web-1", "--per-pod"], "census", ("json", "yaml")),
+    ("trace", ["trace", "pod/web-1", "ticker.py:9", "n", "--count", "2"], None, ("json",)),
+    ("attach", ["attach", "pod/web-1", "--no-forward", "--port", "5690"], None, ("json", "yaml")),
+]
+
+
+def with_output(argv, fmt):
+    """``-o fmt`` before the code of exec-py (after ``--`` it would be code)."""
+    at = argv.index("--") if "--" in argv else len(argv)
+    return argv[:at] + ["-o", fmt] + argv[at:]
+
+
+@pytest.mark.parametrize("shape,argv,mem,fmt", [(s, a, m, f) for s, a, m, fmts in SHAPES for f in fmts],
+                         ids=["%s %s %s" % (s, " ".join(a[1:3]), f) for s, a, m, fmts in SHAPES for f in fmts])
+def test_every_output_parses_to_its_documented_shape(shape, argv, mem, fmt):
+    pod = FakeTransport(override={"mem": mem_answers()[mem]} if mem else None)
+    code, out, err = run_verb(with_output(argv, fmt), [pod])
+    assert code == errors.OK, err
+    check(out, shape, fmt, POD)
+
+
+def test_every_verb_that_prints_json_has_a_documented_shape_checked_here():
+    shapes, _fields = schemas()
+    printing = {verb for verb in cli.VERBS for flag in cli.verb_module(verb).FLAGS
+                if "json" in (getattr(flag, "choices", None) or ())}
+    assert printing | {"version"} == {shape.split()[0] for shape in shapes}
+    assert {case[0] for case in SHAPES} | {"exec-py --all-pods", "version"} == set(shapes)  # the two below, and
+    # version in tests/test_output.py
+
+
+def test_lists_are_lists_for_every_pod():
+    pods = [FakeTransport("web-1"), FakeTransport("web-2")]
+    two = lambda got: (got[1:], got[0] in ("web-1", "web-2")) == (("ns", "app"), True)  # noqa: E731
+
+    def from_two(got):
+        assert two(got), got
+
+    for shape, argv in (("exec-py --all-pods", ["exec-py", "deploy/web", "--all-pods", "--", EXEC_OK]),
+                        ("stack", ["stack", "deploy/web"]), ("get", ["get", "processes", "deploy/web"])):
+        code, out, err = run_verb(with_output(argv, "json"), pods)
+        assert code == errors.OK, err
+        assert sorted(i["pod"] for i in check(out, shape, "json", from_two)) == ["web-1", "web-2"]
+    failing = [FakeTransport("web-1"), FakeTransport("web-2", override={"exec": PERMISSION})]
+    code, out, err = run_verb(["exec-py", "deploy/web", "--all-pods", "-o", "json", "--", EXEC_OK], failing)
+    assert code == errors.NOT_ATTACHABLE, err  # before: the failing pod's item lacked value, stdout, ... entirely
+    assert [i["status"] for i in check(out, "exec-py --all-pods", "json", from_two)] == ["ok", "error"]
+    code, out, err = run_verb(["mem", "deploy/web", "--per-pod", "-o", "yaml"],
+                              [FakeTransport(n, override={"mem": mem_answers()["census"]}) for n in ("web-1", "web-2")])
+    assert [r["processes"][0]["pod"] for r in check(out, "mem --per-pod", "yaml", from_two)] == ["web-1", "web-2"]
+
+
+class Waiting:
+    """A watch on a process that keeps running."""
+    result = None
+
+    def done(self):
+        return False
+
+    def cancel(self):
+        pass
+
+
+class EndingForward(FakeForward):
+    """A forward that is dead (its pod was deleted) or, alive, that is ended by Ctrl-C while attach waits on it."""
+
+    def __init__(self, port, up):
+        super().__init__(port)
+        self.up = up
+
+    def alive(self):
+        return self.up
+
+    def wait(self, timeout):
+        raise KeyboardInterrupt
+
+
+class ForwardedPod(FakeTransport):
+    """A pod attach forwards to: ``gone`` ones were deleted under it; the others replace any pod and stay."""
+
+    def __init__(self, name, gone=False):
+        super().__init__(name)
+        self.gone = gone
+
+    def forward(self, remote_port, local_port=None):
+        return EndingForward(local_port or 40000 + int(self.name[-1]), not self.gone)
+
+    def watch(self, pid):
+        return Waiting()
+
+    def present(self):
+        return not self.gone
+
+    def replaces(self, old):
+        return old is not self
+
+    def started(self):
+        return self.name
+
+
+def test_attach_while_forwarding_is_json_lines_one_per_event():
+    """Before: one pretty-printed object, then "Forwarding ... Press Ctrl-C" and every later event as text on the
+    same stdout (and with --all-pods a wrapper of its own): not parseable."""
+    old, new = ForwardedPod("web-1", gone=True), ForwardedPod("web-2")
+    code, out, err = run_verb(["attach", "deploy/web", "-o", "json"], [old], later=[old, new])
+    assert code == errors.OK, err
+    lines = check(out, "attach", "json", lambda got: got[0] in ("web-1", "web-2"))
+    assert [(e["event"], e["pod"]) for e in lines] == [("attached", "web-1"), ("gone", "web-1"),
+                                                         ("followed", "web-2"), ("stopped", "web-2")]
+    assert lines[2]["replaces"] == "pod/web-1" and lines[2]["local_port"] == lines[0]["local_port"]
+    assert "Press Ctrl-C" in err  # what is meant for a person: on stderr
+    code, out, err = run_verb(["attach", "deploy/web", "--all-pods", "-o", "yaml"],
+                              [ForwardedPod("web-1"), ForwardedPod("web-2")])
+    assert code == errors.OK, err
+    lines = check(out, "attach", "yaml", lambda got: got[0] in ("web-1", "web-2"))
+    assert [e["event"] for e in lines] == ["attached", "attached", "editor", "stopped", "stopped"]
+    assert len(lines[2]["editor"]["vscode"]["configurations"]) == 2

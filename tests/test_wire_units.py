@@ -2,6 +2,7 @@
 on real sockets: lines bounded in length and time, nesting bounded, every field's type checked."""
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -222,6 +223,52 @@ def test_the_target_interpreters_output_is_cut_at_its_limit():
     child.stdout.close()
     child.stderr.close()
     assert out == b"y" * 300000 + b"\n" and err == b"e" * 4096
+
+
+def test_a_spawned_reader_gets_only_its_pipes_its_own_session_and_no_module_from_our_directory(tmp_path):
+    import marshal
+    import sys
+    from kubectl_wand.agent.runtime import LOAD_CODE, Spawned, bounded_output
+    leaked_r, leaked_w = os.pipe()  # one our parent could have left us, inheritable
+    os.set_inheritable(leaked_w, True)
+    for planted in ("posix", "marshal", "json"):  # where a reader that imports from its directory would look
+        (tmp_path / (planted + ".py")).write_text("raise SystemExit('planted %s imported')\n" % planted)
+    code = marshal.dumps(compile("import os, json\nprint(os.getcwd(), os.getsid(0) == os.getpid(), "
+                                 "sorted(int(fd) for fd in os.listdir('/proc/self/fd')))", "<string>", "exec"))
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        child = Spawned([sys.executable, "-S", "-c", LOAD_CODE], {"PATH": "/usr/bin:/bin"})
+    finally:
+        os.chdir(here)
+        os.close(leaked_w)
+    try:
+        out, err = bounded_output(child, code, 30, 1 << 20)
+        assert child.wait() == 0, err
+    finally:
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()
+        os.close(leaked_r)
+    cwd, own_session, fds = out.decode().split(" ", 2)
+    assert (cwd, own_session) == ("/", "True"), err
+    assert [fd for fd in eval(fds) if fd > 3] == [], fds  # 0-2 and the listing's own; not our pipe's end
+
+
+def test_a_spawned_reader_that_outlives_its_time_is_reported_and_ended():
+    import sys
+    from kubectl_wand.agent import observe
+    from kubectl_wand.agent.runtime import Spawned, TimedOut, bounded_output
+    child = Spawned([sys.executable, "-S", "-c", "import time; time.sleep(60)"], {})
+    try:
+        with pytest.raises(TimedOut):
+            bounded_output(child, b"", 0.2, 1 << 20)
+        with pytest.raises(TimedOut):
+            child.wait(0.1)
+        observe.kill_group(child)  # its own session's group: kill_group reaches it
+        assert child.wait(30) == -9
+    finally:
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()
 
 
 @pytest.mark.parametrize("line,why", [

@@ -9,7 +9,7 @@ it travels as source and is never imported here.
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "checks", "debugserver", "observe", "tracing", "memory",
+           "reap", "slot", "wait", "session", "importable", "checks", "debugserver", "observe", "tracing", "memory",
            "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
@@ -26,8 +26,8 @@ NEEDS = {
     "list": (CORE + ("main",), ()),
     "watch": (CORE + ("main",), ()),
     "exec": (INJECT + ("main",), ("injector", "bootstrap") + OP_CODE["exec"]),
-    "attach": (INJECT + ("debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
-    "check": (INJECT + ("checks", "main"), ("injector",)),
+    "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
+    "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
     "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
     "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
     "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),

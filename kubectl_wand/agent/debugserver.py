@@ -47,16 +47,37 @@ def run_attach(request, fetch_blob):
             return {"status": "error", "kind": "port", "reason": why, "error": "port %d is already in use "
                     "beside the target (%s); choose another with --port" % (port, why)}
         if not hello.get("debugpy"):
-            if fetch_blob is None:
-                return {"status": "error", "kind": "debugpy", "error": "the target cannot import debugpy"}
-            ship_debugpy(fetch_blob("debugpy"), private)
+            if not shipped:  # its files showed a debugpy the target cannot import after all
+                if fetch_blob is None:
+                    return {"status": "error", "kind": "debugpy", "error": "the target cannot import debugpy"}
+                ship_debugpy(fetch_blob("debugpy"), private)
             req = dict(req, debugpy_path=private.target_path + "/lib")
         return req
 
-    result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello)
+    shipped = []
+
+    def prepare(private):
+        # Shipped before the injection when the target's files show no debugpy: after its hello the app's main
+        # thread waits in our bootstrap for the request (5 s at most), and the blob crosses kubectl (1.7 MB,
+        # 2.3 MB as base64) and unpacks to 11 MB. A target that imports one after all just does not use it.
+        if fetch_blob is not None and not importable_debugpy(injection.proc):
+            ship_debugpy(fetch_blob("debugpy"), private)
+            shipped.append(True)
+
+    result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello, prepare=prepare)
     if result.get("status") in ("listening", "already") and result.get("port"):
         confirm(result, pid, float(request.get("confirm_timeout", 5.0)))
     return result
+
+
+def importable_debugpy(proc) -> bool:
+    """Whether the target's files show a debugpy it would import (True when they cannot be read: the hello
+    decides then)."""
+    from .importable import find_debugpy
+    try:
+        return bool(find_debugpy(proc)[0])
+    except Exception:
+        return True
 
 
 def confirm(result, pid, timeout):

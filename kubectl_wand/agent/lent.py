@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import sys
 import time
 
@@ -204,4 +203,5 @@ def linger(libc, directory):
                 os.read(fd, 4096)
         else:
             time.sleep(1.0)  # no inotify: look once a second (a pending injection waits for the app anyway)
+    import shutil  # here: runtime imports this module on every local read, and shutil (bz2, lzma) costs ~2 ms
     shutil.rmtree(directory, ignore_errors=True)

@@ -21,10 +21,11 @@ STREAMING = ("watch", "profile", "trace", "mem", "pdb", "repl")
 CHOOSING = ("exec", "attach", "check", "trace", "mem", "pdb", "repl")
 
 
-def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, window=None) -> dict:
+def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, window=None, code_cache=None) -> dict:
     """One request -> one result. ``confirm()`` (pods only) waits for the CLI's go for a ``hold`` request;
     ``window`` (pods only, a Window) is how a ``sync`` profile or trace says it is armed and waits for the go
-    that opens every pod's window at once (without it the window opens as soon as it is armed)."""
+    that opens every pod's window at once (without it the window opens as soon as it is armed); ``code_cache``
+    (local only: the user's cache) keeps code compiled by a target's interpreter (runtime.TargetRuntime.compiled)."""
     try:
         request = protocol.check_request(request)
     except protocol.ProtocolError as exc:
@@ -41,12 +42,12 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, w
         # says go (the pod is Running and this is the container it chose); EOF means drop it.
         if request.get("hold") and (confirm is None or not confirm()):
             return protocol.result(protocol.CANCELLED)
-        result = dispatch(dict(request, pid=pid), fetch_blob, emit, stop, window)
+        result = dispatch(dict(request, pid=pid), fetch_blob, emit, stop, window, code_cache)
         return dict(result, pid=pid, note=note)
-    return dispatch(request, fetch_blob, emit, stop, window)
+    return dispatch(request, fetch_blob, emit, stop, window, code_cache)
 
 
-def dispatch(request, fetch_blob, emit, stop, window=None):
+def dispatch(request, fetch_blob, emit, stop, window=None, code_cache=None):
     op = request.get("op")
     if op == "list":
         # CPU% needs a sampling window (0.1 s); only `get processes` shows it, a choice of process does not.
@@ -70,7 +71,7 @@ def dispatch(request, fetch_blob, emit, stop, window=None):
             return checks.run(request["pid"])
         if op == "stack":
             from . import observe
-            return observe.stack(request, emit, stop)
+            return observe.stack(request, emit, stop, code_cache)
         if op == "profile":
             from . import observe
             return observe.profile(request, emit, stop, window if request.get("sync") else None)

@@ -131,12 +131,17 @@ def runtime_args(rt):
     return ["--runtime", str(addr)] if addr else []
 
 
-def start(rt, args):
-    import subprocess  # only when a sampler is started (runtime.run says why not at the top)
+def start(rt, args, code=None):
+    """The sampler started beside the target with ``args``; ``code`` (runtime.compiled) is its compiled source,
+    which the caller writes to its stdin (runtime.LOAD_CODE reads it), and then it is started without
+    subprocess (runtime.Spawned)."""
     try:
-        argv, env = rt.command(["-c", sampler_source()] + list(args))
+        argv, env = rt.command(["-c", runtime_mod.LOAD_CODE if code else sampler_source()] + list(args))
     except runtime_mod.RuntimeProblem as exc:  # e.g. it exited since it was listed: /proc/PID/exe is gone
         raise AgentError("exited" if not os.path.exists("/proc/%d" % rt.proc.pid) else "runtime", str(exc))
+    if code:
+        return runtime_mod.Spawned(argv, env)
+    import subprocess  # only when a sampler is started (runtime.run says why not at the top)
     # Its own session (process group): a Ctrl-C in the CLI's terminal reaches us as ``stop`` and not the
     # sampler, and ``kill_group`` can end an nsenter together with the child it forked.
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -158,13 +163,14 @@ def last_error(stderr: bytes, code) -> str:
     return lines[-1] if lines else "the sampler exited with status %s" % code
 
 
-def stack(request: dict, emit=None, stop=None) -> dict:
+def stack(request: dict, emit=None, stop=None, code_cache=None) -> dict:
     """Every thread of each target, frames innermost first; with ``async`` its asyncio tasks too.
 
     Entry: {"pid", "python", "command", "threads": [{"tid", "name", "comm", "main", "state", "syscall",
     "gil", "frames": [{"function", "file", "line"}]}], "gil_holder", "gil_known", "attempts"}, and with
     ``async``: "asyncio" (false: not loaded) and "tasks": [{"id", "name", "thread", "frames", "awaited_by":
     [{"task", "frames"}]}]; or {"pid", "kind", "error"} for a process that could not be read.
+    ``code_cache`` (local only): where the reader's compiled code is kept (runtime.TargetRuntime.compiled).
     """
     args = ["--async"] if request.get("async") else []
     found = targets(request.get("pid"))
@@ -177,31 +183,40 @@ def stack(request: dict, emit=None, stop=None) -> dict:
         if rt.same_interpreter():
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
+        argv = ["stack", str(rt.injector_pid)] + args + runtime_args(rt)
+        code = rt.compiled(sampler_source(), code_cache) if code_cache is not None else None
         try:
-            running.append((pid, resolved, start(rt, ["stack", str(rt.injector_pid)] + args + runtime_args(rt))))
+            running.append((pid, resolved, (start(rt, argv, code), code, argv)))
         except AgentError as exc:
             running.append((pid, exc, None))
     deadline = time.monotonic() + STACK_TIMEOUT
     out = []
-    for pid, resolved, popen in running:
+    for pid, resolved, started in running:
         entry = describe(pid, resolved)
-        if isinstance(popen, dict):
-            entry.update(popen)
-        elif popen is not None:
-            entry.update(collect_stack(popen, deadline))
+        if isinstance(started, dict):
+            entry.update(started)
+        elif started is not None:
+            popen, code, argv = started
+            read = collect_stack(popen, deadline, code)
+            if code and read.get("empty"):  # the compiled code did not load there (see runtime.compiled)
+                try:
+                    read = collect_stack(start(resolved[1], argv), deadline)
+                except AgentError as exc:
+                    read = {"kind": exc.kind, "error": exc.message}
+            read.pop("empty", None)
+            entry.update(read)
         out.append(entry)
     if request.get("pid") is not None and "error" in out[0]:
         raise AgentError(out[0]["kind"], out[0]["error"])
     return {"status": "ok", "processes": out}
 
 
-def collect_stack(popen, deadline) -> dict:
-    import subprocess
+def collect_stack(popen, deadline, code=None) -> dict:
     try:
-        stdout, stderr = runtime_mod.bounded_output(popen, b"", max(0.1, deadline - time.monotonic()),
+        stdout, stderr = runtime_mod.bounded_output(popen, code or b"", max(0.1, deadline - time.monotonic()),
                                                     protocol.LINE_MAX)
         popen.wait()
-    except subprocess.TimeoutExpired:
+    except runtime_mod.TimedOut:
         kill_group(popen)
         popen.wait(5)
         return {"kind": "runtime", "error": "reading the stack took over %gs; retry, and look at the load of the "
@@ -214,7 +229,7 @@ def collect_stack(popen, deadline) -> dict:
         for stream in (popen.stdin, popen.stdout, popen.stderr):
             stream.close()
     if not stdout:
-        return {"kind": "runtime", "error": last_error(stderr, popen.returncode)}
+        return {"kind": "runtime", "error": last_error(stderr, popen.returncode), "empty": True}
     try:
         data = check_sampler(protocol.decode(stdout, "the stack reader's answer"))
     except protocol.ProtocolError as exc:

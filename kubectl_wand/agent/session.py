@@ -130,13 +130,16 @@ class Injection:
         self.proc, self.rt = target(pid)
         self.answered = False  # whether the injector said why it did not queue the bootstrap
 
-    def run(self, request: dict, code_for_check: bytes = b"", on_hello=None, stream=None) -> dict:
+    def run(self, request: dict, code_for_check: bytes = b"", on_hello=None, stream=None, prepare=None) -> dict:
         """``stream(conn, hello) -> dict``, if given, takes over the connection once the request is sent
-        (a long-lived exchange such as trace) and its return value is the result."""
+        (a long-lived exchange such as trace) and its return value is the result. ``prepare(private)``, if
+        given, fills a new private directory before the injection: whatever it does then, the app's main
+        thread does not wait for (after the hello it waits in our bootstrap for the request)."""
         lock = self._lock()
         try:
             # The deadline counts from here: time spent waiting for another injection is not the target's.
-            return self._run(request, code_for_check, on_hello, time.monotonic() + self.timeout, stream, lock)
+            return self._run(request, code_for_check, on_hello, time.monotonic() + self.timeout, stream, lock,
+                             prepare)
         finally:
             lock.close()
 
@@ -162,7 +165,7 @@ class Injection:
                                      "(waited %gs for it); retry when it has finished" % (self.pid, self.timeout))
                 time.sleep(0.05)  # another injection holds the target; poll the lock until it is free
 
-    def _run(self, request, code_for_check, on_hello, deadline, stream=None, lock=None):
+    def _run(self, request, code_for_check, on_hello, deadline, stream=None, lock=None, prepare=None):
         reader = slot_mod.Reader(self.proc)
         watch = Watch(self.proc, reader)
         bases = private_mod.temp_bases(self.proc)
@@ -182,6 +185,8 @@ class Injection:
         script = private.target_path + "/bootstrap.py"
         try:
             if state == "made":
+                if prepare is not None:
+                    prepare(private)
                 state = "maybe"  # from here the injector may have queued it: never delete it unseen
                 try:
                     self._inject(script, code_for_check, deadline)

@@ -167,17 +167,21 @@ class Options(TargetOptions):
         name = "kubectl wand: " + transport.describe(pid)
         return editor.configs(name, local_port, transport.local_root(remote_root), remote_root)
 
+    def attached(self, transport, pid, session, local_port, event="attached"):
+        """The ``attached`` event of -o json (docs/output.md): one debug server, where it is and how to reach it."""
+        return {"event": event, "pid": pid, "where": transport.where, **printers.source(transport),
+                "status": session["status"], "host": session.get("host"), "port": session.get("port"),
+                "local_port": local_port, "debugpy": session.get("debugpy"), "source": session.get("source"),
+                "editor": self.editor_config(transport, pid, session, local_port)}
+
     def report(self, transport, pid, session, local_port, extra=None):
         out = self.streams.stdout
-        cfg = self.editor_config(transport, pid, session, local_port)
-        info = {"pid": pid, "where": transport.where, **printers.source(transport), "status": session["status"],
-                "host": session.get("host"),
-                "port": session.get("port"), "local_port": local_port, "debugpy": session.get("debugpy"),
-                "source": session.get("source"), "editor": cfg}
-        info.update(extra or {})
-        if self.output:
-            out.write(printers.dump(info, self.output))
+        if self.output:  # JSON lines: this is the first; attach_session adds one per later event while forwarding
+            out.write(printers.event(dict(self.attached(transport, pid, session, local_port), **(extra or {})),
+                                     self.output))
+            out.flush()
             return errors.OK
+        cfg = self.editor_config(transport, pid, session, local_port)
         verb = "already listening" if session["status"] == protocol.ALREADY else "listening"
         where = transport.describe(pid)
         out.write("debugpy %s %s on %s:%s in %s (confirmed: %s)\n" % (

@@ -8,12 +8,14 @@ A ``Session`` is one debug server the editor is attached to: its pod, its proces
 - a pod that goes away (rollout, eviction, crash, scale-down), with --follow (the default for workloads), is
   followed to a Running replacement of the same workload, on the same local port;
 - with --all-pods, pods that appear later are attached too, on new local ports, each with a printed line.
+With -o json|yaml stdout is a stream of events, one JSON line (or YAML document) each (``emit``; docs/output.md),
+and the lines meant for a person go to stderr.
 """
 from __future__ import annotations
 
 import time
 
-from .. import editor, errors
+from .. import editor, errors, printers
 from ..agent import protocol
 from ..agent.debugserver import separate_adapter, server_answers
 from ..errors import PortBusy, WandError
@@ -66,10 +68,23 @@ class Session:
             self.watch.cancel()
 
 
+def emit(opts, event, session=None, **fields):
+    """One event of -o json|yaml on stdout: where the session is (its pod, process and local port), then ``fields``."""
+    where = {} if session is None else dict(where=session.transport.where, **printers.source(session.transport),
+                                             pid=session.pid, local_port=session.local_port)
+    opts.streams.stdout.write(printers.event(dict(event=event, **where, **fields), opts.output))
+    opts.streams.stdout.flush()
+
+
+def person(opts):
+    """Where the lines meant for a person go: stdout, or stderr when stdout is -o json|yaml's stream."""
+    return opts.streams.stderr if opts.output else opts.streams.stdout
+
+
 # -- one target ----------------------------------------------------------------------------------------------
 
 def foreground(opts, transport, pid, server):
-    out = opts.streams.stdout
+    out = person(opts)
     session = Session(opts, transport, pid, server).open(opts.local_port)
     try:
         opts.report(transport, pid, server, session.local_port, extra={"forwarding": True})
@@ -119,12 +134,10 @@ def attach_many(opts):
             raise WandError("no process to attach to in %s" % describe(opts), errors.NOT_FOUND)
         title = "kubectl wand: %s (all)" % describe(opts)
         if opts.output:
-            from .. import printers
-            out.write(printers.dump({"sessions": [dict(where=s.transport.where, **printers.source(s.transport),
-                                                       pid=s.pid, port=s.remote_port,
-                                                       local_port=s.local_port, status=s.server["status"])
-                                                  for s in sessions],
-                                     "editor": editor.many([s.config() for s in sessions], title)}, opts.output))
+            for s in sessions:
+                out.write(printers.event(opts.attached(s.transport, s.pid, s.server, s.local_port), opts.output))
+            emit(opts, "editor", editor=editor.many([s.config() for s in sessions], title))
+            out = err
         else:
             for s in sessions:
                 out.write(s.line() + "\n")
@@ -199,6 +212,9 @@ def supervise(opts, sessions, rescan, ports=None):
             sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
     except KeyboardInterrupt:
         for s in sessions:
+            if opts.output:
+                emit(opts, "stopped", s, port=s.remote_port)
+                continue
             out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
                       "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
                           s.remote_port, s.transport.where, s.pid))
@@ -228,10 +244,13 @@ def handover_worker(opts, s, new, why):
     out, err = opts.streams.stdout, opts.streams.stderr
     what = "reload" if why == "reload" else "supervisor respawn"
     err.write("worker %d was replaced by %d (%s): attaching to it\n" % (s.pid, new, what))
+    old = s.pid
     s.server = opts.start_server(s.transport, new, port=s.remote_port)
     s.pid = new
     s.watch.cancel()
     s.watch = s.transport.watch(new)
+    if opts.output:
+        return emit(opts, "reattached", s, replaced=old)
     out.write("re-attached: debugpy listening in %s pid %d, still on 127.0.0.1:%d\n" % (
         s.transport.where, new, s.local_port))
     out.flush()
@@ -242,6 +261,8 @@ def gone(opts, s, why, sessions, rescan):
     out, err = opts.streams.stdout, opts.streams.stderr
     sessions.remove(s)
     local_port = s.local_port
+    if opts.output:
+        emit(opts, "gone", s, reason=why)
     s.close()
     if opts.follow and not rescan:
         sessions.append(follow(opts, s, why, local_port))
@@ -270,6 +291,11 @@ def follow(opts, old, why, local_port):
                 pid, _note = opts.target_pid(newest)
                 server = opts.start_server(newest, pid)
                 session = Session(opts, newest, pid, server).open(local_port)
+                if opts.output:
+                    out.write(printers.event(dict(opts.attached(newest, pid, server, local_port, "followed"),
+                                                  replaces=old.transport.where), opts.output))
+                    out.flush()
+                    return session
                 out.write("followed to %s: debugpy listening in pid %d, still on 127.0.0.1:%d (your editor's "
                           "connection dropped with the old pod: reconnect it)\n" % (newest.where, pid, local_port))
                 out.flush()
@@ -297,6 +323,9 @@ def new_pods(opts, sessions, ports):
             err.write("new %s: not attached yet: %s\n" % (transport.where, text(exc.message)))
             continue
         for s in new:
+            if opts.output:
+                out.write(printers.event(opts.attached(s.transport, s.pid, s.server, s.local_port), opts.output))
+                continue
             out.write("new pod: %s\n%s" % (s.line(), editor.render(s.config())))
         out.flush()
         added += new

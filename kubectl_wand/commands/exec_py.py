@@ -201,7 +201,7 @@ class Options(TargetOptions):
         transport = self.one_transport()
         result = self.run_one(transport, self.known_pid())
         if self.output:
-            out.write(printers.dump(dict(result, **printers.source(transport)), self.output))
+            out.write(printers.dump(as_data(result, transport), self.output))
             return errors.exit_code(result)
         if result.get("status") in protocol.UNFINISHED:
             report.timed_out(result, err)
@@ -262,7 +262,8 @@ class Options(TargetOptions):
             result.update(printers.source(transport))
             codes.append(errors.exit_code(result))
         if self.output:
-            out.write(printers.dump(printers.as_list(results, "ExecResultList"), self.output))
+            out.write(printers.dump(printers.as_list([as_data(r, t) for t, r in zip(transports, results)],
+                                                     "ExecResultList"), self.output))
             return max(codes)
         for transport, result, code in zip(transports, results, codes):
             prefix = "[pod/%s/%s] " % (transport.labels.get("pod"), transport.labels.get("container"))
@@ -271,6 +272,14 @@ class Options(TargetOptions):
             else:
                 self.print_result(result, out, err, prefix)
         return max(codes)
+
+
+# -o json's fields (docs/output.md), every one in every result: null where it does not apply (an error has no value)
+RESULT_FIELDS = ("status", "value", "traceback", "error", "stdout", "stderr", "truncated", "seconds", "pid")
+
+
+def as_data(result, transport):
+    return {**dict.fromkeys(RESULT_FIELDS), **result, **printers.source(transport)}
 
 
 def write_prefixed(stream, text, prefix):

@@ -85,7 +85,7 @@ def read_all(transports, request, timeout, on_event=None, stop=None, sync=False)
     """[(transport, result or WandError)] for ``request`` on every transport at once; ``on_event(event,
     transport)`` hears every streamed event with where it came from. ``sync`` (profile, trace): the request
     asks each agent to get ready, say "armed" and wait; the window opens on every pod at once (``Window``)."""
-    limit = parallel(len(transports))
+    limit = parallel(len(transports)) if len(transports) > 1 else 1  # one pid/N: no limits to read
     window = Window(len(transports), limit, stop) if sync and len(transports) > 1 else None
     if window is not None:
         request = dict(request, sync=True)

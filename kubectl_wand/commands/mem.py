@@ -100,13 +100,13 @@ class Options(TargetOptions):
                     codes.append(exc.code)
             else:
                 result.pop("hello", None)
-                reports.append(dict(result, pod=transport.labels.get("pod"), where=transport.where))
+                reports.append(dict(result, **printers.source(transport), where=transport.where))
         if not reports:
             return max(codes) if codes else errors.NOT_FOUND
         groups = [[r] for r in reports] if self.per_pod else [reports]
         merged = [merge(group, self.top) for group in groups]
         if self.output:
-            body = merged if self.per_pod else merged[0]
+            body = printers.as_list(merged, "MemReportList") if self.per_pod else merged[0]
             terminal.raw(self.streams.stdout).write(printers.dump(body, self.output))
         else:
             for report in merged:
@@ -119,8 +119,10 @@ class Options(TargetOptions):
 def merge(reports, top):
     """One report from one process's or several: counts and sizes summed by type and by call stack."""
     first = reports[0]
-    out = {"mode": first.get("mode"), "processes": [{"pod": r.get("pod"), "pid": r.get("pid"), "where": r["where"],
-                                                    "walk": r.get("walk"), "heap": r.get("heap")} for r in reports]}
+    out = {"mode": first.get("mode"), "processes": [{"pod": r.get("pod"), "namespace": r.get("namespace"),
+                                                    "container": r.get("container"), "pid": r.get("pid"),
+                                                    "where": r["where"], "walk": r.get("walk"), "heap": r.get("heap")}
+                                                   for r in reports]}
     types = {}
     for r in reports:
         for row in r.get("types") or []:

@@ -3,9 +3,6 @@ process in a network namespace of its own (a bubblewrap sandbox: ``bwrap --unsha
 namespace (transport/netns.py)."""
 from __future__ import annotations
 
-import socket
-import threading
-
 from .. import errors
 from ..agent import protocol
 from ..errors import WandError
@@ -17,6 +14,7 @@ class SameHost(Forward):
         self.local_port = port
 
     def alive(self) -> bool:
+        import socket  # socket and threading only where used: `stack pid/N` needs neither (~3 ms of imports)
         try:
             with socket.create_connection(("127.0.0.1", self.local_port), timeout=1):
                 return True
@@ -24,12 +22,14 @@ class SameHost(Forward):
             return False
 
     def wait(self, timeout: float) -> bool:
+        import threading
         threading.Event().wait(timeout)
         return self.alive()
 
 
 class LocalWatch(Watch):
     def __init__(self, pid):
+        import threading
         from ..agent import main
         self.stop = threading.Event()
         self._done = threading.Event()
@@ -67,11 +67,12 @@ class LocalTransport(Transport):
             raise WandError("the agent for %s answered out of protocol: %s" % (self.where, exc), errors.PROTOCOL)
 
     def _agent(self, request, timeout, on_event, stop):
+        from .. import usercache
         from ..agent import main  # the same agent that runs in pods, called in-process
         kw = {} if stop is None else {"stop": stop}
 
         def call():
-            return main.handle(request, fetch_blob=ship, emit=on_event, **kw)
+            return main.handle(request, fetch_blob=ship, emit=on_event, code_cache=usercache, **kw)
 
         if self.forwarded:  # a sandbox: the agent's port checks must see its 127.0.0.1, from a thread in there
             from .netns import entered
@@ -82,6 +83,7 @@ class LocalTransport(Transport):
         # still collect the result (a profile writes what it sampled). Its end is an Event, not join(): on
         # CPython <= 3.12 a join interrupted by a signal marks the thread as stopped while it still runs, and
         # every later join returns at once (seen: SIGTERM, then no result and no profile written).
+        import threading
         box, done = {}, threading.Event()
 
         def work():

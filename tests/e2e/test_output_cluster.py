@@ -1,4 +1,5 @@
-"""Output on the real cluster (issue 22): pod/namespace/container in every verb's JSON where a pod is the source,
+"""Output on the real cluster (issue 22): every -o json|yaml held to docs/output.md (tests/outputs.py), with
+pod/namespace/container in every verb's output where a pod is the source,
 get processes -o name accepted back as a target, kubectl's KIND.GROUP spelling, and not-found errors that name
 what is missing (the namespace itself when it is the namespace) with their fix. Read-only on the shared deploy/web."""
 from __future__ import annotations
@@ -7,27 +8,50 @@ import json
 
 import pytest
 
+from outputs import check  # tests/outputs.py (tests/conftest.py put tests/ on sys.path)
+
 pytestmark = pytest.mark.cluster
 NS = "wand-e2e"
 
 
+def web(got):
+    """The source of a result from deploy/web: one of its pods, in NS, container app."""
+    pod, namespace, container = got
+    assert pod.startswith("web-") and (namespace, container) == (NS, "app"), got
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_every_output_parses_with_its_pod(cluster, wand, fmt):
+    """Every -o json|yaml on pods of the cluster, held to docs/output.md (tests/outputs.py), with pod, namespace
+    and container wherever a pod is the source."""
+    def run(*args):
+        at = args.index("--") if "--" in args else len(args)  # after -- it would be code
+        done = wand(*args[:at], "-n", NS, "-o", fmt, *args[at:])
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = check(run("get", "processes", "deploy/web"), "get", fmt, web)
+    assert check(run("stack", "deploy/web"), "stack", fmt, web)
+    results = check(run("exec-py", "deploy/web", "--all-pods", "--", "1 + 1"), "exec-py --all-pods", fmt, web)
+    assert {r["value"] for r in results} == {"2"}
+    one = "pod/" + listed[0]["pod"]  # check and exec-py take one pod (deploy/web has two)
+    (result,) = check(run("exec-py", one, "--", "1 + 1"), "exec-py", fmt, web)
+    assert result["value"] == "2"
+    check(run("check", one), "check", fmt, web)
+
+
 def test_pod_fields_and_name_round_trip(cluster, wand):
-    listed = wand("get", "processes", "deploy/web", "-n", NS, "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    for item in json.loads(listed.stdout)["items"]:
-        assert item["pod"].startswith("web-") and item["namespace"] == NS and item["container"] == "app", item
     names = wand("get", "processes", "deploy/web", "-n", NS, "-o", "name").stdout.split()
     assert names and all(n.startswith("pod/web-") for n in names)
     pod, pid = names[0].split("/")[1], int(names[0].split("/")[2])
     stack = wand("stack", names[0], "-n", NS, "-o", "json")  # before: "bad target ...; expected TYPE/NAME"
     assert stack.returncode == 0, stack.stderr
-    (item,) = json.loads(stack.stdout)["items"]
-    assert (item["pod"], item["namespace"], item["container"], item["pid"]) == (pod, NS, "app", pid)
+    (item,) = check(stack.stdout, "stack", "json", (pod, NS, "app"))
+    assert item["pid"] == pid
     ran = wand("exec-py", names[0], "-n", NS, "-o", "json", "--", "1 + 1")
-    result = json.loads(ran.stdout)
-    assert result["value"] == "2" and (result["pod"], result["namespace"], result["container"]) == (pod, NS, "app")
-    checked = json.loads(wand("check", names[0], "-n", NS, "-o", "json").stdout)
-    assert (checked["pod"], checked["namespace"], checked["container"]) == (pod, NS, "app")
+    (result,) = check(ran.stdout, "exec-py", "json", (pod, NS, "app"))
+    assert result["value"] == "2"
+    check(wand("check", names[0], "-n", NS, "-o", "json").stdout, "check", "json", (pod, NS, "app"))
 
 
 def test_kind_group_targets(cluster, wand):

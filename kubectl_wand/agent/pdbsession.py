@@ -78,6 +78,7 @@ def run_session(request, inner, emit, stop):
         if emit is not None:
             emit({"terminal": {"client": name, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
+        relay.name = name
         relay.greeting = GREETINGS.get(inner["op"], b"")
         relay.start_accepting()
         try:
@@ -88,6 +89,23 @@ def run_session(request, inner, emit, stop):
         listener.close()
 
 
+def end_launchers(name):
+    """A session that did not start: end this session's launchers here that never connected. A `kubectl exec
+    -it`'s process outlives its kubectl (seen in a pod: the CLI ended its kubectl, the launcher went on polling
+    for the socket for a minute). Only what kubectl exec started (ppid 0 in the container), of our own uid,
+    whose last argument is this session's name; locally the CLI ends its own child."""
+    import signal
+    from . import processes, procfs
+    for pid in procfs.all_pids():
+        try:
+            proc = procfs.Proc(pid)
+        except (ProcessLookupError, ValueError, IndexError, OSError):
+            continue
+        if (pid != os.getpid() and proc.ppid == 0 and proc.euid == os.geteuid() and proc.cmdline and
+                proc.cmdline[-1] == name):
+            processes.signal_once(proc, signal.SIGTERM)
+
+
 class Relay:
     def __init__(self, pid, listener, argv, env, emit, stop):
         self.pid, self.listener, self.argv, self.env = pid, listener, argv, env
@@ -95,8 +113,9 @@ class Relay:
         self.detached = None
         self.greeting = b""
         self.client = None
-        self.ended = False
+        self.ended = self.served = False
         self.accepted = None
+        self.name = None
 
     def start_accepting(self):
         """Accept the launcher and send it the client's command now, while the injection runs: the client's
@@ -128,6 +147,8 @@ class Relay:
             if self.client is not None:
                 self.client.close()
                 self.client = None
+        if not self.served and self.name:
+            end_launchers(self.name)
 
     def __call__(self, conn, hello, lines=None):
         # what the reader of the hello may already hold past it (nothing: the target speaks once asked)
@@ -138,6 +159,7 @@ class Relay:
             raise AgentError("inject", "pdb did not start in process %d (%s)" % (self.pid, first or "no answer"))
         self.accepted.wait()  # bounded: the acceptor gives up after CLIENT_WAIT, or when stopped
         client, self.client = self.client, None
+        self.served = client is not None
         if client is None:
             reason = "stopped" if self.stopped() else "no client"
             self.detach(conn, b"")

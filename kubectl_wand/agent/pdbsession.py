@@ -63,9 +63,10 @@ def client_name(request, op):
 def run_session(request, inner, emit, stop):
     pid = int(request["pid"])
     name = client_name(request, inner["op"])
-    injection = Injection(pid, float(request.get("timeout", 10.0)))
+    relay = None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        injection = Injection(pid, float(request.get("timeout", 10.0)))
         try:
             listener.bind("\0" + name)
         except OSError as exc:  # someone in this network namespace took the name first: not our launcher's peer
@@ -78,7 +79,6 @@ def run_session(request, inner, emit, stop):
         if emit is not None:
             emit({"terminal": {"client": name, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
-        relay.name = name
         relay.greeting = GREETINGS.get(inner["op"], b"")
         relay.start_accepting()
         try:
@@ -87,6 +87,8 @@ def run_session(request, inner, emit, stop):
             relay.finish()
     finally:
         listener.close()
+        if relay is None or not relay.served:
+            end_launchers(name)  # the session did not start (refused, pending, no such process...)
 
 
 def end_launchers(name):
@@ -115,7 +117,6 @@ class Relay:
         self.client = None
         self.ended = self.served = False
         self.accepted = None
-        self.name = None
 
     def start_accepting(self):
         """Accept the launcher and send it the client's command now, while the injection runs: the client's
@@ -147,8 +148,6 @@ class Relay:
             if self.client is not None:
                 self.client.close()
                 self.client = None
-        if not self.served and self.name:
-            end_launchers(self.name)
 
     def __call__(self, conn, hello, lines=None):
         # what the reader of the hello may already hold past it (nothing: the target speaks once asked)

@@ -150,11 +150,11 @@ def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
     assert done.returncode == 0 and done.stdout.strip() == "([], 0)", done.stdout + done.stderr
 
 
-def launchers_in(cluster, pod):
+def launchers_in(cluster, pod, needle="kubectl-wand-pdb-"):
     """Command lines in the pod's container that are a session's launcher or client (our socket names)."""
     done = cluster.kubectl("exec", pod, "--", "python3", "-c", (
         "import os\nfor p in os.listdir('/proc'):\n  try: c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
-        "  except OSError: continue\n  if b'kubectl-wand-pdb-' in c and b'listdir' not in c: print(p)"))
+        "  except OSError: continue\n  if b'" + needle + "' in c and b'listdir' not in c: print(p)"))
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -185,3 +185,37 @@ def test_a_refused_session_on_a_pod_gives_the_terminal_back(workloads, wand):
     finally:
         first.close()
     assert launchers_in(workloads, pod) == []
+
+
+def test_a_session_that_does_not_start_ends_its_launcher_in_the_pod(workloads):
+    """A `kubectl exec -it`'s process outlives its kubectl: a launcher that never connected went on polling for
+    its socket for a minute after the CLI ended its kubectl. The agent of a session that does not start ends
+    the session's launchers in the container (here: no such process)."""
+    import subprocess
+    from kubectl_wand.kube import api, config
+    from kubectl_wand.transport.kubectl import KubectlTransport
+    pod = workloads.pod_names("app=pdb-busy")[0]
+    name = "kubectl-wand-pdb-" + os.urandom(16).hex()
+    ns = workloads.namespace
+    stray = subprocess.Popen(["kubectl", "-n", ns, "exec", pod, "--", "python3", "-c", "import time; time.sleep(120)",
+                              name], env=workloads.env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not launchers_in(workloads, pod, name):
+            assert time.monotonic() < deadline and stray.poll() is None, "the stand-in launcher never started"
+            time.sleep(0.5)
+        stray.kill()  # its kubectl gone, as the CLI ends it: the process in the container stays
+        stray.wait(10)
+        assert launchers_in(workloads, pod, name)
+        flags = config.KubeFlags({"kubeconfig": workloads.kubeconfig}, namespace=ns)
+        transport = KubectlTransport(flags, api.get(flags, "/api/v1/namespaces/%s/pods/%s" % (ns, pod)), ["app"])
+        result = transport.agent({"op": "pdb", "pid": 999999, "timeout": 5.0, "client": name}, timeout=60)
+        assert result["status"] == "error" and result["kind"] == "not-found", result
+        deadline = time.monotonic() + 30
+        while launchers_in(workloads, pod, name):
+            assert time.monotonic() < deadline, "the launcher is still in the pod"
+            time.sleep(0.5)
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait(10)

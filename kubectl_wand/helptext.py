@@ -81,7 +81,8 @@ EXAMPLES = {
   # The live heap of the app process of every pod of deploy/web, merged: top types by count and by size
   kubectl wand mem deploy/web
 
-  # What grows: trace allocations for 60s, print the FILE:LINE whose live memory grew most, with stacks
+  # What grows over 60s (tracemalloc traces short slices of it, as its measured cost allows): the FILE:LINE
+  # whose live memory grew most, estimated from the slices, with stacks
   kubectl wand mem deploy/web --duration 60s --frames 8
 
   # One report per pod, as JSON

@@ -229,3 +229,40 @@ def test_a_pod_deleted_before_its_exec_is_said_to_be_deleted(monkeypatch):
     monkeypatch.setattr(api, "get", get)
     error = t.exec_error(1, 'Error from server (NotFound): pods "web-1" not found')
     assert error.code == errors.NOT_FOUND and error.message == "pod/web-1 went away: it was deleted"
+
+
+@pytest.mark.py314
+def test_sync_mem_window_traces_nothing_before_the_go(spawn, tmp_path):
+    """A sync mem window: armed once its first census is taken, tracemalloc still off in the target until the
+    go; its window starts at the go and still names the leaking line first."""
+    import dap
+    from kubectl_wand.agent.main import handle
+    from test_mem_local import APP, leak_line, tracing
+    app = spawn("leaker.py")
+    agent = Agent({"op": "mem", "pid": app.pid, "duration": 2, "sync": True, "timeout": 15.0, "top": 5}, tmp_path)
+    try:
+        started = agent.next_event()
+        assert started["started"]["armed"] is True and started["started"]["duty"] > 0, started
+        assert "armed" in agent.next_event()
+        on, threads = tracing(app.pid)  # read in the target itself: the window waits, nothing traced yet
+        assert on is False and "kubectl-wand-mem" in threads
+        go = time.time()
+        agent.send({protocol.GO: True})
+        events = []
+        result = None
+        while result is None:
+            msg = agent.line()
+            if protocol.RESULT in msg:
+                result = protocol.check_result(msg[protocol.RESULT])
+            else:
+                events.append(msg[protocol.EVENT])
+        agent.proc.wait(30)
+    finally:
+        agent.close()
+    opened = [e["opened"]["time"] for e in events if "opened" in e]
+    assert len(opened) == 1 and opened[0] >= go - 0.05, (go, events)
+    assert result["status"] == "ok" and result["window"]["start"] == opened[0] <= result["window"]["end"], result
+    assert result["sampling"]["slices"] >= 1 and not result["tracing_after"]
+    top = result["sites"][0]["stack"][0]
+    assert top["file"].endswith("leaker.py") and top["line"] == leak_line() == dap.marker_line(APP, "# LEAK_LINE")
+    assert handle({"op": "exec", "pid": app.pid, "timeout": 10, "code": "1"})["status"] == "ok"

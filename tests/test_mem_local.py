@@ -36,6 +36,19 @@ def tracing(pid):
     return eval(result["value"])
 
 
+def window_running(pid):
+    """Whether the window is open in the target, read from its memory (the stack op: nothing injected, so
+    nothing allocated in the target while a slice may be tracing): its thread is there and the main thread has
+    left our injected code (an injection made before would run nested inside the window's first census, on the
+    main thread, and hold the window back until it returned)."""
+    result = handle({"op": "stack", "pid": pid})
+    assert result["status"] == "ok", result
+    threads = [t for p in result["processes"] for t in p["threads"]]
+    main = [f.get("file") or "" for t in threads if t.get("main") for f in t.get("frames") or []]
+    return any(t.get("name") == "kubectl-wand-mem" for t in threads) and not any(
+        f.startswith("<kubectl-wand") or f == "<string>" for f in main)
+
+
 def window_gone(pid, tracing_after=False):
     def check():
         on, threads = tracing(pid)
@@ -67,11 +80,18 @@ def test_window_names_the_leaking_line_first_and_stops_tracing(spawn, wand):
     top = report["sites"][0]["stack"][0]
     assert top["file"].endswith("leaker.py") and top["line"] == leak_line(), report["sites"][:2]
     assert report["types"][0]["type"] == "bytes", report["types"][:3]
+    assert not [t for t in report["types"] if t["type"].startswith("tracemalloc.")], report["types"]  # ours
     process = report["processes"][0]
     assert process["stopped"] is True and process["tracing_after"] is False and process["reason"] == "duration"
+    # Duty-cycled: tracemalloc traced a slice of the window, as much as its cost measured in the target allows,
+    # and the growth seen in the slices is scaled to the window.
+    sampling = process["sampling"]
+    assert sampling["slices"] >= 1 and 0 < sampling["share"] < 0.5 and sampling["cost"] > 1, sampling
+    assert 0 < report["sites"][0]["seen_size"] < report["sites"][0]["size"]
     assert window_gone(app.pid)
     text = wand("mem", "pid/%d" % app.pid, "--duration", "2s")
     assert "leaker.py:%d" % leak_line() in text.stdout and "tracemalloc stopped" in text.stdout, text.stdout
+    assert "ESTIMATED over the window from the traced slices: traced " in text.stdout, text.stdout
     assert text.stdout.index("leaker.py:%d" % leak_line()) < text.stdout.index("Types whose")
 
 
@@ -94,7 +114,7 @@ def test_window_ends_when_the_cli_is_interrupted_or_killed(spawn, signum):
                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
                            env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=default_signals)
     try:
-        assert wait_for(lambda: tracing(app.pid)[0] is True, timeout=20, interval=0.3)
+        assert wait_for(lambda: window_running(app.pid), timeout=20, interval=0.1)
         cli.send_signal(signum)
         out, err = cli.communicate(timeout=30)
     finally:
@@ -107,7 +127,8 @@ def test_window_ends_when_the_cli_is_interrupted_or_killed(spawn, signum):
         assert cli.returncode == 0, err
         report = json.loads(out)
         assert report["processes"][0]["reason"] == "ended", report["processes"]
-        assert report["sites"][0]["stack"][0]["line"] == leak_line()
+        assert report["sites"][0]["stack"][0]["line"] == leak_line(), [s["stack"] for s in report["sites"][:3]]
+        assert report["processes"][0]["sampling"]["slices"] >= 1
 
 
 def test_refusals(wand, spawn):
@@ -121,7 +142,10 @@ def test_refusals(wand, spawn):
     assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
 
 
-FORK = """import os, tracemalloc
+FORK = """import os, time, tracemalloc
+deadline = time.monotonic() + 80
+while not tracemalloc.is_tracing() and time.monotonic() < deadline:
+    time.sleep(0.002)  # the window traces in slices: fork during one
 r, w = os.pipe()
 child = os.fork()
 if child == 0:
@@ -138,9 +162,13 @@ def test_a_child_forked_during_a_window_does_not_keep_tracing(spawn):
                             "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
                            env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=default_signals)
     try:
-        assert wait_for(lambda: tracing(app.pid)[0] is True, timeout=20, interval=0.3)
-        forked = handle({"op": "exec", "pid": app.pid, "timeout": 10, "code": FORK})
-        assert forked["status"] == "ok", forked
+        assert wait_for(lambda: window_running(app.pid), timeout=20, interval=0.1)
+        # The window traces a slice every period (20-30 s at 3 frames): the code waits in the target for one.
+        forked = handle({"op": "exec", "pid": app.pid, "timeout": 90, "code": FORK})
+        if forked.get("value") != "(True, b'0')":  # say why the window never traced: the CLI's own words
+            cli.send_signal(signal.SIGINT)
+            out, err = cli.communicate(timeout=30)
+            raise AssertionError((forked, out[-3000:], err[-3000:]))
         assert forked["value"] == "(True, b'0')", forked["value"]  # the parent traces, its child does not
         cli.send_signal(signal.SIGINT)
         cli.communicate(timeout=30)
@@ -149,3 +177,31 @@ def test_a_child_forked_during_a_window_does_not_keep_tracing(spawn):
             cli.kill()
             cli.wait()
     assert window_gone(app.pid)
+
+
+def slices_namespace():
+    """heapcensus and heapslices run as the bootstrap runs them: their sources in one namespace."""
+    from kubectl_wand.agent.sources import module_source
+    namespace = {}
+    for name in ("heapcensus", "heapslices"):
+        exec(compile(module_source(name), "<kubectl-wand %s>" % name, "exec"), namespace)
+    return namespace
+
+
+def test_the_duty_cycle_keeps_the_measured_cost_within_its_budget():
+    ns = slices_namespace()
+    for cost in (1.5, 4.0, 8.0, 14.0, 20.0, 40.0):
+        duty, length, period = ns["duty_cycle"](cost, 3600.0)
+        assert (cost - 1) * duty <= ns["COST_BUDGET"] + 1e-9 or duty == ns["MIN_DUTY"], (cost, duty)
+        assert length == ns["SLICE"] and abs(period * duty - length) < 1e-9
+    duty, length, period = ns["duty_cycle"](14.0, 2.0)  # a short window: one slice of at least MIN_SLICE
+    assert length == ns["MIN_SLICE"] and period > 2.0
+
+
+def test_growth_is_what_a_slice_kept_past_its_first_snapshot():
+    ns = slices_namespace()
+    growth = {}
+    # in flight at both snapshots (a request being served): no growth; a leak: what it added in between
+    ns["add_growth"](growth, {"request": (1000, 10), "leak": (100, 1)}, {"request": (1000, 10), "leak": (600, 6)})
+    ns["add_growth"](growth, {}, {"leak": (300, 3), "freed": (0, 0)})
+    assert growth == {"request": [0, 0], "leak": [800, 8], "freed": [0, 0]}

@@ -247,6 +247,13 @@ def test_mem_merges_replicas_names_the_leak_first_and_escapes_names():
     site = report["sites"][0]
     assert site["stack"][0]["line"] == 10 and site["processes"] == 2
     assert site["size"] == 2 * window["sites"][0]["size"]
+    assert site["seen_size"] == 2 * window["sites"][0]["seen_size"] < site["size"]  # scaled from the slices
+    assert one.requests[-1]["sync"] is True and two.requests[-1]["sync"] is True  # one window for every pod
+    assert report["traced_share"] == [window["sampling"]["share"]] * 2
+    code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s"], [one, two])
+    share = "traced %.0f %% of the window" % (window["sampling"]["share"] * 100)
+    assert "ESTIMATED over the window from the traced slices: " + share in out, out
+    assert "tracemalloc costs %.1fx per allocation here" % window["sampling"]["cost"] in out
     code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s", "--per-pod", "-o", "json"], [one, two])
     assert [len(r["processes"]) for r in json.loads(out)["items"]] == [1, 1]
     code, out, _err = run_verb(["mem", "deploy/web", "--duration", "2s"],
@@ -389,6 +396,15 @@ def test_profile_and_trace_open_every_pods_window_once_all_are_armed(argv):
     assert all(p.requests[-1].get("sync") for p in pods)
     first_go = min(i for i, (what, _pod) in enumerate(log) if what == "go")
     assert sorted(pod for what, pod in log[:first_go]) == ["web-0", "web-1", "web-2"]  # no window before all armed
+
+
+def test_mem_says_when_listing_the_heap_alone_overran_max_pause():
+    census = copy.deepcopy(mem_answers()["census"])
+    census["walk"].update(over_budget=True, max_pause_ms=100.0, list_ms=150.0)
+    code, out, _err = run_verb(["mem", "pod/web-1", "--max-pause", "0.1s"], [FakeTransport(override={"mem": census})])
+    assert code == errors.OK and "OVER --max-pause 100.0 ms: listing the heap's objects alone took 150.0 ms" in out
+    code, out, _err = run_verb(["mem", "pod/web-1"], [FakeTransport(override={"mem": mem_answers()["census"]})])
+    assert code == errors.OK and "OVER" not in out
 
 
 # -- -o json / -o yaml: every verb's every mode parsed and held to docs/output.md (tests/outputs.py) ----------------

@@ -13,7 +13,8 @@ MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent"
            "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe", "heap",
+PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe",
+              "heapcensus", "heapslices", "heapwindow",
               "pdbserver", "pdbclient", "replserver", "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402

@@ -118,6 +118,10 @@ def read_all(fd, timeout):
 # -- in the forked helper ----------------------------------------------------------------------------------------
 
 def helper_main(uid, gid, directory, life, ready) -> int:
+    # Imported here, not at the top (runtime imports this module on every local read, and shutil with bz2 and
+    # lzma costs ~2 ms), and before become(): as the target's uid our own interpreter's files (under /root, say)
+    # may not be readable, and the directory was then left behind.
+    import shutil
     try:
         only_fds(life, ready)
         libc = become(uid, gid)
@@ -130,7 +134,7 @@ def helper_main(uid, gid, directory, life, ready) -> int:
         return 1
     while os.read(life, 1):  # the agent writes nothing: EOF when it is done (or gone)
         pass
-    linger(libc, directory)
+    linger(libc, directory, shutil)
     return 0
 
 
@@ -187,9 +191,9 @@ def probe(path):
         "open %s (a security module refuses?)" % path
 
 
-def linger(libc, directory):
+def linger(libc, directory, shutil):
     """While the injected script is still there (a pending injection), keep our root reachable: wait for the
-    target to delete it (inotify), at most LINGER seconds."""
+    target to delete it (inotify), at most LINGER seconds; then remove the directory."""
     script = directory + "/bootstrap.py"
     if not os.path.exists(script):
         return
@@ -203,5 +207,4 @@ def linger(libc, directory):
                 os.read(fd, 4096)
         else:
             time.sleep(1.0)  # no inotify: look once a second (a pending injection waits for the app anyway)
-    import shutil  # here: runtime imports this module on every local read, and shutil (bz2, lzma) costs ~2 ms
     shutil.rmtree(directory, ignore_errors=True)

@@ -23,7 +23,7 @@ CHOOSING = ("exec", "attach", "check", "trace", "mem", "pdb", "repl")
 
 def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, window=None, code_cache=None) -> dict:
     """One request -> one result. ``confirm()`` (pods only) waits for the CLI's go for a ``hold`` request;
-    ``window`` (pods only, a Window) is how a ``sync`` profile or trace says it is armed and waits for the go
+    ``window`` (pods only, a Window) is how a ``sync`` profile, trace or mem says it is armed and waits for the go
     that opens every pod's window at once (without it the window opens as soon as it is armed); ``code_cache``
     (local only: the user's cache) keeps code compiled by a target's interpreter (runtime.TargetRuntime.compiled)."""
     try:
@@ -80,7 +80,7 @@ def dispatch(request, fetch_blob, emit, stop, window=None, code_cache=None):
             return trace(request, emit, stop, window if request.get("sync") else None)
         if op == "mem":
             from .memory import mem
-            return mem(request, emit, stop)
+            return mem(request, emit, stop, window if request.get("sync") else None)
         if op == "pdb":
             from .pdbsession import run_pdb
             return run_pdb(request, emit, stop)

@@ -1,5 +1,8 @@
-"""The agent side of ``mem``: inject passengers/heap.py; a census answers at once, a growth window keeps the
-connection: the agent pings every second, relays the window's progress, and asks it to end early on ``stop``.
+"""The agent side of ``mem``: inject passengers/heapcensus.py, heapslices.py and heapwindow.py; a census answers at once, a
+growth window keeps the connection: the agent pings every second, relays the window's progress, and asks it to
+end early on ``stop``. A ``sync`` window (several pods read at once) is armed once its first census is taken:
+the agent tells the CLI and sends the window its go when the CLI says go (main.Window), so every pod's window
+is the same window.
 
 The window's own thread in the target stops tracemalloc on every ending (its time up, ``{"op": "end"}``, the
 connection closed, five seconds without a ping): so the agent killed, the CLI killed, kubectl's connection lost
@@ -15,9 +18,9 @@ from .tracing import EOF, Relay
 
 PING_EVERY = 1.0
 REPORT_TIMEOUT = 120.0  # the final snapshot and census: seconds on a huge heap
-STARTED = "pid:i frames:i app_tracing:b census_ms:n stride:i"
+STARTED = "pid:i frames:i app_tracing:b census_ms:n stride:i cost:n? duty:n slice:n? period:n? armed:b"
 REPORT = protocol.RESULT_FIELDS + "mode:s reason:s seconds:n frames:i app_tracing:b stopped:b tracing_after:b " \
-    "sites:a types:a walk:a heap:o memory:o"
+    "sites:a types:a walk:a heap:o memory:o sampling:o window:o"
 DEFAULT_PAUSE = 0.5
 DEFAULT_FRAMES = 3
 
@@ -37,24 +40,29 @@ def mem_request(request: dict) -> dict:
     top = request.get("top", 20)
     if not isinstance(top, int) or not 1 <= top <= 200:
         raise AgentError("usage", "--top must be a whole number from 1 to 200")
-    return {"op": "mem", "duration": duration, "max_pause": float(pause), "frames": frames, "top": top}
+    return {"op": "mem", "duration": duration, "max_pause": float(pause), "frames": frames, "top": top,
+            "armed": bool(request.get("sync")) and duration is not None}
 
 
-def mem(request: dict, emit=None, stop=None) -> dict:
+def mem(request: dict, emit=None, stop=None, window=None) -> dict:
+    """A census, or a growth window; with ``window`` (a main.Window: a sync request) the window opens at the
+    CLI's go."""
     pid = int(request["pid"])
     passenger = mem_request(request)
     # The census pauses the main thread up to --max-pause: the injection's deadline allows for it.
     injection = Injection(pid, float(request.get("timeout", 10.0)) + passenger["max_pause"] * 3)
     if not passenger["duration"]:
         return injection.run(passenger)
-    return injection.run(passenger, stream=Window(pid, emit, stop, passenger["duration"]))
+    return injection.run(passenger, stream=Window(pid, emit, stop, passenger["duration"],
+                                                  window if passenger["armed"] else None))
 
 
 class Window(Relay):
-    """Owns the connection to the window's thread: pings, progress events, ``end`` on stop, the report."""
+    """Owns the connection to the window's thread: pings, progress events, ``end`` on stop, the go of a sync
+    window, the report."""
 
-    def __init__(self, pid, emit, stop, duration):
-        super().__init__(pid, emit, stop, duration)
+    def __init__(self, pid, emit, stop, duration, window=None):
+        super().__init__(pid, emit, stop, duration, window)
 
     def __call__(self, conn, hello, lines=None):
         conn.settimeout(2.0)
@@ -83,6 +91,9 @@ class Window(Relay):
         if "started" in message:
             protocol.check_fields(message["started"], STARTED, "the window's start", required=("pid",))
             return message
+        if "opened" in message:
+            protocol.check_fields(message["opened"], "time:n", "the window's opening", required=("time",))
+            return message
         raise protocol.ProtocolError("the window sent neither its start nor its report")
 
     def follow(self, conn, hello):
@@ -94,6 +105,9 @@ class Window(Relay):
                 self.pid, "no answer" if first is None or first is EOF else first))
         started = dict(first["started"], pid=self.pid)
         self.send_event({"started": started})
+        if self.window is not None and started.get("armed"):
+            # Every pod's first census is taken: the window opens at the CLI's go (or ends, if it stopped).
+            self.armed(conn)
         begun = next_ping = time.monotonic()
         end = begun + self.duration
         while True:
@@ -111,7 +125,9 @@ class Window(Relay):
             if message is EOF:
                 raise AgentError("exited" if _exited(self.pid) else "inject",
                                  "the memory window in process %d ended without a report" % self.pid)
-            if message is not None and "status" in message:
+            if message is not None and "opened" in message:
+                self.send_event({"opened": message["opened"]})
+            elif message is not None and "status" in message:
                 return dict(message, hello=hello)
         deadline = time.monotonic() + REPORT_TIMEOUT
         while time.monotonic() < deadline:

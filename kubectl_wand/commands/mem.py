@@ -3,10 +3,12 @@
 Built from what CPython has (gc, sys, tracemalloc), nothing installed in the image. By default a census of the
 live heap (types by count and by shallow size, RSS, the allocator's blocks, gc's counts), taken on the target's
 main thread within --max-pause (sampled, and said so, when the heap is bigger). With --duration, a growth
-window: tracemalloc traces the allocations made meanwhile (unless the app already traces), and the allocation
-sites whose live memory grew most are printed as FILE:LINE with their call stack, with the types whose counts
-grew most. Every replica at once, merged (--per-pod keeps them apart). tracemalloc is stopped by the target's
-own thread on every ending: the window's end, Ctrl-C, this command or kubectl killed, the connection lost.
+window: tracemalloc traces the allocations made in short slices of it (the share of the time its measured cost
+allows; unless the app already traces), and the allocation sites whose live memory grew most are printed as
+FILE:LINE with their call stack, their growth estimated over the window from the traced slices (and said so),
+with the types whose counts grew most. Every replica at once, merged (--per-pod keeps them apart), in one
+window opened on every pod at once (fanout.Window). tracemalloc is stopped by the target's own thread on every
+ending: the window's end, Ctrl-C, this command or kubectl killed, the connection lost.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ from ..errors import WandError
 from ..flags import DURATION, Flag
 from ..terminal import text
 from .common import TARGET_FLAGS, TargetOptions, check_result, positive_seconds
-from .fanout import pods_of, read_all
+from .fanout import pods_of, read_all, spread_note
 
 DESCRIPTION = ("Where the memory goes in the app process of every Running pod: a census of the live heap (types by "
                "count and shallow size, RSS, allocator blocks, gc counts) within --max-pause; or, with --duration, a "
-               "growth window with tracemalloc naming the FILE:LINE whose live memory grew most (with the call "
-               "stack) and the types whose counts grew. tracemalloc is stopped for certain when the window ends, on "
+               "growth window with tracemalloc (tracing short slices of it, as much as its measured cost allows) "
+               "naming the FILE:LINE whose live memory grew most (with the call stack) and the types whose counts "
+               "grew. tracemalloc is stopped for certain when the window ends, on "
                "Ctrl-C, or when this command dies; an app's own tracing is left as it was.")
 FLAGS = (
     Flag("target", nargs="?", help="POD, TYPE/NAME or pid/N"),
@@ -79,8 +82,10 @@ class Options(TargetOptions):
         transports = pods_of(self)
         stop = threading.Event()
         progress = Progress(self, len(transports))
+        # A window over several pods is sync: each pod's first census is taken, then every window opens at once.
         results = read_all(transports, self.request(), (self.duration or 0) + self.timeout + self.max_pause * 3
-                           + 150, on_event=progress.event, stop=stop)
+                           + 150 + (30 if self.duration else 0), on_event=progress.event, stop=stop,
+                           sync=self.duration is not None)
         progress.done()
         reports, codes = [], []
         for transport, result in results:
@@ -136,15 +141,21 @@ def merge(reports, top):
         for r in reports:
             for site in r.get("sites") or []:
                 key = tuple((f.get("file"), f.get("line")) for f in site.get("stack") or [])
-                into = sites.setdefault(key, {"size": 0, "count": 0, "stack": site.get("stack"), "processes": 0})
-                into["size"] += site.get("size") or 0
-                into["count"] += site.get("count") or 0
+                into = sites.setdefault(key, {"size": 0, "count": 0, "seen_size": 0, "seen_count": 0,
+                                              "stack": site.get("stack"), "processes": 0})
+                for field in ("size", "count", "seen_size", "seen_count"):
+                    into[field] += site.get(field) or 0
                 into["processes"] += 1
         out["sites"] = sorted(sites.values(), key=lambda s: -s["size"])[:top]
         out["seconds"] = max(r.get("seconds") or 0 for r in reports)
         out["frames"] = first.get("frames")
         for p, r in zip(out["processes"], reports):
-            p.update({k: r.get(k) for k in ("reason", "app_tracing", "stopped", "tracing_after", "memory")})
+            p.update({k: r.get(k) for k in ("reason", "app_tracing", "stopped", "tracing_after", "memory",
+                                            "sampling", "window")})
+        samplings = [r.get("sampling") or {} for r in reports]
+        out["traced"] = sum(s.get("traced") or 0 for s in samplings)
+        out["traced_share"] = [min(s.get("share") or 0 for s in samplings), max(s.get("share") or 0 for s in samplings)]
+        out["spread"] = spread_note([r.get("window") for r in reports])
     else:
         by_size = sorted(types.values(), key=lambda t: -t.get("size", 0))[:top]
         by_count = sorted(types.values(), key=lambda t: -t.get("count", 0))[:top]
@@ -163,11 +174,29 @@ def human(n):
     return "%.1f KiB" % (n / 1024.0) if abs(n) < 1048576 else mib(n)
 
 
-def sampled_note(walk):
+def sampled_note(walk, paused=None):
+    """Whether the walk sampled; and whether the main thread's census (``paused``, default ``walk``) overran."""
+    over, paused = "", paused or walk
+    if paused and paused.get("over_budget"):  # listing the objects cannot be sampled: a huge heap, a small --max-pause
+        over = "; OVER --max-pause %s ms: listing the heap's objects alone took %s ms" % (
+            text(paused.get("max_pause_ms")), text(paused.get("list_ms")))
     if not walk or not walk.get("sampled"):
-        return "whole heap walked"
-    return "SAMPLED: every %s-th gc object (and every %s-th item of big containers), counts scaled by that" % (
-        walk.get("stride"), walk.get("inner_stride"))
+        return "whole heap walked" + over
+    return "SAMPLED: every %s-th gc object (and every %s-th item of big containers), counts scaled by that%s" % (
+        walk.get("stride"), walk.get("inner_stride"), over)
+
+
+def traced_note(process) -> str:
+    """How much of its window a process traced, and why that much."""
+    sampling = process.get("sampling") or {}
+    if process.get("app_tracing"):
+        return "traced the whole window (the app's tracing)"
+    note = "traced %s slice(s), %.2fs (%.1f %% of the window)" % (
+        text(sampling.get("slices")), sampling.get("traced") or 0, (sampling.get("share") or 0) * 100)
+    if sampling.get("cost"):
+        note += ": tracemalloc costs %.1fx per allocation here, so it traces %.1f %% of the time" % (
+            sampling["cost"], (sampling.get("duty") or 0) * 100)
+    return note
 
 
 def render(report) -> str:
@@ -183,22 +212,27 @@ def render(report) -> str:
                          text(heap.get("gc_threshold")), text((walks[0] or {}).get("pause_ms")) + " ms" + (
                              "" if len(walks) < 2 else " at the start (the end's census: %s ms in our own thread)"
                              % text((walks[-1] or {}).get("pause_ms"))),
-                         "{:,}".format((walks[0] or {}).get("objects") or 0), sampled_note(walks[-1])))
+                         "{:,}".format((walks[0] or {}).get("objects") or 0), sampled_note(walks[-1], walks[0])))
         if report["mode"] == "window":
             state = ("the app's own tracing, left running" if p.get("app_tracing") else
                      "tracemalloc stopped" if p.get("stopped") and not p.get("tracing_after") else
                      "WARNING: tracemalloc still tracing")
-            lines.append("  window ended by %s; %s" % (text(p.get("reason")), state))
+            lines.append("  window ended by %s; %s; %s" % (text(p.get("reason")), state, traced_note(p)))
     if report["mode"] == "window":
         lines.append("")
-        lines.append("Allocation sites whose live memory grew most in %ss (%d frame(s) each, most recent first):" % (
-            report.get("seconds"), report.get("frames") or 0))
+        low, high = report.get("traced_share") or [1, 1]
+        share = "%.0f %%" % (low * 100) if round(low * 100) == round(high * 100) else "%.0f-%.0f %%" % (
+            low * 100, high * 100)
+        lines.append("Allocation sites whose live memory grew most in %ss (%d frame(s) each, most recent first)%s:" % (
+            report.get("seconds"), report.get("frames") or 0, text(report.get("spread") or "")))
+        lines.append("  ESTIMATED over the window from the traced slices: traced %s of the window (seen: what "
+                     "the slices measured)" % share if high < 0.999 else "  traced the whole window")
         for site in report.get("sites") or []:
             stack = site.get("stack") or [{}]
             top = stack[0]
-            lines.append("  %+12s  %+9s blocks  %s:%s  %s" % (
-                "+" + human(site["size"]), "+{:,}".format(site["count"]), text(top.get("file")), text(top.get("line")),
-                text(top.get("source"))))
+            lines.append("  %+12s  %+9s blocks  (seen %s)  %s:%s  %s" % (
+                "+" + human(site["size"]), "+{:,}".format(site["count"]), "+" + human(site.get("seen_size")),
+                text(top.get("file")), text(top.get("line")), text(top.get("source"))))
             for frame in stack[1:]:
                 lines.append("  %12s  %16s  %s:%s  %s" % ("", "", text(frame.get("file")), text(frame.get("line")),
                                                            text(frame.get("source"))))

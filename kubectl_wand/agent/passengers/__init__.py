@@ -8,8 +8,9 @@ Inside the target, on its main thread (started by ``sys.remote_exec``):
 - ``bootstrap``: the only file written for an injection: connect back, hello, receive the request, run the
   op's code that came in it, answer; it never raises and never prints;
 - the op's code, sent in the request: ``execute`` (exec-py), ``debugger`` (attach), ``codefinder`` then
-  ``probe`` (trace, whose thread stays in the target until the probe is removed), ``heap`` (mem: a census, or
-  a tracemalloc window whose thread stops tracemalloc on every ending).
+  ``probe`` (trace, whose thread stays in the target until the probe is removed), ``heapcensus``,
+  ``heapslices`` then ``heapwindow`` (mem: a census, or a duty-cycled tracemalloc window whose thread stops
+  tracemalloc on every ending).
 
 The rules (tests/test_passengers.py enforces them):
 - shipped as source: the agent reads each file's text (agent/sources.py; in a pod, what the CLI sent) and runs

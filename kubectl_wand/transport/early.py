@@ -78,7 +78,7 @@ class EarlyTerminal:
     """A terminal session's launcher, started with the early call (see the module's docstring)."""
 
     def __init__(self, flags, namespace, pod, container, python, name):
-        from .kubectl import terminal_launcher
+        from .launcher import terminal_launcher
         self.container, self.python = container, python
         self.proc = terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), pod, container,
                                       python, name)

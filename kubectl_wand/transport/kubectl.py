@@ -52,18 +52,6 @@ def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     return proc
 
 
-def terminal_launcher(flags, kubectl, pod, container, python, name):
-    """``kubectl exec -it POD [-c C] -- PYTHON -I -S -c LAUNCHER NAME`` with the user's terminal (``-i`` alone
-    when our stdin is no terminal): a terminal session's client once the agent names it (transport/launcher.py).
-    ``kubectl``: the transport's argv maker (kubectl_in with the namespace)."""
-    import sys
-    from .launcher import launcher_args
-    tty = ["-t"] if sys.stdin.isatty() else []
-    where = ["-c", container] if container else []
-    command = kubectl("exec", "-i", *tty, pod, *where, "--", *launcher_args(python, name))
-    return flags.spawn(command, short_lived=False, stdin=None, stdout=None, stderr=None)
-
-
 LAST_WORD = 5.0  # seconds an interrupted CLI waits for its agent's answer: it ends within a slot poll (0.1 s)
 # and reads the main thread's stack (measured 0.1-0.3 s in a pod)
 
@@ -190,9 +178,9 @@ class KubectlTransport(Transport):
                                                                                             early.python)):
             early.cancel()  # python3 was not the container's Python: its launcher failed to start
             early = None
+        from .launcher import end_if, terminal_launcher
         proc = early.proc if early is not None else terminal_launcher(
             self.flags, self.kubectl, self.name, self.exec_container, self.python or "python3", name)
-        from .launcher import end_if
         end_if(proc, failed)
         return wait_ignoring_sigint(proc)
 

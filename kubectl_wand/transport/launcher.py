@@ -85,3 +85,14 @@ def end_if(proc, failed):
 
     if failed is not None:
         threading.Thread(target=watch, daemon=True).start()
+
+
+def terminal_launcher(flags, kubectl, pod, container, python, name):
+    """``kubectl exec -it POD [-c C] -- PYTHON -I -S -c LAUNCHER NAME`` with the user's terminal (``-i`` alone
+    when our stdin is no terminal): the launcher above, in a pod.
+    ``kubectl``: the transport's argv maker (kubectl_in with the namespace)."""
+    import sys
+    tty = ["-t"] if sys.stdin.isatty() else []
+    where = ["-c", container] if container else []
+    command = kubectl("exec", "-i", *tty, pod, *where, "--", *launcher_args(python, name))
+    return flags.spawn(command, short_lived=False, stdin=None, stdout=None, stderr=None)

@@ -116,3 +116,21 @@ def test_a_launcher_waiting_for_a_session_that_failed_is_ended():
     failed.set()
     proc.communicate(timeout=WAIT / 2)
     assert time.monotonic() - started < WAIT / 2 and proc.returncode is not None
+
+
+def test_a_launcher_that_starts_after_a_held_session_failed_ends_at_once():
+    """A pod named alone: the launcher starts with the agent and may come after the session failed (seen on a
+    loaded node). The agent keeps the socket a while (pdbsession.linger): the launcher connects, finds it
+    closed and ends at once instead of polling for launcher.WAIT seconds in the container."""
+    import time
+    from kubectl_wand.agent import pdbsession
+    from kubectl_wand.agent.protocol import AgentError
+    from kubectl_wand.transport.launcher import WAIT
+    session = name()
+    with pytest.raises(AgentError):  # no such process: the session fails before it listens
+        pdbsession.run_session({"pid": 999999, "client": session, "hold": True}, {"op": "pdb"}, None, None)
+    started = time.monotonic()
+    proc = launch(session)
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0 and err == b"", (proc.returncode, err)
+    assert time.monotonic() - started < WAIT / 2

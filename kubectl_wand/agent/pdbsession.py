@@ -86,9 +86,44 @@ def run_session(request, inner, emit, stop):
         finally:
             relay.finish()
     finally:
-        listener.close()
         if relay is None or not relay.served:
             end_launchers(name)  # the session did not start (refused, pending, no such process...)
+            if request.get("hold"):  # a pod named alone: its launcher started with us, maybe not here yet
+                linger(listener, name)
+                listener = None
+        if listener is not None:
+            listener.close()
+
+
+LINGER = 20.0  # seconds a failed session's socket stays for a launcher that starts late (a loaded node: ~1-5 s)
+
+
+def linger(listener, name, seconds=LINGER):
+    """A session that did not start, whose launcher was started with this agent (a held early call): keep its
+    socket a while, in a thread that is not a daemon (the agent's result is written meanwhile; the process
+    ends after it), so a launcher that starts after the failure connects, finds the connection closed and
+    ends at once, instead of polling for launcher.WAIT seconds in the container (a `kubectl exec -it`'s
+    process outlives its kubectl, which the CLI has ended by then)."""
+    import threading
+
+    def run():
+        try:
+            try:
+                listener.listen(1)
+            except OSError:
+                listener.bind("\0" + name)  # the session failed before it listened
+                listener.listen(1)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if select.select([listener], [], [], min(1.0, max(0.0, deadline - time.monotonic())))[0]:
+                    listener.accept()[0].close()
+                    break  # one launcher per session
+        except (OSError, ValueError):
+            pass
+        finally:
+            listener.close()
+
+    threading.Thread(target=run, name="kubectl-wand-linger").start()
 
 
 def end_launchers(name):

@@ -88,7 +88,8 @@ def run_session(request, inner, emit, stop):
     finally:
         if relay is None or not relay.served:
             end_launchers(name)  # the session did not start (refused, pending, no such process...)
-            if request.get("hold"):  # a pod named alone: its launcher started with us, maybe not here yet
+            # a pod named alone: its launcher started with us; lingering only if it has not connected yet
+            if request.get("hold") and not (relay is not None and relay.connected):
                 linger(listener, name)
                 listener = None
         if listener is not None:
@@ -150,7 +151,7 @@ class Relay:
         self.detached = None
         self.greeting = b""
         self.client = None
-        self.ended = self.served = False
+        self.ended = self.served = self.connected = False
         self.accepted = None
 
     def start_accepting(self):
@@ -165,6 +166,7 @@ class Relay:
                 client = self.accept()
             except (OSError, ValueError):  # the listener closed: the session ended before a client came
                 client = None
+            self.connected = client is not None
             with self.lock:
                 if self.ended and client is not None:
                     client.close()  # too late: the session is over

@@ -33,6 +33,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from pyspy import PYSPY_VERSION, find_pyspy  # noqa: E402
 from kubectl_wand import profiles  # noqa: E402
 from kubectl_wand.agent.main import handle  # noqa: E402
 
@@ -40,7 +41,6 @@ APP = os.path.join(REPO, "bench", "apps", "hot_app.py")
 IN_ROOT_DIR = "/opt/wand-bench"
 DEFAULT_ROOTFS = os.path.expanduser("~/.cache/kubectl-wand/py314-rootfs")
 APP_CPU, OWN_CPU = 1, 0
-PYSPY_VERSION = "0.4.3"
 
 
 class App:
@@ -185,37 +185,6 @@ def pyspy_startup(b, pyspy):
     cpu0 = children_cpu()
     subprocess.run([pyspy, "dump", "--pid", str(b.pid)], capture_output=True, timeout=60)
     return children_cpu() - cpu0
-
-
-def find_pyspy(explicit):
-    """py-spy 0.4.3: given, on PATH, beside this interpreter, or pip-installed from PyPI (a static binary)."""
-    candidates = [explicit] if explicit else [shutil.which("py-spy"),
-                                              os.path.join(os.path.dirname(sys.executable), "py-spy")]
-    for path in candidates:
-        if path and os.path.exists(path) and version_of(path) == PYSPY_VERSION:
-            return path
-    if explicit:
-        raise SystemExit("%s is not py-spy %s" % (explicit, PYSPY_VERSION))
-    python = sys.executable
-    if sys.prefix == sys.base_prefix:  # not a virtualenv: never pip-install into a system Python
-        venv = os.path.expanduser("~/.cache/kubectl-wand/bench-venv")
-        if not os.path.exists(os.path.join(venv, "bin", "python")):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
-        python = os.path.join(venv, "bin", "python")
-    print("installing py-spy %s from PyPI into %s" % (PYSPY_VERSION, os.path.dirname(os.path.dirname(python))))
-    subprocess.run([python, "-m", "pip", "install", "-q", "py-spy==%s" % PYSPY_VERSION], check=True, timeout=600)
-    path = os.path.join(os.path.dirname(python), "py-spy")
-    if version_of(path) != PYSPY_VERSION:
-        raise SystemExit("pip did not install py-spy %s at %s" % (PYSPY_VERSION, path))
-    return path
-
-
-def version_of(path):
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except OSError:
-        return None
-    return out.split()[-1] if out.split() else None
 
 
 def main():

@@ -73,6 +73,17 @@ class Drain:
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
+def readable(fd: int, timeout: float) -> bool:
+    """True when ``fd`` has bytes (or its end) to read within ``timeout`` seconds: poll, not select, which
+    refuses a descriptor numbered 1024 or more (the CLI holds that many pipes with hundreds of pods at once).
+    The agent's own copy is agent.protocol.readable (this bottom layer imports nothing of the agent)."""
+    if not hasattr(select, "poll"):
+        return bool(select.select([fd], [], [], max(0.0, timeout))[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(int(timeout * 1000) + 1 if timeout > 0 else 0))  # in ms, rounded up
+
+
 def lines(pipe, deadline, limit=LINE_MAX):
     """Lines from a pipe until EOF; TimeoutError past the deadline (a time.monotonic() value, or a function
     that returns the one in force: an agent's first line may have a tighter one than the rest); ValueError for a
@@ -88,8 +99,7 @@ def lines(pipe, deadline, limit=LINE_MAX):
         left = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not readable(fd, left):
             raise TimeoutError
         chunk = os.read(fd, 1 << 16)
         if not chunk:

@@ -52,8 +52,13 @@ def test_agent_sources_are_verbatim_module_files():
             assert modules[name] == f.read()
     assert "debugger" not in modules and "probe" not in modules  # exec ships no other op's code
     assert "boot" not in modules and order[-1] == "main"
-    for op in ("list", "stack", "profile", "attach", "check", "trace"):
-        assert len(agent_header(op)) < 64 * 1024, op
+    # Every op's whole first write (the boot line, the agent, its request) fits in a pipe's 64 KiB: otherwise it
+    # waits, with no timeout, for kubectl to read (mem's was 65.8 KB once the window's passengers grew).
+    from kubectl_wand.agent import NEEDS
+    from kubectl_wand.agent.protocol import encode, request as make_request
+    for op in NEEDS:
+        first = boot_line() + agent_header(op) + encode(make_request(op=op, pid=1234, timeout=10.0))
+        assert len(first) <= 64 * 1024, (op, len(first))
 
 
 def test_our_own_agents_are_never_the_apps():

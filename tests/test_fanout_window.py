@@ -85,12 +85,23 @@ def test_ctrl_c_opens_the_window_instead_of_waiting_for_stragglers():
 
 def test_every_pod_is_called_at_once_where_the_machine_holds_them(monkeypatch):
     monkeypatch.setattr(fanout, "memory_available", lambda: 64 << 30)
+    monkeypatch.setattr(fanout, "cores", lambda: 16)
     assert fanout.parallel(300) == 300  # memory and (raised) open files allow 300 kubectl execs
     assert fanout.parallel(1) == 1
     monkeypatch.setattr(fanout, "memory_available", lambda: 1 << 30)  # a small machine: bounded by its memory
     assert fanout.parallel(300) == (1 << 30) // fanout.MEMORY_SHARE // fanout.CALL_MEMORY
     monkeypatch.setattr(fanout, "memory_available", lambda: 1 << 20)
     assert fanout.parallel(300) == 8  # never fewer than 8 at once
+
+
+def test_calls_at_once_are_bounded_by_the_cores_that_run_them(monkeypatch):
+    """300 pods at once on 2 cores (all that memory allowed) left pods whose agent never greeted in time."""
+    monkeypatch.setattr(fanout, "memory_available", lambda: 64 << 30)
+    monkeypatch.setattr(fanout, "cores", lambda: 2)
+    assert fanout.parallel(300) == 2 * fanout.CALLS_PER_CORE
+    assert fanout.parallel(40) == 40  # a 40-replica window still opens in one wave on 2 cores
+    monkeypatch.setattr(fanout, "cores", lambda: 1)
+    assert fanout.parallel(300) == fanout.CALLS_PER_CORE
 
 
 def test_the_spread_is_computed_from_each_sources_window():

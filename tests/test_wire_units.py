@@ -304,3 +304,51 @@ def test_a_zero_deadline_still_reads_what_has_come(pair):
     theirs.sendall(b'{"a": 1}\n')
     assert select.select([ours], [], [], 5)[0]  # arrived; the reader itself must not wait
     assert lines.line(100, 0.0, poll=True) == b'{"a": 1}'
+
+
+@pytest.fixture
+def high_pipe():
+    """A pipe whose read end is numbered 1500: past select()'s FD_SETSIZE (1024), as the CLI's pipes are when it
+    reaches hundreds of pods at once."""
+    import os
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1600:
+        pytest.skip("the open-files hard limit (%d) is below 1600" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1600), hard))
+    r, w = os.pipe()
+    high = os.dup2(r, 1500)
+    os.close(r)
+    yield high, w
+    for fd in (high, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_lines_read_a_pipe_numbered_past_select_s_limit(high_pipe):
+    """`stack` over 300 pods held over 1024 descriptors and failed: "filedescriptor out of range in select()"."""
+    import os
+    fd, w = high_pipe
+    lines = Lines(fd)
+    with pytest.raises(NoLine):
+        lines.line(100, time.monotonic() + 0.05)  # waits, then says nothing came: no ValueError
+    os.write(w, b'{"a": 1}\n')
+    assert lines.line(100, time.monotonic() + 30) == b'{"a": 1}'
+    os.close(w)
+    assert lines.line(100, time.monotonic() + 30) is None
+
+
+def test_pipes_lines_read_a_pipe_numbered_past_select_s_limit(high_pipe):
+    import os
+    from kubectl_wand import pipes
+    fd, w = high_pipe
+    os.write(w, b"one\ntwo\n")
+    os.close(w)
+
+    class Pipe:
+        def fileno(self):
+            return fd
+    assert list(pipes.lines(Pipe(), time.monotonic() + 30)) == [b"one", b"two"]

@@ -9,13 +9,13 @@ it travels as source and is never imported here.
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "importable", "checks", "debugserver", "observe", "tracing", "memory",
-           "pdbsession", "main")
+           "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe", "tracing",
+           "memory", "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
-PASSENGERS = ("injector", "framewalk", "sampler", "bootstrap", "execute", "debugger", "codefinder", "probe",
-              "heapcensus", "heapslices", "heapwindow",
-              "pdbserver", "pdbclient", "replserver", "replclient")
+PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
+              "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
+              "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
@@ -29,10 +29,10 @@ NEEDS = {
     "exec": (INJECT + ("main",), ("injector", "bootstrap") + OP_CODE["exec"]),
     "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
-    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
-    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),
-    "trace": (INJECT + ("tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
-    "mem": (INJECT + ("tracing", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
+    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "trace": (INJECT + ("link", "tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
+    "mem": (INJECT + ("link", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),
     "repl": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "replclient") + OP_CODE["repl"]),
 }

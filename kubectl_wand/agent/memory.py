@@ -14,9 +14,8 @@ import time
 
 from . import protocol
 from .session import AgentError, Injection
-from .tracing import EOF, Relay
+from .link import EOF, PING_EVERY, Link, exited
 
-PING_EVERY = 1.0
 REPORT_TIMEOUT = 120.0  # the final snapshot and census: seconds on a huge heap
 STARTED = "pid:i frames:i app_tracing:b census_ms:n stride:i cost:n? duty:n slice:n? period:n? armed:b"
 REPORT = protocol.RESULT_FIELDS + "mode:s reason:s seconds:n frames:i app_tracing:b stopped:b tracing_after:b " \
@@ -57,12 +56,11 @@ def mem(request: dict, emit=None, stop=None, window=None) -> dict:
                                                   window if passenger["armed"] else None))
 
 
-class Window(Relay):
+class Window(Link):
     """Owns the connection to the window's thread: pings, progress events, ``end`` on stop, the go of a sync
     window, the report."""
 
-    def __init__(self, pid, emit, stop, duration, window=None):
-        super().__init__(pid, emit, stop, duration, window)
+    lines = None
 
     def __call__(self, conn, hello, lines=None):
         conn.settimeout(2.0)
@@ -123,7 +121,7 @@ class Window(Relay):
                 next_ping = now + PING_EVERY
             message = self.next_message(conn, now + min(0.2, max(0.0, next_ping - now)))
             if message is EOF:
-                raise AgentError("exited" if _exited(self.pid) else "inject",
+                raise AgentError("exited" if exited(self.pid) else "inject",
                                  "the memory window in process %d ended without a report" % self.pid)
             if message is not None and "opened" in message:
                 self.send_event({"opened": message["opened"]})
@@ -140,7 +138,3 @@ class Window(Relay):
         raise AgentError("inject", "the memory window in process %d sent no report (tracemalloc is stopped "
                          "there by its own thread when the connection closes)" % self.pid)
 
-
-def _exited(pid):
-    from .tracing import exited
-    return exited(pid)

@@ -121,8 +121,9 @@ def stack_in_process(rt, want_async) -> dict:
 
 
 def sampler_source() -> str:
-    """The sampler's source with framewalk's in front: one namespace, one ``-c`` (passengers import nothing)."""
-    return module_source("framewalk") + "\n" + module_source("sampler")
+    """The sampler's source with framewalk's and profiler's in front: one namespace, one ``-c`` (passengers import
+    nothing); sampler's last line runs its main."""
+    return "\n".join(module_source(name) for name in ("framewalk", "profiler", "sampler"))
 
 
 def runtime_args(rt):

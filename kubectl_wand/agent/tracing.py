@@ -15,15 +15,13 @@ process killed) ends the probe within seconds.
 """
 from __future__ import annotations
 
-import os
-import select
 import socket
 import time
 
-from . import procfs, protocol
+from . import protocol
+from .link import EOF, PING_EVERY, Link, exited
 from .session import AgentError, Injection
 
-PING_EVERY = 1.0
 ACK_TIMEOUT = 5.0        # how long a removal may take to be acknowledged (the probe thread polls every 0.1 s)
 INSTALL_TIMEOUT = 30.0   # locating the code walks every live object of the target: seconds in a huge heap
 DEFAULT_RATE = 20.0
@@ -77,11 +75,11 @@ def trace(request: dict, emit=None, stop=None, window=None) -> dict:
     return injection.run(probe, stream=Relay(pid, emit, stop, duration, window))
 
 
-class Relay:
+class Relay(Link):
     """Owns the open connection to the probe: relays its messages, pings, and asks for removal."""
 
     def __init__(self, pid, emit, stop, duration, window=None):
-        self.pid, self.emit, self.stop, self.duration, self.window = pid, emit, stop, duration, window
+        super().__init__(pid, emit, stop, duration, window)
         self.opened = None
         self.lines = None
         self.hits, self.dropped, self.errors, self.snapshot, self.installed = 0, 0, [], None, None
@@ -135,19 +133,6 @@ class Relay:
             return self.relay_window(conn)
         finally:
             self.closed = time.time()
-
-    def armed(self, conn):
-        """A sync request: tell the CLI the probe is in place and wait for its go (pinging meanwhile), then
-        turn the probe's events on. False when the CLI stopped first or the probe ended."""
-        self.window.arm({"pid": self.pid})
-        next_ping = time.monotonic()
-        while not self.window.opened(0.2):
-            if self.stop is not None and self.stop.is_set():
-                return False
-            if time.monotonic() >= next_ping:
-                self.send(conn, {"op": "ping"})
-                next_ping = time.monotonic() + PING_EVERY
-        return self.send(conn, {"op": "go"})
 
     def relay_window(self, conn):
         if self.window is not None and not self.armed(conn):
@@ -212,21 +197,6 @@ class Relay:
         elif "covered" in message:
             self.send_event({"covered": dict(message["covered"], pid=self.pid)})
 
-    def send_event(self, event):
-        if self.emit is not None:
-            try:
-                self.emit(event)
-            except Exception:
-                pass  # the CLI went away: stop is (or will be) set, and removal must still happen
-
-    @staticmethod
-    def send(conn, message) -> bool:
-        try:
-            conn.sendall(protocol.encode(message))
-            return True
-        except OSError:
-            return False
-
     def next_message(self, conn, deadline):
         """The next message, checked (protocol.check_trace_message); None when none came by ``deadline`` (a
         monotonic time; 0: do not wait); EOF when the connection ended. A line over SMALL_MAX, or one that
@@ -238,28 +208,3 @@ class Relay:
         if line is None:
             return EOF
         return protocol.check_trace_message(protocol.decode(line, "a message"))
-
-
-EOF = object()  # the probe closed the connection
-
-
-def exited(pid: int, wait: float = 1.0) -> bool:
-    """Whether ``pid`` has exited (or does within ``wait`` s): a dying process closes its sockets before it
-    becomes a zombie, so the probe's connection can end a moment before the process does."""
-    if hasattr(os, "pidfd_open"):
-        try:
-            fd = os.pidfd_open(pid)  # readable once the process has exited: no polling
-        except OSError:
-            return True
-        try:
-            return bool(select.select([fd], [], [], wait)[0])
-        finally:
-            os.close(fd)
-    deadline = time.monotonic() + wait
-    while True:
-        stat = procfs.read_text("/proc/%d/stat" % pid)
-        if stat is None or stat.rpartition(")")[2].split()[0] in ("Z", "X"):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)  # no pidfd (Python < 3.9 in the container): look again

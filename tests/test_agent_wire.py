@@ -109,3 +109,64 @@ def test_an_agent_whose_cli_already_left_runs_nothing(spawn, tmp_path):
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 2, (lines, done.stderr)
     assert protocol.check_result(json.loads(lines[1])["result"])["status"] == "cancelled"
+
+
+HELD_DRIVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from kubectl_wand.agent import choose, main
+choose.choose_process = lambda listing, *a, **k: (4242, None)
+main.processes.list_processes = lambda *a, **k: []
+main.dispatch = lambda request, *a, **k: {"status": "ok", "ran": request["op"], "pid": request["pid"]}
+main.serve_stdio()
+"""
+
+
+@pytest.mark.parametrize("op", ["pdb", "repl", "exec"])
+def test_a_held_request_runs_once_the_cli_says_go(op, tmp_path):
+    """A request sent before the CLI read the pod (``hold``) waits for its go after choosing the process, then
+    runs. For a streaming op (pdb, exec-py -it's repl) the thread that watches stdin for a stop line read that
+    go first and the agent waited for it forever: the held pdb gave no prompt."""
+    import time
+    from kubectl_wand import pipes
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    agent = subprocess.Popen([sys.executable, "-I", "-S", "-c", HELD_DRIVER, repo], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        agent.stdin.write(protocol.encode(protocol.request(op, pid=None, hold=True, code="1", timeout=5)))
+        agent.stdin.flush()
+        lines = pipes.lines(agent.stdout, time.monotonic() + 30)
+        assert "hello" in json.loads(next(lines))
+        assert json.loads(next(lines))["event"]["chosen"]["pid"] == 4242  # chosen, then held
+        agent.stdin.write(protocol.encode({protocol.GO: True}))
+        agent.stdin.flush()
+        result = json.loads(next(lines))["result"]
+        assert result["status"] == "ok" and result["ran"] == op and result["pid"] == 4242, result
+    finally:
+        agent.kill()
+        agent.wait(10)
+        for stream in (agent.stdin, agent.stdout, agent.stderr):
+            stream.close()
+
+
+def test_a_held_request_dropped_by_the_cli_runs_nothing(tmp_path):
+    """The CLI's API read says another container or a pod not Running: it closes stdin, the agent runs nothing."""
+    import time
+    from kubectl_wand import pipes
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    agent = subprocess.Popen([sys.executable, "-I", "-S", "-c", HELD_DRIVER, repo], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        agent.stdin.write(protocol.encode(protocol.request("pdb", pid=None, hold=True, timeout=5)))
+        agent.stdin.flush()
+        lines = pipes.lines(agent.stdout, time.monotonic() + 30)
+        assert "hello" in json.loads(next(lines)) and "chosen" in json.loads(next(lines))["event"]
+        agent.stdin.close()
+        assert json.loads(next(lines))["result"]["status"] == protocol.CANCELLED
+        assert agent.wait(30) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        agent.stdout.close()
+        agent.stderr.close()

@@ -112,3 +112,31 @@ def test_ctrl_d_leaves_and_a_killed_cli_leaves_nothing(spawn, wand):
         time.sleep(0.2)  # the session thread sees the connection closed
     left = remains(wand, target.pid)
     assert left["dicts"] == 0 and not [t for t in left["threads"] if "wand" in t], left
+
+
+def test_ctrl_c_right_after_enter_never_loses_the_session(spawn):
+    """Ctrl-C sent the moment Enter is echoed lands anywhere between the console's compile, the send and the
+    wait for the result. A KeyboardInterrupt raised after the send left the input running in the target while
+    the console showed a new prompt ('the previous input is still running'), or dropped the result a recv had
+    just read (no answer at all: the cluster test's flake). Each round must end with KeyboardInterrupt, a
+    prompt, and the next input answered."""
+    target = spawn("threaded_http.py")
+    term = session(target.pid)
+    try:
+        term.expect(PROMPT)
+        for i in range(15):
+            term.line("while True: pass")
+            term.expect(r"\.\.\. ")
+            term.line("")
+            term.expect(r"\n")
+            term.interrupt()
+            term.expect(r"KeyboardInterrupt", 30)
+            term.expect(PROMPT)
+            term.line("6 * %d" % (7 + i))
+            term.expect(r"\n%d\n" % (6 * (7 + i)))
+            term.expect(PROMPT)
+        term.line("exit()")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    assert target.alive()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import os
 import time
 
@@ -259,30 +260,76 @@ def test_mem_merges_replicas_names_the_leak_first_and_escapes_names():
                                [FakeTransport("web-1", override={"mem": hostile})])
     assert code == errors.OK and "\x1b" not in out and "red.py" in out and "Evil" in out
 class TerminalPod(FakeTransport):
-    """A pod whose agent names pdb's client, runs it in the 'terminal' and answers once told to stop."""
+    """A pod whose agent listens on the session's socket, runs the launcher in the 'terminal' and answers once
+    told to stop (or, ``refuse``, answers at once: the session did not start)."""
 
-    def __init__(self, detached=True):
+    def __init__(self, detached=True, refuse=None):
         super().__init__()
-        self.ran, self.detached = [], detached
+        self.ran, self.detached, self.refuse, self.dropped = [], detached, refuse, 0
 
     def agent(self, request, timeout, on_event=None, stop=None):
         self.requests.append(dict(request))
         on_event({"chosen": {"pid": 7, "note": ""}})
-        on_event({"terminal": {"argv": ["/proc/7/exe", "-I", "-S", "-c", "client"], "env": {"LC_ALL": "C.UTF-8"}}})
+        if self.refuse:
+            return self.refuse
+        on_event({"terminal": {"client": request["client"], "pid": 7}})
         assert stop.wait(10)  # the CLI stops the agent once the client has ended
         return {"status": "ok", "pid": 7, "reason": "quit", "detached": self.detached}
 
-    def terminal(self, argv, env):
-        self.ran.append((argv, env))
+    def terminal(self, name, failed=None):
+        self.ran.append(name)
         return 0
+
+    def drop_terminal(self):
+        self.dropped += 1
 
 
 def test_pdb_runs_the_client_in_the_terminal_then_stops_the_agent():
     pod = TerminalPod()
     code, _out, err = run_verb(["pdb", "pod/web-1"], [pod])
     assert code == errors.OK, err
-    assert pod.ran == [(["/proc/7/exe", "-I", "-S", "-c", "client"], {"LC_ALL": "C.UTF-8"})]
+    name = pod.requests[0]["client"]
+    assert pod.ran == [name] and re.match(r"kubectl-wand-pdb-[0-9a-f]{32}\Z", name)
     assert pod.requests[0]["op"] == "pdb" and pod.requests[0]["pid"] is None
+
+
+class RefusedAfterListening(TerminalPod):
+    """The agent listens (terminal event), then the target refuses; the launcher never connected and would
+    poll for its socket for a minute: the CLI must end it."""
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        self.requests.append(dict(request))
+        on_event({"terminal": {"client": request["client"], "pid": 7}})
+        self.started.wait(10)
+        return {"status": "error", "kind": "busy", "error": "another pdb is already attached to process 7"}
+
+    def terminal(self, name, failed=None):
+        import threading
+        self.ran.append(name)
+        self.started = getattr(self, "started", threading.Event())
+        self.started.set()
+        assert failed is not None and failed.wait(10), "the CLI never said the session failed"
+        return 0
+
+
+def test_a_launcher_that_never_connected_is_ended_when_the_session_fails():
+    import threading
+    pod = RefusedAfterListening()
+    pod.started = threading.Event()
+    code, _out, err = run_verb(["pdb", "pod/web-1"], [pod])
+    assert code == errors.TIMEOUT and "another pdb is already attached" in err, (code, err)
+    assert len(pod.ran) == 1
+
+
+def test_a_session_that_does_not_start_gives_the_terminal_back_before_saying_why():
+    """The launcher may have been started with the early call: it is ended (the terminal is ours again) and
+    the agent's refusal is the message."""
+    refusal = {"status": "error", "kind": "busy", "error": "another pdb is already attached to process 7"}
+    for verb in (["pdb", "pod/web-1"], ["exec-py", "-it", "pod/web-1"]):
+        pod = TerminalPod(refuse=refusal)
+        code, _out, err = run_verb(verb, [pod])
+        assert code == errors.TIMEOUT and "another pdb is already attached" in err, (code, err)
+        assert pod.ran == [] and pod.dropped >= 1
 
 
 def test_pdb_says_when_the_target_did_not_confirm_its_detach():

@@ -200,32 +200,46 @@ def serve_stdio():
     if request.get("end_probes"):  # interpreters the CLI tried here before us never greeted: end what they left
         processes.end_probes(request["end_probes"])
     stop = window = None
+    held = None  # a held streaming request's go, read by the one reader of stdin below
+
+    def confirm():
+        if held is not None:
+            held[0].wait()
+            return held[1] and not stop.is_set()
+        try:
+            return protocol.GO in protocol.decode(stdin.readline() or b"{}")
+        except protocol.ProtocolError:
+            return False
+
     if request.get("op") in STREAMING:
         import threading
         stop = threading.Event()
         window = Window(lambda info: write({protocol.EVENT: {"armed": info}}), threading.Event(), stop)
+        # One reader of stdin: a held request's go is read here too. A second reader (confirm's readline)
+        # lost the race for that line to this thread and waited forever: a held pdb gave no prompt.
+        held = [threading.Event(), False] if request.get("hold") else None
 
         def watch_stdin():
             # A stop line, or EOF (the CLI exited, was killed, or kubectl's connection dropped), ends the op;
-            # a go line opens a sync operation's window.
+            # the first go confirms a held request, a go opens a sync operation's window.
             try:
                 for line in iter(stdin.readline, b""):
                     message = protocol.decode(line)
                     if protocol.GO in message:
-                        window.go.set()
+                        if held is not None and not held[0].is_set():
+                            held[1] = True
+                            held[0].set()
+                        else:
+                            window.go.set()
                     if protocol.STOP in message:
                         break
             except (OSError, ValueError):
                 pass
             stop.set()
+            if held is not None:
+                held[0].set()
 
         threading.Thread(target=watch_stdin, daemon=True).start()
-
-    def confirm():
-        try:
-            return protocol.GO in protocol.decode(stdin.readline() or b"{}")
-        except protocol.ProtocolError:
-            return False
 
     write({protocol.RESULT: handle(request, fetch_blob, emit=lambda event: write({protocol.EVENT: event}),
                                    stop=stop, confirm=confirm, window=window)})

@@ -4,10 +4,13 @@ and relay it to the client in the terminal.
 One injection whose connection stays open (``session.Injection.run(stream=...)``); its code is
 passengers/pdbserver.py. The client (passengers/pdbclient.py) runs under the target's own interpreter, in the
 user's terminal: the agent cannot start it (in a pod its stdin and stdout are the protocol's pipes, not a
-terminal), so it emits ``{"terminal": {"argv", "env"}}`` and the CLI runs that command through its transport
-(``Transport.terminal``: the user's terminal here, ``kubectl exec -it`` in a pod). The client connects to an
-abstract Unix socket: reachable from the target's root too (chroot and nsenter keep the network namespace),
-leaves no file, and only a process of our own uid is accepted (SO_PEERCRED), once.
+terminal). The CLI runs a launcher there (transport/launcher.py: ``Transport.terminal``, the user's terminal
+here, ``kubectl exec -it`` in a pod, started with the agent's own exec when the pod is named alone) that
+connects to the abstract Unix socket the request names (``client``); the agent answers that connection with
+the client's command (a size line, then JSON ``[argv, env]``) and the launcher execs it, keeping the
+connection. The agent emits ``{"terminal": {"client", "pid"}}`` once it listens. The socket is reachable from
+the target's root too (chroot and nsenter keep the network namespace), leaves no file, and only a process of
+our own uid is accepted (SO_PEERCRED), once.
 
 Relay: client -> target byte for byte (the target reads its lines); target -> client line by line, minus the
 target's last ``{"wand": "detached", ...}`` line. Ends when the target closes (q, Ctrl-D: pdb detached), when
@@ -15,7 +18,9 @@ the client goes away (its kubectl or terminal closed: the target is told to deta
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import select
 import socket
 import struct
@@ -47,25 +52,96 @@ def run_repl(request: dict, emit=None, stop=None) -> dict:
                                  "max_output": int(request.get("max_output", 1 << 20))}, emit, stop)
 
 
+def client_name(request, op):
+    """The abstract socket's name the CLI chose (its launcher connects to it), checked: ours, no NUL."""
+    name = request.get("client")
+    if not isinstance(name, str) or not re.match(r"kubectl-wand-%s-[0-9a-f]{16,64}\Z" % op, name):
+        raise AgentError("usage", "the session's client name %r is not one kubectl wand makes" % (name,))
+    return name
+
+
 def run_session(request, inner, emit, stop):
     pid = int(request["pid"])
-    injection = Injection(pid, float(request.get("timeout", 10.0)))
-    name = "kubectl-wand-%s-%d-%s" % (inner["op"], pid, os.urandom(8).hex())
+    name = client_name(request, inner["op"])
+    relay = None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind("\0" + name)
+        injection = Injection(pid, float(request.get("timeout", 10.0)))
+        try:
+            listener.bind("\0" + name)
+        except OSError as exc:  # someone in this network namespace took the name first: not our launcher's peer
+            raise AgentError("busy", "the session's socket @%s is taken (%s); retry" % (name, exc))
         listener.listen(1)
         argv, env = injection.rt.command(["-c", module_source(CLIENTS[inner["op"]]), name, str(pid)])
-        # Named before the injection: the client's start (a second `kubectl exec -it` in a pod, ~0.15 s) overlaps
-        # the injection's. Its connection waits in the listener's backlog; if the injection fails or stays
-        # pending, the listener closes and the client ends without a word.
+        # Listening before the injection: the launcher (started with this agent, or at this event) connects
+        # and execs the client while the injection runs. Its connection waits in the listener's backlog; if
+        # the injection fails or stays pending, the listener closes and the launcher ends without a word.
         if emit is not None:
-            emit({"terminal": {"argv": argv, "env": env, "pid": pid}})
+            emit({"terminal": {"client": name, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
         relay.greeting = GREETINGS.get(inner["op"], b"")
-        return injection.run(inner, stream=relay)
+        relay.start_accepting()
+        try:
+            return injection.run(inner, stream=relay)
+        finally:
+            relay.finish()
     finally:
-        listener.close()
+        if relay is None or not relay.served:
+            end_launchers(name)  # the session did not start (refused, pending, no such process...)
+            # a pod named alone: its launcher started with us; lingering only if it has not connected yet
+            if request.get("hold") and not (relay is not None and relay.connected):
+                linger(listener, name)
+                listener = None
+        if listener is not None:
+            listener.close()
+
+
+LINGER = 20.0  # seconds a failed session's socket stays for a launcher that starts late (a loaded node: ~1-5 s)
+
+
+def linger(listener, name, seconds=LINGER):
+    """A session that did not start, whose launcher was started with this agent (a held early call): keep its
+    socket a while, in a thread that is not a daemon (the agent's result is written meanwhile; the process
+    ends after it), so a launcher that starts after the failure connects, finds the connection closed and
+    ends at once, instead of polling for launcher.WAIT seconds in the container (a `kubectl exec -it`'s
+    process outlives its kubectl, which the CLI has ended by then)."""
+    import threading
+
+    def run():
+        try:
+            try:
+                listener.listen(1)
+            except OSError:
+                listener.bind("\0" + name)  # the session failed before it listened
+                listener.listen(1)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if select.select([listener], [], [], min(1.0, max(0.0, deadline - time.monotonic())))[0]:
+                    listener.accept()[0].close()
+                    break  # one launcher per session
+        except (OSError, ValueError):
+            pass
+        finally:
+            listener.close()
+
+    threading.Thread(target=run, name="kubectl-wand-linger").start()
+
+
+def end_launchers(name):
+    """A session that did not start: end this session's launchers here that never connected. A `kubectl exec
+    -it`'s process outlives its kubectl (seen in a pod: the CLI ended its kubectl, the launcher went on polling
+    for the socket for a minute). Only what kubectl exec started (ppid 0 in the container), of our own uid,
+    whose last argument is this session's name; locally the CLI ends its own child."""
+    import signal
+    from . import processes, procfs
+    for pid in procfs.all_pids():
+        try:
+            proc = procfs.Proc(pid)
+        except (ProcessLookupError, ValueError, IndexError, OSError):
+            continue
+        if (pid != os.getpid() and proc.ppid == 0 and proc.euid == os.geteuid() and proc.cmdline and
+                proc.cmdline[-1] == name):
+            processes.signal_once(proc, signal.SIGTERM)
 
 
 class Relay:
@@ -74,6 +150,41 @@ class Relay:
         self.emit, self.stop = emit, stop
         self.detached = None
         self.greeting = b""
+        self.client = None
+        self.ended = self.served = self.connected = False
+        self.accepted = None
+
+    def start_accepting(self):
+        """Accept the launcher and send it the client's command now, while the injection runs: the client's
+        start (an interpreter and pdb's import, ~50-80 ms in a pod) overlaps the injection instead of
+        following it. A session that does not start closes that connection: the client ends without a word."""
+        import threading
+        self.accepted, self.lock = threading.Event(), threading.Lock()
+
+        def accept():
+            try:
+                client = self.accept()
+            except (OSError, ValueError):  # the listener closed: the session ended before a client came
+                client = None
+            self.connected = client is not None
+            with self.lock:
+                if self.ended and client is not None:
+                    client.close()  # too late: the session is over
+                    client = None
+                self.client = client
+                self.accepted.set()
+
+        threading.Thread(target=accept, name="kubectl-wand-accept", daemon=True).start()
+
+    def finish(self):
+        """The session is over: stop accepting, and close a client it never used."""
+        if self.accepted is None:
+            return
+        with self.lock:
+            self.ended = True
+            if self.client is not None:
+                self.client.close()
+                self.client = None
 
     def __call__(self, conn, hello, lines=None):
         # what the reader of the hello may already hold past it (nothing: the target speaks once asked)
@@ -82,7 +193,9 @@ class Relay:
             if first.get("status") == "error":
                 raise AgentError(first.get("kind", "inject"), first.get("error", "pdb did not start"))
             raise AgentError("inject", "pdb did not start in process %d (%s)" % (self.pid, first or "no answer"))
-        client = self.accept()
+        self.accepted.wait()  # bounded: the acceptor gives up after CLIENT_WAIT, or when stopped
+        client, self.client = self.client, None
+        self.served = client is not None
         if client is None:
             reason = "stopped" if self.stopped() else "no client"
             self.detach(conn, b"")
@@ -104,13 +217,20 @@ class Relay:
 
     def accept(self):
         deadline = time.monotonic() + CLIENT_WAIT
-        while time.monotonic() < deadline and not self.stopped():
+        while time.monotonic() < deadline and not self.stopped() and not self.ended:
             if not select.select([self.listener], [], [], 0.2)[0]:
                 continue
             client, _ = self.listener.accept()
             uid = struct.unpack("iII", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
             if uid != os.geteuid():
                 client.close()  # another user's process in the pod's network namespace: not our client
+                continue
+            # the launcher's message: the client's command, which it execs keeping this connection
+            command = json.dumps([list(self.argv), dict(self.env)]).encode()
+            try:
+                client.sendall(b"%d\n" % len(command) + command)
+            except OSError:
+                client.close()
                 continue
             return client
         return None

@@ -95,6 +95,7 @@ class Options(TargetOptions):
     all_pods: bool = False
     stdin: bool = False
     tty: bool = False
+    client: str = None  # exec-py -it: its session's socket name (commands/session.py)
 
     def complete(self, ns, streams):
         self.verb = "exec-py"
@@ -168,19 +169,25 @@ class Options(TargetOptions):
         if self.max_output is None or self.max_output < 0:
             raise WandError("--max-output must be a number of bytes (0: no limit)", errors.USAGE)
 
+    def session_request(self):
+        """exec-py -it's request (op repl); its socket's name is made once, for the early call and the call."""
+        if self.client is None:
+            from .session import client_name
+            self.client = client_name("repl")
+        return {"op": "repl", "pid": self.known_pid(), "timeout": max(self.timeout, 10.0),
+                "code_timeout": self.timeout, "max_output": self.max_output, "client": self.client}
+
     def run_interactive(self):
         from .session import run_session
-        request = {"op": "repl", "pid": self.known_pid(), "timeout": max(self.timeout, 10.0),
-                   "code_timeout": self.timeout, "max_output": self.max_output}
-        return run_session(self, self.one_transport(), request, "exec-py -it")
+        return run_session(self, self.one_transport(), self.session_request(), "exec-py -it")
 
     def request(self, pid):
         return {"op": "exec", "pid": pid, "code": self.code, "timeout": self.timeout,
                 "max_output": self.max_output}
 
     def early_request(self):
-        if self.stdin:
-            return None if self.pid else {"op": "list", "cpu": False}
+        if self.stdin:  # the session itself, held until the pod is read (its launcher starts with it)
+            return None if self.pid else dict(self.session_request(), hold=True)
         if self.pid or self.all_pods:
             return None
         return dict(self.request(None), hold=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..flags import DURATION, Flag
 from .common import TARGET_FLAGS, TargetOptions, positive_seconds
-from .session import run_session
+from .session import client_name, run_session
 
 DESCRIPTION = ("Open pdb's prompt on the live process in this terminal (CPython 3.14's remote pdb, breakpoints in "
                "every thread); q or Ctrl-D detaches and leaves the app running with nothing of pdb in it.")
@@ -26,20 +26,23 @@ FLAGS = (
 class Options(TargetOptions):
     flags = FLAGS
     timeout: float = 10.0
+    client: str = None  # the session's socket name (commands/session.py)
 
     def complete(self, ns, streams):
         self.verb = "pdb"
         self.complete_target(ns, streams)
+        self.client = client_name("pdb")
 
     def validate(self):
         self.validate_target()
         positive_seconds(self.timeout, "--timeout")
 
     def early_request(self):
-        return None if self.pid else {"op": "list", "cpu": False}
+        # the session itself, held until the pod is read (transport/early.py; its launcher starts with it)
+        return None if self.pid else dict(self.request(), hold=True)
 
     def request(self):
-        return {"op": "pdb", "pid": self.known_pid(), "timeout": self.timeout}
+        return {"op": "pdb", "pid": self.known_pid(), "timeout": self.timeout, "client": self.client}
 
     def run(self) -> int:
         return run_session(self, self.one_transport(), self.request(), "pdb")

@@ -1,12 +1,15 @@
 """A session in this terminal with an agent op that keeps its connection to the target (pdb, exec-py -it).
 
-The agent injects the op's server and names a client command (``{"terminal": {"argv", "env"}}``, the
-target's own interpreter); the transport runs it with this terminal (``Transport.terminal``) while the agent
-relays the two (agent/pdbsession.py). When the client ends, the agent is stopped: it has the target take
+The request names the session's socket (``client``, made here); the agent listens there, says so
+(``{"terminal": ...}``), injects the op's server and relays it to the client (agent/pdbsession.py). The
+transport runs the session's launcher with this terminal (``Transport.terminal``; in a pod it was started
+with the agent's early call when the pod is named alone), which connects and becomes the client the agent
+names (the target's own interpreter). When the client ends, the agent is stopped: it has the target take
 everything back, and its result says whether the target confirmed.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 from .. import errors, report
@@ -15,6 +18,11 @@ from ..errors import WandError
 from .common import check_result
 
 SESSION_LIMIT = 7 * 24 * 3600.0  # a session lasts as long as the user wants; the agent call must not end it
+
+
+def client_name(op: str) -> str:
+    """A fresh name for a session's socket (an abstract Unix socket in the target's network namespace)."""
+    return "kubectl-wand-%s-%s" % (op, os.urandom(16).hex())
 
 
 def run_session(opts, transport, request, what) -> int:
@@ -30,11 +38,15 @@ def run_session(opts, transport, request, what) -> int:
             box["terminal"] = event["terminal"]
             ready.set()
 
+    failed = threading.Event()  # the call ended without a session: the launcher waiting for one is ended
+
     def call():
         try:
             box["result"] = transport.agent(request, timeout=SESSION_LIMIT, on_event=on_event, stop=stop)
         except BaseException as exc:  # reported in the main thread
             box["error"] = exc
+        if "error" in box or (box.get("result") or {}).get("status") != protocol.OK:
+            failed.set()
         ready.set()
 
     worker = threading.Thread(target=call, daemon=True)
@@ -44,15 +56,16 @@ def run_session(opts, transport, request, what) -> int:
             ready.wait()
         except KeyboardInterrupt:  # before the prompt: the agent drops the injection or detaches the target
             stop.set()
+            transport.drop_terminal()
             worker.join(15)
             raise
     if "terminal" in box:
-        term = box["terminal"]
         try:
-            transport.terminal(term["argv"], term["env"])
+            transport.terminal(request["client"], failed)
         finally:
             stop.set()  # the client ended (its exit, Ctrl-D, its kubectl gone): the agent detaches the target
         worker.join(60)
+    transport.drop_terminal()  # a launcher started ahead for a session that did not start: the terminal is ours
     if "error" in box:
         raise box["error"]
     result = box.get("result")

@@ -78,12 +78,18 @@ class Transport:
     def watch(self, pid: int) -> Watch:
         raise NotImplementedError
 
-    def terminal(self, argv: list, env: dict) -> int:
-        """Run ``argv`` (with exactly ``env``) beside the target, its stdin, stdout and stderr the user's
-        terminal (a TTY there when ours is one: ``kubectl exec -it``); its exit code once it ends. Ctrl-C goes
-        to it, not to us, meanwhile. ``argv`` comes from the agent here (``{"terminal": ...}``: pdb's client
-        under the target's interpreter)."""
+    def terminal(self, name: str, failed=None) -> int:
+        """Run a terminal session's launcher (transport/launcher.py) beside the target, its stdin, stdout and
+        stderr the user's terminal (a TTY there when ours is one: ``kubectl exec -it``); its exit code once it
+        ends. It connects to the agent's socket ``name`` and becomes the client the agent names (pdb's, under
+        the target's interpreter). Ctrl-C goes to it, not to us, meanwhile. A launcher started ahead with the
+        agent's early call is the one waited for. ``failed`` (a threading.Event): set when the agent's call
+        ended without a session; the launcher is then ended (launcher.end_if)."""
         raise NotImplementedError
+
+    def drop_terminal(self):
+        """End a launcher started ahead that no session will use (the agent's call failed or was dropped), so
+        the terminal is ours again before an error is printed; nothing when there is none."""
 
     def forward(self, remote_port: int, local_port=None) -> Forward:
         raise NotImplementedError

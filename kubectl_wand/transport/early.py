@@ -6,6 +6,11 @@ it. Until the CLI has read the pod, it only reads: a listing is read-only, and a
 Running, or that another container is the one to use, the call is dropped and nothing has happened. Without -c
 it goes where kubectl sends it (the default-container annotation, else the first container); ``container`` is
 filled in once the pod is known.
+
+A terminal session's request (pdb, exec-py -it: it names its ``client`` socket) also starts the session's
+launcher in the user's terminal at once (``kubectl exec -it``, transport/launcher.py): the second exec's start
+(~0.15-0.3 s) then overlaps the first's and the API read instead of following the agent's first event. Dropped
+with the call, ended gently (SIGTERM: kubectl puts the terminal back as it was).
 """
 from __future__ import annotations
 
@@ -27,9 +32,13 @@ class EarlyCall:
         self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
         args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS + [
             self.marker]
-        self.proc = spawn_agent(flags, flags.kubectl_in(namespace, *args), protocol.request(**request))
+        self.proc = spawn_agent(flags, flags.kubectl_in(namespace, *args), protocol.request(**request),
+                                short_lived=not request.get("client"))
         self.stderr = pipes.Drain(self.proc.stderr)
+        self.terminal = None
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
+        if request.get("client"):
+            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"])
 
     def answers(self, request) -> bool:
         """Whether this call is the answer to ``request``."""
@@ -42,6 +51,13 @@ class EarlyCall:
         from ..kube.resolve import annotated_container  # imported after the spawn, which it must not delay
         first = (pod["spec"].get("containers") or [{}])[0].get("name")
         self.container = self.container or annotated_container(pod) or first
+        if self.terminal is not None:
+            self.terminal.container = self.container
+
+    def take_terminal(self):
+        """The session's launcher, now the transport's to wait for or end (None: not a terminal session)."""
+        terminal, self.terminal = self.terminal, None
+        return terminal
 
     def hand_over(self):
         """The transport reads this call now and closes it: nothing is left for the exit handler."""
@@ -53,3 +69,29 @@ class EarlyCall:
         if self.proc.poll() is None:
             self.proc.kill()
         pipes.close(self.proc)
+        terminal = self.take_terminal()
+        if terminal is not None:
+            terminal.cancel()
+
+
+class EarlyTerminal:
+    """A terminal session's launcher, started with the early call (see the module's docstring)."""
+
+    def __init__(self, flags, namespace, pod, container, python, name):
+        from .launcher import terminal_launcher
+        self.container, self.python = container, python
+        self.proc = terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), pod, container,
+                                      python, name)
+        atexit.register(self.cancel)
+
+    def cancel(self):
+        """End it: SIGTERM, which kubectl handles by putting the user's terminal back; SIGKILL if it lingers."""
+        import subprocess
+        atexit.unregister(self.cancel)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

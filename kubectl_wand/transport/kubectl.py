@@ -52,8 +52,6 @@ def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     return proc
 
 
-# Run by the container's Python: replace itself with the command the agent named (argv, env as JSON).
-EXEC_LAUNCHER = "import json, os, sys; a, e = json.loads(sys.argv[1]); os.execve(a[0], a, e)"
 LAST_WORD = 5.0  # seconds an interrupted CLI waits for its agent's answer: it ends within a slot poll (0.1 s)
 # and reads the main thread's stack (measured 0.1-0.3 s in a pod)
 
@@ -149,6 +147,7 @@ class KubectlTransport(Transport):
         self.all_namespaces = all_namespaces
         self.python = None
         self.early = None
+        self.early_terminal = None  # a terminal session's launcher started with the early call (early.py)
         self.silent = []  # (container, python, marker) of candidates that never greeted: ended by the next agent
         self.use(self.candidates[0])
 
@@ -169,17 +168,26 @@ class KubectlTransport(Transport):
     def exec_container(self):
         return self.container
 
-    def terminal(self, argv: list, env: dict) -> int:
-        """``kubectl exec -it`` (``-i`` alone when our stdin is no terminal) running the container's Python,
-        which execs ``argv``: no shell or ``env`` binary is assumed in the image."""
-        import json
-        import sys
+    def terminal(self, name: str, failed=None) -> int:
+        """``kubectl exec -it`` (``-i`` alone when our stdin is no terminal) running the launcher under the
+        container's Python (no shell or ``env`` binary is assumed in the image); the one the early call
+        started with the agent's when it went to the container and Python the agent runs on."""
         from .local import wait_ignoring_sigint
-        tty = ["-t"] if sys.stdin.isatty() else []
-        launcher = [self.python or "python3", "-S", "-c", EXEC_LAUNCHER, json.dumps([list(argv), dict(env)])]
-        command = self.kubectl("exec", "-i", *tty, self.name, "-c", self.exec_container, "--", *launcher)
-        proc = self.flags.spawn(command, short_lived=False, stdin=None, stdout=None, stderr=None)
+        early, self.early_terminal = self.early_terminal, None
+        if early is not None and (early.container != self.exec_container or early.python != (self.python or
+                                                                                            early.python)):
+            early.cancel()  # python3 was not the container's Python: its launcher failed to start
+            early = None
+        from .launcher import end_if, terminal_launcher
+        proc = early.proc if early is not None else terminal_launcher(
+            self.flags, self.kubectl, self.name, self.exec_container, self.python or "python3", name)
+        end_if(proc, failed)
         return wait_ignoring_sigint(proc)
+
+    def drop_terminal(self):
+        early, self.early_terminal = self.early_terminal, None
+        if early is not None:
+            early.cancel()
 
     def pythons(self):
         """Interpreters to try in the current container, most likely first."""
@@ -219,6 +227,7 @@ class KubectlTransport(Transport):
         """Take a listing started before the pod was read, if it went to the container we would choose."""
         if early.container == self.container:
             self.early = early
+            self.early_terminal = early.take_terminal()
         else:
             early.cancel()
 

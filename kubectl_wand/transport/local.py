@@ -109,9 +109,12 @@ class LocalTransport(Transport):
             raise box["error"]
         return box["result"]
 
-    def terminal(self, argv: list, env: dict) -> int:
+    def terminal(self, name: str, failed=None) -> int:
+        import sys
         from .. import pipes
-        proc = pipes.spawn(argv, env=env, stdin=None, stdout=None, stderr=None)
+        from .launcher import end_if, launcher_args
+        proc = pipes.spawn(launcher_args(sys.executable, name), stdin=None, stdout=None, stderr=None)
+        end_if(proc, failed)
         return wait_ignoring_sigint(proc)
 
     def describe(self, pid: int) -> str:

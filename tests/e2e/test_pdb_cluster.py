@@ -117,10 +117,12 @@ def test_ctrl_c_interrupts_a_busy_loop(workloads, wand):
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
 
 
-@pytest.mark.parametrize("how", [[], ["--ephemeral"]], ids=["exec", "ephemeral"])
+@pytest.mark.parametrize("how", [[], ["--ephemeral"], ["POD"]], ids=["exec", "ephemeral", "pod-early"])
 def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
     pod = workloads.pod_names("app=pdb-http")[0]
-    session = term(workloads, "exec-py", "-it", "deploy/pdb-http", *how)
+    # pod/NAME alone: the session is the held early call and its launcher starts with it (transport/early.py)
+    target = ["pod/" + pod] if how == ["POD"] else ["deploy/pdb-http"] + how
+    session = term(workloads, "exec-py", "-it", *target)
     try:
         session.expect(r">>> ", 120)
         session.line("wand_session_x = 41")
@@ -132,9 +134,11 @@ def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
         session.expect(r"\.\.\. ")
         session.line("")
         session.expect(r"\n")
-        time.sleep(1.0)  # the input runs in the pod by now: Ctrl-C interrupts running code (not the typing)
-        session.interrupt()
+        session.interrupt()  # right after Enter: the client never loses the session (test_exec_py_it_local)
         session.expect("KeyboardInterrupt")
+        session.expect(r">>> ")
+        session.line("wand_session_x * 2")
+        session.expect(r"\n82\r?\n")
         session.expect(r">>> ")
         session.line("exit()")
         assert session.wait(60) == 0, session.seen
@@ -144,3 +148,80 @@ def test_exec_py_it_keeps_a_namespace_then_leaves_nothing(workloads, wand, how):
             "sum(1 for o in gc.get_objects() if type(o) is dict and o.get('wand_session_x') == 41))")
     done = wand("exec-py", "pod/" + pod, "--", code)
     assert done.returncode == 0 and done.stdout.strip() == "([], 0)", done.stdout + done.stderr
+
+
+def launchers_in(cluster, pod, needle="kubectl-wand-pdb-"):
+    """Command lines in the pod's container that are a session's launcher or client (our socket names)."""
+    done = cluster.kubectl("exec", pod, "--", "python3", "-c", (
+        "import os\nfor p in os.listdir('/proc'):\n  try: c = open('/proc/%s/cmdline' % p, 'rb').read()\n"
+        "  except OSError: continue\n  if b'" + needle + "' in c and b'listdir' not in c: print(p)"))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_a_refused_session_on_a_pod_gives_the_terminal_back(workloads, wand):
+    """pod/NAME alone: the launcher started with the early call. A second pdb is refused (one line, exit 5):
+    its launcher is ended and the terminal is ours again (the refusal is readable, on a line of its own); the
+    first session goes on, and quitting it leaves nothing."""
+    pod = workloads.pod_names("app=pdb-busy")[0]
+    first = term(workloads, "pdb", "pod/" + pod)
+    try:
+        first.expect(PROMPT, 120)
+        first.line("c")  # the app runs on (its main thread takes the second injection), still attached
+        first.expect(r"\bc\r?\n")
+        second = term(workloads, "pdb", "pod/" + pod, "--timeout", "30")
+        try:
+            assert second.wait(120) == 5, second.seen
+            assert "another pdb is already attached" in second.seen, second.seen
+        finally:
+            second.close()
+        first.interrupt()
+        first.expect(PROMPT)
+        first.line("p counter > 0")
+        first.expect("True")
+        first.expect(PROMPT)
+        first.line("q")
+        assert first.wait(60) == 0, first.seen
+    finally:
+        first.close()
+    # The second session's launcher: connected and ended, ended by the agent, or (started after the agent
+    # had ended it all) gone once its own wait for the socket ends (launcher.WAIT): never for good.
+    from kubectl_wand.transport.launcher import WAIT
+    deadline = time.monotonic() + WAIT + 15
+    while launchers_in(workloads, pod):
+        assert time.monotonic() < deadline, "a launcher stays in the pod"
+        time.sleep(1.0)
+
+
+def test_a_session_that_does_not_start_ends_its_launcher_in_the_pod(workloads):
+    """A `kubectl exec -it`'s process outlives its kubectl: a launcher that never connected went on polling for
+    its socket for a minute after the CLI ended its kubectl. The agent of a session that does not start ends
+    the session's launchers in the container (here: no such process)."""
+    import subprocess
+    from kubectl_wand.kube import api, config
+    from kubectl_wand.transport.kubectl import KubectlTransport
+    pod = workloads.pod_names("app=pdb-busy")[0]
+    name = "kubectl-wand-pdb-" + os.urandom(16).hex()
+    ns = workloads.namespace
+    stray = subprocess.Popen(["kubectl", "-n", ns, "exec", pod, "--", "python3", "-c", "import time; time.sleep(120)",
+                              name], env=workloads.env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not launchers_in(workloads, pod, name):
+            assert time.monotonic() < deadline and stray.poll() is None, "the stand-in launcher never started"
+            time.sleep(0.5)
+        stray.kill()  # its kubectl gone, as the CLI ends it: the process in the container stays
+        stray.wait(10)
+        assert launchers_in(workloads, pod, name)
+        flags = config.KubeFlags({"kubeconfig": workloads.kubeconfig}, namespace=ns)
+        transport = KubectlTransport(flags, api.get(flags, "/api/v1/namespaces/%s/pods/%s" % (ns, pod)), ["app"])
+        result = transport.agent({"op": "pdb", "pid": 999999, "timeout": 5.0, "client": name}, timeout=60)
+        assert result["status"] == "error" and result["kind"] == "not-found", result
+        deadline = time.monotonic() + 30
+        while launchers_in(workloads, pod, name):
+            assert time.monotonic() < deadline, "the launcher is still in the pod"
+            time.sleep(0.5)
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait(10)

@@ -1,7 +1,8 @@
 """Runs BESIDE the target under its own interpreter, in the user's terminal, for ``pdb``: CPython's own remote
 pdb client (pdb._PdbClient, as ``python -m pdb -p`` runs it), connected to the agent's relay.
 
-Started as ``python -I -S -c SOURCE NAME`` (NAME: the agent's abstract Unix socket). The same interpreter as
+Started as ``python -I -S -c SOURCE NAME PID [FD]`` (NAME: the agent's abstract Unix socket; FD: that
+connection, already made by the launcher that execs this, transport/launcher.py). The same interpreter as
 the target's, so the pdb protocol's version matches by construction. One change: Ctrl-C while the app runs
 asks the server (``{"wand": "interrupt"}``) instead of sending SIGINT to the process (see pdbserver.py).
 Exits 0 when the session ends (q, Ctrl-D, the connection closed); 2 when the relay cannot be reached.
@@ -36,7 +37,7 @@ def safe(text):
     return "".join(out)
 
 
-def main(name):
+def main(name, fd=None):
     import pdb
 
     class Client(pdb._PdbClient):
@@ -51,11 +52,8 @@ def main(name):
             except OSError:
                 self.write_failed = True
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(10.0)
-        sock.connect("\0" + name)
-        sock.settimeout(None)
+        sock = connect(name, fd)
     except OSError as exc:
         sys.stderr.write("error: cannot reach kubectl wand's pdb relay: %s\n" % exc)
         return 2
@@ -68,5 +66,16 @@ def main(name):
     return 0
 
 
+def connect(name, fd=None):
+    """The connection to the agent's relay: the launcher's (FD), else made here."""
+    if fd is not None:
+        return socket.socket(fileno=int(fd))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10.0)
+    sock.connect("\0" + name)
+    sock.settimeout(None)
+    return sock
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], *sys.argv[3:4]))

@@ -14,8 +14,9 @@ What it changes from ``python -m pdb -p`` (all measured against 3.14's Lib/pdb.p
   process and needs pdb's SIGINT handler in place (only set by ``continue`` on the main thread): otherwise the
   app's own handler runs, and a web server's default one is KeyboardInterrupt, which stops it. nosigint: pdb
   never touches the app's signal handlers.
-- the session never stops inside kubectl-wand's own code (this namespace, the bootstrap): the first stop is
-  the app's own frame where the main thread was when it took the injection.
+- the session never stops inside kubectl-wand's own code (this namespace, the bootstrap, nor another
+  injection's running meanwhile): the first stop is the app's own frame where the main thread was when it took
+  the injection.
 - however it ends (``q``, Ctrl-D, ``{"wand": "detach"}`` from the agent, the connection lost) everything is
   taken back before the connection closes: breakpoints (bdb.Breakpoint's class-wide lists too), the trace
   function of every thread and of new threads, the frames' f_trace, pdb's "attached" instance; the relay
@@ -151,8 +152,18 @@ class Session:
         frame = sys._current_frames().get(self.main)
         if frame is None:
             return
+        # set_trace stops at the frame's next instruction, whatever stop_here says: when the main thread runs
+        # another injection of ours (a colleague's exec-py, a refused second pdb's bootstrap) the frame is the
+        # app's one below it, where the thread goes back once that returns.
+        below = frame
+        while frame is not None:
+            if id(frame.f_globals) in self.ours or "wand_main" in frame.f_globals:
+                below = frame.f_back
+            frame = frame.f_back
+        if below is None:
+            return
         server.wand_stepping = self.main
-        server.set_trace(frame=frame)
+        server.set_trace(frame=below)
 
     def close(self, reason):
         """Take everything back (see the module docstring); the connection closes last. Runs once."""
@@ -255,8 +266,12 @@ def make_server(pdb, session, sockfile):
             return super().break_here(frame)
 
         def wand_ours(self, frame):
+            # This session's own frames, and any other kubectl-wand injection's (its bootstrap's globals hold
+            # wand_main; its op's code runs above that frame): Ctrl-C while the main thread ran a colleague's
+            # exec-py, or a refused second pdb's bootstrap, stopped in there ("<wand>(1)", "<string>(123)send").
             while frame is not None:
-                if id(frame.f_globals) in session.ours:
+                g = frame.f_globals
+                if id(g) in session.ours or "wand_main" in g:
                     return True
                 frame = frame.f_back
             return False

@@ -3,7 +3,8 @@ own interactive console (code.InteractiveConsole: ``>>> `` and ``... ``, multi-l
 target's own compiler version, readline's line editing and history), each complete input sent to
 replserver.py in the target through the agent's relay, its answer printed as exec-py prints it.
 
-Started as ``python -I -S -c SOURCE NAME PID`` (NAME: the agent's abstract Unix socket). Ctrl-C while typing
+Started as ``python -I -S -c SOURCE NAME PID [FD]`` (NAME: the agent's abstract Unix socket; FD: that
+connection, already made by the launcher that execs this, transport/launcher.py). Ctrl-C while typing
 cancels the input; while an input runs it asks the target to interrupt it (``{"interrupt": true}``).
 Ctrl-D, ``exit()`` or ``quit()`` leave. What the code wrote is printed as it is (exec-py's rule: it is the
 user's program's output); the value's repr and the traceback are escaped (``safe``). Exits 0; 2 when the relay cannot be reached. Standard library only.
@@ -40,17 +41,52 @@ def safe(text):
     return "".join(out)
 
 
-def main(name, pid):
-    import code
-    import signal
-    # Ctrl-C is ours to handle (the CLI may have started us with SIGINT ignored, as it starts every child)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+class Interrupts:
+    """Ctrl-C, in two phases. At the prompt it is KeyboardInterrupt (the console cancels the input). Once an
+    input is being sent it must never be: raised between the send and the wait (or between a recv and the use
+    of its data) it left the input running in the target while the console showed a new prompt ("the previous
+    input is still running", or a result lost and no answer at all). Then the handler only notes it, the
+    signal's byte on a wakeup pipe wakes the select() that waits for the result (even when it came just before
+    select was entered), and the wait sends ``{"interrupt": true}`` itself."""
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self):
+        import os
+        import signal
+        self.deferred = self.pending = False
+        self.wake, writer = os.pipe()
+        os.set_blocking(self.wake, False)
+        os.set_blocking(writer, False)  # a full pipe drops the byte; the pending flag is what counts
+        signal.set_wakeup_fd(writer)
+        # Ctrl-C is ours to handle (the CLI may have started us with SIGINT ignored, as it starts every child)
+        signal.signal(signal.SIGINT, self.handler)
+
+    def handler(self, signum, frame):
+        if self.deferred:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def drain(self):
+        import os
+        try:
+            while os.read(self.wake, 512):
+                pass
+        except OSError:
+            pass
+
+
+def main(name, pid, fd=None):
+    import code
+    interrupts = Interrupts()
+
     try:
-        sock.settimeout(10.0)
-        sock.connect("\0" + name)
-        sock.settimeout(None)
+        if fd is not None:
+            sock = socket.socket(fileno=int(fd))
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10.0)
+            sock.connect("\0" + name)
+            sock.settimeout(None)
     except OSError as exc:
         sys.stderr.write("error: cannot reach kubectl wand's session relay: %s\n" % exc)
         return 2
@@ -60,7 +96,7 @@ def main(name, pid):
         pass
     reader = Reader(sock)
     try:
-        started = reader.next()  # the relay's first word: the session runs (nothing: it did not start)
+        started = reader.wait()  # the relay's first word: the session runs (nothing: it did not start)
     except OSError:
         started = None
     if started is None:
@@ -81,18 +117,32 @@ def main(name, pid):
             return False
 
         def remote(self, source):
-            sock.sendall(json.dumps({"run": source}).encode() + b"\n")
-            while True:
-                try:
-                    message = reader.next()
-                except KeyboardInterrupt:
-                    sock.sendall(b'{"interrupt": true}\n')
-                    continue
-                if message is None:
-                    raise SystemExit(0)  # the session ended (the target or the connection)
-                if "result" in message:
-                    show(message["result"])
-                    return
+            import select
+            interrupts.pending = False
+            interrupts.deferred = True  # from here every Ctrl-C is an interrupt of this input, sent below
+            try:
+                sock.sendall(json.dumps({"run": source}).encode() + b"\n")
+                while True:
+                    if interrupts.pending:
+                        interrupts.pending = False
+                        sock.sendall(b'{"interrupt": true}\n')
+                    message = reader.ready()
+                    if message is False:
+                        ready = select.select([sock, interrupts.wake], [], [])[0]
+                        if interrupts.wake in ready:
+                            interrupts.drain()
+                        if sock not in ready:
+                            continue
+                        message = reader.next()  # sock is readable: recv does not block
+                        if message is False:
+                            continue
+                    if message is None:
+                        raise SystemExit(0)  # the session ended (the target or the connection)
+                    if "result" in message:
+                        show(message["result"])
+                        return
+            finally:
+                interrupts.deferred = False
 
     banner = ("Python %s inside process %s (kubectl wand exec-py -it): each input runs in the live process, in "
               "a namespace kept for this session that starts with the app's __main__ names.\nCtrl-C interrupts, "
@@ -110,14 +160,28 @@ class Reader:
     def __init__(self, sock):
         self.sock, self.pending = sock, b""
 
+    def ready(self):
+        """The next message if a whole line is already here, else False."""
+        if b"\n" not in self.pending:
+            return False
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
     def next(self):
-        while b"\n" not in self.pending:
+        """The next message (None at the end); after one recv that brought no whole line, False."""
+        if b"\n" not in self.pending:
             data = self.sock.recv(65536)
             if not data:
                 return None
             self.pending += data
-        line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
+        return self.ready()
+
+    def wait(self):
+        """The next message, however many reads it takes (None at the end)."""
+        message = False
+        while message is False:
+            message = self.next()
+        return message
 
 
 def show(result):
@@ -149,4 +213,4 @@ def show(result):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], *sys.argv[3:4]))

@@ -1,0 +1,136 @@
+"""transport/launcher.py, the command a terminal session (pdb, exec-py -it) starts in the user's terminal before
+the agent names the client: real processes, a real abstract Unix socket. It execs what a peer of its own uid
+sends, keeping the connection (nothing after the message is lost); it obeys no other uid; a session that does
+not start ends it quietly."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from kubectl_wand.transport.launcher import launcher_args
+
+CLIENT = ("import socket, sys; s = socket.socket(fileno=int(sys.argv[2])); data = b''\n"
+          "while not data.endswith(b'!'): data += s.recv(100)\n"
+          "s.sendall(b'client got ' + data); print(sys.argv[1], data.decode())")
+
+
+def name():
+    return "kubectl-wand-pdb-" + os.urandom(16).hex()
+
+
+def listen(session):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + session)
+    listener.listen(1)
+    listener.settimeout(30)
+    return listener
+
+
+def launch(session):
+    return subprocess.Popen(launcher_args(sys.executable, session), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_it_execs_the_client_a_peer_of_its_uid_sends_and_keeps_the_connection():
+    session = name()
+    proc = launch(session)  # before anyone listens: it retries until the agent does
+    listener = listen(session)
+    try:
+        conn, _ = listener.accept()
+        command = json.dumps([[sys.executable, "-I", "-S", "-c", CLIENT, "ARG"], {"PATH": "/usr/bin"}]).encode()
+        # the message and the client's first bytes in one write: none of these is the launcher's to read
+        conn.sendall(b"%d\n" % len(command) + command + b"pdb's first prompt!")
+        conn.settimeout(30)
+        got = b""
+        while not got.endswith(b"!"):
+            got += conn.recv(100)
+        assert got == b"client got pdb's first prompt!"
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out.decode().split() == ["ARG", "pdb's", "first", "prompt!"]
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("accepted", [True, False], ids=["closed", "never-accepted"])
+def test_a_session_that_does_not_start_ends_it_quietly(accepted):
+    """The injection failed: the agent closes its end (EOF), or its listener with the launcher's connection
+    still in the backlog (ECONNRESET): no traceback on the user's terminal, exit 0."""
+    import select
+    session = name()
+    listener = listen(session)
+    proc = launch(session)
+    try:
+        assert select.select([listener], [], [], 30)[0]  # the launcher's connection waits in the backlog
+        if accepted:
+            listener.accept()[0].close()
+        listener.close()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and out == b"" and err == b"", (proc.returncode, out, err)
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK),
+                    reason="needs root and /usr/bin/python3 to run the squatter as another uid")
+def test_it_obeys_no_peer_of_another_uid(tmp_path):
+    """Another user's process that bound the session's name first is never obeyed: no exec."""
+    session = name()
+    marker = tmp_path / "ran"
+    command = json.dumps([[sys.executable, "-c", "open(%r, 'w').write('x')" % str(marker)], {}]).encode()
+    squatter = subprocess.Popen(["/usr/bin/python3", "-I", "-S", "-c", (
+        "import socket, sys; l = socket.socket(socket.AF_UNIX); l.bind('\\0' + sys.argv[1]); l.listen(1); "
+        "print('ready', flush=True); c, _ = l.accept(); c.sendall(sys.argv[2].encode()); c.recv(1)"),
+        session, (b"%d\n" % len(command) + command).decode()], user=65534, stdout=subprocess.PIPE)
+    try:
+        assert squatter.stdout.readline() == b"ready\n"
+        proc = launch(session)
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 2 and not marker.exists(), err
+    finally:
+        squatter.kill()
+        squatter.wait()
+        squatter.stdout.close()
+
+
+def test_a_launcher_waiting_for_a_session_that_failed_is_ended():
+    """The agent's call ended without a session before the launcher connected: it would poll for its socket for
+    a minute (launcher.WAIT) while the user waits; end_if ends it once told."""
+    import threading
+    import time
+    from kubectl_wand.transport.launcher import WAIT, end_if
+    proc = launch(name())  # nobody will ever listen
+    failed = threading.Event()
+    end_if(proc, failed)
+    started = time.monotonic()
+    failed.set()
+    proc.communicate(timeout=WAIT / 2)
+    assert time.monotonic() - started < WAIT / 2 and proc.returncode is not None
+
+
+def test_a_launcher_that_starts_after_a_held_session_failed_ends_at_once():
+    """A pod named alone: the launcher starts with the agent and may come after the session failed (seen on a
+    loaded node). The agent keeps the socket a while (pdbsession.linger): the launcher connects, finds it
+    closed and ends at once instead of polling for launcher.WAIT seconds in the container."""
+    import time
+    from kubectl_wand.agent import pdbsession
+    from kubectl_wand.agent.protocol import AgentError
+    from kubectl_wand.transport.launcher import WAIT
+    session = name()
+    with pytest.raises(AgentError):  # no such process: the session fails before it listens
+        pdbsession.run_session({"pid": 999999, "client": session, "hold": True}, {"op": "pdb"}, None, None)
+    started = time.monotonic()
+    proc = launch(session)
+    out, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0 and err == b"", (proc.returncode, err)
+    assert time.monotonic() - started < WAIT / 2

@@ -59,9 +59,10 @@ def run_session(opts, transport, request, what) -> int:
             transport.drop_terminal()
             worker.join(15)
             raise
+    client = errors.OK
     if "terminal" in box:
         try:
-            transport.terminal(request["client"], failed)
+            client = transport.terminal(request["client"], failed)
         finally:
             stop.set()  # the client ended (its exit, Ctrl-D, its kubectl gone): the agent detaches the target
         worker.join(60)
@@ -76,6 +77,8 @@ def run_session(opts, transport, request, what) -> int:
         report.timed_out(result, err)
         return errors.TIMEOUT
     check_result(result, transport)
+    if client == errors.PROTOCOL:  # the client said which message of the target's broke the protocol
+        return errors.PROTOCOL
     if not result.get("detached"):
         err.write("warning: the target did not confirm that %s detached (%s)\n" % (what, result.get("reason")))
         return errors.ENVIRONMENT

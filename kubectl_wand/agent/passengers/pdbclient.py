@@ -42,9 +42,16 @@ def main(name, fd=None):
 
     class Client(pdb._PdbClient):
         def process_payload(self, payload):
-            if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-                payload = dict(payload, message=safe(payload["message"]))
+            # every text pdb's client shows: the message, the prompt (input() writes it raw), the help topic
+            if isinstance(payload, dict):
+                payload = {key: safe(value) if isinstance(value, str) else value
+                           for key, value in payload.items()}
             return super().process_payload(payload)
+
+        def complete(self, text, state):
+            # the server's completions: readline lists them raw and puts them in the line
+            match = super().complete(text, state)
+            return safe(match) if isinstance(match, str) else None
 
         def send_interrupt(self):
             try:

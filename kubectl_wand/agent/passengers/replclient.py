@@ -97,7 +97,7 @@ def main(name, pid, fd=None):
     reader = Reader(sock)
     try:
         started = reader.wait()  # the relay's first word: the session runs (nothing: it did not start)
-    except OSError:
+    except (OSError, OutOfProtocol):
         started = None
     if started is None:
         sock.close()
@@ -151,9 +151,31 @@ def main(name, pid, fd=None):
         Console().interact(banner=banner, exitmsg="")
     except SystemExit:
         pass
+    except OutOfProtocol as exc:  # the target's own code answered: one line, exit 6 (errors.PROTOCOL)
+        sys.stderr.write("error: process %s answered exec-py -it out of protocol (%s); the session ended (what "
+                         "runs in the app answers kubectl wand's socket: docs/security.md)\n" % (pid, exc))
+        return 6
     finally:
         sock.close()
     return 0
+
+
+class OutOfProtocol(Exception):
+    """What the target sent is not replserver.py's: it is untrusted, never shown or used."""
+
+
+def checked(message):
+    """A message (a JSON line) as replserver.py sends it: an object; a result an object of text fields."""
+    if not isinstance(message, dict):
+        raise OutOfProtocol("a JSON %s where an object belongs" % type(message).__name__)
+    result = message.get("result")
+    if result is not None:
+        if not isinstance(result, dict):
+            raise OutOfProtocol("a result that is a JSON %s" % type(result).__name__)
+        for key in ("status", "stdout", "stderr", "stdout_bytes", "stderr_bytes", "value", "traceback", "error"):
+            if not isinstance(result.get(key), (str, type(None))):
+                raise OutOfProtocol("a result whose %s is a JSON %s" % (key, type(result[key]).__name__))
+    return message
 
 
 class Reader:
@@ -165,7 +187,10 @@ class Reader:
         if b"\n" not in self.pending:
             return False
         line, self.pending = self.pending.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return checked(json.loads(line))
+        except ValueError:
+            raise OutOfProtocol("a line that is no JSON") from None
 
     def next(self):
         """The next message (None at the end); after one recv that brought no whole line, False."""
@@ -184,15 +209,22 @@ class Reader:
         return message
 
 
+def unbase64(text):
+    import base64
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise OutOfProtocol("output bytes that are no base64") from None
+
+
 def show(result):
     """As exec-py prints a result: the code's stdout, the value's repr, its stderr, the traceback."""
-    import base64
     out = sys.stdout
     if result.get("stdout"):
         out.write(result["stdout"])
     if result.get("stdout_bytes"):
         out.flush()
-        sys.stdout.buffer.write(base64.b64decode(result["stdout_bytes"]))
+        sys.stdout.buffer.write(unbase64(result["stdout_bytes"]))
     if result.get("value") is not None:
         out.write(safe(result["value"]) + "\n")
     out.flush()
@@ -201,7 +233,7 @@ def show(result):
         err.write(result["stderr"])
     if result.get("stderr_bytes"):
         err.flush()
-        sys.stderr.buffer.write(base64.b64decode(result["stderr_bytes"]))
+        sys.stderr.buffer.write(unbase64(result["stderr_bytes"]))
     if result.get("truncated"):
         err.write("warning: output cut (--max-output)\n")
     status = result.get("status")

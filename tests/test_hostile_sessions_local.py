@@ -1,0 +1,61 @@
+"""The terminal sessions (`pdb`, `exec-py -it`) against targets whose own code answers them with terminal
+controls: through a real pseudo-terminal, against real CPython 3.14 processes, nothing the target chose reaches
+the user's terminal raw, and the target goes on unchanged."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from procs import REPO
+from ptyterm import Term
+
+pytestmark = pytest.mark.py314
+
+# what apps/hostile_pdb.py plants: OSC 52 (the user's clipboard), an SGR colour, a bidi override
+PLANTED = ("\x1b]52", "\x1b[31mPLANTED", "\u202e")
+
+
+def wand_term(*args):
+    return Term([sys.executable, "-m", "kubectl_wand"] + [str(a) for a in args],
+                env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+
+
+def test_pdb_shows_a_hostile_servers_prompt_help_and_completions_escaped(spawn):
+    target = spawn("hostile_pdb.py")
+    term = wand_term("pdb", "pid/%d" % target.pid)
+    try:
+        term.expect(r"PLANTED.*\(Pdb\) ")
+        term.line("help nosuchtopic")       # pdb's server answers {"help": ARG}; the client prints ARG
+        term.expect(r"PLANTED.*\(Pdb\) ")
+        term.send("p ti\t\t")                # completions: readline lists them and inserts the common prefix
+        term.expect(r"PLANTED")
+        term.send("\x15")                    # Ctrl-U: drop the line
+        term.line("q")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    raw = [p for p in PLANTED if p in term.seen]
+    assert raw == [], "raw on the terminal: %r\n%r" % (raw, term.seen[-2000:])
+    assert target.alive()
+
+
+@pytest.mark.parametrize("shape", ["notjson", "types", "list"])
+def test_exec_py_it_answered_out_of_protocol_ends_with_one_line(spawn, wand, shape):
+    target = spawn("hostile_repl.py", shape)
+    term = wand_term("exec-py", "-it", "pid/%d" % target.pid)
+    try:
+        term.expect(r">>> ")
+        term.line("1 + 1")
+        code = term.wait(60)
+    finally:
+        term.close()
+    after = term.seen[term.pos:]
+    assert "Traceback" not in after and "\x1b]52" not in term.seen, after
+    assert after.count("error:") == 1 and "out of protocol" in after, after
+    assert code == 6, (code, after)  # errors.PROTOCOL
+    assert target.alive()
+    done = wand("exec-py", "pid/%d" % target.pid, "--",
+                "import threading; print(sorted(t.name for t in threading.enumerate()))")
+    assert done.returncode == 0 and "MainThread" in done.stdout and "wand" not in done.stdout, done

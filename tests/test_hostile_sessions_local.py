@@ -41,6 +41,22 @@ def test_pdb_shows_a_hostile_servers_prompt_help_and_completions_escaped(spawn):
     assert target.alive()
 
 
+def test_pdb_answered_out_of_protocol_ends_with_one_line_and_detaches(spawn, wand):
+    target = spawn("hostile_pdb.py", "unknown")
+    term = wand_term("pdb", "pid/%d" % target.pid)
+    try:
+        code = term.wait(60)
+    finally:
+        term.close()
+    assert "Traceback" not in term.seen and "\x1b]52" not in term.seen, term.seen
+    assert term.seen.count("error:") == 1 and "out of protocol" in term.seen, term.seen
+    assert code == 6, (code, term.seen)  # errors.PROTOCOL
+    assert target.alive()
+    done = wand("exec-py", "pid/%d" % target.pid, "--", "import sys, threading, pdb; print("
+                "[t.name for t in threading.enumerate()], threading.gettrace(), pdb.Pdb._last_pdb_instance)")
+    assert done.returncode == 0 and "wand" not in done.stdout and done.stdout.endswith("None None\n"), done
+
+
 @pytest.mark.parametrize("shape", ["notjson", "types", "list"])
 def test_exec_py_it_answered_out_of_protocol_ends_with_one_line(spawn, wand, shape):
     target = spawn("hostile_repl.py", shape)

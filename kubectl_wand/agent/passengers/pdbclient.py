@@ -37,7 +37,7 @@ def safe(text):
     return "".join(out)
 
 
-def main(name, fd=None):
+def main(name, pid, fd=None):
     import pdb
 
     class Client(pdb._PdbClient):
@@ -68,6 +68,11 @@ def main(name, fd=None):
         Client(0, sock, None).cmdloop()
     except (KeyboardInterrupt, EOFError, OSError):
         pass  # the session ended (the relay closed: an injection that failed says why on the CLI's side)
+    except RuntimeError:  # pdb's client met a message it does not know: the target's own code answered
+        sys.stderr.write("error: process %s answered pdb out of protocol (a message pdb's client does not "
+                         "know); the session ended (what runs in the app answers kubectl wand's socket: "
+                         "docs/security.md)\n" % pid)
+        return 6  # errors.PROTOCOL
     finally:
         sock.close()
     return 0
@@ -85,4 +90,4 @@ def connect(name, fd=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], *sys.argv[3:4]))
+    sys.exit(main(sys.argv[1], sys.argv[2], *sys.argv[3:4]))

@@ -74,7 +74,7 @@ def resolve(pid: int):
     try:
         return proc, runtime_mod.TargetRuntime(proc), info
     except runtime_mod.RuntimeProblem as exc:
-        raise AgentError("runtime", str(exc))
+        raise AgentError(exc.kind, str(exc))
 
 
 def targets(pid):

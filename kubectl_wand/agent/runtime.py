@@ -41,6 +41,12 @@ LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib/aarch64-lin
 
 class RuntimeProblem(Exception):
     """The target's interpreter cannot be run from here; the message says why and what to do."""
+    kind = "runtime"
+
+
+class Untrusted(RuntimeProblem):
+    """Running the target's interpreter from here would run what another uid can change (see ``foreign``)."""
+    kind = "refused"
 
 
 class TargetRuntime:
@@ -52,6 +58,33 @@ class TargetRuntime:
         self.same_pidns = procfs.same_file("/proc/%d/ns/pid" % pid, "/proc/self/ns/pid")
         self.chroot_ok = (lent is not None and not self.same_root and not self.same_mntns and
                           lent.can_chroot(pid, self.same_pidns))
+        if not self.same_interpreter():
+            self.check_owners()
+
+    def check_owners(self):
+        """Refuse (Untrusted) an interpreter that a uid other than root and ours could change. The injector and
+        the stack reader run the target's binary, with the standard library beside it, as whoever runs kubectl
+        wand, often root; an interpreter a user installed for themselves (pyenv, uv, conda under a home; a
+        rootless container's files) is theirs to change, and its ``encodings`` package runs at every start:
+        seen, a root `stack pid/N` beside uid 1000's pyenv-like Python appended to a root-owned file."""
+        exe = self.proc.in_target_view(self.proc.exe or "").replace(" (deleted)", "")
+        if not exe.startswith("/"):
+            return  # no binary to run: command() says why
+        found = foreign(self.root_dir, exe)
+        lib = os.path.dirname(os.path.dirname(exe)) + "/lib"
+        try:
+            names = sorted(n for n in os.listdir(self.root_dir.rstrip("/") + lib)
+                           if n.startswith(("python3", "libpython3")))
+        except OSError:
+            names = []
+        for name in names:
+            found = found or foreign(self.root_dir, lib + "/" + name, entries=name.startswith("python3"))
+        if found:
+            path, uid = found
+            raise Untrusted("process %d's interpreter %s runs from %s, which uid %d can change: running it as uid "
+                            "%d would run that user's code; run kubectl wand as uid %d (the target's owner: "
+                            "sudo -u '#%d')" % (self.proc.pid, exe, path, uid, os.geteuid(), self.proc.euid,
+                                                self.proc.euid))
 
     def same_interpreter(self) -> bool:
         """Whether this very interpreter is the target's: the same CPython binary, in the same root. In a pod,
@@ -164,6 +197,63 @@ class TargetRuntime:
             for stream in (child.stdin, child.stdout, child.stderr):
                 stream.close()
         return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
+def foreign(root, path, entries=False):
+    """(the first file or directory on the way to ``path`` that a uid other than root and ours could change,
+    that uid), or None. ``path`` is in the target's view, reached under ``root``; symlinks are followed inside
+    that root (a link's own owner does not matter: changing it needs its directory). ``entries``: a
+    directory's entries too (the standard library's modules). What does not exist is not run: None."""
+    import stat
+    ours = (0, os.geteuid())
+
+    def changeable(st):
+        if stat.S_ISLNK(st.st_mode):
+            return False
+        if st.st_uid not in ours:
+            return True
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+            return False  # /tmp-like: the entries of others are checked on their own
+        return bool(st.st_mode & stat.S_IWOTH or st.st_mode & stat.S_IWGRP and st.st_gid not in (0, os.getegid()))
+
+    base = root.rstrip("/")
+    parts, done, hops = [p for p in path.split("/") if p], [], 40
+    try:
+        st = os.stat(root)
+        if changeable(st):
+            return "/", st.st_uid
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                done = done[:-1]
+                continue
+            here = "/" + "/".join(done + [part])
+            st = os.lstat(base + here)
+            if changeable(st):
+                return here, st.st_uid
+            if stat.S_ISLNK(st.st_mode):
+                hops -= 1
+                link = os.readlink(base + here)
+                if hops < 0:
+                    return here, st.st_uid
+                parts = [p for p in link.split("/") if p] + parts
+                if link.startswith("/"):
+                    done = []
+                continue
+            done.append(part)
+        if entries:
+            where = "/" + "/".join(done)
+            for name in sorted(os.listdir(base + where)):
+                st = os.lstat(base + where + "/" + name)
+                found = (where + "/" + name, st.st_uid) if changeable(st) else \
+                    foreign(root, where + "/" + name) if stat.S_ISLNK(st.st_mode) else None
+                if found:
+                    return found
+    except OSError:
+        return None
+    return None
 
 
 class TimedOut(Exception):

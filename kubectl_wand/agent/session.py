@@ -74,7 +74,7 @@ def target(pid: int):
     try:
         return proc, runtime_mod.TargetRuntime(proc)
     except runtime_mod.RuntimeProblem as exc:
-        raise AgentError("runtime", str(exc))
+        raise AgentError(exc.kind, str(exc))
 
 
 def main_thread_stack(rt) -> list:

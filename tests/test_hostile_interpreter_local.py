@@ -1,0 +1,77 @@
+"""A target whose interpreter another uid can change: the injector, the stack reader and pdb's client run the
+target's own binary and its standard library beside it, as whoever runs kubectl wand (often root). A Python a
+user installed for themselves (pyenv, uv, conda under a home) is theirs: its ``encodings`` runs at every start.
+Real CPython 3.14, run by uid 1000 from a copy it owns, whose encodings package records any start as root."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from leftovers import private_dirs
+
+pytestmark = pytest.mark.py314
+
+# appended to the user's own encodings/__init__.py: what a user may put in their interpreter
+PLANT = '''
+import os as _os
+if _os.geteuid() == 0:
+    for _where in ("/tmp/%(mark)s", "/proc/self/root/tmp/%(mark)s"):
+        try:
+            _os.close(_os.open(_where, _os.O_WRONLY | _os.O_CREAT, 0o644))
+        except OSError:
+            pass
+'''
+
+
+@pytest.fixture
+def user_python(py314):
+    """(the interpreter's path in the target's view, the marker file's name): a copy of the 3.14 binary and
+    its encodings package in a directory of uid 1000, the rest of the standard library linked (relative links,
+    the same in the target's root and through /proc/PID/root)."""
+    if os.geteuid() != 0 or not py314.root:
+        pytest.skip("needs root and the py314 root filesystem (a target of uid 1000 in a chroot)")
+    inside = "/tmp/wand-rt-userpy-%d" % os.getpid()
+    mark = "wand-rt-ran-as-root-%d" % os.getpid()
+    prefix = py314.host(inside)
+    stdlib = py314.host("/usr/lib/python3.14")
+    os.makedirs(prefix + "/bin")
+    os.makedirs(prefix + "/lib/python3.14")
+    try:
+        shutil.copy2(py314.host("/usr/bin/python3.14"), prefix + "/bin/python3.14")
+        for name in os.listdir(stdlib):
+            if name != "encodings":
+                os.symlink("../../../../usr/lib/python3.14/" + name, prefix + "/lib/python3.14/" + name)
+        shutil.copytree(stdlib + "/encodings", prefix + "/lib/python3.14/encodings")
+        with open(prefix + "/lib/python3.14/encodings/__init__.py", "a") as f:
+            f.write(PLANT % {"mark": mark})
+        for top, dirs, files in os.walk(prefix):
+            for name in [top] + [os.path.join(top, n) for n in dirs + files]:
+                os.lchown(name, 1000, 1000)
+        yield inside + "/bin/python3.14", mark
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+        for where in ("/tmp/" + mark, py314.host("/tmp/" + mark)):
+            if os.path.exists(where):
+                os.unlink(where)
+
+
+def test_root_never_runs_an_interpreter_its_user_can_change(spawn, wand, py314, user_python):
+    exe, mark = user_python
+    target = spawn("sleeper.py", argv=py314.argv([py314.app("sleeper.py")], user=1000)[:-2] +
+                   [exe, py314.app("sleeper.py")])
+    for verb in (["stack"], ["exec-py"], ["check"]):
+        args = verb + ["pid/%d" % target.pid] + (["--", "1 + 1"] if verb == ["exec-py"] else [])
+        done = wand(*args)
+        if verb == ["check"]:
+            assert done.returncode == 1 and "which uid 1000 can change" in done.stdout, done
+            continue
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 4, done  # errors.NOT_ATTACHABLE: refused
+        assert len(lines) == 1 and "which uid 1000 can change" in lines[0] and "run kubectl wand as uid 1000" \
+            in lines[0], done.stderr
+    for where in ("/tmp/" + mark, py314.host("/tmp/" + mark)):
+        assert not os.path.exists(where), "the user's code ran as root: %s" % where
+    assert target.alive()
+    assert private_dirs(py314, target.pid) == []

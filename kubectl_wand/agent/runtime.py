@@ -72,19 +72,21 @@ class TargetRuntime:
             return  # no binary to run: command() says why
         found = foreign(self.root_dir, exe)
         lib = os.path.dirname(os.path.dirname(exe)) + "/lib"
+        import re
+        version = re.match(r"python(3\.\d+)", os.path.basename(exe))  # else every python3* there
+        wanted = re.compile(r"(lib)?python%s(\D|$)" % (re.escape(version.group(1)) if version else "3"))
         try:
-            names = sorted(n for n in os.listdir(self.root_dir.rstrip("/") + lib)
-                           if n.startswith(("python3", "libpython3")))
+            names = sorted(n for n in os.listdir(self.root_dir.rstrip("/") + lib) if wanted.match(n))
         except OSError:
             names = []
         for name in names:
             found = found or foreign(self.root_dir, lib + "/" + name, entries=name.startswith("python3"))
         if found:
             path, uid = found
+            fix = "run kubectl wand as uid %d, the target's (sudo -u '#%d')" % (self.proc.euid, self.proc.euid) \
+                if self.proc.euid != os.geteuid() else "run the app and kubectl wand as uid %d" % uid
             raise Untrusted("process %d's interpreter %s runs from %s, which uid %d can change: running it as uid "
-                            "%d would run that user's code; run kubectl wand as uid %d (the target's owner: "
-                            "sudo -u '#%d')" % (self.proc.pid, exe, path, uid, os.geteuid(), self.proc.euid,
-                                                self.proc.euid))
+                            "%d would run that user's code; %s" % (self.proc.pid, exe, path, uid, os.geteuid(), fix))
 
     def same_interpreter(self) -> bool:
         """Whether this very interpreter is the target's: the same CPython binary, in the same root. In a pod,

@@ -139,3 +139,31 @@ def test_attach_in_the_sandbox_through_its_network_namespace(sandboxed, py314):
         attach.terminate()
         attach.wait(10)
     assert app.alive()
+
+
+def test_pdb_and_exec_py_it_in_the_sandbox_through_its_network_namespace(sandboxed):
+    """The session's socket is an abstract name, which lives in a network namespace: the agent listens in the
+    sandbox's, so the launcher that connects to it must start in there too (it waited a minute outside)."""
+    from ptyterm import Term
+    app = sandboxed("busy.py")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    term = Term([sys.executable, "-m", "kubectl_wand", "pdb", "pid/%d" % app.host_pid], env=env, cwd=REPO)
+    try:
+        term.expect(r"\(Pdb\) ", timeout=60)
+        term.line("p counter > 0")
+        term.expect(r"True")
+        term.line("q")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    term = Term([sys.executable, "-m", "kubectl_wand", "exec-py", "-it", "pid/%d" % app.host_pid], env=env, cwd=REPO)
+    try:
+        term.expect(r">>> ", timeout=60)
+        term.line("40 + 2")
+        term.expect(r"42")
+        term.send("\x04")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    assert app.alive()
+    assert sandbox_tmp(app) == []

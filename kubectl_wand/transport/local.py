@@ -113,7 +113,18 @@ class LocalTransport(Transport):
         import sys
         from .. import pipes
         from .launcher import end_if, launcher_args
-        proc = pipes.spawn(launcher_args(sys.executable, name), stdin=None, stdout=None, stderr=None)
+        def spawn():
+            return pipes.spawn(launcher_args(sys.executable, name), stdin=None, stdout=None, stderr=None)
+
+        if self.forwarded:
+            # A sandbox: the agent listens in its network namespace (_agent), where abstract socket names
+            # live; the launcher is forked from this thread while it is in there, so it starts there (seen:
+            # outside it, it never found the name, and the session failed after a minute). This thread, not
+            # a short-lived one: the launcher dies with the thread that started it (PR_SET_PDEATHSIG).
+            from .netns import entered
+            proc = entered(self.pid, spawn)()
+        else:
+            proc = spawn()
         end_if(proc, failed)
         return wait_ignoring_sigint(proc)
 

@@ -427,6 +427,44 @@ def test_attach_to_rootless_podman_as_its_user():
 
 # -- refusals ------------------------------------------------------------------------------------------------
 
+def test_pdb_and_exec_py_it_in_a_container(engine):
+    """The terminal sessions: the launcher runs in the container (``docker exec -it``), whose network namespace
+    holds the agent's socket name; leaving takes everything back. (Before: a traceback, the engine's transport
+    had no terminal of its own.) With --ephemeral they are refused before anything runs."""
+    from ptyterm import Term
+    name, _info = engine.run("busy.py")
+    target = "%s/%s" % (engine.name, name)
+    env = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+    term = Term([sys.executable, "-m", "kubectl_wand", "pdb", target], env=env, cwd=REPO)
+    try:
+        term.expect(r"\(Pdb\) ", timeout=90)
+        term.line("p counter > 0")
+        term.expect(r"True")
+        term.expect(r"\(Pdb\) ")
+        term.line("q")
+        assert term.wait(60) == 0, term.seen
+    finally:
+        term.close()
+    term = Term([sys.executable, "-m", "kubectl_wand", "exec-py", "-it", target], env=env, cwd=REPO)
+    try:
+        term.expect(r">>> ", timeout=90)
+        term.line("40 + 2")
+        term.expect(r"42")
+        term.expect(r">>> ")
+        term.send("\x04")
+        assert term.wait(60) == 0, term.seen
+    finally:
+        term.close()
+    left = wand("exec-py", target, "--", "import threading, sys; print(sorted(t.name for t in "
+                "threading.enumerate()), threading.gettrace(), 'pdb' in sys.modules and "
+                "sys.modules['pdb'].Pdb._last_pdb_instance)", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert left.returncode == 0 and "wand" not in left.stdout and left.stdout.endswith("None None\n"), left
+    tmp = engine.cli("exec", name, "python3", "-c", "import os; print(os.listdir('/tmp'))").stdout
+    assert "wand" not in tmp, tmp
+    helper = wand("pdb", "--ephemeral", target, env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert helper.returncode == 2 and "leave out --ephemeral" in one_line_error(helper), helper.stderr
+
+
 def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):
     missing = wand("stack", "%s/cw-no-such-container" % engine.name)
     assert missing.returncode == 3

@@ -122,6 +122,7 @@ class EngineTransport(KubectlTransport):
         self.candidates, self.explicit = [self.name], True
         self.python = None
         self.early = None
+        self.early_terminal = None  # pods only (transport/early.py); KubectlTransport's drop_terminal reads it
         self.silent = []  # candidates that never greeted (KubectlTransport's probing)
 
     def use(self, container):
@@ -148,6 +149,19 @@ class EngineTransport(KubectlTransport):
             return result
         raise WandError("%s has no Python interpreter (%s not found on PATH, and its command names none)%s" % (
             self.where, "/".join(PYTHONS), self.alternative("with a Python of its own")), errors.NOT_FOUND)
+
+    def terminal(self, name: str, failed=None) -> int:
+        """``docker exec -i[t] CONTAINER PYTHON -I -S -c LAUNCHER NAME``: the session's launcher in the
+        container, whose network namespace holds the agent's socket name (KubectlTransport's reads a pod's)."""
+        import sys
+        from .launcher import end_if, launcher_args
+        from .local import wait_ignoring_sigint
+        tty = ["-t"] if sys.stdin.isatty() else []
+        proc = self.engine.spawn(self.engine.argv("exec", "-i", *tty, self.id,
+                                                  *launcher_args(self.python or PYTHONS[0], name)),
+                                 short_lived=False, stdin=None, stdout=None, stderr=None)
+        end_if(proc, failed)
+        return wait_ignoring_sigint(proc)
 
     def exec_error(self, code, text):
         low = text.lower()
@@ -255,6 +269,11 @@ class HelperTransport(EngineTransport):
                                 self.image, *AGENT_ARGS)
 
     def agent(self, request: dict, timeout: float, on_event=None, stop=None) -> dict:
+        if request.get("op") in ("pdb", "repl"):  # before anything runs: its client would need the helper's view
+            raise WandError("%s with --ephemeral is not available for %s targets: its client would run in the "
+                            "helper container; leave out --ephemeral (the container needs SYS_PTRACE and a "
+                            "Python)" % ("pdb" if request["op"] == "pdb" else "exec-py -it", self.engine.name),
+                            errors.USAGE)
         try:
             return super().agent(request, timeout, on_event, stop)
         except WandError as exc:

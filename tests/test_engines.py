@@ -465,6 +465,25 @@ def test_pdb_and_exec_py_it_in_a_container(engine):
     assert helper.returncode == 2 and "leave out --ephemeral" in one_line_error(helper), helper.stderr
 
 
+def test_the_agent_never_imports_from_the_containers_working_directory(engine, tmp_path):
+    """``python3 -S -c LOADER`` starts in the container's working directory, the app's: a module there named as
+    one of the standard library's was imported by the agent (seen: struct.py; the agent failed, and a planted one
+    ran as the exec user)."""
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    for module in ("struct", "json", "socket", "zlib", "base64"):
+        (workdir / (module + ".py")).write_text(
+            "import os\nos.close(os.open('/tmp/planted-%s', os.O_CREAT | os.O_WRONLY, 0o644))\n" % module)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(workdir, 0o755)
+    name, _info = engine.run("busy.py", "-w", "/wd", "-v", "%s:/wd:ro" % workdir)
+    done = wand("exec-py", "%s/%s" % (engine.name, name), "--", "40 + 2",
+                env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert done.returncode == 0 and done.stdout == "42\n", done.stderr
+    tmp = engine.cli("exec", name, "python3", "-I", "-c", "import os; print(os.listdir('/tmp'))").stdout
+    assert "planted" not in tmp, tmp
+
+
 def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):
     missing = wand("stack", "%s/cw-no-such-container" % engine.name)
     assert missing.returncode == 3

@@ -75,3 +75,38 @@ def test_root_never_runs_an_interpreter_its_user_can_change(spawn, wand, py314, 
         assert not os.path.exists(where), "the user's code ran as root: %s" % where
     assert target.alive()
     assert private_dirs(py314, target.pid) == []
+
+
+def test_a_session_client_never_imports_from_the_users_directory(spawn, tmp_path):
+    """pdb's and exec-py -it's clients run the target's interpreter in the user's terminal, from the directory
+    the user is in. For a target in another root (a chroot: the interpreter runs through its loader, without
+    -I, which would ignore PYTHONHOME) ``-c`` put that directory first on sys.path: a ``pdb.py`` anyone planted
+    in /tmp ran as root when root ran `kubectl wand pdb` there."""
+    import sys
+    from procs import REPO
+    from ptyterm import Term
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a planted module running as root is the harm)")
+    mark = tmp_path / "planted-ran"
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    for module in ("pdb", "code", "json"):  # the first each client imports past the interpreter's start
+        (planted / (module + ".py")).write_text("open(%r, 'a').write('%s\\n')\nraise SystemExit(9)\n" % (
+            str(mark), module))
+    target = spawn("busy.py")
+    for verb, prompt in ((["pdb"], r"\(Pdb\) "), (["exec-py", "-it"], r">>> ")):
+        # -P: the CLI itself is started as its installed script starts it, which puts no directory first
+        term = Term([sys.executable, "-P", "-m", "kubectl_wand"] + verb + ["pid/%d" % target.pid],
+                    env=dict(os.environ, PYTHONPATH=REPO), cwd=str(planted))
+        try:
+            try:
+                term.expect(prompt, timeout=60)
+            except AssertionError:
+                pass  # the planted module may have ended the client: the mark says
+            else:
+                term.send("\x04")
+                term.wait(30)
+        finally:
+            term.close()
+        assert not mark.exists(), "%s ran a module planted in the user's directory: %s" % (verb, mark.read_text())
+    assert target.alive()

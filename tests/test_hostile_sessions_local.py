@@ -75,3 +75,34 @@ def test_exec_py_it_answered_out_of_protocol_ends_with_one_line(spawn, wand, sha
     done = wand("exec-py", "pid/%d" % target.pid, "--",
                 "import threading; print(sorted(t.name for t in threading.enumerate()))")
     assert done.returncode == 0 and "MainThread" in done.stdout and "wand" not in done.stdout, done
+
+
+def test_exec_py_it_killed_while_the_input_runs_leaves_nothing(spawn, wand):
+    """SIGKILL of the CLI while the user's input spins in the target: the connection closes, the session
+    interrupts the input, clears its namespace and ends its threads; the app's own threads go on."""
+    import time
+    target = spawn("threaded_http.py")
+    term = wand_term("exec-py", "-it", "pid/%d" % target.pid)
+    try:
+        term.expect(r">>> ")
+        term.line("wand_spin = 41")
+        term.expect(r">>> ")
+        term.line("while True: wand_spin = 41")
+        term.line("")
+        term.expect(r"while True.*\n")
+        code = "import threading; print(sorted(t.name for t in threading.enumerate()))"
+        deadline = time.monotonic() + 30
+        while "kubectl-wand-repl-input" not in wand("exec-py", "pid/%d" % target.pid, "--", code).stdout:
+            assert time.monotonic() < deadline, "the input never ran"
+        term.proc.kill()
+        term.proc.wait(10)
+    finally:
+        term.close()
+    deadline = time.monotonic() + 30
+    while True:
+        done = wand("exec-py", "pid/%d" % target.pid, "--", code)
+        if done.returncode == 0 and "wand" not in done.stdout.replace("kubectl-wand-exec", ""):
+            break
+        assert time.monotonic() < deadline, done
+        time.sleep(0.2)
+    assert target.alive()

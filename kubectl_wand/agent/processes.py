@@ -15,9 +15,13 @@ HELPER_MARKERS = (
 # kubectl-wand's own processes beside the target are never the app's and never listed: the agent in a pod
 # (`python3 -S -c LOADER`, kube/transport.py: the attach watcher lives for the whole attach) and the
 # injector (the target's interpreter running agent/passengers/injector.py, for a few milliseconds).
-AGENT_LOADER = "import sys;exec(sys.stdin.buffer.readline())"
+# It drops ``-c``'s '' (the directory it starts in) from sys.path first: a container's working directory is the
+# app's, and a module there named as one of the standard library's (struct.py, seen) was imported by the agent,
+# as the exec user (root, often).
+AGENT_LOADER = "import sys;''in sys.path and sys.path.remove('');exec(sys.stdin.buffer.readline())"
 # Loaders of earlier kubectl-wand versions, whose agents may run beside ours
-EARLIER_LOADERS = ("import sys,json;exec(json.loads(sys.stdin.buffer.readline()))",)
+EARLIER_LOADERS = ("import sys;exec(sys.stdin.buffer.readline())",
+                   "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))")
 INJECTOR_MARK = '"""Runs under the *target\'s* interpreter'
 # The last argument of every interpreter the CLI tries in a container before one has greeted (transport/kubectl.py:
 # probe_marker): a candidate that never answers is ended by name, by the next agent (end_probes).

@@ -118,7 +118,11 @@ class TargetRuntime:
     def command(self, args):
         """argv and env that run the target's interpreter with ``args`` (isolated, no site, no user env)."""
         pid = self.proc.pid
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+        # PYTHONSAFEPATH: where -I cannot be used (PYTHONHOME below), ``-c`` would put the directory it starts in
+        # first on sys.path; pdb's and exec-py -it's clients start in the user's (seen: a json.py planted in /tmp
+        # ran as root). Older Pythons ignore it; -I implies it.
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
+               "PYTHONSAFEPATH": "1"}
         if self.mode == "direct":
             return ["/proc/%d/exe" % pid, "-I", "-S"] + list(args), env
         exe_inside = self.proc.in_target_view(self.proc.exe or "").replace(" (deleted)", "")

@@ -85,6 +85,9 @@ class TargetRuntime:
             path, uid = found
             fix = "run kubectl wand as uid %d, the target's (sudo -u '#%d')" % (self.proc.euid, self.proc.euid) \
                 if self.proc.euid != os.geteuid() else "run the app and kubectl wand as uid %d" % uid
+            if self.mode == "nsenter":  # a container's files (rootless Podman's are its user's)
+                fix = "reach it through its engine instead (podman/NAME or docker/NAME): the agent then runs " \
+                      "inside the container, as its exec user"
             raise Untrusted("process %d's interpreter %s runs from %s, which uid %d can change: running it as uid "
                             "%d would run that user's code; %s" % (self.proc.pid, exe, path, uid, os.geteuid(), fix))
 

@@ -106,3 +106,22 @@ def test_exec_py_it_killed_while_the_input_runs_leaves_nothing(spawn, wand):
         assert time.monotonic() < deadline, done
         time.sleep(0.2)
     assert target.alive()
+
+
+def test_pdb_on_a_frame_named_with_lone_surrogates(spawn):
+    """A name Python accepts and no encoder does ("\ud800"): pdb's first message quotes the frame; printing it
+    ended the client with a UnicodeEncodeError traceback (exit 0, no session). It is shown escaped."""
+    target = spawn("surrogate_names.py")
+    term = wand_term("pdb", "pid/%d" % target.pid)
+    try:
+        term.expect(r"\\ud800evil\\udcff")
+        term.expect(r"\(Pdb\) ")
+        term.line("where")
+        term.expect(r"\\ud800evil\\udcff\(\)")
+        term.expect(r"\(Pdb\) ")
+        term.line("q")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    assert "Traceback" not in term.seen, term.seen
+    assert target.alive()

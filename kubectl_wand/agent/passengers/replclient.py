@@ -18,10 +18,11 @@ LEAVE = ("exit", "exit()", "quit", "quit()")
 
 # What the target sends is untrusted text (its source lines, reprs, names): control characters, C1 controls
 # and the characters that reorder or hide text are shown escaped, never sent to the terminal raw (the rule of
-# kubectl_wand/terminal.py, which is not importable here). Newlines and tabs keep the text's lines.
+# kubectl_wand/terminal.py, which is not importable here). Newlines and tabs keep the text's lines. Lone
+# surrogates too: a name may hold one (a str no encoder takes), and printing it ended the client.
 UNSAFE = set(range(0x00, 0x20)) - {0x09, 0x0A} | set(range(0x7F, 0xA0)) | {
     0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
-    0x2060, 0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF} | set(range(0xE0000, 0xE0080))
+    0x2060, 0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF} | set(range(0xE0000, 0xE0080)) | set(range(0xD800, 0xE000))
 
 
 def safe(text):

@@ -125,3 +125,25 @@ def test_pdb_on_a_frame_named_with_lone_surrogates(spawn):
         term.close()
     assert "Traceback" not in term.seen, term.seen
     assert target.alive()
+
+
+def test_code_that_prints_a_lone_surrogate_is_shown_escaped(spawn, wand):
+    """print("a\\ud800b"): the target's captured stdout holds a str no encoder takes; writing it ended exec-py
+    with a traceback and exec-py -it's session at once. It is shown escaped; the session goes on."""
+    target = spawn("busy.py")
+    done = wand("exec-py", "pid/%d" % target.pid, "--", 'print("a\\ud800b")')
+    assert done.returncode == 0 and done.stdout == "a\\ud800b\n", done
+    term = wand_term("exec-py", "-it", "pid/%d" % target.pid)
+    try:
+        term.expect(r">>> ")
+        term.line('print("a\\ud800b")')
+        term.expect(r"a\\ud800b\n")
+        term.expect(r">>> ")
+        term.line("40 + 2")
+        term.expect(r"42")
+        term.expect(r">>> ")
+        term.send("\x04")
+        assert term.wait(30) == 0, term.seen
+    finally:
+        term.close()
+    assert "Traceback" not in term.seen, term.seen

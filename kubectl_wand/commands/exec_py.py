@@ -285,6 +285,10 @@ def as_data(result, transport):
 def write_prefixed(stream, text, prefix):
     if not text:
         return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate the code printed (U+D800): no encoder takes it; shown escaped
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if not prefix:
         stream.write(text)
         return

@@ -210,6 +210,16 @@ class Reader:
         return message
 
 
+def encodable(text):
+    """What the code printed, as it is, but for lone surrogates (U+D800: no encoder takes one; printing it
+    ended the session), shown escaped."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def unbase64(text):
     import base64
     try:
@@ -222,7 +232,7 @@ def show(result):
     """As exec-py prints a result: the code's stdout, the value's repr, its stderr, the traceback."""
     out = sys.stdout
     if result.get("stdout"):
-        out.write(result["stdout"])
+        out.write(encodable(result["stdout"]))
     if result.get("stdout_bytes"):
         out.flush()
         sys.stdout.buffer.write(unbase64(result["stdout_bytes"]))
@@ -231,7 +241,7 @@ def show(result):
     out.flush()
     err = sys.stderr
     if result.get("stderr"):
-        err.write(result["stderr"])
+        err.write(encodable(result["stderr"]))
     if result.get("stderr_bytes"):
         err.flush()
         sys.stderr.buffer.write(unbase64(result["stderr_bytes"]))

@@ -9,8 +9,8 @@ it travels as source and is never imported here.
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe", "tracing",
-           "memory", "pdbsession", "main")
+           "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe", "profiling",
+           "tracing", "memory", "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
@@ -30,7 +30,7 @@ NEEDS = {
     "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
     "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
-    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "profile": (CORE + ("sources", "runtime", "observe", "profiling", "main"), ("framewalk", "profiler", "sampler")),
     "trace": (INJECT + ("link", "tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "mem": (INJECT + ("link", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),

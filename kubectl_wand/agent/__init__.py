@@ -8,9 +8,9 @@ it travels as source and is never imported here.
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe", "profiling",
-           "tracing", "memory", "pdbsession", "main")
+MODULES = ("jsonlines", "protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops",
+           "private", "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe",
+           "profiling", "tracing", "memory", "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
@@ -21,7 +21,7 @@ from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
 # operation uses (listing 20 pods must not ship the debug server 20 times; exec-py's header was 118 KB of
 # sources when it carried everything).
-CORE = ("protocol", "elf", "procfs", "processes")
+CORE = ("jsonlines", "protocol", "elf", "procfs", "processes")
 INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "slot", "wait", "session")
 NEEDS = {
     "list": (CORE + ("main",), ()),

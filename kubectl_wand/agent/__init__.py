@@ -9,12 +9,12 @@ it travels as source and is never imported here.
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
 MODULES = ("jsonlines", "protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops",
-           "private", "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe",
-           "profiling", "tracing", "memory", "pdbsession", "main")
+           "private", "reap", "slot", "wait", "injectable", "session", "importable", "link", "checks", "debugserver",
+           "observe", "profiling", "tracing", "memory", "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
-              "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
+              "probehit", "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
               "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
@@ -22,7 +22,7 @@ from .sources import OP_CODE  # noqa: E402
 # operation uses (listing 20 pods must not ship the debug server 20 times; exec-py's header was 118 KB of
 # sources when it carried everything).
 CORE = ("jsonlines", "protocol", "elf", "procfs", "processes")
-INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "slot", "wait", "session")
+INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "slot", "wait", "injectable", "session")
 NEEDS = {
     "list": (CORE + ("main",), ()),
     "watch": (CORE + ("main",), ()),

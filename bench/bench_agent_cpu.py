@@ -14,6 +14,8 @@ on one pod of a Deployment made here (agent-cpu-bench: a tiny app asleep between
 the order rotated each round; medians with their IQR in ms of CPU, and each verb minus the floor. The app's own
 CPU in the same seconds is counted too (it ticks every 0.1 s: well under 1 ms a second).
 
+--against DIR runs each verb also from another checkout in the same rounds (an A/B under the same load).
+
 Run under both locks (it uses the shared cluster): flock /tmp/wand-e2e.lock flock /tmp/wand-bench.lock
 python3 bench/bench_agent_cpu.py --kubeconfig ...
 """
@@ -93,6 +95,8 @@ def main():
     ap.add_argument("--kubeconfig")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="leave the Deployment")
+    ap.add_argument("--against", metavar="DIR", help="also run every verb from the kubectl-wand in DIR (another "
+                    "checkout, e.g. main's) in the same rounds: rows marked [against]")
     args = ap.parse_args()
     if args.kubeconfig:
         KUBECTL.extend(["--kubeconfig", args.kubeconfig])
@@ -112,12 +116,17 @@ def main():
             "trace 1s": wand + ["trace", target, "app.py:5", "n", "--duration", "1s"],
             "mem 1s": wand + ["mem", target, "--duration", "1s"],
         }
+        envs = {n: env for n in cases}
+        if args.against:
+            for n, argv in list(cases.items())[1:]:
+                cases[n + " [against]"] = argv
+                envs[n + " [against]"] = dict(env, PYTHONPATH=args.against)
         names = list(cases)
         got = {n: [] for n in names}
         for i in range(args.rounds + 1):  # the first round warms up, untimed
             for n in names[i % len(names):] + names[:i % len(names)]:
                 before = usage()
-                run = subprocess.run(cases[n], env=env, capture_output=True, text=True, timeout=120)
+                run = subprocess.run(cases[n], env=envs[n], capture_output=True, text=True, timeout=120)
                 spent = (usage() - before) / 1e6
                 if run.returncode != 0:
                     raise SystemExit("%s failed (exit %d): %s" % (n, run.returncode, run.stderr[-1500:]))
@@ -126,11 +135,11 @@ def main():
         floor = statistics.median(got[names[0]])
         print("CPU inside the pod per run, ms (%d interleaved rounds; load average now %s)" % (
             args.rounds, " ".join("%.2f" % x for x in os.getloadavg())))
-        print("%-20s %7s %15s %9s" % ("", "median", "IQR", "- floor"))
+        print("%-30s %7s %15s %9s" % ("", "median", "IQR", "- floor"))
         for n in names:
             q1, q3 = quartiles(got[n])
             med = statistics.median(got[n])
-            print("%-20s %7.1f %7.1f-%7.1f %9.1f" % (n, med, q1, q3, med - floor))
+            print("%-30s %7.1f %7.1f-%7.1f %9.1f" % (n, med, q1, q3, med - floor))
     finally:
         if not args.keep:
             kubectl("delete", "deployment", NAME, "--wait=false", check=False)

@@ -12,6 +12,8 @@ from kubectl_wand import agent
 from kubectl_wand.transport import bundle
 
 SAMPLE = '''"""A module with every kind of function boot.py defers."""
+from __future__ import annotations
+
 import contextlib
 import functools
 
@@ -60,6 +62,12 @@ def fails(x):
     y = x + 1
     raise ValueError("failed at %d" % y)
     return y
+
+
+def annotated(x):
+    def inner(y: NotDefinedAnywhere) -> AlsoNot:  # strings, as the module's __future__ import says
+        return y
+    return inner(x)
 
 
 def never(x):
@@ -114,7 +122,7 @@ from . import sample
 def run():
     s = sample
     out = {"plain": s.plain(1, 2, 3, c=5, e=6), "plain2": s.plain(1, c=1), "posonly": s.only_positional(1, 2, z=3),
-           "gen": list(s.gen(3)), "decorated": s.decorated(1), "early": s.EARLY, "recursive": s.recursive(4)}
+           "gen": list(s.gen(3)), "annotated": s.annotated(7), "decorated": s.decorated(1), "early": s.EARLY, "recursive": s.recursive(4)}
     log = []
     with s.managed(log) as value:
         log.append(value)

@@ -33,7 +33,9 @@ def __wand_lazy__():
     if real is None:
         lines, first, last, indent = bodies[frame.f_globals["__name__"], frame.f_lineno]
         head = "\n" * (first - 2) + "if 1:\n" if indent else "\n" * (first - 1)
-        top = compile(head + "\n".join(lines[first - 1:last]), frame.f_globals["__file__"], "exec")
+        # with the module's `from __future__ import annotations` (CO_FUTURE_ANNOTATIONS, on the stub's code too)
+        top = compile(head + "\n".join(lines[first - 1:last]), frame.f_globals["__file__"], "exec",
+                      stub.co_flags & 0x1000000)
         real = [c for c in top.co_consts if type(c) is type(stub) and c.co_name == stub.co_name][-1]
         if hasattr(real, "co_qualname"):  # 3.11+: "Class.method", as the stub's
             real = real.replace(co_qualname=stub.co_qualname)

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchstats import quartiles  # noqa: E402
+from benchstats import quartiles, wand_from  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = "wand-e2e"
@@ -116,17 +116,16 @@ def main():
             "trace 1s": wand + ["trace", target, "app.py:5", "n", "--duration", "1s"],
             "mem 1s": wand + ["mem", target, "--duration", "1s"],
         }
-        envs = {n: env for n in cases}
         if args.against:
+            theirs = wand_from(args.against, sys.executable)
             for n, argv in list(cases.items())[1:]:
-                cases[n + " [against]"] = argv
-                envs[n + " [against]"] = dict(env, PYTHONPATH=args.against)
+                cases[n + " [against]"] = theirs + argv[3:]  # after python -m kubectl_wand
         names = list(cases)
         got = {n: [] for n in names}
         for i in range(args.rounds + 1):  # the first round warms up, untimed
             for n in names[i % len(names):] + names[:i % len(names)]:
                 before = usage()
-                run = subprocess.run(cases[n], env=envs[n], capture_output=True, text=True, timeout=120)
+                run = subprocess.run(cases[n], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
                 spent = (usage() - before) / 1e6
                 if run.returncode != 0:
                     raise SystemExit("%s failed (exit %d): %s" % (n, run.returncode, run.stderr[-1500:]))

@@ -37,7 +37,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchstats import quartiles  # noqa: E402
+from benchstats import quartiles, wand_from  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = "wand-e2e"
@@ -294,7 +294,7 @@ def main():
             pods = deploy(n, image)
             todo = cases(wand, env, pods)
             if args.against:
-                other = cases(wand, dict(env, PYTHONPATH=args.against), pods)
+                other = cases(wand_from(args.against, sys.executable) + wand[3:], env, pods)
                 todo.update({k + " [against]": v for k, v in other.items() if not k.startswith("floor")})
             if args.only:
                 todo = {k: v for k, v in todo.items() if k.startswith("floor") or re.search(args.only, k)}

@@ -37,7 +37,7 @@ import threading
 import time
 
 from bench_cluster import BENCH_DEPLOY, NS, REPO, exec_floor, sh
-from benchstats import quartiles
+from benchstats import quartiles, wand_from
 
 ONE, TWENTY = "bench-one", "speed20"
 # debugwand 0.5.0 and what pip resolved for it (2026-11, Python 3.14), installed with --no-deps: the same bytes
@@ -93,9 +93,9 @@ def main():
             "bare": lambda: run(kubectl + ["exec", name, "--", "python3", "-c", "pass"], env),
         }
         if args.against:
-            other = dict(env, PYTHONPATH=args.against)
-            exec_cases["execpy-against"] = lambda: run(wand + ["exec-py", "pod/" + name, "-n", NS, "--", "pass"], other)
-            exec_cases["stack-against"] = lambda: run(wand + ["stack", "pod/" + name, "-n", NS], other, expect="Thread")
+            theirs = wand_from(args.against, sys.executable)
+            exec_cases["execpy-against"] = lambda: run(theirs + ["exec-py", "pod/" + name, "-n", NS, "--", "pass"], env)
+            exec_cases["stack-against"] = lambda: run(theirs + ["stack", "pod/" + name, "-n", NS], env, expect="Thread")
         skipped = None
         if args.single:
             cases, skipped = {}, "not measured (--single)"

@@ -83,4 +83,3 @@ def test_a_stack_deeper_than_the_readers_limit_is_sampled_and_marked(spawn):
     names = [prof["frames"][i]["function"] for i in stack["frames"]]
     assert len(names) == 1025 and names[-1] == "<outer frames not read>" and set(names[:-1]) == {"down"}
     assert app.alive()
-

@@ -217,3 +217,23 @@ def test_a_client_the_launcher_cannot_run_as_execve_would_is_execd(py314, case):
     seen = run_reporter(py314, name(), exe, env, first="/proc/1/root" if case == "a wrapper" else None)
     assert seen["orig_argv"][:5] == [exe, "-I", "-S", "-c", REPORTER], seen["orig_argv"]
     assert seen["got"] == "pdb's first prompt!" and seen["env"] == env
+
+
+@pytest.mark.py314
+def test_the_pdb_client_puts_off_what_pdb_imports_and_it_never_uses_until_used(py314):
+    """pdbclient.py: asyncio and tempfile (a third of pdb's import, on the way to the first prompt) are not
+    imported by pdb's import nor by its client's start; the first use of either imports the real module."""
+    from kubectl_wand.agent.sources import module_source
+    check = ("ns = {'__name__': 'pdbclient'}\nexec(%r, ns)\nput_off, Later = ns['put_off'], ns['Later']\n"
+             % module_source("pdbclient")) + (
+        "import socket, sys\nput_off()\nimport pdb\n"
+        "client = pdb._PdbClient(0, socket.socketpair()[0], None)\n"
+        "client.process_payload({'command_list': ['p', 'where']})\n"
+        "before = sorted(n for n in ('asyncio.events', 'ssl', 'concurrent.futures', 'tempfile') if n in sys.modules"
+        " and not isinstance(sys.modules[n], Later))\n"
+        "import asyncio, tempfile\n"
+        "used = [asyncio.iscoroutinefunction(pdb.Pdb.do_p), tempfile.gettempdir() is not None]\n"
+        "print(before, used, 'asyncio.events' in sys.modules, type(sys.modules['asyncio']).__name__)\n")
+    done = subprocess.run(py314.argv(["-I", "-S", "-c", check]), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "[False,", "True]", "True", "module"], done.stdout

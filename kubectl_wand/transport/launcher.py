@@ -30,17 +30,30 @@ another version, a stream not UTF-8) is exec'd.
 WAIT = 60.0  # seconds: the agent listens once it has chosen the process (~0.1-2 s on a loaded node)
 
 # What each session's client imports first, by the op in the session's name (kubectl-wand-OP-HEX):
-# pdbclient.py imports pdb (~45 ms in a pod), replclient.py code; never readline (see the docstring).
-WARM = {"pdb": ("pdb",), "repl": ("code", "base64", "select")}
+# pdbclient.py imports pdb (~45 ms in a pod), replclient.py code; never readline (see the docstring). Names
+# after a "-" are put off as pdbclient.py puts them off (LATER there): pdb imports them, its client never uses them.
+WARM = {"pdb": ("-asyncio", "-tempfile", "pdb"), "repl": ("code", "base64", "select")}
 
 LAUNCHER = r"""
 import json, os, socket, struct, sys, time
 
 
+class Later(type(sys)):
+    def __getattr__(self, attr):
+        import importlib
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
 def warm(names):
     try:
         for name in names:
-            __import__(name)
+            if name[0] == "-":
+                if name[1:] not in sys.modules:
+                    sys.modules[name[1:]] = Later(name[1:])
+            else:
+                __import__(name)
     except BaseException:
         pass
 

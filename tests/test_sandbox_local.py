@@ -152,6 +152,7 @@ def test_pdb_and_exec_py_it_in_the_sandbox_through_its_network_namespace(sandbox
         term.expect(r"\(Pdb\) ", timeout=60)
         term.line("p counter > 0")
         term.expect(r"True")
+        term.expect(r"\(Pdb\) ")
         term.line("q")
         assert term.wait(30) == 0, term.seen
     finally:
@@ -161,6 +162,7 @@ def test_pdb_and_exec_py_it_in_the_sandbox_through_its_network_namespace(sandbox
         term.expect(r">>> ", timeout=60)
         term.line("40 + 2")
         term.expect(r"42")
+        term.expect(r">>> ")  # Ctrl-D typed before the prompt is readline's setup's to drop
         term.send("\x04")
         assert term.wait(30) == 0, term.seen
     finally:

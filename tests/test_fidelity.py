@@ -106,9 +106,11 @@ def test_thread_names_are_python_s_as_py_spy_shows_them(cli_chain, wand):
 def test_without_python_s_names_the_kernel_s_copy_says_it_is_cut(cli_chain, monkeypatch):
     """The fallback (no runtime address: nothing read from memory): the comm, and said to be cut."""
     from kubectl_wand import stackview
-    from kubectl_wand.agent import observe
+    from kubectl_wand.agent import observe, profiling
     from kubectl_wand.agent.main import handle
+    # profiling imports the name from observe: patched in both, whichever test imported profiling first
     monkeypatch.setattr(observe, "runtime_args", lambda rt: [])
+    monkeypatch.setattr(profiling, "runtime_args", lambda rt: [])
     (entry,) = handle({"op": "stack", "pid": cli_chain.pid})["processes"]
     worker = next(t for t in entry["threads"] if not t["main"])
     assert worker["name"] == "AnyIO worker th" and worker["name_cut"] is True
@@ -212,9 +214,11 @@ def test_a_deep_stack_across_data_stack_chunks_matches_py_spy(spawn, wand):
 
 def test_a_profile_that_cannot_be_completed_marks_and_counts_it(cli_chain, monkeypatch):
     from kubectl_wand import profiles
-    from kubectl_wand.agent import observe
+    from kubectl_wand.agent import observe, profiling
     from kubectl_wand.agent.main import handle
+    # profiling imports the name from observe: patched in both, whichever test imported profiling first
     monkeypatch.setattr(observe, "runtime_args", lambda rt: [])
+    monkeypatch.setattr(profiling, "runtime_args", lambda rt: [])
     result = handle({"op": "profile", "pid": cli_chain.pid, "duration": 0.5, "rate": 50, "idle": True})
     (entry,) = result["processes"]
     prof = entry["profile"]

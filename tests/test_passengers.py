@@ -118,3 +118,31 @@ def test_the_bootstrap_written_into_the_target_holds_no_ops_code():
     source = module_source("bootstrap")
     assert "def run_code" not in source and "def start_debugpy" not in source and "class Probe" not in source
     assert len(source.encode()) + 300 < BOOTSTRAP_BYTES  # the call line names three paths
+
+
+def _undefined(source):
+    """The global names the code reads (at module level and in every function, from its symbol tables) that it
+    neither defines nor imports and that are not builtins."""
+    import builtins
+    import symtable
+    top = symtable.symtable(source, "sampler.py", "exec")
+    defined = {sym.get_name() for sym in top.get_symbols() if sym.is_assigned() or sym.is_imported()}
+    read, tables = set(), [top]
+    while tables:
+        table = tables.pop()
+        read |= {sym.get_name() for sym in table.get_symbols()
+                 if sym.is_referenced() and (table is top or sym.is_global())}
+        tables.extend(table.get_children())
+    return read - defined - set(dir(builtins)) - {"__name__"}
+
+
+def test_stack_ships_the_sampler_without_the_profile_loop():
+    """stack's pods are sent framewalk and sampler, not profiler (~2-3 ms of a pod's CPU to ship and compile):
+    all the stack sampler reads is defined in that set but ``profile``, which sampler.main calls only for the
+    profile operation."""
+    from kubectl_wand.agent import observe
+    for op, parts in observe.SAMPLER_PARTS.items():
+        assert all(name in agent.NEEDS[op][1] for name in parts), op
+    assert "profiler" not in agent.NEEDS["stack"][1] and "profiler" in agent.NEEDS["profile"][1]
+    assert _undefined(observe.sampler_source("stack")) == {"profile"}
+    assert _undefined(observe.sampler_source("profile")) == set()

@@ -29,7 +29,7 @@ NEEDS = {
     "exec": (INJECT + ("main",), ("injector", "bootstrap") + OP_CODE["exec"]),
     "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
-    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "sampler")),  # observe.SAMPLER_PARTS
     "profile": (CORE + ("sources", "runtime", "observe", "profiling", "main"), ("framewalk", "profiler", "sampler")),
     "trace": (INJECT + ("link", "tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "mem": (INJECT + ("link", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),

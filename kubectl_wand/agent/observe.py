@@ -109,7 +109,7 @@ def stack_in_process(rt, want_async) -> dict:
     if "module" not in _SAMPLER:
         import types
         module = types.ModuleType("wand_sampler")
-        exec(compile(sampler_source(), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
+        exec(compile(sampler_source("stack"), "<kubectl-wand>/sampler.py", "exec"), module.__dict__)
         _SAMPLER["module"] = module
     sampler = _SAMPLER["module"]
     try:
@@ -120,10 +120,16 @@ def stack_in_process(rt, want_async) -> dict:
     return data
 
 
-def sampler_source() -> str:
-    """The sampler's source with framewalk's and profiler's in front: one namespace, one ``-c`` (passengers import
-    nothing); sampler's last line runs its main."""
-    return "\n".join(module_source(name) for name in ("framewalk", "profiler", "sampler"))
+# The passengers each sampler operation runs, in this order in one namespace. ``stack`` never calls profiler.py's
+# names (sampler.main reaches ``profile`` only for the profile operation), so a pod is not sent it for stack nor
+# compiles it: agent.NEEDS ships the same sets.
+SAMPLER_PARTS = {"stack": ("framewalk", "sampler"), "profile": ("framewalk", "profiler", "sampler")}
+
+
+def sampler_source(op="profile") -> str:
+    """The sampler's source for ``op`` (stack or profile) with framewalk's (and for profile profiler's) in front:
+    one namespace, one ``-c`` (passengers import nothing); sampler's last line runs its main."""
+    return "\n".join(module_source(name) for name in SAMPLER_PARTS[op])
 
 
 def runtime_args(rt):
@@ -137,7 +143,7 @@ def start(rt, args, code=None):
     which the caller writes to its stdin (runtime.LOAD_CODE reads it), and then it is started without
     subprocess (runtime.Spawned)."""
     try:
-        argv, env = rt.command(["-c", runtime_mod.LOAD_CODE if code else sampler_source()] + list(args))
+        argv, env = rt.command(["-c", runtime_mod.LOAD_CODE if code else sampler_source(args[0])] + list(args))
     except runtime_mod.RuntimeProblem as exc:  # e.g. it exited since it was listed: /proc/PID/exe is gone
         raise AgentError("exited" if not os.path.exists("/proc/%d" % rt.proc.pid) else "runtime", str(exc))
     if code:
@@ -185,7 +191,7 @@ def stack(request: dict, emit=None, stop=None, code_cache=None) -> dict:
             running.append((pid, resolved, stack_in_process(rt, bool(request.get("async")))))
             continue
         argv = ["stack", str(rt.injector_pid)] + args + runtime_args(rt)
-        code = rt.compiled(sampler_source(), code_cache) if code_cache is not None else None
+        code = rt.compiled(sampler_source("stack"), code_cache) if code_cache is not None else None
         try:
             running.append((pid, resolved, (start(rt, argv, code), code, argv)))
         except AgentError as exc:

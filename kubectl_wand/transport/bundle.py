@@ -68,25 +68,69 @@ def agent_header(op=None, extra=()) -> bytes:
         order = order[:at] + tuple(extra) + order[at:]
     key = (order, passengers)
     if key not in _HEADERS:
-        import marshal
-        import zlib
-        src = sources()
-        # Level 1, spent while kubectl starts its exec on the same cores: every op fits a pipe at it since the
-        # modules travel without comments and docstrings (mem's 55 KB; level 9 would be 45). With them, exec,
-        # attach, check, trace, mem, pdb and repl needed level 9: 15-20 ms of the CLI's CPU instead of 1-2.
-        forms = {name: _shipped(name) for name in order}
-        texts = dict({k: text for k, (text, _) in forms.items()}, **{k: src[k] for k in passengers})
-        raw = marshal.dumps((list(order), texts, {k: spans for k, (_, spans) in forms.items()}), 4)
-        packed = zlib.compress(raw, 1)
-        if len(packed) > PIPE_ROOM:  # trace's modules (68 KB at level 1): level 9 is ~20 % smaller, for ~5 ms
-            packed = zlib.compress(raw, 9)
-        _HEADERS[key] = b"%d\n" % len(packed) + packed
+        _HEADERS[key] = _kept(order, passengers, lambda: _build(order, passengers))
     return _HEADERS[key]
+
+
+def _build(order, passengers) -> bytes:
+    import marshal
+    import zlib
+    src = sources()
+    # Level 1, spent while kubectl starts its exec on the same cores: every op fits a pipe at it since the
+    # modules travel without comments and docstrings (mem's 55 KB; level 9 would be 45). With them, exec,
+    # attach, check, trace, mem, pdb and repl needed level 9: 15-20 ms of the CLI's CPU instead of 1-2.
+    forms = {name: _shipped(name) for name in order}
+    texts = dict({k: text for k, (text, _) in forms.items()}, **{k: src[k] for k in passengers})
+    raw = marshal.dumps((list(order), texts, {k: spans for k, (_, spans) in forms.items()}), 4)
+    packed = zlib.compress(raw, 1)
+    if len(packed) > PIPE_ROOM:  # trace's modules (68 KB at level 1): level 9 is ~20 % smaller, for ~5 ms
+        packed = zlib.compress(raw, 9)
+    return b"%d\n" % len(packed) + packed
 
 
 def boot_line() -> bytes:
     """The line LOADER executes: ``exec('<agent/boot.py>')``, the source as a Python string literal on one line."""
-    return b"exec(%s)\n" % ascii(_shipped("boot")[0]).encode()
+    if "boot" not in _HEADERS:
+        _HEADERS["boot"] = _kept(("boot",), (), lambda: b"exec(%s)\n" % ascii(_shipped("boot")[0]).encode())
+    return _HEADERS["boot"]
+
+
+# The built header (and the boot line) is kept in the user's private cache (usercache), one file per set of
+# modules, so that a run pays a read instead of the scan (shipped: ~2-3 ms for list or stack, more for the larger
+# ops). As the stack reader's compiled code is kept (agent/runtime.py: compiled), the file begins with all the
+# header is made from, verbatim: the exact sources, this file's own source (how they are made), the Python and
+# zlib that made it; a file that does not begin with exactly that is rebuilt. Then the header's CRC-32 and the
+# header: a damaged one is rebuilt too. usercache reads only a file private to us. (Not hashlib: importing it
+# was 2 ms, what the cache saves.)
+CACHE_MAGIC = b"kubectl-wand agent header 1\n"
+
+
+def _made_from(order, passengers):
+    """(cache file name, all the header for these modules is made from)."""
+    import sys
+    import zlib
+    src = sources()
+    with open(__file__, "rb") as f:
+        made = [CACHE_MAGIC, repr((order, passengers, sys.version, zlib.ZLIB_RUNTIME_VERSION)).encode(), f.read()]
+    made += [src[name].encode("utf-8", "surrogatepass") for name in order + passengers]
+    which = "%08x" % zlib.crc32(made[1])
+    return "agent-header-" + which, b"".join(b"%d\n" % len(part) + part for part in made)
+
+
+def _kept(order, passengers, build) -> bytes:
+    """What ``build`` makes from these modules: read from the cache when it was made from exactly them, else
+    built and kept."""
+    import zlib
+    from .. import usercache
+    name, made = _made_from(order, passengers)
+    data = usercache.read(name)
+    if data and data.startswith(made) and len(data) >= len(made) + 4:
+        header = data[len(made) + 4:]
+        if zlib.crc32(header) == int.from_bytes(data[len(made):len(made) + 4], "big"):
+            return header
+    header = build()
+    usercache.write(name, made + zlib.crc32(header).to_bytes(4, "big") + header)  # read-only: rebuilt next time
+    return header
 
 
 # A string literal (triple-quoted or not) or a comment: what lazy_spans blanks before it reads the structure.

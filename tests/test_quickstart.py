@@ -209,20 +209,26 @@ def test_the_command_runs_one_call_of_each_kind_and_leaves_nothing(kube_env, wor
     assert [pid for pid, _a in seen if alive(pid)] == []
 
 
-def test_a_call_nobody_claims_is_dropped_on_exit(kube_env):
-    """A started call the program never reaches (here: the entry starts it, then the program ends) is ended."""
+def test_a_call_nobody_claims_leaves_nothing(kube_env):
+    """A started call the program never claims (here: the entry starts it, then the program ends) is ended with
+    the program. The launcher's stdin is a pipe this test holds open, so its fake kubectl would wait for good."""
     log, _folder = kube_env
     code = ("import sys; from kubectl_wand import quickstart; "
             "quickstart.start(['pdb', '-n', 'ns', 'web-1']); print(quickstart.STARTED.proc.pid)")
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    seen = wait_for_calls(log, 3)  # the agent's exec, the launcher's exec, the API read
-    assert sorted(kind(a) for _pid, a in seen) == ["exec", "exec", "get"], seen
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid, _a in seen) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [pid for pid, _a in seen if alive(pid)] == []
+    read, write = os.pipe()
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
+                              capture_output=True, text=True, timeout=60, stdin=read)
+        assert done.returncode == 0, done.stderr
+        seen = wait_for_calls(log, 3)  # the agent's exec, the launcher's exec, the API read
+        assert sorted(kind(a) for _pid, a in seen) == ["exec", "exec", "get"], log.read_text()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid, _a in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid, _a in seen if alive(pid)] == []
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 PLAIN = [["stack", "pid/12"], ["get", "processes", "pid/12"], ["get", "ps", "web-1"], ["check", "pod/web-1"],

@@ -37,7 +37,13 @@ def _die_with_parent(parent: int):
 
 
 def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
-    """Popen that dies with us (Linux); elsewhere a plain Popen."""
+    """Popen that dies with us (Linux); elsewhere a plain Popen.
+
+    The preexec_fn makes subprocess fork (not vfork) and run Python in the child: measured 1.1 ms of the
+    CLI's time a spawn (0.1 ms without it) and ~1.4 ms to import ctypes once. Measured and not taken:
+    `setpriv --pdeathsig KILL --` with process_group=0 (vfork; 0.13 ms of ours, +0.5 ms before kubectl
+    runs) leaves a window where a CLI killed before setpriv's prctl leaves kubectl running (no getppid
+    check), and needs util-linux; the fast path's spawn gained 15-30 ms by moving, against ~2-3 ms here."""
     global _prctl
     preexec = None
     if _prctl is None and os.path.exists("/proc/self"):

@@ -1,9 +1,10 @@
 """The entry's fast path: a pod named alone in one of a few plain forms has its early call (transport/early.py)
 spawned before the command line is parsed, before argparse and the verb's modules are imported.
 
-Measured on this 2-core machine: the normal path reached the early call's spawn ~48 ms after the interpreter
-ran (cli's argparse, the verb's module with its printers, the transport's modules); from here the spawn comes
-after importing only what builds kubectl's argv (kube/config.py, pipes.py, the agent's loader line).
+Measured on this 2-core machine (an audit hook's timeline): the normal path reached the early call's spawn
+~30-50 ms after the interpreter ran (cli's argparse, the verb's module with its printers, the transport's
+modules); from here it comes ~16 ms after it, having imported only what builds kubectl's argv and starts it
+(kube/config.py, the agent's loader line, pipes.py with subprocess), and the pod's API read ~2 ms later.
 
 It recognises only these, with -n/--namespace, -c/--container, -q/--quiet anywhere before ``--``:
 

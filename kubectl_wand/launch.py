@@ -23,4 +23,4 @@ def main():
                 quickstart.drop()  # its launcher puts the terminal back; a second Ctrl-C ends the wait
             except KeyboardInterrupt:
                 pass
-        os._exit(INTERRUPTED)
+        os._exit(128 + quickstart.SIGNALLED[0] if quickstart is not None and quickstart.SIGNALLED else INTERRUPTED)

@@ -32,6 +32,7 @@ POD_PREFIXES = ("pod/", "po/", "pods/")
 GET_WORDS = ("processes", "process", "procs", "ps")  # get_processes' resource choices
 
 STARTED = None  # the call started here and not yet claimed (Started)
+SIGNALLED = []  # SIGTERM/SIGHUP received before cli.main installed its own handlers (hold_signals)
 _CLIENTS = {}   # op -> the session socket name sent in a started terminal session's request
 
 
@@ -192,6 +193,7 @@ def start(words):
         atexit.register(drop)
         started.proc = flags.spawn(started.argv + [started.marker], short_lived=not request.get("client"))
         if request.get("client"):
+            hold_signals()
             from .transport.launcher import terminal_launcher
             started.launcher = terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), form.pod,
                                                  form.container, Started.python, request["client"])
@@ -206,6 +208,21 @@ def start(words):
     except Exception:  # noqa: BLE001 (anything: the normal path starts its own call and reports the cause)
         drop()
     return STARTED
+
+
+def hold_signals():
+    """SIGTERM or SIGHUP before cli.main installs its handlers (~0.1 s: the command line's imports) end the
+    program as Ctrl-C does (launch.main drops the call, exit 128 + the signal's number) instead of at once: the
+    launcher then gets SIGTERM and puts the user's terminal back, where dying with us (SIGKILL) would leave
+    it raw."""
+    import signal
+
+    def ended(signum, _frame):
+        SIGNALLED.append(signum)
+        raise KeyboardInterrupt
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) != signal.SIG_IGN:  # `nohup kubectl wand pdb ...` keeps ignoring SIGHUP
+            signal.signal(signum, ended)
 
 
 def take(argv, request):

@@ -260,3 +260,48 @@ def test_a_local_stack_imports_no_argparse():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=REPO)).stdout
     assert out.strip() == "False"
+
+
+# The launcher's fake notes a SIGTERM (it would put the terminal back); the agent's fake dies with its stdin.
+FAKE_SESSION_KUBECTL = """#!/bin/sh
+echo "$$ $1 $2 $3 $4 $5 $8" >> "$FAKE_LOG"
+if [ "$8" = "-I" ]; then
+    trap 'kill $child; echo "$$ TERM" >> "$FAKE_LOG"; exit 0' TERM
+    sleep 120 &
+    child=$!
+    wait
+else
+    exec cat > /dev/null
+fi
+"""
+
+
+def test_sigterm_before_the_verb_ends_the_launcher_gently(kube_env):
+    """SIGTERM while the command line's modules would still be imported: the started session is dropped, its
+    launcher gets SIGTERM (kubectl puts the terminal back) rather than dying with us, exit 143."""
+    import signal
+    log, folder = kube_env
+    kubectl = folder / "kubectl"
+    kubectl.write_text(FAKE_SESSION_KUBECTL)
+    code = ("import sys, time; from kubectl_wand import launch, quickstart\n"
+            "real = quickstart.start\n"
+            "def start(words):\n"
+            "    real(words); print('started', flush=True); time.sleep(60)\n"
+            "quickstart.start = start\n"
+            "sys.argv = ['kubectl-wand', 'pdb', '-n', 'ns', 'web-1']; launch.main()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        wait_for_calls(log, 3)
+        deadline = time.monotonic() + 30
+        while "-I" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    launcher = [pid for pid, args in calls(log) if args.endswith("-I")]
+    assert len(launcher) == 1 and "%s TERM" % launcher[0] in log.read_text().splitlines(), log.read_text()

@@ -4,7 +4,7 @@ spawned before the command line is parsed, before argparse and the verb's module
 Measured on this 2-core machine (an audit hook's timeline): the normal path reached the early call's spawn
 ~30-50 ms after the interpreter ran (cli's argparse, the verb's module with its printers, the transport's
 modules); from here it comes ~16 ms after it, having imported only what builds kubectl's argv and starts it
-(kube/config.py, the agent's loader line, pipes.py with subprocess), and the pod's API read ~2 ms later.
+(kube/config.py, the agent's loader line, pipes.py with subprocess).
 
 It recognises only these, with -n/--namespace, -c/--container, -q/--quiet anywhere before ``--``:
 
@@ -197,11 +197,9 @@ def start(words):
             from .transport.launcher import terminal_launcher
             started.launcher = terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), form.pod,
                                                  form.container, Started.python, request["client"])
-        # The API read kube/resolve.py's pods() makes of a pod named alone (its flags.run takes it): started
-        # here, it is done while the command line's modules are still imported (a `pdb POD`: at 0.21 instead
-        # of 0.31 s) instead of starting after them.
-        flags.start_ahead(flags.kubectl_argv("get", "--raw", "/api/v1/namespaces/%s/pods/%s" % (
-            namespace, form.pod), namespaced=False))
+        # The pod's API read is not started here: started with the execs it competed with them for the 2 cores
+        # (pdb POD: the agent's hello 0.15 s later); after the command line's imports it is still done before
+        # the agent's answer.
         from .agent import protocol
         from .transport.kubectl import send_agent
         send_agent(started.proc, protocol.request(**request))

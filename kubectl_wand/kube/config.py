@@ -91,33 +91,11 @@ class KubeFlags:
 
     def run(self, argv, input=None, timeout=None):
         """Run a one-shot kubectl to its end (subprocess.run: stdout and stderr captured); echoed.
-        subprocess.TimeoutExpired past ``timeout``. A read started ahead with the same argv (``start_ahead``)
-        is waited for instead of starting another."""
+        subprocess.TimeoutExpired past ``timeout``."""
         import subprocess
-        ahead = AHEAD.pop(tuple(argv), None) if input is None else None
-        if ahead is not None:
-            try:
-                out, err = ahead.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                ahead.kill()
-                ahead.communicate()
-                raise
-            return subprocess.CompletedProcess(argv, ahead.returncode, out, err)
         self.echo(argv)
         return subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=kubectl_env(True),
                               timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-
-    def start_ahead(self, argv):
-        """Start a one-shot, read-only kubectl (an API GET) now, for ``run`` with the same argv to take later
-        (quickstart.py: a pod's read starts with its early call instead of after the command line's imports).
-        One never taken is ended on exit; echoed as ``run`` would."""
-        import atexit
-        import subprocess
-        from .. import pipes
-        self.echo(argv)
-        AHEAD[tuple(argv)] = pipes.spawn(argv, env=kubectl_env(True), stdin=subprocess.DEVNULL)
-        if len(AHEAD) == 1:
-            atexit.register(end_ahead)
 
     # -- kubeconfig ----------------------------------------------------------------------------------------
     def kubeconfig_files(self):
@@ -240,19 +218,6 @@ class KubeFlags:
             return cfg["clusters"][0]["cluster"].get("server") or "?"
         except WandError:
             return "the configured server"
-
-
-AHEAD = {}  # argv (a tuple) -> a read-only kubectl started ahead (KubeFlags.start_ahead), until run() takes it
-
-
-def end_ahead():
-    """Kill the reads started ahead that nothing took (a command line that failed before its API read)."""
-    from .. import pipes
-    while AHEAD:
-        _argv, proc = AHEAD.popitem()
-        if proc.poll() is None:
-            proc.kill()
-        pipes.close(proc)
 
 
 NAMESPACE_CACHE, NAMESPACE_CACHE_SIZE = "kubeconfig-namespaces.json", 32

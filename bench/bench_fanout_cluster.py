@@ -37,7 +37,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchstats import quartiles  # noqa: E402
+from benchstats import quartiles, wand_from  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = "wand-e2e"
@@ -276,12 +276,16 @@ def main():
     ap.add_argument("--memory-rounds", type=int, default=3)
     ap.add_argument("--only", help="a regular expression: only the verbs it matches (and the floors)")
     ap.add_argument("--keep", action="store_true", help="leave the Deployment (the next run starts faster)")
+    ap.add_argument("--against", metavar="DIR", help="also run every verb from the kubectl-wand in DIR (another "
+                    "checkout, e.g. main's) in the same rounds: rows marked [against]")
     args = ap.parse_args()
     if args.kubeconfig:
         KUBECTL.extend(["--kubeconfig", args.kubeconfig])
     env = dict(os.environ, PYTHONPATH=REPO, **({"KUBECONFIG": args.kubeconfig} if args.kubeconfig else {}))
     import compileall  # as installed: its bytecode compiled (see bench_speed_cluster.py)
     compileall.compile_dir(os.path.join(REPO, "kubectl_wand"), quiet=1)
+    if args.against:
+        compileall.compile_dir(os.path.join(args.against, "kubectl_wand"), quiet=1)
     print("load average at the start %s" % " ".join("%.2f" % x for x in os.getloadavg()), flush=True)
     image = kubectl("get", "deploy/web", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout.strip()
     wand = [sys.executable, "-m", "kubectl_wand", "-n", NS]
@@ -289,6 +293,9 @@ def main():
         for n in args.replicas:
             pods = deploy(n, image)
             todo = cases(wand, env, pods)
+            if args.against:
+                other = cases(wand_from(args.against, sys.executable) + wand[3:], env, pods)
+                todo.update({k + " [against]": v for k, v in other.items() if not k.startswith("floor")})
             if args.only:
                 todo = {k: v for k, v in todo.items() if k.startswith("floor") or re.search(args.only, k)}
             speed_table(n, interleave(todo, args.rounds))

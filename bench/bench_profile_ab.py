@@ -309,6 +309,9 @@ def main():
     for phase in ("wand", "py-spy"):
         print("  %-8s %s" % (phase, spread([g[phase]["sampler_ms_per_s"] for g in rounds], fmt="%.2f")))
     print("  (of wand's, the agent thread's: %s)" % spread([g["wand"]["agent_ms_per_s"] for g in rounds], fmt="%.2f"))
+    # each round's pair ran minutes apart at most: their ratio divides out what the machine's load did to both
+    print("  wand / py-spy in the same round: %s" % spread(
+        [g["wand"]["sampler_ms_per_s"] / g["py-spy"]["sampler_ms_per_s"] for g in rounds], fmt="%.3f"))
     print("start-up and report: the whole run's CPU less the window's rate times its length (ms):")
     for phase in ("wand", "py-spy"):
         print("  %-8s %s" % (phase, spread([g[phase]["run_cpu"] * 1000 - g[phase]["sampler_ms_per_s"] * g[phase][

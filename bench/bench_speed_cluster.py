@@ -37,7 +37,7 @@ import threading
 import time
 
 from bench_cluster import BENCH_DEPLOY, NS, REPO, exec_floor, sh
-from benchstats import quartiles
+from benchstats import quartiles, wand_from
 
 ONE, TWENTY = "bench-one", "speed20"
 # debugwand 0.5.0 and what pip resolved for it (2026-11, Python 3.14), installed with --no-deps: the same bytes
@@ -64,12 +64,17 @@ def main():
     ap.add_argument("--single", action="store_true",
                     help="only the single pod's rows (exec-py, stack, the bare exec) and the breakdown")
     ap.add_argument("--name", default=ONE, help="the one pod's Deployment and Service (default %s)" % ONE)
+    ap.add_argument("--against", metavar="DIR", help="also run exec-py and stack from the kubectl-wand in DIR "
+                    "(another checkout, e.g. main's) in the same rounds: rows marked [against]")
     args = ap.parse_args()
     ONE = args.name
     env = dict(os.environ, KUBECONFIG=args.kubeconfig, PYTHONPATH=REPO)
     kubectl = ["kubectl", "--kubeconfig", args.kubeconfig, "-n", NS]
     wand = [sys.executable, "-m", "kubectl_wand"]
     compile_bytecode()
+    if args.against:
+        import compileall
+        compileall.compile_dir(os.path.join(args.against, "kubectl_wand"), quiet=1)
     print("load average at the start %.1f (a busy workload left running skews every ratio: look at `top`)"
           % os.getloadavg()[0], flush=True)
     web = json.loads(must(kubectl + ["get", "deploy/web", "-o", "json"]))
@@ -87,6 +92,10 @@ def main():
             "stack": lambda: run(wand + ["stack", "pod/" + name, "-n", NS], env, expect="Thread"),
             "bare": lambda: run(kubectl + ["exec", name, "--", "python3", "-c", "pass"], env),
         }
+        if args.against:
+            theirs = wand_from(args.against, sys.executable)
+            exec_cases["execpy-against"] = lambda: run(theirs + ["exec-py", "pod/" + name, "-n", NS, "--", "pass"], env)
+            exec_cases["stack-against"] = lambda: run(theirs + ["stack", "pod/" + name, "-n", NS], env, expect="Thread")
         skipped = None
         if args.single:
             cases, skipped = {}, "not measured (--single)"
@@ -180,6 +189,8 @@ ROWS = (  # (label, case, reference case, target ratio)
     ("  (info) that floor with GOGC=off", "floor20gc", None, None),
     ("exec-py pod/P -- pass", "execpy", "bare", 1.5),  # issue 22 (was 2.5, issue 11)
     ("stack pod/P", "stack", "bare", 1.25),  # issue 22 (was 1.5)
+    ("  [against] exec-py pod/P -- pass", "execpy-against", "bare", 1.5),
+    ("  [against] stack pod/P", "stack-against", "bare", 1.25),
     ("  bare kubectl exec P -- python3 -c pass", "bare", None, None),
 )
 
@@ -206,7 +217,7 @@ def report(times, pod, skipped):
         ratio = med / statistics.median(times[ref])
         r1, r3 = quartiles([a / b for a, b in zip(times[case], times[ref])])  # the same round's pair
         ok = ratio <= target
-        missed = missed or not ok
+        missed = missed or not ok and "[against]" not in label  # the other checkout is only shown
         print("%s %6.2f %6.2f-%6.2f %6.2f  %s" % (line, ratio, r1, r3, target, "ok" if ok else "MISSED"))
     sys.stdout.flush()
     return missed

@@ -45,7 +45,7 @@ def test_agent_sources_are_verbatim_module_files():
     import zlib
     line, _, packed = agent_header("exec").partition(b"\n")
     assert len(packed) == int(line) < 64 * 1024  # fits a pipe's buffer: writing it never waits for kubectl
-    order, modules = marshal.loads(zlib.decompress(packed))
+    order, modules, _lazy = marshal.loads(zlib.decompress(packed))
     import kubectl_wand.agent.passengers as passengers
     for name in ("injector", "bootstrap", "execute"):
         with open(os.path.join(os.path.dirname(passengers.__file__), name + ".py")) as f:

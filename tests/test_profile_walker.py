@@ -83,3 +83,53 @@ def test_a_stack_deeper_than_the_readers_limit_is_sampled_and_marked(spawn):
     names = [prof["frames"][i]["function"] for i in stack["frames"]]
     assert len(names) == 1025 and names[-1] == "<outer frames not read>" and set(names[:-1]) == {"down"}
     assert app.alive()
+
+
+# Under the target's interpreter: each thread walked by one Walker without and with its outermost entry frames
+# known, the reads of each walk counted.
+TWICE = r"""
+import sys
+ns = {"__name__": "wand-test"}
+exec(SOURCE, ns)
+pid, runtime = int(sys.argv[1]), int(sys.argv[2])
+walker, why = ns["open_walker"](pid, runtime)
+assert walker is not None, why
+reads, real = [], walker.read
+
+def counted(addr, size):
+    reads.append(addr)
+    return real(addr, size)
+
+walker.read = counted
+starts = walker.frame_addresses()
+walks, known = [], []
+for i in range(3):  # the first reads the code objects too; the second is without what the first learnt
+    if i == 1:
+        known.append(len(walker.outermost))
+        walker.outermost.clear()
+    del reads[:]
+    walks.append({str(tid): walker.walk(start) for tid, start in starts.items()})
+    walks[-1]["reads"] = len(reads)
+ns["emit"](sys.stdout, {"walks": walks[1:], "known": known[0], "threads": len(starts)})
+"""
+
+
+def test_a_threads_outermost_entry_frame_is_read_once_and_the_walk_is_the_same(spawn, py314):
+    """The entry frame that ends the main thread's chain (under -m: runpy's) and a threading.Thread's (its
+    bootstrap's) is read once, then known by its address: one read a thread a tick fewer while profiling; the
+    frames and where the first C call cuts them are the same either way."""
+    app = spawn("cli_chain.py", argv=py314.argv(["-m", "cli_chain"]), env={"PYTHONPATH": py314.apps})
+    settled(app.pid)
+    (_, resolved), = observe.targets(app.pid)
+    rt = resolved[1]
+    harness = "SOURCE = %r\n" % observe.sampler_source().rsplit('if __name__ == "__main__":', 1)[0] + TWICE
+    argv, env = rt.command(["-c", harness, str(rt.injector_pid), str(rt.proc.runtime_address())])
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    first, second = got["walks"]
+    assert got["threads"] == got["known"] == 2
+    assert first.pop("reads") - second.pop("reads") == 2
+    assert first == second, (first, second)
+    main = first[str(app.pid)][0]
+    assert [f[0] for f in main[-3:]] == ["<module>", "_run_code", "_run_module_as_main"], main

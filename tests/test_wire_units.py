@@ -282,8 +282,8 @@ def test_a_spawned_reader_that_outlives_its_time_is_reported_and_ended():
 def test_a_sampler_line_out_of_protocol_ends_it_as_a_protocol_error(line, why):
     import subprocess
     import sys
-    from kubectl_wand.agent import observe
-    run = observe.Sampling(1, None)
+    from kubectl_wand.agent import profiling
+    run = profiling.Sampling(1, None)
     run.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         run.feed(line[:7])

@@ -8,21 +8,21 @@ it travels as source and is never imported here.
 """
 
 # Modules loaded in a pod, in import order (``boot`` loads them from stdin).
-MODULES = ("protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops", "private",
-           "reap", "slot", "wait", "session", "importable", "link", "checks", "debugserver", "observe", "tracing",
-           "memory", "pdbsession", "main")
+MODULES = ("jsonlines", "protocol", "elf", "procfs", "processes", "sources", "choose", "lent", "runtime", "fdops",
+           "private", "reap", "slot", "wait", "injectable", "session", "importable", "link", "checks", "debugserver",
+           "observe", "profiling", "tracing", "memory", "pdbsession", "main")
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
-              "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
+              "probehit", "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
               "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
 # operation uses (listing 20 pods must not ship the debug server 20 times; exec-py's header was 118 KB of
 # sources when it carried everything).
-CORE = ("protocol", "elf", "procfs", "processes")
-INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "slot", "wait", "session")
+CORE = ("jsonlines", "protocol", "elf", "procfs", "processes")
+INJECT = CORE + ("sources", "choose", "runtime", "fdops", "private", "reap", "slot", "wait", "injectable", "session")
 NEEDS = {
     "list": (CORE + ("main",), ()),
     "watch": (CORE + ("main",), ()),
@@ -30,7 +30,7 @@ NEEDS = {
     "attach": (INJECT + ("importable", "debugserver", "main"), ("injector", "bootstrap") + OP_CODE["attach"]),
     "check": (INJECT + ("importable", "checks", "main"), ("injector",)),
     "stack": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
-    "profile": (CORE + ("sources", "runtime", "observe", "main"), ("framewalk", "profiler", "sampler")),
+    "profile": (CORE + ("sources", "runtime", "observe", "profiling", "main"), ("framewalk", "profiler", "sampler")),
     "trace": (INJECT + ("link", "tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "mem": (INJECT + ("link", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
     "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),

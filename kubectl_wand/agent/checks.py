@@ -7,7 +7,7 @@ import time
 from . import private as private_mod, processes, procfs, runtime as runtime_mod, slot as slot_mod
 from .importable import find_debugpy
 from .protocol import check_row as row
-from .session import STOPPED, blocked_in, main_thread_stack
+from .injectable import STOPPED, blocked_in, main_thread_stack
 
 BLOCKING_CALLS = {"read", "poll", "select", "nanosleep", "accept", "recvfrom", "wait4", "futex", "clock_nanosleep",
                   "epoll_wait", "pselect6", "ppoll", "epoll_pwait", "accept4", "epoll_pwait2"}

@@ -73,8 +73,8 @@ def dispatch(request, fetch_blob, emit, stop, window=None, code_cache=None):
             from . import observe
             return observe.stack(request, emit, stop, code_cache)
         if op == "profile":
-            from . import observe
-            return observe.profile(request, emit, stop, window if request.get("sync") else None)
+            from . import profiling
+            return profiling.profile(request, emit, stop, window if request.get("sync") else None)
         if op == "trace":
             from .tracing import trace
             return trace(request, emit, stop, window if request.get("sync") else None)

@@ -10,7 +10,7 @@ SOURCES = {}  # module name -> source text
 # The op's own code, run inside the target after the bootstrap: it travels in the request (op_sources), so the
 # file written into the target's temporary directory holds the bootstrap only, and a request decided from the
 # hello alone (attach to a running server) compiles nothing more in the target.
-OP_CODE = {"exec": ("execute",), "attach": ("debugger",), "trace": ("codefinder", "probe"),
+OP_CODE = {"exec": ("execute",), "attach": ("debugger",), "trace": ("codefinder", "probehit", "probe"),
            "mem": ("heapcensus", "heapslices", "heapwindow"),
            "pdb": ("pdbserver",), "repl": ("execute", "replserver")}
 

@@ -15,7 +15,6 @@ process killed) ends the probe within seconds.
 """
 from __future__ import annotations
 
-import socket
 import time
 
 from . import protocol
@@ -84,7 +83,7 @@ class Relay(Link):
         self.lines = None
         self.hits, self.dropped, self.errors, self.snapshot, self.installed = 0, 0, [], None, None
 
-    def __call__(self, conn: socket.socket, hello: dict, lines=None) -> dict:
+    def __call__(self, conn: "socket.socket", hello: dict, lines=None) -> dict:
         conn.settimeout(2.0)  # for sends; reads wait in select()
         self.lines = lines or protocol.Lines(conn, "the target")
         try:

@@ -1,11 +1,13 @@
 """The agent as it travels to a pod: its module sources, verbatim and compressed, on stdin after agent/boot.py.
 
 agent/boot.py reads that line and loads the modules in memory (nothing is written to the container's disk).
-Only what an operation needs is sent: listing 20 pods must not ship debugpy's server code 20 times.
+Only what an operation needs is sent: listing 20 pods must not ship debugpy's server code 20 times. Beside the
+sources go where their functions' bodies are (lazy_spans): the agent compiles a body only when it is first called.
 """
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 from .. import agent as agent_pkg
@@ -22,7 +24,7 @@ LOADER = AGENT_LOADER
 AGENT_ARGS = ["-S", "-c", LOADER]
 
 _SOURCES = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # _shipped reads sources() under it
 
 
 def sources() -> dict:
@@ -37,13 +39,24 @@ def sources() -> dict:
     return _SOURCES
 
 
+_SHIPPED = {}
+
+
+def _shipped(name):
+    with _LOCK:
+        if name not in _SHIPPED:
+            _SHIPPED[name] = shipped(sources()[name])
+        return _SHIPPED[name]
+
+
 _HEADERS = {}
 PIPE_ROOM = 60 * 1024  # a pipe holds 64 KiB: the header, with the boot line and the request, must fit
 
 
 def agent_header(op=None, extra=()) -> bytes:
     """The agent's module sources as agent/boot.py reads them (only what ``op`` needs): a line with a size N,
-    then N bytes of zlib(marshal((order, {name: source}))). marshal format 4 (strings, lists, a dict, a tuple)
+    then N bytes of zlib(marshal((order, {name: source}, {name: spans}))): the modules as ``shipped`` makes them
+    and where their bodies are, the passengers verbatim. marshal format 4 (strings, lists, a dict, a tuple)
     reads the same in every Python since 3.4; it only ever carries what this CLI made.
 
     Everything fits in a pipe's 64 KiB buffer, so writing it never waits for kubectl's exec stream to come up
@@ -58,9 +71,12 @@ def agent_header(op=None, extra=()) -> bytes:
         import marshal
         import zlib
         src = sources()
-        # Level 1: 1.3 instead of 3.1 ms (stack's modules; exec's 1.4 instead of 5.0) for 29 instead of 24 KB,
-        # spent while kubectl starts its exec on the same cores
-        raw = marshal.dumps((list(order), {k: src[k] for k in order + passengers}), 4)
+        # Level 1, spent while kubectl starts its exec on the same cores: every op fits a pipe at it since the
+        # modules travel without comments and docstrings (mem's 55 KB; level 9 would be 45). With them, exec,
+        # attach, check, trace, mem, pdb and repl needed level 9: 15-20 ms of the CLI's CPU instead of 1-2.
+        forms = {name: _shipped(name) for name in order}
+        texts = dict({k: text for k, (text, _) in forms.items()}, **{k: src[k] for k in passengers})
+        raw = marshal.dumps((list(order), texts, {k: spans for k, (_, spans) in forms.items()}), 4)
         packed = zlib.compress(raw, 1)
         if len(packed) > PIPE_ROOM:  # trace's modules (68 KB at level 1): level 9 is ~20 % smaller, for ~5 ms
             packed = zlib.compress(raw, 9)
@@ -70,4 +86,82 @@ def agent_header(op=None, extra=()) -> bytes:
 
 def boot_line() -> bytes:
     """The line LOADER executes: ``exec('<agent/boot.py>')``, the source as a Python string literal on one line."""
-    return b"exec(%s)\n" % ascii(sources()["boot"]).encode()
+    return b"exec(%s)\n" % ascii(_shipped("boot")[0]).encode()
+
+
+# A string literal (triple-quoted or not) or a comment: what lazy_spans blanks before it reads the structure.
+# Each alternative is a loop unrolled ("normal* (special normal*)*"): 4x faster than the plain (\\.|.)*? form.
+_LITERAL = re.compile(r'''"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""|\'\'\'[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*\'\'\''''
+                      r'''|"[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(?:\\.[^'\\\n]*)*'|#[^\n]*''')
+LAZY_MIN_LINES = 3  # a shorter body costs less to compile at once than its stub and its compile when called
+
+
+def shipped(source: str):
+    """(text, spans): the module as it travels, comments and docstrings blanked (every line keeps its number: a
+    traceback's line is the file's; fewer bytes to send and to compile), and the lazy_spans of it."""
+    masked, text, pos, prev = [], [], 0, ""
+    for match in _LITERAL.finditer(source):
+        gap = source[pos:match.start()]
+        masked.append(gap)
+        text.append(gap)
+        prev = gap.rstrip()[-1:] or prev
+        literal, pos = match.group(), match.end()
+        if literal[0] == "#":
+            continue
+        newlines = literal.count("\n")
+        # a string leaves a mark (its line holds code); the line it ends on keeps its columns
+        masked.append("s" + "\n" * newlines + " " * (len(literal) - literal.rfind("\n") - 1) if newlines else "s")
+        end = source.find("\n", pos)
+        if prev in (":", "") and literal[:3] in ('"""', "'''") and not source[pos:end if end >= 0 else None].split(
+                "#")[0].strip():
+            text.append('""' + "\n" * newlines)  # a docstring: first in the file, or after a def's or class's colon
+        else:
+            text.append(literal)
+        prev = "s"
+    masked.append(source[pos:])
+    text.append(source[pos:])
+    text = "".join(text)
+    return text, lazy_spans(text, "".join(masked))
+
+
+def lazy_spans(text: str, masked: str) -> list:
+    """[(def line, body's first line, body's last line, def's indent, body's indent), ...] of the functions whose
+    bodies agent/boot.py compiles only when first called: top-level functions and the methods of top-level
+    classes, bodies of LAZY_MIN_LINES lines or more that use no ``super()``/``__class__`` (a closure cell the
+    stub has not). Read from the lines' indentation in ``masked`` (``text`` with its strings and comments
+    blanked): ~2 ms for an op's modules where ast.parse takes ~20 (the CLI pays it once per op), and
+    tests/test_agent_lazy.py checks it against ast on every module we ship."""
+    masked, lines = masked.split("\n"), text.split("\n")
+    spans, in_class, i = [], False, 0
+    while i < len(masked):
+        code = masked[i].lstrip()
+        indent = len(masked[i]) - len(code)
+        if code and not indent:
+            in_class = code.startswith("class ")
+        if not code.startswith("def ") or not (indent == 0 or indent == 4 and in_class):
+            i += 1
+            continue
+        end, depth = i, 0  # the header's last line: brackets closed, a colon ends it
+        while True:
+            line = masked[end].rstrip()
+            depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+            if depth <= 0 and ":" in line or end + 1 == len(masked):
+                break
+            end += 1
+        first = last = None
+        j = end + 1
+        while j < len(masked):
+            body = masked[j].lstrip()
+            if body:
+                if len(masked[j]) - len(body) <= indent:
+                    break
+                if first is None:
+                    first = j
+                last = j
+            j += 1
+        body = "\n".join(lines[i:j]) if first is not None else ""
+        if (line.endswith(":") and first is not None and last - first + 1 >= LAZY_MIN_LINES
+                and "super(" not in body and "__class__" not in body):
+            spans.append((i + 1, first + 1, last + 1, indent, len(lines[first]) - len(lines[first].lstrip())))
+        i = j
+    return spans

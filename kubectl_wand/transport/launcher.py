@@ -14,13 +14,88 @@ most ``WAIT`` seconds; the CLI ends the launcher itself when the session does no
 agent closes without a client (the session did not start: the CLI says why), 2 when no agent ever listened or
 the client could not be started, 130 on Ctrl-C before the client runs. The message is read to its exact
 size: what follows it on the connection is the client's (pdb's first prompt).
+
+In-process when it can: in a pod the launcher's ``python3`` is usually the app's own interpreter, and then a second
+interpreter's start (~12 ms) and the client's first imports (pdb's: ~45 ms, most of the time from the agent's word
+to the first prompt, measured with bench/bench_pdb.py) followed the agent's answer. So, under 3.14, the launcher
+imports what the session's client imports first (``WARM``) in a thread while it waits, and when ``argv`` runs this
+very interpreter with its own flags on this session (``BINARY -I -S -c SOURCE NAME ...``, not a wrapper that execs
+another interpreter such as lent.py's chroot: the same binary by device and inode as /proc/self/exe, hence the same
+version as the target's) it runs SOURCE here, as execve would: ``env`` exactly (the client imports readline, which
+reads TERM, only after), LC_CTYPE from it (LC_ALL=C.UTF-8), the standard streams' error handlers an interpreter
+started with it has, ``sys.argv`` = ``["-c", ARGS..., FD]``, a fresh ``__main__``. Anything else (another binary,
+another version, a stream not UTF-8) is exec'd.
 """
 
 WAIT = 60.0  # seconds: the agent listens once it has chosen the process (~0.1-2 s on a loaded node)
 
+# What each session's client imports first, by the op in the session's name (kubectl-wand-OP-HEX):
+# pdbclient.py imports pdb (~45 ms in a pod), replclient.py code; never readline (see the docstring). Names
+# after a "-" are put off as pdbclient.py puts them off (LATER there): pdb imports them, its client never uses them.
+WARM = {"pdb": ("-asyncio", "-tempfile", "pdb"), "repl": ("code", "base64", "select")}
+
 LAUNCHER = r"""
 import json, os, socket, struct, sys, time
+
+
+class Later(type(sys)):
+    def __getattr__(self, attr):
+        import importlib
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def warm(names):
+    try:
+        for name in names:
+            if name[0] == "-":
+                if name[1:] not in sys.modules:
+                    sys.modules[name[1:]] = Later(name[1:])
+            else:
+                __import__(name)
+    except BaseException:
+        pass
+
+
+def same_python(argv, env):
+    if len(argv) < 6 or argv[1:4] != ["-I", "-S", "-c"] or argv[5] != sys.argv[1] or sys.version_info < (3, 14):
+        return False
+    if env.get("LC_ALL") != "C.UTF-8":
+        return False
+    if not (sys.flags.isolated and sys.flags.no_site) or sys.getfilesystemencoding() != "utf-8":
+        return False
+    if any((getattr(f, "encoding", None) or "").lower() != "utf-8" for f in (sys.stdin, sys.stdout, sys.stderr)):
+        return False
+    try:
+        ours, theirs = os.stat("/proc/self/exe"), os.stat(argv[0])
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def run_here(argv, env, fd):
+    import _locale
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        _locale.setlocale(_locale.LC_CTYPE, "")
+    except _locale.Error:
+        pass
+    sys.stdin.reconfigure(errors="surrogateescape")
+    sys.stdout.reconfigure(errors="surrogateescape")
+    sys.stderr.reconfigure(errors="backslashreplace")
+    sys.argv = ["-c"] + argv[5:] + [str(fd)]
+    main = type(sys)("__main__")
+    sys.modules["__main__"] = main
+    exec(compile(argv[4], "<string>", "exec"), main.__dict__)
+
+
 try:
+    names = %(warm)r.get((sys.argv[1].split("-") + ["", "", ""])[2])
+    if names and sys.version_info >= (3, 14):
+        import _thread
+        _thread.start_new_thread(warm, (names,))
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     end = time.monotonic() + %(wait)r
     while True:
@@ -48,8 +123,9 @@ try:
             sys.exit(0)
         data += c
     argv, env = json.loads(data.decode())
-    os.set_inheritable(s.fileno(), True)
-    os.execve(argv[0], argv + [str(s.fileno())], env)
+    if not same_python(argv, env):
+        os.set_inheritable(s.fileno(), True)
+        os.execve(argv[0], argv + [str(s.fileno())], env)
 except KeyboardInterrupt:
     sys.exit(130)
 except (OSError, ValueError) as exc:
@@ -57,7 +133,12 @@ except (OSError, ValueError) as exc:
         sys.exit(0)  # the agent closed without a client: the session did not start, the CLI says why
     sys.stderr.write("error: kubectl wand's session client could not start: %%s\n" %% exc)
     sys.exit(2)
-""" % {"wait": WAIT}
+try:
+    os.set_inheritable(s.fileno(), True)
+    run_here(argv, env, s.detach())  # the client owns the connection now, as it would after execve
+except KeyboardInterrupt:
+    sys.exit(130)
+""" % {"wait": WAIT, "warm": WARM}
 
 
 def launcher_args(python: str, name: str) -> list:

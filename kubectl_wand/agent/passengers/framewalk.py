@@ -29,6 +29,15 @@ MAX_CHUNK = 1 << 22  # bytes of a data-stack chunk read at once (CPython's are 1
 CHUNK_AT_ONCE = 1 << 16  # up to this many bytes a chunk is read without reading its size first
 
 
+# Where a thread's chain ends: the entry frame of the C call that runs its outermost Python frame (on the C stack,
+# previous NULL). While that call runs, its C stack is taken, so no other entry frame can lie at that address; the
+# chain is known to end there (one read a thread a tick fewer: measured, a tick cost ~5 reads) when it reaches it
+# from the same frame, at the same address, running the same code, and that code is one that runs for the whole
+# life of the thread: the main module's (or runpy's, under -m) or a threading.Thread's bootstrap. A thread that C
+# code calls into again and again (its outermost call returns) is read to the end every tick, as before.
+OUTERMOST = {"<module>", "_run_module_as_main", "Thread._bootstrap"}
+
+
 class Unreadable(Exception):
     pass
 
@@ -41,9 +50,9 @@ class Walker:
 
     def __init__(self, pid, runtime):
         self.fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY | os.O_CLOEXEC)
-        self.code_type = None
+        self.code_type, self.unreadable_seen, self.fields = None, False, None
         self.codes = {}  # code object address -> (qualname, filename, firstlineno, linetable): reused while profiling
-        self.lines = {}  # (code object address, instruction index) -> (qualname, filename, line)
+        self.lines = {}  # (code object address, instruction pointer) -> (qualname, filename, line)
         raw = self.read(runtime, 8 + 8 * 80)
         if raw[:8] != b"xdebugpy":
             raise Unreadable("no _Py_DebugOffsets at the runtime's address")
@@ -57,6 +66,17 @@ class Walker:
             raise Unreadable("the frames past a C call are read on CPython 3.14 with the GIL only")
         self.runtime = runtime
         self.check_self()
+        off = self.off
+        # What every tick reads, worked out once: measured while profiling (bench/bench_profile_ab.py), a tick
+        # costs ~7x its warm time after the 10 ms sleep (cold caches), so each lookup and call left out counts.
+        at = [off[k] for k in ("native_thread_id", "current_frame", "datastack_chunk", "thread_id", "ts_next")]
+        if any(a % 8 for a in at):
+            raise Unreadable("a thread state's fields are not 8-byte aligned in this build")
+        self.ts_at = tuple(a // 8 for a in at)  # as indexes of 8-byte words
+        self.ts_span = (max(at) + 8 + 7) // 8 * 8
+        self.interp = 0
+        self.outermost = {}  # thread state address -> (its outermost entry frame's, (the frame inside it, its code))
+        self.idents = {}
 
     def check_self(self):
         """Our own code object read back from our own memory with the offsets the target gave: they must match."""
@@ -151,18 +171,25 @@ class Walker:
         """{native thread id: (its innermost frame's address, its thread state's, its newest data-stack chunk's)}
         of the main interpreter's threads. Each thread state is read in one piece; the main interpreter is
         _PyRuntime's own (static), so its address is read once."""
-        off, out = self.off, {}
-        span = max(off["native_thread_id"], off["current_frame"], off["thread_id"], off["ts_next"],
-                   off["datastack_chunk"]) + 8
-        interp = self.interp = getattr(self, "interp", 0) or self.ptr(self.runtime + off["interpreters_head"])
-        tstate = self.ptr(interp + off["threads_head"]) if interp else 0
-        self.idents = {}  # pthread ident -> native thread id, for Names
+        out, idents = {}, {}
+        read, span = self.read, self.ts_span
+        native_at, frame_at, chunk_at, ident_at, next_at = self.ts_at
+        if not self.interp:
+            self.interp = self.ptr(self.runtime + self.off["interpreters_head"])
+            if not self.interp:
+                return out
+        tstate = self.ptr(self.interp + self.off["threads_head"])
         while tstate and len(out) < 10000:
-            raw = self.read(tstate, span)
-            native = self.word(raw, off["native_thread_id"])
-            out[native] = (self.word(raw, off["current_frame"]), tstate, self.word(raw, off["datastack_chunk"]))
-            self.idents[self.word(raw, off["thread_id"])] = native
-            tstate = self.word(raw, off["ts_next"])
+            raw = read(tstate, span)
+            words = memoryview(raw).cast("Q")  # the fields are 8-byte aligned (checked in __init__)
+            native = words[native_at]
+            out[native] = (words[frame_at], tstate, words[chunk_at])
+            idents[words[ident_at]] = native  # pthread ident -> native thread id, for Names
+            tstate = words[next_at]
+        self.idents = idents
+        if len(self.outermost) > 2 * len(out) + 8:  # threads that ended
+            live = {start[1] for start in out.values()}
+            self.outermost = {ts: known for ts, known in self.outermost.items() if ts in live}
         return out
 
     def stack_chunk(self, addr, frame, span):
@@ -188,43 +215,52 @@ class Walker:
         """(frames, cut): every Python frame from ``start`` (frame_addresses' triple) outwards, innermost first,
         and how many of them come before the first C call's entry frame (where _remote_debugging stops). Entry
         frames have no code of their own and are passed over, as py-spy does."""
-        frame, _tstate, chunk_addr = start or (0, 0, 0)
-        off, out, cut = self.off, [], None
-        fields = self.frame_fields()
-        span, previous, executable_at, instr_at, owner_at = fields
+        frame, tstate, chunk_addr = start or (0, 0, 0)
+        out, cut = [], None
+        outer = self.outermost.get(tstate)
+        inner = (0, 0)  # the last frame with code so far: its address and its code object's
+        span, previous, executable_at, instr_at, owner_at = self.fields or self.frame_fields()
         base, chunk = self.stack_chunk(chunk_addr, frame, span) if frame else (0, b"")
         # The chunk's words by index (its frames are 8-byte aligned): measured while profiling, a third of the
         # walk's time went to slicing and decoding each field.
         words = memoryview(chunk).cast("Q") if chunk and not (frame - base) % 8 else None
         end = base + len(chunk)
-        lines = self.lines
+        lines, codes = self.lines, self.codes
+        previous, executable_at, instr_at = previous >> 3, executable_at >> 3, instr_at >> 3  # as word indexes
         while frame and len(out) < MAX_FRAMES:
+            if outer is not None and frame == outer[0] and inner == outer[1]:
+                if cut is None and out:  # the thread's outermost entry frame, known (see OUTERMOST)
+                    cut = len(out)
+                break
             if words is not None and base <= frame and frame + span <= end:
-                at = (frame - base) >> 3
+                got, at = words, (frame - base) >> 3
                 owner = chunk[frame - base + owner_at]
-                executable = words[at + (executable_at >> 3)] & ~7
-                instr, after = words[at + (instr_at >> 3)], words[at + (previous >> 3)]
-            else:
+            else:  # outside the chunk (see stack_chunk): read alone
                 raw = self.read(frame, span)
-                owner = raw[owner_at]
-                executable = self.word(raw, executable_at) & ~7
-                instr, after = self.word(raw, instr_at), self.word(raw, previous)
+                got, at, owner = memoryview(raw).cast("Q"), 0, raw[owner_at]
+            executable = got[at + executable_at] & ~7
+            after = got[at + previous]
             if owner >= 3 or not executable:  # owned by the interpreter / the C stack: an entry frame
                 if cut is None and out:
                     cut = len(out)
-            elif self.is_code(executable):
-                index = (instr - executable - off["code_adaptive"]) // 2
-                found = lines.get((executable, index))
+                if not after and tstate and codes.get(inner[1], ("",))[0] in OUTERMOST:
+                    self.outermost[tstate] = (frame, inner)
+            elif executable in codes or self.is_code(executable):
+                instr = got[at + instr_at]
+                found = lines.get((executable, instr))
                 if found is None:  # the line table is walked once per code object and instruction
                     qualname, filename, first, table = self.code_info(executable)
-                    found = lines[executable, index] = (qualname, filename, line_of(table, first, index))
+                    index = (instr - executable - self.off["code_adaptive"]) // 2
+                    found = lines[executable, instr] = (qualname, filename, line_of(table, first, index))
+                    self.unreadable_seen = self.unreadable_seen or not readable(qualname, filename)
                 out.append(found)
+                inner = (frame, executable)
             frame = after
         return out, len(out) if cut is None else cut
 
     def frame_fields(self):
         """(bytes of a frame read, a multiple of 8; offsets of previous, f_executable, instr_ptr, owner)."""
-        fields = getattr(self, "fields", None)
+        fields = self.fields
         if fields is None:
             off = self.off
             at = (off["frame_previous"], off["frame_executable"], off["frame_instr_ptr"], off["frame_owner"])

@@ -23,7 +23,8 @@ import time
 from collections import deque
 
 # Known, Location, Refused, code_lines, module_file, nested, roots_everywhere and roots_in_namespace are
-# codefinder's: its source runs just before this one in the same namespace (a passenger imports nothing of ours).
+# codefinder's, Hits (what a hit records) is probehit's: their sources run just before this one in the same
+# namespace (a passenger imports nothing of ours).
 
 TOOL_NAME = "kubectl-wand trace"
 # Never 0 (DEBUGGER_ID: debugpy's). 3 and 4 have no conventional owner; 5 (optimizers) next; 2 is what
@@ -36,8 +37,6 @@ POLL = 0.1
 QUEUE_MAX = 1000         # hits waiting for the thread; beyond that they are dropped and counted
 RESCAN_EVERY = 1.0       # look for new code objects of the file (a reload, a later import) this often
 SEND_TIMEOUT = 2.0
-MAX_LOCALS = 100
-MAX_STACK = 64
 
 
 def run(request, conn, signals=None):
@@ -56,7 +55,7 @@ def run(request, conn, signals=None):
     return None
 
 
-class Probe:
+class Probe(Hits):
     def __init__(self, request):
         self.location = Location(request["file"], request["line"])
         self.exprs = [str(e) for e in request.get("exprs") or []]
@@ -236,58 +235,6 @@ class Probe:
             return None
         return on_line
 
-    def record(self, code, line, frame, me):
-        thread = getattr(threading, "_active", {}).get(me)  # current_thread() would register foreign threads
-        name = thread.name if thread is not None else "thread-%d" % me
-        hit = {"time": time.time(), "pid": self.pid, "thread": name,
-               "file": code.co_filename, "line": line, "function": code.co_qualname,
-               "values": self.evaluate(code, line, frame), "dropped": self.dropped}
-        if self.snapshot:
-            hit["locals"] = self.locals_of(frame)
-            hit["stack"] = stack_of(frame)
-        return hit
-
-    def evaluate(self, code, line, frame):
-        values = []
-        for text, compiled in zip(self.exprs, self.compiled):
-            try:
-                value = eval(compiled, frame.f_globals, frame.f_locals)
-            except Exception as exc:
-                self.report(code, line, text, exc)
-                values.append({"expr": text, "error": type(exc).__name__})
-                continue
-            values.append({"expr": text, "repr": self.bounded(value)})
-        return values
-
-    def report(self, code, line, expr, exc):
-        """An expression (or the condition) raised: tell the agent once per location and expression."""
-        key = (code.co_filename, line, expr)
-        if key in self.reported:
-            return
-        self.reported.add(key)
-        self.queue.append({"error": {"file": code.co_filename, "line": line, "expr": expr,
-                                     "message": "%s: %s" % (type(exc).__name__, self.text_of(exc))}})
-
-    def bounded(self, value):
-        try:
-            text = self.repr.repr(value)
-        except Exception as exc:
-            text = "<repr failed: %s>" % type(exc).__name__
-        return text if len(text) <= self.max_repr else text[:self.max_repr] + "..."
-
-    def text_of(self, exc):
-        try:
-            text = str(exc)
-        except Exception:
-            text = "?"
-        return text[:self.max_repr]
-
-    def locals_of(self, frame):
-        out = {}
-        for name, value in list(frame.f_locals.items())[:MAX_LOCALS]:
-            out[str(name)] = self.bounded(value)
-        return out
-
     # the thread (owns the connection)
 
     def start_thread(self, conn):
@@ -404,12 +351,3 @@ class Probe:
             self.queue.append({"covered": {"file": self.filename, "line": self.location.line,
                                            "functions": sorted(set(c.co_qualname for c in added.values())),
                                            "note": "new code objects of the file (a reload or a later import)"}})
-
-
-def stack_of(frame):
-    out = []
-    while frame is not None and len(out) < MAX_STACK:
-        code = frame.f_code
-        out.append({"file": code.co_filename, "line": frame.f_lineno, "function": code.co_qualname})
-        frame = frame.f_back
-    return out

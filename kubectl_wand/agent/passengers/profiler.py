@@ -11,6 +11,12 @@ read past the reader's cut) cost the sampler 15.1-16.5 ms of CPU per second of s
 10.7-12.1 (bench/bench_profile_ab.py has the whole of it against py-spy). Otherwise (no Walker, --gil, which
 needs the reader's GIL holder, or a Walker read torn by the moving target) the reader's frames, extended by the
 Walker where it can (sampler.thread_frames), as ``stack`` reads them.
+
+Ticks keep absolute times (start + k / rate): none is taken before its time, a late one is taken at once (py-spy's
+way; skipping them cost 5 % of the rate under load), and only those more than MAX_LAG late are skipped and
+counted as ``missed``. A tick's cost is mostly the cold start after its sleep (measured: ~55 us of CPU a tick
+where the same tick back to back costs ~8), so it is kept to four reads beside a one-thread app (the thread
+list, the thread state, its /proc stat, its data-stack chunk) and as little Python as the checks allow.
 """
 import posix as os  # as in sampler: importing os under 3.14 -S was 2 ms of the sampler's ~5 ms start
 import select
@@ -19,6 +25,8 @@ import time
 PROGRESS_EVERY = 0.5
 PARTIAL_EVERY = 1.0
 CUT_MARK = ("<outer frames not read>", "<kubectl-wand>", 0)  # outermost frame of a sample that may be cut
+NAME_TRIES = 3
+MAX_LAG = 1.0  # seconds: a tick later than this is skipped (and counted as missed) rather than taken in a burst
 
 
 SLEEP_UNDER = 0.05  # a wait shorter than this is a plain sleep; stdin and the wake-up pipe are looked at
@@ -64,9 +72,11 @@ class Stopper:
         return False
 
     def wait(self, seconds):
+        now = time.monotonic()
+        if seconds <= 0 and now < self.next_look:  # a late tick: taken at once
+            return self.reason
         seconds = max(0.0, seconds)
         short = seconds < SLEEP_UNDER
-        now = time.monotonic()
         if not short or now >= self.next_look:
             self.next_look = now + LOOK_EVERY
             ready = select.select(self.watch, [], [], 0.0 if short else seconds)[0]
@@ -76,7 +86,9 @@ class Stopper:
             if self.wake in ready:
                 os.read(self.wake, 512)
         if short and self.reason is None:
-            time.sleep(max(0.0, seconds - (time.monotonic() - now)))  # a signal's handler runs, then it resumes
+            left = seconds - (time.monotonic() - now)
+            if left > 0:
+                time.sleep(left)  # a signal's handler runs, then it resumes
         return self.reason
 
 
@@ -113,16 +125,14 @@ class TaskFiles:
 
 
 
-def walked(walker, start):
-    """(frames, cut reason, unreadable) of one thread read by the Walker alone; None when it has no Python frame.
-    A torn read raises Unreadable (the caller reads that tick again with the reader)."""
-    frames, _ = walker.walk(start)
-    if not frames:
-        return None
+def checked(walker, frames):
+    """(frames, cut reason, unreadable) of a thread the Walker read alone: names read badly marked, a stack as deep
+    as the Walker reads said to be cut. Most ticks need neither (see Sampler.tick)."""
     unread = 0
-    for i, f in enumerate(frames):
-        if not readable(f[0], f[1]):
-            frames[i], unread = UNREADABLE, unread + 1
+    if walker.unreadable_seen:  # a name read badly is in the walker's cache: look at each frame
+        for i, f in enumerate(frames):
+            if not readable(f[0], f[1]):
+                frames[i], unread = UNREADABLE, unread + 1
     cut = "deeper than %d frames: the outer ones were not read" % MAX_FRAMES if len(frames) >= MAX_FRAMES else None
     return frames, cut, unread
 
@@ -137,6 +147,8 @@ class Sampler:
         self.walker, self.why_not = open_walker(pid, runtime)
         self.files = TaskFiles(pid)
         self.pynames, self.names_read, self.names = {}, 0.0, {}
+        self.comms = {}  # tid -> the kernel's name as last read (bytes): decoded again only when it changes
+        self.name_tries = {}  # tid -> reads of Python's names made while it had none (see keep)
 
     def keep(self, tid):
         """Whether to record this thread now (Idle: not on a CPU: sleeping in a syscall, waiting for the GIL,
@@ -146,13 +158,26 @@ class Sampler:
         if raw is None:
             return self.idle or self.gil  # gone: its last name stays
         end = raw.rindex(b")")
-        if tid not in self.pynames and self.walker is not None and time.monotonic() > self.names_read + 1:
-            self.names_read = time.monotonic()  # a new thread: its Python name, at most once a second
-            self.pynames = python_names(self.walker)
-        if tid in self.pynames:
-            self.names[tid] = self.pynames[tid]
-        else:  # the kernel's copy; names can change while we sample
-            self.names[tid] = thread_name(self.pid, tid, raw[raw.index(b"(") + 1:end].decode("utf-8", "replace"))
+        name = self.pynames.get(tid)
+        if name is not None:
+            self.names[tid] = name
+        else:
+            tries = self.name_tries.get(tid, 0)
+            # A thread without a Python name yet: Python's names read again at most once a second and at most
+            # NAME_TRIES times for it (a thread is in threading._active a moment after it starts; the main
+            # thread of an app that never imports threading never is): measured, a read of them every second
+            # was ~80 of the sampler's ~500 reads a second beside a one-thread app.
+            if tries < NAME_TRIES and self.walker is not None and time.monotonic() > self.names_read + 1:
+                self.names_read = time.monotonic()
+                self.name_tries[tid] = tries + 1
+                self.pynames = python_names(self.walker)
+            if tid in self.pynames:
+                self.names[tid] = self.pynames[tid]
+            else:  # the kernel's copy; names can change while we sample
+                comm = raw[raw.index(b"(") + 1:end]
+                if self.comms.get(tid) != comm or tid not in self.names:
+                    self.comms[tid] = comm
+                    self.names[tid] = thread_name(self.pid, tid, comm.decode("utf-8", "replace"))
         return self.idle or self.gil or raw[end + 2:end + 3] == b"R"
 
     def tick(self):
@@ -160,14 +185,19 @@ class Sampler:
         Failure as sampler.read does."""
         walker = self.walker
         if walker is not None and not self.gil:  # --gil needs the reader: only it knows the GIL holder
+            # A torn read raises Unreadable (that tick is read again the reader's way, below).
             try:
                 starts = walker.frame_addresses()
-                kept = []
+                kept, keep, walk = [], self.keep, walker.walk
                 for tid, start in starts.items():
-                    if self.keep(tid):
-                        got = walked(walker, start)
-                        if got is not None:
-                            kept.append((tid, got))
+                    if keep(tid):
+                        frames = walk(start)[0]
+                        if not frames:  # no Python frame
+                            continue
+                        if walker.unreadable_seen or len(frames) >= MAX_FRAMES:
+                            kept.append((tid, checked(walker, frames)))
+                        else:
+                            kept.append((tid, (frames, None, 0)))
                 return kept, starts
             except Unreadable:
                 pass  # a thread that moved (or ended) under the walk: this tick the reader's way
@@ -236,11 +266,15 @@ def profile(pid, rate, duration, idle, gil, out, runtime=None, armed=False):
         if len(files.fds) > len(seen) + 8:
             files.keep_only(set(seen))
         # Absolute deadlines (start + k / rate): a late tick does not push the next ones back, so the rate does
-        # not drift; ticks already missed entirely are skipped (and counted), never fired in a burst.
+        # not drift, and a tick is never taken before its time (never faster than asked). A late tick is still
+        # taken, at once, as py-spy takes it: measured at load 35 on 2 CPUs, skipping them cost 5 % of the rate.
+        # Only ticks more than MAX_LAG late (the sampler stopped or starved that long) are skipped and counted:
+        # fired in a burst they would all read the same moment.
         k += 1
         now = time.monotonic()
-        behind = int((now - start) * rate) - k
-        if behind > 0:
+        late = now - (start + k * period) - MAX_LAG
+        if late > 0:
+            behind = min(ticks - k, int(late * rate) + 1)
             missed += behind
             k += behind
         if now >= next_progress:

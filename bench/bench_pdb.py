@@ -70,31 +70,55 @@ def first_prompt(argv, prompt=r"\(Pdb\) ", leave="q", wait=30.0, env=None):
 
 
 # Runs the CLI with a few of its functions wrapped to note when each step happened (seconds after the command
-# started): the early call's spawn, the API read, the agent's lines, the terminal's launcher being waited for.
+# started): the early call's spawns, the API read, the agent's lines, the terminal's launcher being waited for.
+# Each is wrapped when its module is first imported (an import hook), so the CLI imports what it imports when it
+# does: importing them ahead would move the early call's spawn (quickstart.py runs before the command line's
+# modules are imported).
 TIMELINE_DRIVER = r"""
-import os, sys, time
+import importlib.abc, importlib.machinery, os, sys, time
 t0 = float(os.environ["WAND_BENCH_T0"])
 out = open(os.environ["WAND_BENCH_EVENTS"], "a")
 def mark(what):
     out.write("%.4f %s\n" % (time.time() - t0, what)); out.flush()
 mark("CLI's Python running")
-from kubectl_wand.transport import early, kubectl
-from kubectl_wand.kube import resolve
-from kubectl_wand.agent import protocol
 def wrap(owner, name, before=None, after=None):
     real = getattr(owner, name)
     def wrapped(*a, **k):
-        if before: mark(before)
+        if before: mark(before(a) if callable(before) else before)
         result = real(*a, **k)
         if after: mark(after(result) if callable(after) else after)
         return result
     setattr(owner, name, wrapped)
-wrap(early.EarlyCall, "__init__", "early call: spawning kubectl exec -i (agent) and -it (launcher)",
-     "early call: both spawned")
-wrap(resolve, "pods", None, "API read of the pod done")
-wrap(protocol, "decode", None, lambda m: "agent: " + ",".join(sorted(m)) + (" " + ",".join(sorted(m["event"])) if "event" in m else ""))
-wrap(kubectl.KubectlTransport, "terminal", "terminal: waiting for the launcher (the client)")
-mark("CLI's imports done")
+execs = []
+def spawning(args):
+    if "exec" in args[0]:
+        execs.append(args[0])
+        if len(execs) == 1:
+            return "early call: spawning kubectl exec -i (agent) and -it (launcher)"
+    return "spawning kubectl " + " ".join(a for a in args[0][1:] if not a.startswith("-"))[:30]
+def spawned(_proc):
+    return "early call: both spawned" if len(execs) == 2 else "spawned"
+PATCHES = {
+    "kubectl_wand.pipes": lambda m: wrap(m, "spawn", spawning, spawned),
+    "kubectl_wand.kube.resolve": lambda m: wrap(m, "pods", None, "API read of the pod done"),
+    "kubectl_wand.agent.protocol": lambda m: wrap(m, "decode", None, lambda r: "agent: " + ",".join(sorted(r)) + (
+        " " + ",".join(sorted(r["event"])) if "event" in r else "")),
+    "kubectl_wand.transport.kubectl": lambda m: wrap(m.KubectlTransport, "terminal",
+                                                     "terminal: waiting for the launcher (the client)"),
+    "kubectl_wand.cli": lambda m: mark("CLI's imports: the command line's module"),
+}
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in PATCHES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        real = spec.loader.exec_module
+        def exec_module(module):
+            real(module)
+            PATCHES[name](module)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook())
 from kubectl_wand.launch import main
 sys.argv = ["kubectl-wand"] + sys.argv[1:]
 main()

@@ -1,4 +1,5 @@
-"""Command line: the only place that knows argparse. Verbs live in kubectl_wand.commands.
+"""Command line: the only place that parses it (argparse's side in cliparser.py; the simplest lines, positional
+words only, without argparse: ``plain_namespace``). Verbs live in kubectl_wand.commands.
 
 kubectl (cobra) accepts flags anywhere: before the verb, between verb words, before or after the target,
 ``--flag=value`` and ``--flag value``; ``--`` ends flags. kubectl refuses flags before a plugin's name, so
@@ -12,16 +13,14 @@ chosen verb's module is imported.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
-import re
 import signal
 import sys
 
 from . import __version__, errors
 from .errors import WandError
-from .flags import DURATION, KUBE_FLAGS, value_options
+from .flags import DURATION, KUBE_FLAGS, parse_duration, value_options
 from .helptext import DESCRIPTION, EXAMPLES
 
 EXIT_HELP = "Exit codes: " + ", ".join("%d %s" % kv for kv in sorted(errors.EXIT_CODES.items())) + "."
@@ -46,24 +45,6 @@ VERBS = {
 }
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """kubectl-style help: Usage, Examples, Options."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=36, width=110)
-
-    def add_usage(self, usage, actions, groups, prefix=None):
-        super().add_usage(usage, actions, groups, prefix="Usage:\n  " if prefix is None else prefix)
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors are one line on stderr naming the cause and the verb's help, exit code 2."""
-
-    def error(self, message):
-        sys.stderr.write("error: %s; see '%s --help'\n" % (message, self.prog))
-        raise SystemExit(errors.USAGE)
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: ends the verb exactly as Ctrl-C does (every ``except KeyboardInterrupt`` runs: attach
     prints `Stopped forwarding`, trace its summary, profile writes what it sampled), then the program exits
@@ -74,58 +55,13 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def parse_duration(text: str) -> float:
-    """kubectl durations: 0 (no limit), 30, 30s, 1m, 1h, 500ms, 1m30s; also nan/inf, refused by validate()."""
-    text = text.strip().lower()
-    if text in ("nan", "inf", "+inf", "-inf", "infinity"):
-        return float(text)
-    if text.isascii() and text.isdigit():  # plain seconds (--request-timeout's default 0): no pattern to compile
-        return float(text)
-    m = re.fullmatch(r"-?(?:\d+(?:\.\d+)?(?:ms|s|m|h)?)+", text)
-    if not m:
-        raise argparse.ArgumentTypeError("bad duration %r (use e.g. 30s, 1m)" % text)
-    total, sign = 0.0, -1.0 if text.startswith("-") else 1.0
-    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text):
-        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "": 1}[unit]
-    return sign * total
-
-
-def add_flags(p, flags):
-    """Argparse arguments from flag declarations (kubectl_wand.flags); each keeps what completes its value."""
-    groups = {}
-    for f in flags:
-        where = p if f.group is None else groups.setdefault(f.group, p.add_argument_group(f.group))
-        kw = {"help": f.help}
-        if f.metavar is not None:
-            kw["metavar"] = f.metavar
-        if f.positional:
-            if f.nargs is not None:
-                kw["nargs"] = f.nargs
-            if f.choices is not None:
-                kw["choices"] = f.choices
-            action = where.add_argument(f.dest, **kw)
-        else:
-            kw["dest"] = f.dest
-            if f.negatable:
-                kw.update(action=argparse.BooleanOptionalAction, default=None)
-            elif f.value is None:
-                kw["action"] = "store_true"
-            else:
-                kw.update(default=f.default, type=parse_duration if f.value == DURATION else f.value)
-                if f.choices is not None:
-                    kw["choices"] = f.choices
-                if f.many:
-                    kw["action"] = "append"
-            action = where.add_argument(*f.names, **kw)
-        action.complete = f.complete
-
-
 def verb_module(name):
     return importlib.import_module("kubectl_wand.commands." + VERBS[name][0])
 
 
 def verb_parser_for(name):
     """One verb's parser from its declared flags (its module's FLAGS), kubectl's global flags included."""
+    from .cliparser import Formatter, Parser, add_flags
     module = verb_module(name)
     _module, _summary, usage = VERBS[name]
     p = Parser(prog="kubectl wand %s" % name, usage=usage, formatter_class=Formatter, description=module.DESCRIPTION,
@@ -245,17 +181,57 @@ def parse(argv):
     if "--version" in rest:
         sys.stdout.write("kubectl-wand %s\n" % __version__)
         raise SystemExit(errors.OK)
-    parser = verb_parser_for(verb)
-    ns = parser.parse_intermixed_args(rest)
-    if code:
-        if verb != "exec-py":
-            parser.error("only exec-py takes code after --")
-        ns.code_words = list(ns.code_words) + code
-    try:
-        ns.request_timeout_s = parse_duration(ns.request_timeout) or 30.0
-    except argparse.ArgumentTypeError as exc:
-        parser.error("argument --request-timeout: %s" % exc)
+    ns = None if code or "--" in argv else plain_namespace(verb, rest)
+    if ns is None:
+        import argparse
+        parser = verb_parser_for(verb)
+        ns = parser.parse_intermixed_args(rest)
+        if code:
+            if verb != "exec-py":
+                parser.error("only exec-py takes code after --")
+            ns.code_words = list(ns.code_words) + code
+        try:
+            ns.request_timeout_s = parse_duration(ns.request_timeout) or 30.0
+        except argparse.ArgumentTypeError as exc:
+            parser.error("argument --request-timeout: %s" % exc)
     return verb, ns
+
+
+class Namespace:
+    """The parsed command line, as argparse's Namespace (attributes by dest)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def plain_namespace(verb, words):
+    """The namespace argparse would give for a command line of positional words only, one for each of the verb's
+    positional arguments (``stack pid/N``, ``get processes``), every flag at its default; None for any other
+    (argparse then parses it). Importing argparse was ~5 ms of a local `stack pid/N`'s ~40."""
+    flags = verb_module(verb).FLAGS + KUBE_FLAGS
+    positionals = [f for f in flags if f.positional]
+    if len(words) != len(positionals) or any(w.startswith("-") and w != "-" for w in words):
+        return None
+    values = {}
+    for flag, word in zip(positionals, words):
+        if flag.nargs not in (None, "?") or flag.choices is not None and word not in flag.choices:
+            return None
+        values[flag.dest] = word
+    for flag in flags:
+        if flag.positional:
+            continue
+        if flag.negatable:
+            values[flag.dest] = None
+        elif flag.value is None:
+            values[flag.dest] = False
+        elif flag.many:
+            values[flag.dest] = list(flag.default or [])
+        elif isinstance(flag.default, str) and flag.value is not str:  # as argparse: a string default is converted
+            values[flag.dest] = parse_duration(flag.default) if flag.value == DURATION else flag.value(flag.default)
+        else:
+            values[flag.dest] = flag.default
+    values["request_timeout_s"] = parse_duration(values["request_timeout"]) or 30.0
+    return Namespace(**values)
 
 
 def main(argv=None) -> int:

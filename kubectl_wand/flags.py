@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # What completes a value (completion.py): a lookup's name, or FILES for the shell's own file names.
 FILES = "files"
-# ``value`` of a flag that takes a kubectl duration (30s, 1m, 500ms): cli.parse_duration reads it.
+# ``value`` of a flag that takes a kubectl duration (30s, 1m, 500ms): parse_duration reads it.
 DURATION = "duration"
 
 
@@ -78,3 +78,21 @@ KUBE_FLAGS = tuple(
     _kube("-v", "--v", dest="verbosity", value=int, default=0, metavar="LEVEL",
           help="log level; 6+ prints the kubectl commands run"),
 )
+
+
+def parse_duration(text: str) -> float:
+    """kubectl durations: 0 (no limit), 30, 30s, 1m, 1h, 500ms, 1m30s; also nan/inf, refused by validate()."""
+    text = text.strip().lower()
+    if text in ("nan", "inf", "+inf", "-inf", "infinity"):
+        return float(text)
+    if text.isascii() and text.isdigit():  # plain seconds (--request-timeout's default 0): no pattern to compile
+        return float(text)
+    import re  # only for units: a plain number (the defaults) needs none
+    m = re.fullmatch(r"-?(?:\d+(?:\.\d+)?(?:ms|s|m|h)?)+", text)
+    if not m:
+        import argparse  # the parser shows it as its usage error
+        raise argparse.ArgumentTypeError("bad duration %r (use e.g. 30s, 1m)" % text)
+    total, sign = 0.0, -1.0 if text.startswith("-") else 1.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "": 1}[unit]
+    return sign * total

@@ -9,7 +9,6 @@ everything back, and its result says whether the target confirmed.
 """
 from __future__ import annotations
 
-import os
 import threading
 
 from .. import errors, report
@@ -21,8 +20,10 @@ SESSION_LIMIT = 7 * 24 * 3600.0  # a session lasts as long as the user wants; th
 
 
 def client_name(op: str) -> str:
-    """A fresh name for a session's socket (an abstract Unix socket in the target's network namespace)."""
-    return "kubectl-wand-%s-%s" % (op, os.urandom(16).hex())
+    """A fresh name for a session's socket (an abstract Unix socket in the target's network namespace), or the
+    one the entry's early start already sent (quickstart.py)."""
+    from .. import quickstart
+    return quickstart.reserved_client(op) or quickstart.new_client_name(op)
 
 
 def run_session(opts, transport, request, what) -> int:

@@ -11,14 +11,16 @@ A terminal session's request (pdb, exec-py -it: it names its ``client`` socket) 
 launcher in the user's terminal at once (``kubectl exec -it``, transport/launcher.py): the second exec's start
 (~0.15-0.3 s) then overlaps the first's and the API read instead of following the agent's first event. Dropped
 with the call, ended gently (SIGTERM: kubectl puts the terminal back as it was).
+
+The simple forms of a command line (quickstart.py) have this call spawned by the program's entry, before the
+command line is parsed; it is claimed here only when it is exactly the call this would start.
 """
 from __future__ import annotations
 
 import atexit
 
 from ..agent import protocol
-from .. import pipes
-from .bundle import AGENT_ARGS
+from .. import pipes, quickstart
 from .kubectl import probe_marker, spawn_agent
 
 
@@ -29,16 +31,20 @@ class EarlyCall:
         """``request``: a list (read-only as it is), or a request that the agent holds before touching
         anything until the CLI says go (``hold``)."""
         self.container, self.request = container, request
-        self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
-        args = ["exec", "-i", pod] + (["-c", container] if container else []) + ["--", self.python] + AGENT_ARGS + [
-            self.marker]
-        self.proc = spawn_agent(flags, flags.kubectl_in(namespace, *args), protocol.request(**request),
-                                short_lived=not request.get("client"))
+        argv = flags.kubectl_in(namespace, *quickstart.agent_exec_args(pod, container, self.python))
+        started = quickstart.take(argv, request)  # the same call, spawned by the entry before the parse
+        if started is not None:
+            self.marker, self.proc = started.marker, started.proc
+        else:
+            self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
+            self.proc = spawn_agent(flags, argv + [self.marker], protocol.request(**request),
+                                    short_lived=not request.get("client"))
         self.stderr = pipes.Drain(self.proc.stderr)
         self.terminal = None
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
         if request.get("client"):
-            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"])
+            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"],
+                                          started.launcher if started is not None else None)
 
     def answers(self, request) -> bool:
         """Whether this call is the answer to ``request``."""
@@ -77,11 +83,12 @@ class EarlyCall:
 class EarlyTerminal:
     """A terminal session's launcher, started with the early call (see the module's docstring)."""
 
-    def __init__(self, flags, namespace, pod, container, python, name):
+    def __init__(self, flags, namespace, pod, container, python, name, proc=None):
+        """``proc``: the launcher quickstart.py already started for this session (None: start it here)."""
         from .launcher import terminal_launcher
         self.container, self.python = container, python
-        self.proc = terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), pod, container,
-                                      python, name)
+        self.proc = proc or terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), pod,
+                                              container, python, name)
         atexit.register(self.cancel)
 
     def cancel(self):

@@ -46,7 +46,11 @@ def pythons_for(command) -> list:
 
 def spawn_agent(flags, argv, request, short_lived=True, extra=()):
     """Start ``kubectl exec -i ... python -c LOADER`` and send it the agent and the request."""
-    proc = flags.spawn(argv, short_lived)
+    return send_agent(flags.spawn(argv, short_lived), request, extra)
+
+
+def send_agent(proc, request, extra=()):
+    """Send a started agent's kubectl the agent and the request (a pipe's worth: it never waits for kubectl)."""
     # kubectl may already have exited (forbidden, no such pod...): its stderr says why, read by the caller
     pipes.write_line(proc, boot_line() + agent_header(request.get("op"), extra) + protocol.encode(request))
     return proc

@@ -59,6 +59,27 @@ def test_it_execs_the_client_a_peer_of_its_uid_sends_and_keeps_the_connection():
             proc.wait()
 
 
+@pytest.mark.parametrize("message", [b"[1, 2]", b"[[1], {}]", b"[[\"/bin/true\"], []]", b"{}", b"7"],
+                         ids=["numbers", "argv-of-numbers", "env-a-list", "object", "number"])
+def test_a_message_of_the_wrong_shape_ends_it_with_one_line_not_a_traceback(message):
+    session = name()
+    proc = launch(session)
+    listener = listen(session)
+    try:
+        conn, _ = listener.accept()
+        conn.sendall(b"%d\n" % len(message) + message)
+        out, err = proc.communicate(timeout=30)
+        conn.close()
+        assert proc.returncode == 2, err
+        lines = err.decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: kubectl wand's session client could not start"), err
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("accepted", [True, False], ids=["closed", "never-accepted"])
 def test_a_session_that_does_not_start_ends_it_quietly(accepted):
     """The injection failed: the agent closes its end (EOF), or its listener with the launcher's connection

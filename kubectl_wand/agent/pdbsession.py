@@ -79,6 +79,7 @@ def run_session(request, inner, emit, stop):
         if emit is not None:
             emit({"terminal": {"client": name, "pid": pid}})
         relay = Relay(pid, listener, argv, env, emit, stop)
+        relay.verb = "exec-py -it" if inner["op"] == "repl" else "pdb"
         relay.greeting = GREETINGS.get(inner["op"], b"")
         relay.start_accepting()
         try:
@@ -153,6 +154,7 @@ class Relay:
         self.client = None
         self.ended = self.served = self.connected = False
         self.accepted = None
+        self.verb = "pdb"  # what the user ran, for messages ("exec-py -it" for a repl session)
 
     def start_accepting(self):
         """Accept the launcher and send it the client's command now, while the injection runs: the client's
@@ -200,7 +202,8 @@ class Relay:
             reason = "stopped" if self.stopped() else "no client"
             self.detach(conn, b"")
             if reason == "no client":
-                raise AgentError("runtime", "the pdb client did not connect within %gs" % CLIENT_WAIT,
+                raise AgentError("runtime", "the session's client (%s's terminal) did not connect within %gs" % (
+                                     self.verb, CLIENT_WAIT),
                                  detached=self.detached is not None)
             return {"status": "ok", "pid": self.pid, "reason": reason, "detached": self.detached is not None}
         with client:

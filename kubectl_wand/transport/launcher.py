@@ -123,12 +123,15 @@ try:
             sys.exit(0)
         data += c
     argv, env = json.loads(data.decode())
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv) and isinstance(env, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise ValueError("the agent's message is not [argv, env]")
     if not same_python(argv, env):
         os.set_inheritable(s.fileno(), True)
         os.execve(argv[0], argv + [str(s.fileno())], env)
 except KeyboardInterrupt:
     sys.exit(130)
-except (OSError, ValueError) as exc:
+except (OSError, ValueError, TypeError) as exc:  # TypeError: a message of the wrong shape
     if isinstance(exc, ConnectionError):
         sys.exit(0)  # the agent closed without a client: the session did not start, the CLI says why
     sys.stderr.write("error: kubectl wand's session client could not start: %%s\n" %% exc)

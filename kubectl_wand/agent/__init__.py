@@ -14,8 +14,8 @@ MODULES = ("jsonlines", "protocol", "elf", "procfs", "processes", "sources", "ch
 # Sources that travel but are not loaded in the agent: it runs or injects them under the target's interpreter
 # (the files of passengers/).
 PASSENGERS = ("injector", "framewalk", "profiler", "sampler", "bootstrap", "execute", "debugger", "codefinder",
-              "probehit", "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "pdbclient", "replserver",
-              "replclient")
+              "probehit", "probe", "heapcensus", "heapslices", "heapwindow", "pdbserver", "clientkit", "pdbclient",
+              "replserver", "replclient")
 # The op's own code, run inside the target after the bootstrap (defined beside the sources that read it).
 from .sources import OP_CODE  # noqa: E402
 # What each operation needs in a pod, in import order, and its passengers: a pod is sent no more than the
@@ -33,8 +33,8 @@ NEEDS = {
     "profile": (CORE + ("sources", "runtime", "observe", "profiling", "main"), ("framewalk", "profiler", "sampler")),
     "trace": (INJECT + ("link", "tracing", "main"), ("injector", "bootstrap") + OP_CODE["trace"]),
     "mem": (INJECT + ("link", "memory", "main"), ("injector", "bootstrap") + OP_CODE["mem"]),
-    "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "pdbclient") + OP_CODE["pdb"]),
-    "repl": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "replclient") + OP_CODE["repl"]),
+    "pdb": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "clientkit", "pdbclient") + OP_CODE["pdb"]),
+    "repl": (INJECT + ("pdbsession", "main"), ("injector", "bootstrap", "clientkit", "replclient") + OP_CODE["repl"]),
 }
 
 

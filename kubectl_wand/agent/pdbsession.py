@@ -37,6 +37,11 @@ START_WAIT = 30.0     # for pdb to start in the target (its import: ~40 ms; a lo
 
 # op -> the client that runs in the terminal (passengers/)
 CLIENTS = {"pdb": "pdbclient", "repl": "replclient"}
+
+
+def client_source(op):
+    """The session's client as one program: what both clients share (clientkit.py), then the op's own."""
+    return module_source("clientkit") + "\n" + module_source(CLIENTS[op])
 # what the client is told once the target's server runs (pdb's client waits for pdb's own first message)
 GREETINGS = {"repl": b'{"session": "started"}\n'}
 
@@ -72,7 +77,7 @@ def run_session(request, inner, emit, stop):
         except OSError as exc:  # someone in this network namespace took the name first: not our launcher's peer
             raise AgentError("busy", "the session's socket @%s is taken (%s); retry" % (name, exc))
         listener.listen(1)
-        argv, env = injection.rt.command(["-c", module_source(CLIENTS[inner["op"]]), name, str(pid)])
+        argv, env = injection.rt.command(["-c", client_source(inner["op"]), name, str(pid)])
         # Listening before the injection: the launcher (started with this agent, or at this event) connects
         # and execs the client while the injection runs. Its connection waits in the listener's backlog; if
         # the injection fails or stays pending, the listener closes and the launcher ends without a word.

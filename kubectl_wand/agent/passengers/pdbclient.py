@@ -6,36 +6,9 @@ connection, already made by the launcher that execs this, transport/launcher.py)
 the target's, so the pdb protocol's version matches by construction. One change: Ctrl-C while the app runs
 asks the server (``{"wand": "interrupt"}``) instead of sending SIGINT to the process (see pdbserver.py).
 Exits 0 when the session ends (q, Ctrl-D, the connection closed); 2 when the relay cannot be reached.
-Standard library only.
+Standard library only; runs after clientkit.py in one namespace (safe, connect).
 """
-import socket
 import sys
-
-
-# What the target sends is untrusted text (its source lines, reprs, names): control characters, C1 controls
-# and the characters that reorder or hide text are shown escaped, never sent to the terminal raw (the rule of
-# kubectl_wand/terminal.py, which is not importable here). Newlines and tabs keep the text's lines. Lone
-# surrogates too: a name may hold one (a str no encoder takes), and printing it ended the client.
-UNSAFE = set(range(0x00, 0x20)) - {0x09, 0x0A} | set(range(0x7F, 0xA0)) | {
-    0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
-    0x2060, 0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF} | set(range(0xE0000, 0xE0080)) | set(range(0xD800, 0xE000))
-
-
-def safe(text):
-    if not any(ord(c) in UNSAFE for c in text):
-        return text
-    out = []
-    for c in text:
-        n = ord(c)
-        if n not in UNSAFE:
-            out.append(c)
-        elif n < 0x100:
-            out.append("\\x%02x" % n)
-        elif n < 0x10000:
-            out.append("\\u%04x" % n)
-        else:
-            out.append("\\U%08x" % n)
-    return "".join(out)
 
 
 # pdb imports these, its client never uses them: put off until first used, they are a third of pdb's import
@@ -100,17 +73,6 @@ def main(name, pid, fd=None):
     finally:
         sock.close()
     return 0
-
-
-def connect(name, fd=None):
-    """The connection to the agent's relay: the launcher's (FD), else made here."""
-    if fd is not None:
-        return socket.socket(fileno=int(fd))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10.0)
-    sock.connect("\0" + name)
-    sock.settimeout(None)
-    return sock
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
@@ -33,51 +32,17 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import reportingapp  # noqa: E402
 from pyspy import PYSPY_VERSION, find_pyspy  # noqa: E402
 from kubectl_wand import profiles  # noqa: E402
 from kubectl_wand.agent.main import handle  # noqa: E402
 
-APP = os.path.join(REPO, "bench", "apps", "hot_app.py")
-IN_ROOT_DIR = "/opt/wand-bench"
-DEFAULT_ROOTFS = os.path.expanduser("~/.cache/kubectl-wand/py314-rootfs")
 APP_CPU, OWN_CPU = 1, 0
 
 
-class App:
-    """One hot_app process; a thread keeps its latest (time, units) report."""
-
-    def __init__(self, args):
-        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-        argv = [args.python, APP] if args.python else [
-            chroot, args.rootfs, "/usr/bin/python3.14", IN_ROOT_DIR + "/hot_app.py"]
-        self.popen = subprocess.Popen(["taskset", "-c", str(APP_CPU)] + argv, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-                                      env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
-        line = self.popen.stdout.readline().decode()
-        if not line.startswith("READY pid="):
-            raise SystemExit("hot_app did not start: %r" % line)
-        self.pid = int(line.split("=")[1])
-        self.latest = None
-        self.changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.popen.stdout:
-            t, units = raw.split()
-            with self.changed:
-                self.latest = (float(t), int(units))
-                self.changed.notify_all()
-
-    def report(self):
-        """The next report the app writes (reports come every 0.1 s)."""
-        with self.changed:
-            seen = self.latest
-            self.changed.wait_for(lambda: self.latest is not seen, timeout=10)
-            return self.latest
-
-    def stop(self):
-        self.popen.kill()
-        self.popen.wait(timeout=10)
+def App(args):
+    """One hot_app process: reports (time, units)."""
+    return reportingapp.App(args, "hot_app.py", APP_CPU, lambda words: (float(words[0]), int(words[1])))
 
 
 def windows(a, b, count, seconds):
@@ -189,7 +154,7 @@ def pyspy_startup(b, pyspy):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rootfs", default=DEFAULT_ROOTFS, help="Debian sid root with python3.14 (hack/py314-rootfs)")
+    ap.add_argument("--rootfs", default=reportingapp.DEFAULT_ROOTFS, help="Debian sid root with python3.14 (hack/py314-rootfs)")
     ap.add_argument("--python", help="run the apps with this python3.14 directly instead of in --rootfs")
     ap.add_argument("--pairs", type=int, default=10, help="windows per phase (default 10)")
     ap.add_argument("--window", type=float, default=2.0, help="seconds per window (default 2)")
@@ -200,10 +165,7 @@ def main():
     if os.cpu_count() < 2:
         raise SystemExit("needs 2 CPUs: the apps on CPU %d, the samplers on CPU %d" % (APP_CPU, OWN_CPU))
     if not args.python:
-        if not os.path.exists(os.path.join(args.rootfs, "usr/bin/python3.14")):
-            raise SystemExit("no python3.14 in %s (hack/py314-rootfs makes it) and no --python" % args.rootfs)
-        os.makedirs(args.rootfs + IN_ROOT_DIR, exist_ok=True)
-        shutil.copy(APP, args.rootfs + IN_ROOT_DIR + "/hot_app.py")
+        reportingapp.install(args.rootfs, "hot_app.py")
     pyspy = None if args.no_py_spy else find_pyspy(args.pyspy)
     os.sched_setaffinity(0, {OWN_CPU})  # the samplers (our children) inherit it
 

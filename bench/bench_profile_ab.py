@@ -32,7 +32,6 @@ import math
 import os
 import re
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
@@ -44,57 +43,22 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchstats import quartiles  # noqa: E402
+import reportingapp  # noqa: E402
 from pyspy import PYSPY_VERSION, find_pyspy  # noqa: E402
 from kubectl_wand import profiles  # noqa: E402
 from kubectl_wand.agent.main import handle  # noqa: E402
 
-APP = os.path.join(REPO, "bench", "apps", "count_app.py")
-IN_ROOT_DIR = "/opt/wand-bench"
-DEFAULT_ROOTFS = os.path.expanduser("~/.cache/kubectl-wand/py314-rootfs")
 APP_CPU, OWN_CPU = 1, 0
 SETTLE = 0.5  # seconds between a sampler's first sample and the window: its start-up is over
 PHASES = ("U", "U'", "wand", "py-spy")
 
 
-class App:
-    """The count_app process; a thread keeps its latest report (ns clock, thread CPU ns, run-queue wait ns, units)."""
-
-    def __init__(self, args):
-        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-        argv = [args.python, APP] if args.python else [
-            chroot, args.rootfs, "/usr/bin/python3.14", IN_ROOT_DIR + "/count_app.py"]
-        # The shell opens its own schedstat as fd 3, then becomes taskset, chroot and the app: one process, whose
-        # main thread is the app's only thread (a chroot has no /proc to open it from inside).
-        self.popen = subprocess.Popen(["sh", "-c", 'exec 3</proc/self/schedstat; exec "$@"', "sh",
-                                       "taskset", "-c", str(APP_CPU)] + argv, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-                                      env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
-        line = self.popen.stdout.readline().decode()
-        if not line.startswith("READY pid="):
-            raise SystemExit("count_app did not start: %r" % line)
-        self.pid = int(line.split("=")[1])
-        self.latest = None
-        self.changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.popen.stdout:
-            report = tuple(int(x) for x in raw.split())
-            with self.changed:
-                self.latest = report
-                self.changed.notify_all()
-
-    def report(self):
-        """The next report the app writes (they come every 0.1 s)."""
-        with self.changed:
-            seen = self.latest
-            if not self.changed.wait_for(lambda: self.latest is not seen, timeout=10):
-                raise SystemExit("the app stopped reporting")
-            return self.latest
-
-    def stop(self):
-        self.popen.kill()
-        self.popen.wait(timeout=10)
+def App(args):
+    """The count_app process: reports (ns clock, thread CPU ns, run-queue wait ns, units). The shell opens its own
+    schedstat as fd 3, then becomes taskset, chroot and the app: one process, whose main thread is the app's only
+    thread (a chroot has no /proc to open it from inside)."""
+    return reportingapp.App(args, "count_app.py", APP_CPU, lambda words: tuple(int(x) for x in words),
+                            prefix=["sh", "-c", 'exec 3</proc/self/schedstat; exec "$@"', "sh"])
 
 
 MEASURES = ("own-time", "wall", "per-CPU")
@@ -258,7 +222,7 @@ def spread(values, scale=1.0, fmt="%.4f"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rootfs", default=DEFAULT_ROOTFS, help="Debian sid root with python3.14 (hack/py314-rootfs)")
+    ap.add_argument("--rootfs", default=reportingapp.DEFAULT_ROOTFS, help="Debian sid root with python3.14 (hack/py314-rootfs)")
     ap.add_argument("--python", help="run the app with this python3.14 directly instead of in --rootfs")
     ap.add_argument("--rounds", type=int, default=12, help="rounds of the four phases (default 12)")
     ap.add_argument("--window", type=float, default=8.0, help="seconds measured per phase (default 8)")
@@ -268,10 +232,7 @@ def main():
     if os.cpu_count() < 2:
         raise SystemExit("needs 2 CPUs: the app on CPU %d, the samplers on CPU %d" % (APP_CPU, OWN_CPU))
     if not args.python:
-        if not os.path.exists(os.path.join(args.rootfs, "usr/bin/python3.14")):
-            raise SystemExit("no python3.14 in %s (hack/py314-rootfs makes it) and no --python" % args.rootfs)
-        os.makedirs(args.rootfs + IN_ROOT_DIR, exist_ok=True)
-        shutil.copy(APP, args.rootfs + IN_ROOT_DIR + "/count_app.py")
+        reportingapp.install(args.rootfs, "count_app.py")
     args.pyspy = find_pyspy(args.pyspy)
     os.sched_setaffinity(0, {OWN_CPU})  # the samplers (our children) inherit it
     run_phase = {"U": untouched, "U'": untouched, "wand": wand, "py-spy": pyspy}

@@ -31,6 +31,7 @@ SWITCHES = {"-q": "quiet", "--quiet": "quiet", "-i": "i", "--stdin": "i", "-t": 
 POD_PREFIXES = ("pod/", "po/", "pods/")
 GET_WORDS = ("processes", "process", "procs", "ps")  # get_processes' resource choices
 
+SESSION_FIRST_WAIT = 15.0  # seconds at most the command line's start waits for a one-exec session's first output
 STARTED = None  # the call started here and not yet claimed (Started)
 SIGNALLED = []  # SIGTERM/SIGHUP received before cli.main installed its own handlers (hold_signals)
 _CLIENTS = {}   # op -> the session socket name sent in a started terminal session's request
@@ -191,12 +192,24 @@ def start(words):
         STARTED = started
         import atexit
         atexit.register(drop)
+        kubectl_in = lambda *args: flags.kubectl_in(namespace, *args)  # noqa: E731
+        from .transport import sessionexec
+        if sessionexec.wanted(request):  # the agent and the terminal's launcher in one kubectl exec -it
+            hold_signals()
+            session = sessionexec.Session(flags, kubectl_in, form.pod, form.container, Started.python,
+                                          request["client"], request, started.marker)
+            started.proc, started.launcher = session.agent, session.kubectl
+            # The rest of the command line's start (its imports, the pod's API read: a third kubectl) waits
+            # until the session's terminal shows something or the agent answers: it needs neither, and on 2 cores
+            # it took CPU from the exec's start and from the pod's two Pythons.
+            session.shown.wait(SESSION_FIRST_WAIT)
+            return STARTED
         started.proc = flags.spawn(started.argv + [started.marker], short_lived=not request.get("client"))
         if request.get("client"):
             hold_signals()
             from .transport.launcher import terminal_launcher
-            started.launcher = terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), form.pod,
-                                                 form.container, Started.python, request["client"])
+            started.launcher = terminal_launcher(flags, kubectl_in, form.pod, form.container, Started.python,
+                                                 request["client"])
         # The pod's API read is not started here: started with the execs it competed with them for the 2 cores
         # (pdb POD: the agent's hello 0.15 s later); after the command line's imports it is still done before
         # the agent's answer.

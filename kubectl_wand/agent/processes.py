@@ -26,6 +26,9 @@ INJECTOR_MARK = '"""Runs under the *target\'s* interpreter'
 # The last argument of every interpreter the CLI tries in a container before one has greeted (transport/kubectl.py:
 # probe_marker): a candidate that never answers is ended by name, by the next agent (end_probes).
 PROBE_MARK = "kubectl-wand-probe-"
+# The first line of the program a terminal session runs in a pod when its agent and its client share one
+# `kubectl exec -it` (transport/sessionexec.py): the agent and the launcher, which forked from it, are both ours.
+SESSION_MARK = "# kubectl-wand session: the agent and its client in one exec"
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 
 
@@ -182,7 +185,8 @@ def is_own(cmdline) -> bool:
     for i, arg in enumerate(cmdline[:-1]):
         if arg == "-c":
             code = cmdline[i + 1]
-            return code == AGENT_LOADER or code in EARLIER_LOADERS or code.startswith(INJECTOR_MARK)
+            return (code == AGENT_LOADER or code in EARLIER_LOADERS or code.startswith(INJECTOR_MARK)
+                    or code.startswith(SESSION_MARK))
     return False
 
 

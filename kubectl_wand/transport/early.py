@@ -21,6 +21,7 @@ import atexit
 
 from ..agent import protocol
 from .. import pipes, quickstart
+from . import sessionexec
 from .kubectl import probe_marker, spawn_agent
 
 
@@ -33,8 +34,14 @@ class EarlyCall:
         self.container, self.request = container, request
         argv = flags.kubectl_in(namespace, *quickstart.agent_exec_args(pod, container, self.python))
         started = quickstart.take(argv, request)  # the same call, spawned by the entry before the parse
+        launcher = started.launcher if started is not None else None
         if started is not None:
             self.marker, self.proc = started.marker, started.proc
+        elif sessionexec.wanted(request):  # the agent and the terminal's launcher in one kubectl exec -it
+            self.marker = probe_marker()
+            session = sessionexec.Session(flags, lambda *args: flags.kubectl_in(namespace, *args), pod, container,
+                                          self.python, request["client"], request, self.marker)
+            self.proc, launcher = session.agent, session.kubectl
         else:
             self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
             self.proc = spawn_agent(flags, argv + [self.marker], protocol.request(**request),
@@ -43,8 +50,7 @@ class EarlyCall:
         self.terminal = None
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
         if request.get("client"):
-            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"],
-                                          started.launcher if started is not None else None)
+            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"], launcher)
 
     def answers(self, request) -> bool:
         """Whether this call is the answer to ``request``."""

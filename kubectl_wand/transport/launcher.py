@@ -126,6 +126,8 @@ try:
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv) and isinstance(env, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
         raise ValueError("the agent's message is not [argv, env]")
+    if "before_client" in globals():  # the one-exec session's (transport/sessionexec.py): the terminal as it was
+        before_client()
     if not same_python(argv, env):
         os.set_inheritable(s.fileno(), True)
         os.execve(argv[0], argv + [str(s.fileno())], env)

@@ -7,7 +7,6 @@ sources go where their functions' bodies are (lazy_spans): the agent compiles a 
 from __future__ import annotations
 
 import os
-import re
 import threading
 
 from .. import agent as agent_pkg
@@ -135,16 +134,18 @@ def _kept(order, passengers, build) -> bytes:
 
 # A string literal (triple-quoted or not) or a comment: what lazy_spans blanks before it reads the structure.
 # Each alternative is a loop unrolled ("normal* (special normal*)*"): 4x faster than the plain (\\.|.)*? form.
-_LITERAL = re.compile(r'''"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""|\'\'\'[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*\'\'\''''
-                      r'''|"[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(?:\\.[^'\\\n]*)*'|#[^\n]*''')
+# Compiled on first use (shipped, re's cache): a cached header's path never imports `re`.
+_LITERAL = (r'''"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""|\'\'\'[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*\'\'\''''
+            r'''|"[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(?:\\.[^'\\\n]*)*'|#[^\n]*''')
 LAZY_MIN_LINES = 3  # a shorter body costs less to compile at once than its stub and its compile when called
 
 
 def shipped(source: str):
     """(text, spans): the module as it travels, comments and docstrings blanked (every line keeps its number: a
     traceback's line is the file's; fewer bytes to send and to compile), and the lazy_spans of it."""
+    import re
     masked, text, pos, prev = [], [], 0, ""
-    for match in _LITERAL.finditer(source):
+    for match in re.finditer(_LITERAL, source):  # re caches the compiled pattern
         gap = source[pos:match.start()]
         masked.append(gap)
         text.append(gap)

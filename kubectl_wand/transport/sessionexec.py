@@ -183,13 +183,13 @@ class Session:
 
     def __init__(self, flags, kubectl_args, pod, container, python, name, request, marker):
         """``kubectl_args``: the transport's argv maker (flags.kubectl_in with the namespace)."""
-        import base64
+        import binascii
         import subprocess
         import tty
         self.nonce = os.urandom(12).hex()
         where = ["-c", container] if container else []
         argv = kubectl_args("exec", "-i", "-t", pod, *where, "--", python, "-I", "-S", "-c", PROGRAM, name,
-                            self.nonce, base64.b64encode(agent_input(request)).decode(), marker)
+                            self.nonce, binascii.b2a_base64(agent_input(request), newline=False).decode(), marker)
         master, slave = os.openpty()
         tty.setraw(slave)  # what kubectl writes reaches us as it is: the pod's terminal already translated it
         copy_size(master)

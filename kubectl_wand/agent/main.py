@@ -30,6 +30,17 @@ def handle(request: dict, fetch_blob=None, emit=None, stop=None, confirm=None, w
         request = protocol.check_request(request)
     except protocol.ProtocolError as exc:
         return protocol.error("protocol", str(exc))
+    try:
+        from . import wait as wait_mod  # shipped with the operations that inject
+    except ImportError:
+        wait_mod = None
+    if wait_mod is None or stop is None:
+        return choose_and_dispatch(request, fetch_blob, emit, stop, confirm, window, code_cache)
+    with wait_mod.stopping(stop):  # a stop (Ctrl-C, a session's client gone) ends a wait for a safe point too
+        return choose_and_dispatch(request, fetch_blob, emit, stop, confirm, window, code_cache)
+
+
+def choose_and_dispatch(request, fetch_blob, emit, stop, confirm, window, code_cache):
     if request["op"] in CHOOSING and request.get("pid") is None:
         from .choose import choose_process
         try:

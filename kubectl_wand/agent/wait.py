@@ -23,14 +23,42 @@ TAKEN_GRACE = 1.0
 
 
 # Whether the CLI went away (set by main.serve_stdio in a pod: our stdin, the CLI's end of kubectl exec -i, hung
-# up). Nobody then waits for our answer: the waits below end at once, as at their deadline, so the agent leaves
-# within a slot poll instead of holding the target's lock until --timeout (seen: a retry refused as busy for
-# ~50 s after a Ctrl-C on a pending injection).
+# up), or the operation was asked to stop (``stopping``: Ctrl-C, a terminal session's client gone before its
+# first prompt). The waits below then end at once, as at their deadline, so the agent leaves within a slot poll instead
+# of holding the target's lock until --timeout (seen: a retry refused as busy for ~50 s after a Ctrl-C on a
+# pending injection; a pdb given up before its prompt waited the whole --timeout).
 cli_gone = None
 
 
+_STOPS = None  # per thread: the stop Event of the operation this thread runs (stopping)
+
+
 def abandoned() -> bool:
-    return cli_gone is not None and cli_gone()
+    if cli_gone is not None and cli_gone():
+        return True
+    stop = getattr(_STOPS, "stop", None) if _STOPS is not None else None
+    return stop is not None and stop.is_set()
+
+
+class stopping:
+    """``with stopping(stop):`` the waits this thread makes end as abandoned once ``stop`` (an Event) is set.
+    Per thread (an agent in this CLI's process may serve several targets at once), with _thread's local: the
+    agent's start does not import threading."""
+
+    def __init__(self, stop):
+        global _STOPS
+        if _STOPS is None:
+            import _thread
+            _STOPS = _thread._local()
+        self.stop = stop
+
+    def __enter__(self):
+        self.earlier = getattr(_STOPS, "stop", None)
+        _STOPS.stop = self.stop
+        return self
+
+    def __exit__(self, *exc):
+        _STOPS.stop = self.earlier
 
 
 class Exited(Exception):

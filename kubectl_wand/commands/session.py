@@ -76,7 +76,8 @@ def run_session(opts, transport, request, what) -> int:
                         "stack`" % (transport.where, what), errors.ENVIRONMENT)
     if result.get("status") in protocol.UNFINISHED:
         report.timed_out(result, err)
-        return errors.TIMEOUT
+        # given up before the first prompt (Ctrl-C reached the client, which left): the agent stopped waiting
+        return errors.INTERRUPTED if result.get("interrupted") else errors.TIMEOUT
     check_result(result, transport)
     if client == errors.PROTOCOL:  # the client said which message of the target's broke the protocol
         return errors.PROTOCOL

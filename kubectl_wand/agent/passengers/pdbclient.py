@@ -5,7 +5,8 @@ Started as ``python -I -S -c SOURCE NAME PID [FD]`` (NAME: the agent's abstract 
 connection, already made by the launcher that execs this, transport/launcher.py). The same interpreter as
 the target's, so the pdb protocol's version matches by construction. One change: Ctrl-C while the app runs
 asks the server (``{"wand": "interrupt"}``) instead of sending SIGINT to the process (see pdbserver.py).
-Exits 0 when the session ends (q, Ctrl-D, the connection closed); 2 when the relay cannot be reached.
+Exits 0 when the session ends (q, Ctrl-D, the connection closed); 2 when the relay cannot be reached; 130 on
+Ctrl-C before pdb's first prompt (the injection still waits for a safe point: the session is given up).
 Standard library only; runs after clientkit.py in one namespace (safe, connect).
 """
 import sys
@@ -38,7 +39,10 @@ def main(name, pid, fd=None):
     import pdb
 
     class Client(pdb._PdbClient):
+        started = False  # pdb's server has spoken: the session runs
+
         def process_payload(self, payload):
+            self.started = True
             # every text pdb's client shows: the message, the prompt (input() writes it raw), the help topic
             if isinstance(payload, dict):
                 payload = {key: safe(value) if isinstance(value, str) else value
@@ -51,6 +55,8 @@ def main(name, pid, fd=None):
             return safe(match) if isinstance(match, str) else None
 
         def send_interrupt(self):
+            if not self.started:  # Ctrl-C before the first prompt: nothing runs there yet; leave (exit 130)
+                raise KeyboardInterrupt
             try:
                 self.server_socket.sendall(b'{"wand": "interrupt"}\n')
             except OSError:
@@ -61,9 +67,12 @@ def main(name, pid, fd=None):
     except OSError as exc:
         sys.stderr.write("error: cannot reach kubectl wand's pdb relay: %s\n" % exc)
         return 2
+    client = Client(0, sock, None)
     try:
-        Client(0, sock, None).cmdloop()
-    except (KeyboardInterrupt, EOFError, OSError):
+        client.cmdloop()
+    except KeyboardInterrupt:
+        return 0 if client.started else 130  # before the first prompt: the session is given up (the CLI says so)
+    except (EOFError, OSError):
         pass  # the session ended (the relay closed: an injection that failed says why on the CLI's side)
     except RuntimeError:  # pdb's client met a message it does not know: the target's own code answered
         sys.stderr.write("error: process %s answered pdb out of protocol (a message pdb's client does not "

@@ -68,6 +68,9 @@ def main(name, pid, fd=None):
         started = reader.wait()  # the relay's first word: the session runs (nothing: it did not start)
     except (OSError, OutOfProtocol):
         started = None
+    except KeyboardInterrupt:  # Ctrl-C before the first prompt: the session is given up (the CLI says so)
+        sock.close()
+        return 130
     if started is None:
         sock.close()
         return 0

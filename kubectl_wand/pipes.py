@@ -23,20 +23,23 @@ LINE_MAX = 4 << 20
 _prctl = None
 
 
-def _die_with_parent(parent: int):
+def _die_with_parent(parent: int, interactive=False):
     """Runs in the child between fork and exec. The terminal's Ctrl-C reaches the whole foreground process group:
     kubectl ignores it (without -t it installs no handler), and kubectl wand decides what the interrupt ends. Seen:
     `profile` interrupted at 3 s lost every pod's result to `kubectl exec ... (exit -2)` while its agents had
-    the profile ready to send."""
+    the profile ready to send. An ``interactive`` child (a terminal session's launcher here) is the one the
+    terminal's Ctrl-C is for: it keeps SIGINT as it is (ignored, it ignored a Ctrl-C that gave a session up
+    before its prompt, and Python installs no handler for a signal it starts with ignored)."""
     global _prctl
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not interactive:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # we died before prctl took effect
         os._exit(1)
 
 
-def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, interactive=False):
     """Popen that dies with us (Linux); elsewhere a plain Popen.
 
     The preexec_fn makes subprocess fork (not vfork) and run Python in the child: measured 1.1 ms of the
@@ -54,7 +57,7 @@ def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=
             _prctl = False
     if _prctl:
         parent = os.getpid()
-        preexec = lambda: _die_with_parent(parent)  # noqa: E731
+        preexec = lambda: _die_with_parent(parent, interactive)  # noqa: E731
     return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, preexec_fn=preexec)
 
 

@@ -195,3 +195,41 @@ def test_pdb_is_scriptable_without_a_terminal(spawn, wand):
     assert done.returncode == 0, done.stderr
     assert "42" in done.stdout and "serve_forever" in done.stdout, done.stdout
     assert target.alive()
+
+
+@pytest.mark.parametrize("verb", [["pdb"], ["exec-py", "-it"]], ids=["pdb", "exec-py-it"])
+def test_ctrl_c_before_the_first_prompt_gives_the_session_up(spawn, py314, verb):
+    """The main thread is blocked, the injection waits for a safe point: Ctrl-C there leaves at once (exit 130,
+    saying what stays: the queued bootstrap), instead of being sent on to a pdb that does not run yet and the
+    command waiting out --timeout."""
+    target = spawn("sleeper.py")
+    term = wand_term(*verb, "pid/%d" % target.pid, "--timeout", "120")
+    try:
+        deadline = time.monotonic() + 60
+        while not (private_dirs(py314, target.pid) and session_client(term.proc.pid)):  # pending; the client runs
+            assert time.monotonic() < deadline and term.proc.poll() is None, term.seen
+            time.sleep(0.05)
+        term.interrupt()
+        assert term.wait(60) == 130, term.seen
+    finally:
+        term.close()
+    assert "interrupted while the injection into process %d was pending" % target.pid in term.seen, term.seen
+    assert "Traceback" not in term.seen, term.seen
+    assert target.alive()
+
+
+def session_client(cli_pid):
+    """Whether the session's client runs: the launcher the CLI started has exec'd it (the target's interpreter,
+    ``... -c SOURCE NAME PID FD``, where the launcher's command line ends with NAME)."""
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except (OSError, ValueError, IndexError):
+            continue
+        names = [i for i, arg in enumerate(argv) if arg.startswith(b"kubectl-wand-")]
+        if ppid == cli_pid and names and len(argv) - names[-1] == 3:  # NAME PID FD: not the launcher's NAME
+            return True
+    return False

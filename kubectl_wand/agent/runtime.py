@@ -193,8 +193,11 @@ class TargetRuntime:
         from . import protocol
         limit = protocol.SMALL_MAX if limit is None else limit
         argv, env = self.command(args)
+        # Its own session, as the sampler's (observe.py): a Ctrl-C in the user's terminal is the CLI's to
+        # handle (a `pdb pid/N` given up before its prompt); it reached the injector too, which died with it
+        # mid-injection ("the injector failed: exit -2", the bootstrap's fate unknown).
         child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 env=env, cwd="/")
+                                 env=env, cwd="/", start_new_session=True)
         try:
             out, err = bounded_output(child, stdin, timeout, limit)
         except TimedOut:

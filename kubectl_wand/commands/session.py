@@ -59,11 +59,16 @@ def run_session(opts, transport, request, what) -> int:
             stop.set()
             transport.drop_terminal()
             worker.join(15)
-            raise
+            if (box.get("result") or {}).get("status") not in protocol.UNFINISHED:
+                raise
+            report.timed_out(box["result"], err)  # what stays (the queued bootstrap), as after a Ctrl-C there
+            return errors.INTERRUPTED
     client = errors.OK
     if "terminal" in box:
         try:
             client = transport.terminal(request["client"], failed)
+        except KeyboardInterrupt:  # before the terminal was the client's: as the client's own Ctrl-C
+            client = errors.INTERRUPTED
         finally:
             stop.set()  # the client ended (its exit, Ctrl-D, its kubectl gone): the agent detaches the target
         worker.join(60)

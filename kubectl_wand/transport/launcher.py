@@ -35,7 +35,11 @@ WAIT = 60.0  # seconds: the agent listens once it has chosen the process (~0.1-2
 WARM = {"pdb": ("-asyncio", "-tempfile", "pdb"), "repl": ("code", "base64", "select")}
 
 LAUNCHER = r"""
-import json, os, socket, struct, sys, time
+import sys
+try:
+    import json, os, socket, struct, time
+except KeyboardInterrupt:
+    sys.exit(130)
 
 
 class Later(type(sys)):
@@ -128,8 +132,12 @@ try:
         raise ValueError("the agent's message is not [argv, env]")
     if "before_client" in globals():  # the one-exec session's (transport/sessionexec.py): the terminal as it was
         before_client()
+    import signal
     if not same_python(argv, env):
         os.set_inheritable(s.fileno(), True)
+        # Ctrl-C from here to the client's handler (clientkit.py) waits, blocked across the exec, instead of
+        # ending the client's first imports with a traceback; the client unblocks it and leaves (exit 130).
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
         os.execve(argv[0], argv + [str(s.fileno())], env)
 except KeyboardInterrupt:
     sys.exit(130)
@@ -140,6 +148,7 @@ except (OSError, ValueError, TypeError) as exc:  # TypeError: a message of the w
     sys.exit(2)
 try:
     os.set_inheritable(s.fileno(), True)
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # as clientkit.py's, until the client handles it
     run_here(argv, env, s.detach())  # the client owns the connection now, as it would after execve
 except KeyboardInterrupt:
     sys.exit(130)

@@ -114,7 +114,8 @@ class LocalTransport(Transport):
         from .. import pipes
         from .launcher import end_if, launcher_args
         def spawn():
-            return pipes.spawn(launcher_args(sys.executable, name), stdin=None, stdout=None, stderr=None)
+            return pipes.spawn(launcher_args(sys.executable, name), stdin=None, stdout=None, stderr=None,
+                               interactive=True)
 
         if self.forwarded:
             # A sandbox: the agent listens in its network namespace (_agent), where abstract socket names

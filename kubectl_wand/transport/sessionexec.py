@@ -96,7 +96,8 @@ def ended(child, seconds):
 
 
 def main():
-    import binascii
+    import binascii, signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent's; the client's from the fork on
     name, nonce, agent = sys.argv[1], sys.argv[2], binascii.a2b_base64(sys.argv[3])
     try:
         import termios
@@ -106,6 +107,7 @@ def main():
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.close(r)
         view = memoryview(agent)
         try:
@@ -113,6 +115,8 @@ def main():
                 view = view[os.write(w, view):]
         except OSError:
             os._exit(2)
+        except KeyboardInterrupt:
+            os._exit(130)
         del agent, view
         os.set_inheritable(w, True)
 
@@ -126,8 +130,6 @@ def main():
         exec(LAUNCHER, {"__name__": "__main__", "__builtins__": __builtins__, "before_client": before_client})
         return
     os.close(w)
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     tty = os.dup(1)
     if saved is not None:

@@ -2,8 +2,29 @@
 connection to the agent's relay. Runs first in the client's namespace: the agent sends this source and then the
 client's as one ``-c`` program (agent/pdbsession.py, client_source), as a bootstrap runs an op's passengers in
 one namespace. Standard library only.
+
+Ctrl-C while the client starts (its imports, pdb's the longest) leaves at once, exit 130, with no traceback:
+the session is given up before its prompt (the agent then stops waiting; the CLI says what stays). Each client
+takes Ctrl-C over once it can handle it (interrupts_from_here).
 """
-import socket
+import os
+import signal
+
+
+def _leave(_signum, _frame):
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, _leave)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])  # the launcher blocked it across its exec
+
+
+def interrupts_from_here():
+    """Ctrl-C is KeyboardInterrupt from here on (the client handles it)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+import socket  # noqa: E402  (after the handler: Ctrl-C in its import leaves as above)
 
 # What the target sends is untrusted text (its source lines, reprs, names): control characters, C1 controls
 # and the characters that reorder or hide text are shown escaped, never sent to the terminal raw (the rule of

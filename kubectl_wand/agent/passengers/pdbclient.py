@@ -7,7 +7,7 @@ the target's, so the pdb protocol's version matches by construction. One change:
 asks the server (``{"wand": "interrupt"}``) instead of sending SIGINT to the process (see pdbserver.py).
 Exits 0 when the session ends (q, Ctrl-D, the connection closed); 2 when the relay cannot be reached; 130 on
 Ctrl-C before pdb's first prompt (the injection still waits for a safe point: the session is given up).
-Standard library only; runs after clientkit.py in one namespace (safe, connect).
+Standard library only; runs after clientkit.py in one namespace (safe, connect, interrupts_from_here).
 """
 import sys
 
@@ -69,6 +69,7 @@ def main(name, pid, fd=None):
         return 2
     client = Client(0, sock, None)
     try:
+        interrupts_from_here()  # pdb's client installs its own handler in cmdloop; before it, KeyboardInterrupt
         client.cmdloop()
     except KeyboardInterrupt:
         return 0 if client.started else 130  # before the first prompt: the session is given up (the CLI says so)

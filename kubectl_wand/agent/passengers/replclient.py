@@ -52,7 +52,6 @@ class Interrupts:
 
 def main(name, pid, fd=None):
     import code
-    interrupts = Interrupts()
 
     try:
         sock = connect(name, fd)
@@ -65,6 +64,7 @@ def main(name, pid, fd=None):
         pass
     reader = Reader(sock)
     try:
+        interrupts = Interrupts()  # Ctrl-C is KeyboardInterrupt from here (clientkit: until here it leaves)
         started = reader.wait()  # the relay's first word: the session runs (nothing: it did not start)
     except (OSError, OutOfProtocol):
         started = None

@@ -84,6 +84,8 @@ def run_session(opts, transport, request, what) -> int:
         # given up before the first prompt (Ctrl-C reached the client, which left): the agent stopped waiting
         return errors.INTERRUPTED if result.get("interrupted") else errors.TIMEOUT
     check_result(result, transport)
+    if result.get("status") == protocol.CANCELLED:  # the client left before the agent began: nothing was touched
+        return errors.INTERRUPTED if client == errors.INTERRUPTED else errors.ENVIRONMENT
     if client == errors.PROTOCOL:  # the client said which message of the target's broke the protocol
         return errors.PROTOCOL
     if not result.get("detached"):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import threading
 
+from .. import pipes
 from ..agent.processes import AGENT_LOADER, SESSION_MARK
 from .launcher import LAUNCHER
 
@@ -39,6 +40,34 @@ FRAME_END = b"\x1b\\"
 CHUNK = 768  # agent bytes per frame: a frame (~1 KB) stays inside one write of the terminal's line discipline
 HOLD = 0.02  # seconds a possible frame's first bytes wait for the rest before they go to the screen as they are
 FRAME_MAX = 4096  # a frame not ended within this is not one of ours: shown as it came
+# The lifeline (a `kubectl exec -i` whose end is the CLI's end) starts once the session's terminal showed
+# something, or after LIFE_AFTER seconds (a pending injection shows nothing): not at once, where its kubectl and
+# its Python would take the node's CPU from the session's start, which is what one exec saves. The pod ends a
+# session whose lifeline did not come within LIFE_WAIT seconds (the CLI died before it started it).
+LIFE_AFTER = 1.0
+LIFE_WAIT = 30.0
+
+# Run as `PYTHON -I -S -c LIFELINE NAME` by `kubectl exec -i`: holds a connection to the session's agent process
+# until its stdin ends (the CLI, or its kubectl, gone) or the session ends (the connection closes).
+LIFELINE = SESSION_MARK + r"""
+import os, select, socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+end = time.monotonic() + 30
+while True:
+    try:
+        s.connect("\0" + sys.argv[1] + "-life")
+        break
+    except OSError:
+        if time.monotonic() > end:
+            sys.exit(2)
+        time.sleep(0.05)
+if struct.unpack("iII", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.geteuid():
+    sys.exit(2)
+while True:
+    ready = select.select([0, s], [], [])[0]
+    if s in ready or not os.read(0, 4096):
+        break
+"""
 
 PROGRAM = SESSION_MARK + r'''
 import os, sys
@@ -95,6 +124,40 @@ def ended(child, seconds):
     return 1
 
 
+def lifeline(name, child):
+    """End the session (SIGHUP to the client: its end is the agent's stop) once the CLI is gone: when its
+    lifeline's connection closes, or when none came within %(life_wait)r s. A tty exec's process outlives its
+    kubectl, and its terminal never hangs up: nothing else here would tell."""
+    import select, signal, socket, struct, time
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn = None
+    try:
+        listener.bind("\0" + name + "-life")
+        listener.listen(4)
+        end = time.monotonic() + %(life_wait)r
+        while conn is None:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([listener], [], [], left)[0]:
+                break
+            peer, _ = listener.accept()
+            if struct.unpack("iII", peer.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] == os.geteuid():
+                conn = peer
+            else:
+                peer.close()  # another uid's process is never the CLI's lifeline
+        while conn is not None:
+            try:
+                if not conn.recv(64):
+                    break
+            except InterruptedError:
+                continue
+    except OSError:
+        pass  # the name taken by someone else, or the connection broken: no lifeline, the session ends
+    try:
+        os.kill(child, signal.SIGHUP)
+    except OSError:
+        pass
+
+
 def main():
     import binascii, signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent's; the client's from the fork on
@@ -131,6 +194,8 @@ def main():
         return
     os.close(w)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    import _thread
+    _thread.start_new_thread(lifeline, (name, child))
     tty = os.dup(1)
     if saved is not None:
         try:
@@ -156,7 +221,7 @@ def main():
 LAUNCHER = %(launcher)r
 AGENT_LOADER = %(loader)r
 main()
-''' % {"chunk": CHUNK, "launcher": LAUNCHER, "loader": AGENT_LOADER}
+''' % {"chunk": CHUNK, "launcher": LAUNCHER, "loader": AGENT_LOADER, "life_wait": LIFE_WAIT}
 
 
 def wanted(request) -> bool:
@@ -209,6 +274,40 @@ class Session:
                                                           self.shown), daemon=True, name="kubectl-wand-session-relay")
         self.relay.start()
         follow_size(master, self.kubectl)
+        # from its own thread: kubectl dies with the thread that started it (PR_SET_PDEATHSIG), here the session's
+        self.lifeline = None
+        threading.Thread(target=self._lifeline, args=(flags, kubectl_args(
+            "exec", "-i", pod, *where, "--", python, "-I", "-S", "-c", LIFELINE, name)), daemon=True,
+            name="kubectl-wand-lifeline").start()
+
+    def _lifeline(self, flags, argv):
+        """Start the session's lifeline once its start no longer needs the CPU (LIFE_AFTER), hold it while the
+        session runs, end it after. One that ends first ends the session in the pod: said here, once."""
+        import subprocess
+        import sys
+        self.shown.wait(LIFE_AFTER)
+        if self.kubectl.poll() is not None:
+            return
+        try:
+            self.lifeline = flags.spawn(argv, short_lived=False, stdout=subprocess.DEVNULL)
+        except OSError:
+            return
+        errors = pipes.Drain(self.lifeline.stderr)
+        while self.kubectl.poll() is None:
+            try:
+                self.kubectl.wait(0.5)  # or the lifeline's end, whichever first (no one event for both)
+            except subprocess.TimeoutExpired:
+                if self.lifeline.poll() is not None:
+                    try:  # the session's own end closes the lifeline too: then its kubectl ends right after
+                        self.kubectl.wait(5)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    sys.stderr.write("\r\nwarning: the session's lifeline (kubectl exec) ended (%s): the pod ends "
+                                     "the session\r\n" % (pipes.last_line(errors.text(0)) or "exit %s"
+                                                            % self.lifeline.returncode))
+                    break
+        pipes.close(self.lifeline)
 
 
 class AgentEnd:

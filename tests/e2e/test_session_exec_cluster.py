@@ -51,7 +51,9 @@ for pid in os.listdir('/proc'):
                 break
         except OSError:
             continue
-    found.append({'pid': int(pid), 'ppid': ppid, 'size': size})
+    # the lifeline (`-c LIFELINE NAME`) ends with the session's name; the agent and its client carry more after it
+    lifeline = argv[-2].startswith((b'kubectl-wand-pdb-', b'kubectl-wand-repl-'))
+    found.append({'pid': int(pid), 'ppid': ppid, 'size': size, 'lifeline': lifeline})
 print(json.dumps(found))
 """
 
@@ -115,13 +117,16 @@ def test_one_exec_holds_the_agent_and_its_client_and_the_window_size(pods, clust
     try:
         session.expect(prompt, 120)
         found = sessions(cluster, pod)
-        agent = [p for p in found if p["ppid"] == 0]
+        agent = [p for p in found if p["ppid"] == 0 and not p["lifeline"]]
         client = [p for p in found if p["ppid"] != 0]
         # one exec: the agent came by kubectl exec (ppid 0), the client is its child; no second exec's launcher
+        # (the lifeline, started once the prompt showed, holds no terminal and runs no client)
         assert len(agent) == 1 and len(client) == 1 and client[0]["ppid"] == agent[0]["pid"], found
+        assert len(found) - 2 == len([p for p in found if p["lifeline"] and p["ppid"] == 0]) <= 1, found
         assert client[0]["size"] == [31, 97], found
         resize(session, 44, 111)
         until(lambda: [p["size"] for p in sessions(cluster, pod) if p["ppid"] != 0] == [[44, 111]], 30)
+        until(lambda: any(p["lifeline"] for p in sessions(cluster, pod)), 60)  # the CLI's end is watched
         session.line(leave)
         assert session.wait(60) == 0, session.seen
     finally:
@@ -140,7 +145,8 @@ def test_ctrl_c_before_the_first_prompt_gives_the_session_up(pods, cluster, verb
         def pending():
             done = cluster.kubectl("exec", pod, "--", "python3", "-c",
                                    "import os; print([n for n in os.listdir('/tmp') if n.startswith('wand-')])")
-            return done.returncode == 0 and done.stdout.strip() != "[]" and len(sessions(cluster, pod)) == 2
+            return done.returncode == 0 and done.stdout.strip() != "[]" and len(
+                [p for p in sessions(cluster, pod) if not p["lifeline"]]) == 2
         until(pending, 90)
         session.interrupt()
         assert session.wait(60) == 130, session.seen

@@ -67,8 +67,6 @@ def run_session(opts, transport, request, what) -> int:
     if "terminal" in box:
         try:
             client = transport.terminal(request["client"], failed)
-        except KeyboardInterrupt:  # before the terminal was the client's: as the client's own Ctrl-C
-            client = errors.INTERRUPTED
         finally:
             stop.set()  # the client ended (its exit, Ctrl-D, its kubectl gone): the agent detaches the target
         worker.join(60)

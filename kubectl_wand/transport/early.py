@@ -35,13 +35,14 @@ class EarlyCall:
         argv = flags.kubectl_in(namespace, *quickstart.agent_exec_args(pod, container, self.python))
         started = quickstart.take(argv, request)  # the same call, spawned by the entry before the parse
         launcher = started.launcher if started is not None else None
+        drop = getattr(started.proc, "session", None) if started is not None else None  # a one-exec session
         if started is not None:
             self.marker, self.proc = started.marker, started.proc
         elif sessionexec.wanted(request):  # the agent and the terminal's launcher in one kubectl exec -it
             self.marker = probe_marker()
             session = sessionexec.Session(flags, lambda *args: flags.kubectl_in(namespace, *args), pod, container,
                                           self.python, request["client"], request, self.marker)
-            self.proc, launcher = session.agent, session.kubectl
+            self.proc, launcher, drop = session.agent, session.kubectl, session
         else:
             self.marker = probe_marker()  # python3 may be a wrapper that never greets: the transport then ends it
             self.proc = spawn_agent(flags, argv + [self.marker], protocol.request(**request),
@@ -50,7 +51,8 @@ class EarlyCall:
         self.terminal = None
         atexit.register(self.cancel)  # a verb that fails before it lists (check's pod rows) leaves none behind
         if request.get("client"):
-            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"], launcher)
+            self.terminal = EarlyTerminal(flags, namespace, pod, container, self.python, request["client"], launcher,
+                                          drop.drop if drop is not None else None)
 
     def answers(self, request) -> bool:
         """Whether this call is the answer to ``request``."""
@@ -89,10 +91,12 @@ class EarlyCall:
 class EarlyTerminal:
     """A terminal session's launcher, started with the early call (see the module's docstring)."""
 
-    def __init__(self, flags, namespace, pod, container, python, name, proc=None):
-        """``proc``: the launcher quickstart.py already started for this session (None: start it here)."""
+    def __init__(self, flags, namespace, pod, container, python, name, proc=None, drop=None):
+        """``proc``: the launcher quickstart.py already started for this session (None: start it here); ``drop``:
+        how to end it when it is the one exec of a session (sessionexec.Session.drop: its pod side outlives
+        kubectl)."""
         from .launcher import terminal_launcher
-        self.container, self.python = container, python
+        self.container, self.python, self.drop = container, python, drop
         self.proc = proc or terminal_launcher(flags, lambda *args: flags.kubectl_in(namespace, *args), pod,
                                               container, python, name)
         atexit.register(self.cancel)
@@ -101,6 +105,8 @@ class EarlyTerminal:
         """End it: SIGTERM, which kubectl handles by putting the user's terminal back; SIGKILL if it lingers."""
         import subprocess
         atexit.unregister(self.cancel)
+        if self.drop is not None:
+            self.drop()  # tells the pod, then SIGTERM to kubectl
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -52,7 +52,7 @@ LIFE_WAIT = 30.0
 LIFELINE = SESSION_MARK + r"""
 import os, select, socket, struct, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-end = time.monotonic() + 30
+end = time.monotonic() + (3 if sys.argv[2:] == ["end"] else 30)  # "end": the CLI drops the session
 while True:
     try:
         s.connect("\0" + sys.argv[1] + "-life")
@@ -63,7 +63,7 @@ while True:
         time.sleep(0.05)
 if struct.unpack("iII", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1] != os.geteuid():
     sys.exit(2)
-while True:
+while sys.argv[2:] != ["end"]:
     ready = select.select([0, s], [], [])[0]
     if s in ready or not os.read(0, 4096):
         break
@@ -268,17 +268,40 @@ class Session:
         finally:
             os.close(slave)
         read, write = os.pipe()
-        self.agent = AgentEnd(self.kubectl, os.fdopen(read, "rb"))
+        self.agent = AgentEnd(self, os.fdopen(read, "rb"))
         self.shown = threading.Event()  # the session's terminal showed something, the agent answered, or it ended
         self.relay = threading.Thread(target=relay, args=(master, write, FRAME_START + self.nonce.encode() + b";",
                                                           self.shown), daemon=True, name="kubectl-wand-session-relay")
         self.relay.start()
         follow_size(master, self.kubectl)
         # from its own thread: kubectl dies with the thread that started it (PR_SET_PDEATHSIG), here the session's
-        self.lifeline = None
-        threading.Thread(target=self._lifeline, args=(flags, kubectl_args(
-            "exec", "-i", pod, *where, "--", python, "-I", "-S", "-c", LIFELINE, name)), daemon=True,
-            name="kubectl-wand-lifeline").start()
+        self.flags, self.lifeline, self.dropped = flags, None, threading.Event()
+        self.lifeline_argv = kubectl_args("exec", "-i", pod, *where, "--", python, "-I", "-S", "-c", LIFELINE, name)
+        self.lifeline_lock = threading.Lock()
+        threading.Thread(target=self._lifeline, args=(flags, self.lifeline_argv), daemon=True,
+                         name="kubectl-wand-lifeline").start()
+
+    def drop(self):
+        """End the session in the pod now (the CLI drops it: another container was the one, a failure before the
+        verb ran, SIGTERM): a tty exec's process outlives its kubectl, so the pod is told through the lifeline, or,
+        before one was started, a lifeline that ends at once (at most ~3 s here); then kubectl is ended (SIGTERM:
+        it puts the terminal back)."""
+        import subprocess
+        with self.lifeline_lock:
+            again = self.dropped.is_set()
+            self.dropped.set()
+            started = self.lifeline is not None
+        if again:
+            pass
+        elif started:
+            pipes.close(self.lifeline, wait=False)  # its end is the session's end in the pod
+        elif self.kubectl.poll() is None:
+            try:
+                self.flags.run(self.lifeline_argv + ["end"], timeout=15)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.kubectl.poll() is None:
+            self.kubectl.terminate()
 
     def _lifeline(self, flags, argv):
         """Start the session's lifeline once its start no longer needs the CPU (LIFE_AFTER), hold it while the
@@ -286,12 +309,13 @@ class Session:
         import subprocess
         import sys
         self.shown.wait(LIFE_AFTER)
-        if self.kubectl.poll() is not None:
-            return
-        try:
-            self.lifeline = flags.spawn(argv, short_lived=False, stdout=subprocess.DEVNULL)
-        except OSError:
-            return
+        with self.lifeline_lock:
+            if self.kubectl.poll() is not None or self.dropped.is_set():
+                return
+            try:
+                self.lifeline = flags.spawn(argv, short_lived=False, stdout=subprocess.DEVNULL)
+            except OSError:
+                return
         errors = pipes.Drain(self.lifeline.stderr)
         while self.kubectl.poll() is None:
             try:
@@ -316,8 +340,9 @@ class AgentEnd:
     SIGTERM (kubectl puts the terminal back), and ``terminate`` after the answer lets kubectl end by itself first
     (the agent exits right after its result, with the client's exit code)."""
 
-    def __init__(self, kubectl, stdout):
-        self.kubectl, self.stdout, self.stderr, self.pid = kubectl, stdout, kubectl.stderr, kubectl.pid
+    def __init__(self, session, stdout):
+        self.session, self.kubectl, self.stdout = session, session.kubectl, stdout
+        self.stderr, self.pid = self.kubectl.stderr, self.kubectl.pid
         self.stdin = open(os.devnull, "wb")
 
     @property
@@ -331,8 +356,7 @@ class AgentEnd:
         return self.kubectl.wait(timeout)
 
     def kill(self):
-        if self.kubectl.poll() is None:
-            self.kubectl.terminate()
+        self.session.drop()
 
     def terminate(self):
         import subprocess

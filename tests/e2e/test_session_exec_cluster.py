@@ -171,3 +171,19 @@ def test_the_cli_killed_mid_session_leaves_nothing_in_the_pod(pods, cluster, wan
     finally:
         session.close()
     assert_clean(cluster, wand, pod)
+
+
+def test_sigterm_as_the_session_starts_ends_it_in_the_pod_at_once(pods, cluster, wand):
+    """SIGTERM to the CLI while the session starts (the agent and its client are up, the lifeline maybe not
+    yet): the CLI drops it (exit 143), and the pod's session ends in seconds through the lifeline, or a
+    lifeline that ends at once, not when the pod gives up waiting for one (LIFE_WAIT, 30 s)."""
+    pod = pods["busy"]
+    session = term(cluster, "pdb", "pod/" + pod)
+    try:
+        until(lambda: len([p for p in sessions(cluster, pod) if not p["lifeline"]]) == 2, 90)
+        session.proc.send_signal(signal.SIGTERM)
+        assert session.wait(60) == 128 + signal.SIGTERM, session.seen
+    finally:
+        session.close()
+    until(lambda: sessions(cluster, pod) == [], 15)
+    assert_clean(cluster, wand, pod)

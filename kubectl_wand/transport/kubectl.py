@@ -204,17 +204,24 @@ class KubectlTransport(Transport):
         if self.python:
             return self._agent_once(self.python, request, timeout, on_event, stop)
         containers = [self.container] if self.explicit else self.candidates
+        from . import interpreters
         for container in containers:
             self.use(container)
-            for python in self.pythons():
+            usual = self.pythons()
+            order = interpreters.first(self.pod, container, usual)
+            for python in order:
                 try:
                     result = self._agent_once(python, request, timeout, on_event, stop)
                 except NoInterpreter:
+                    if python != usual[0] and python == order[0]:
+                        interpreters.forget(self.pod, container)  # remembered, but no longer answers here
                     continue
                 self.python = python
+                if any(c == container for c, _p, _m in self.silent):  # a candidate before it never greeted
+                    interpreters.remember(self.pod, container, python)
                 return result
         self.use(containers[0])
-        silent = [python for container, python, _m in self.silent if container == self.container]
+        silent = list(dict.fromkeys(python for container, python, _m in self.silent if container == self.container))
         if silent:
             raise WandError("container %s in pod/%s has no Python that answers: %s started but never greeted within "
                             "%gs (a wrapper that blocks?), and no other interpreter was found; choose the Python "
@@ -239,6 +246,8 @@ class KubectlTransport(Transport):
         early, self.early = self.early, None
         if early is not None and (python != early.python or not early.answers(request)):
             early.cancel()
+            if python != early.python:  # its python3 may be a wrapper that blocks: the next agent ends it
+                self.silent.append((self.container, early.python, early.marker))
             early = None
         short = request.get("op") not in ("watch", "profile", "trace", "pdb", "repl")
         probing = self.python is None  # not known yet to greet: bounded by HELLO_WITHIN, marked to be ended

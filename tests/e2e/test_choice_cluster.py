@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -161,6 +162,52 @@ def test_a_python3_that_never_answers_is_bounded_ended_and_passed_over(cluster, 
         assert ran.returncode == 0 and ran.stdout.strip() == "'/usr/bin/python3.14'", ran.stderr
         assert took < 2 * HELLO_WITHIN + 15, took
         assert stuck() == 0  # each silent candidate's shell and its sleep were ended by the agent that answered
+
+
+def test_the_interpreter_that_answered_after_a_silent_one_is_tried_first_next_time(cluster, wand, made, tmp_path):
+    """Every verb on a pod whose python3 never answers paid HELLO_WITHIN again (measured: stack, exec-py, mem
+    8.4 s each, every call; 0.3 s otherwise). The interpreter that answered is remembered in the user's cache for
+    the pod's ReplicaSet and container: the next calls start it first, and never the silent ones."""
+    import time
+    made.append("deployment/cc-remember")
+    cluster.deploy("cc-remember", ["/usr/bin/python3.14", "-c", BLOCKER_SETUP],
+                   container={"env": [{"name": "PATH", "value": "/tmp/blk:/usr/local/bin:/usr/bin:/bin"}]})
+    pod = cluster.pod_names("app=cc-remember")[0]
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("exec", pod, "--", "/usr/bin/test", "-x", "/tmp/blk/python3.14").returncode != 0:
+        assert time.monotonic() < deadline, "the blocking wrappers were never written"
+    log = tmp_path / "kubectl.log"
+    real = shutil.which("kubectl", path=cluster.env.get("PATH"))
+    logger = tmp_path / "kubectl"
+    logger.write_text("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nexec %s \"$@\"\n" % (log, real))
+    logger.chmod(0o755)
+    env = {"WAND_CACHE": str(tmp_path / "cache"), "KUBECTL_PATH": str(logger)}
+
+    def started():
+        """The interpreters kubectl exec started in the pod since the last call."""
+        lines = log.read_text().splitlines() if log.exists() else []
+        log.write_text("")
+        return [line.split(" -- ", 1)[1].split()[0] for line in lines if " exec " in line and " -- " in line]
+
+    first = wand("exec-py", "deploy/cc-remember", "-n", NS, "--", "import sys; sys.executable", env=env)
+    assert first.returncode == 0 and first.stdout.strip() == "'/usr/bin/python3.14'", first.stderr
+    assert started() == ["python3", "python", "python3.14", "/usr/bin/python3.14"]
+    for verb in (["exec-py", "deploy/cc-remember", "--", "1"], ["stack", "deploy/cc-remember"],
+                 ["mem", "deploy/cc-remember", "--top", "1"]):
+        again = wand(verb[0], "-n", NS, *verb[1:], env=env)
+        assert again.returncode == 0, again.stderr
+        assert started() == ["/usr/bin/python3.14"], verb
+    # A pod named alone: its early call (started before the pod is read) still goes to python3; it is dropped,
+    # and what it started in the pod is ended by the agent that answers.
+    named = wand("exec-py", "pod/" + pod, "-n", NS, "--", "1", env=env)
+    assert named.returncode == 0, named.stderr
+    assert started()[-1] == "/usr/bin/python3.14"
+
+    def stuck():
+        out = cluster.kubectl("exec", pod, "--", "/usr/bin/python3", "-c", COUNT_STUCK, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+    assert stuck() == 0
 
 
 def test_shared_process_namespace_chooses_within_the_named_container(cluster, wand, made):

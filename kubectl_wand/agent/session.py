@@ -240,7 +240,7 @@ class Injection:
             private.remove()
             return stream(conn, hello, lines)
         # The payload enforces the code's own deadline; allow it a moment to report.
-        if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
+        if not self._answer_comes(watch, conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
             return self._still_running()
         op = request.get("op")
         limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
@@ -268,6 +268,17 @@ class Injection:
         except protocol.ProtocolError:
             pass
         return result
+
+    @staticmethod
+    def _answer_comes(watch, conn, until):
+        """Whether the payload's answer starts by ``until``; False at once when the CLI has gone (a pod's agent
+        whose stdin hung up): the connection then closes, and the payload stops the user's code at its next line
+        (passengers/execute.py). Before, the agent waited for --timeout (`while True: pass` ran on as long)."""
+        while True:
+            if watch.readable(conn, min(until, time.monotonic() + wait_mod.SLOT_POLL)):
+                return True
+            if time.monotonic() >= until or wait_mod.abandoned():
+                return False
 
     def _send(self, conn, request):
         try:

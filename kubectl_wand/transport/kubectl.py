@@ -84,8 +84,9 @@ def last_word(proc, interrupt):
         from ..agent.session import interrupted_note
         interrupt.wand_note = interrupted_note(result.get("pid", "?"), result.get("left_behind"))
     else:
-        interrupt.wand_note = ("interrupted while the code was still running in process %s: it keeps running until "
-                               "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))
+        interrupt.wand_note = ("interrupted while the code was still running in process %s: it is stopped at its "
+                               "next Python line (a call blocked in C first returns); its output is discarded"
+                               % result.get("pid", "?"))
 
 
 def agent_line_max(request) -> int:

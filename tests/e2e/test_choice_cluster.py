@@ -115,6 +115,46 @@ def test_a_killed_cli_ends_its_pending_agent_and_a_retry_adopts(cluster, wand, a
     assert in_pod(cluster, asleep)[1:] == (1, 0)  # one bootstrap queued, adopted by each run; no agent listens
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGKILL"])
+def test_code_that_never_returns_stops_when_the_cli_goes(cluster, wand, made, signame):
+    """exec-py's `while True: pass` in a pod ran on in the app's main thread, and its agent held the target's lock
+    in the pod, for the whole --timeout (here 10 minutes) after the CLI was interrupted or killed: the agent
+    waited for the answer without watching its CLI. It now hangs up on the payload, which stops the code at its
+    next line; Ctrl-C says so in one line."""
+    import json
+    import signal
+    import time
+    made.append("deployment/cc-spin")
+    cluster.deploy("cc-spin", ["python3", "-c", SPIN])
+    pod = cluster.pod_names("app=cc-spin")[0]
+    cli = wand_popen(cluster, "exec-py", "pod/" + pod, "-n", NS, "--timeout", "600", "--",
+                     "open('/tmp/cc-started', 'w').close()\nwhile True: pass")
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.kubectl("exec", pod, "--", "/usr/bin/test", "-e", "/tmp/cc-started").returncode != 0:
+            assert time.monotonic() < deadline and cli.poll() is None, cli.communicate()
+        cli.send_signal(getattr(signal, signame))
+        _out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+    if signame == "SIGINT":
+        assert cli.returncode == 130, err
+        assert err.count("\n") == 1 and "interrupted while the code was still running in process 1" in err, err
+
+    def in_app():
+        done = wand("stack", "pod/" + pod, "-n", NS, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        main = [t for t in json.loads(done.stdout)["items"][0]["threads"] if t["tid"] == 1][0]
+        return main["frames"] and not any(f["file"] == "<wand>" for f in main["frames"])
+    deadline = time.monotonic() + 30
+    while in_pod(cluster, pod)[0] != 0 or not in_app():  # no agent of ours left, the main thread the app's again
+        assert time.monotonic() < deadline, "the code or its agent outlived the CLI by 30 s in the pod"
+    again = wand("exec-py", "pod/" + pod, "-n", NS, "--timeout", "10", "--", "1")
+    assert again.returncode == 0 and again.stdout.strip() == "1", again.stderr
+
+
 BLOCKER_SETUP = """
 import os, time
 os.makedirs('/tmp/blk', exist_ok=True)

@@ -147,7 +147,11 @@ def test_code_that_never_returns_stops_when_the_cli_goes(target, py314, how):
     finally:
         interrupt(proc, how)
         os.unlink(started)
-    assert proc.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL), proc.stderr.read().decode()
+    err = proc.stderr.read().decode()
+    assert proc.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL), err
+    if how == signal.SIGINT:  # one line, saying what became of the code
+        assert err.count("\n") == 1 and "interrupted while the code was still running in process %d" % app.pid \
+            in err, err
     # Read from the process's memory (nothing injected: an injection would run nested inside the loop)
     assert wait_for(lambda: back_in_app(app.pid, "sigpipe_default.py"), timeout=15), "the code still runs"
     settle(py314, app)

@@ -240,7 +240,13 @@ class Injection:
             private.remove()
             return stream(conn, hello, lines)
         # The payload enforces the code's own deadline; allow it a moment to report.
-        if not self._answer_comes(watch, conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
+        try:
+            comes = self._answer_comes(watch, conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM (pid/N): the line the CLI prints
+                exc.wand_note = running_note(self.pid)
+            raise
+        if not comes:
             return self._still_running()
         op = request.get("op")
         limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
@@ -320,6 +326,12 @@ class Injection:
                 "in_bootstrap": len(app_frames(frames)) < len(frames),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
+
+
+def running_note(pid) -> str:
+    """What the CLI prints when it is interrupted while the user's code runs (the connection closing stops it)."""
+    return ("interrupted while the code was still running in process %s: it is stopped at its next Python line (a "
+            "call blocked in C first returns); its output is discarded" % pid)
 
 
 def interrupted_note(pid, script) -> str:

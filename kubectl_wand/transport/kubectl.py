@@ -84,9 +84,8 @@ def last_word(proc, interrupt):
         from ..agent.session import interrupted_note
         interrupt.wand_note = interrupted_note(result.get("pid", "?"), result.get("left_behind"))
     else:
-        interrupt.wand_note = ("interrupted while the code was still running in process %s: it is stopped at its "
-                               "next Python line (a call blocked in C first returns); its output is discarded"
-                               % result.get("pid", "?"))
+        from ..agent.session import running_note
+        interrupt.wand_note = running_note(result.get("pid", "?"))
 
 
 def agent_line_max(request) -> int:

@@ -284,6 +284,15 @@ class TerminalPod(FakeTransport):
         self.dropped += 1
 
 
+def test_a_mem_window_says_how_it_ended_in_words():
+    """A window ended by Ctrl-C printed "window ended by ended"; each ending now reads as what happened."""
+    for reason, said in (("ended", "window ended early (Ctrl-C)"), ("duration", "window ended by its duration"),
+                         ("connection closed", "window ended by connection closed")):
+        answer = dict(mem_answers()["window"], reason=reason)
+        got, out, err = run_verb(["mem", "pod/web-1", "--duration", "2s"], [FakeTransport(override={"mem": answer})])
+        assert got == errors.OK and said in out and "ended by ended" not in out, (out, err)
+
+
 def test_pdb_runs_the_client_in_the_terminal_then_stops_the_agent():
     pod = TerminalPod()
     code, _out, err = run_verb(["pdb", "pod/web-1"], [pod])

@@ -3,7 +3,15 @@ attach reads it must end in one line and a documented exit code, never a traceba
 escaped."""
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import urllib.request
+
 import pytest
+
+import dap
+from test_attach_race_local import free_port
 
 pytestmark = pytest.mark.py314
 
@@ -26,3 +34,37 @@ def test_a_forged_server_record_gives_no_traceback(spawn, wand, since):
         assert "started by" not in result.stdout, result.stdout
     assert "\x1b" not in result.stdout + result.stderr and "\u202e" not in result.stdout + result.stderr
     assert app.alive()
+
+
+def test_an_editor_that_vanishes_at_a_breakpoint_leaves_the_app_serving(spawn, py314, wand):
+    """The editor's connection ends without a DAP disconnect while a request is held at its breakpoint (Ctrl-C
+    on attach or a dead port-forward cuts it so): the request completes, later ones are not stopped by the
+    breakpoint nobody can resume any more, and the server takes the next editor. Before: the held request never
+    answered and the app served nothing more (pydevd's in-process server ignores a socket that ends)."""
+    app = spawn("http_app.py", flags=["-S"])  # no debugpy: the first attach ships it
+    port = free_port()
+    result = wand("attach", "pid/%d" % app.pid, "--port", port, "-o", "json", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["source"] == "shipped"
+    path = py314.app("http_app.py")
+    line = dap.marker_line(py314.host(path))
+    url = "http://127.0.0.1:%s/" % app.info["port"]
+    client = dap.DAPClient("127.0.0.1", port, timeout=30)
+    assert client.attach_with_breakpoint(path, line)["verified"]
+    got = {}
+    held = threading.Thread(target=lambda: got.setdefault("body", urllib.request.urlopen(url, timeout=60).read()),
+                            daemon=True)
+    held.start()
+    assert client.wait_event("stopped", timeout=30)["body"]["reason"] == "breakpoint"
+    client.sock.shutdown(socket.SHUT_RDWR)  # gone without a word, as through a forward that died
+    client.sock.close()
+    held.join(60)
+    assert got.get("body", b"").startswith(b"hello from"), got
+    assert urllib.request.urlopen(url, timeout=30).read().startswith(b"hello from")  # the breakpoint went too
+    editor = dap.DAPClient("127.0.0.1", port, timeout=30)
+    try:
+        top, body = dap.break_on_request(editor, path, line, url)
+        assert top["vars"]["self"] and body.startswith(b"hello from")
+    finally:
+        editor.close()
+    assert app.alive() and app.stderr_so_far() == ""

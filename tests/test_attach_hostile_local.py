@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -68,3 +69,40 @@ def test_an_editor_that_vanishes_at_a_breakpoint_leaves_the_app_serving(spawn, p
     finally:
         editor.close()
     assert app.alive() and app.stderr_so_far() == ""
+
+
+def test_a_dap_peer_that_floods_is_read_no_further_than_one_answer():
+    """attach's DAP check of a separate adapter (agent beside the target, and the CLI through the forward)
+    reads from whatever holds the port the target's record names. Before: a peer sending no answer was read
+    to the end, all of it kept and searched again after each read (20 MiB here; 60 MB and a busy core in a
+    5 s wait against a real flooding target); now it stops after one answer's worth."""
+    from kubectl_wand.agent.debugserver import DAP_ANSWER_MAX, read_until
+    reader, peer = socket.socketpair()
+    sent = {"bytes": 0, "error": None}
+
+    def flood():
+        try:
+            for _ in range(320):  # 20 MiB, then the end of the stream
+                peer.sendall(b"x" * 65536)
+                sent["bytes"] += 65536
+            peer.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            sent["error"] = exc
+
+    flooding = threading.Thread(target=flood, daemon=True)
+    flooding.start()
+    try:
+        assert not read_until(reader, b'"command": "initialize"', time.monotonic() + 120)
+    finally:
+        reader.close()
+    flooding.join(60)
+    assert sent["error"] is not None and sent["bytes"] < DAP_ANSWER_MAX + (8 << 20), sent
+    # an answer split across reads is still found
+    reader, peer = socket.socketpair()
+    with reader, peer:
+        answer = b'Content-Length: 40\r\n\r\n{"type": "response", "command":"initialize"}'
+        peer.sendall(answer[:-12])
+        split = threading.Timer(0.2, peer.sendall, (answer[-12:],))  # a second read, not a fixed wait for it
+        split.start()
+        assert read_until(reader, b'"command": "initialize"', time.monotonic() + 60)
+        split.join()

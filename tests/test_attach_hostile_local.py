@@ -106,3 +106,31 @@ def test_a_dap_peer_that_floods_is_read_no_further_than_one_answer():
         split.start()
         assert read_until(reader, b'"command": "initialize"', time.monotonic() + 60)
         split.join()
+
+
+@pytest.mark.parametrize("status", ["listening", "already", "pending"])
+def test_ctrl_c_after_the_server_started_in_a_pod_says_it_listens(status):
+    """Ctrl-C reaches attach just after the agent in the pod started debugpy: the agent's answer is already on
+    its way. Before: nothing was said (exit 130, empty stderr) though a debug server now listened in the pod,
+    measured with Ctrl-C 0.45-0.48 s into a first attach of a pod without debugpy (2 of 2 runs at those
+    moments). The agent's last word is read as the CLI ends (transport/kubectl.py: last_word)."""
+    import io
+    import os
+    import types
+    from kubectl_wand.agent import protocol
+    from kubectl_wand.transport.kubectl import last_word
+    read, write = os.pipe()
+    answer = {"status": status, "pid": 1, "host": "127.0.0.1\x1b]52;c;aGk=\x07", "port": 5679}
+    if status == "pending":
+        answer.update(error="pending", left_behind="/tmp/wand-1-x/bootstrap.py")
+    os.write(write, protocol.encode({protocol.RESULT: answer}))
+    os.close(write)
+    interrupt = KeyboardInterrupt()
+    with os.fdopen(read, "rb") as out:
+        last_word(types.SimpleNamespace(stdin=io.BytesIO(), stdout=out), interrupt)
+    note = getattr(interrupt, "wand_note", "")
+    if status == "pending":  # the note an unfinished injection always had
+        assert note.startswith("interrupted while the injection into process 1 was pending"), note
+    else:
+        assert note.startswith("interrupted after the debug server started: debugpy listens on 127.0.0.1"), note
+        assert ":5679 in process 1 until it exits; attach again to reuse it" in note and "\x1b" not in note, note

@@ -120,8 +120,12 @@ class Options(TargetOptions):
             if hint:
                 err.write("not forwarding (--no-forward); to reach it: %s\n" % hint)
             return code
-        from .attach_session import foreground
-        return foreground(self, transport, pid, session)
+        from .attach_session import foreground, interrupted
+        try:
+            return foreground(self, transport, pid, session)
+        except BaseException as exc:
+            interrupted(exc, [(transport, pid, int(session["port"]))])
+            raise
 
     def preflight(self, transport, local_port=None):
         """Before touching the target: bad input or missing rights leave it unchanged."""

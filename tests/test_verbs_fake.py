@@ -580,3 +580,40 @@ def test_attach_interrupted_once_a_server_started_names_it(argv, at, says):
     with pytest.raises(KeyboardInterrupt) as caught:
         run_verb(argv, [InterruptedPod(at)])
     assert getattr(caught.value, "wand_note", None) == says
+
+
+class ForwardInterrupted(ForwardedPod):
+    """A replacement pod whose debug server starts, and Ctrl-C comes while its forward starts."""
+
+    def forward(self, remote_port, local_port=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("replacement, says", [
+    (None, "Stopped waiting for a Running replacement of deployment/web: nothing was being forwarded"),
+    ("web-2", "interrupted after the debug server started: debugpy listens in pod/web-2 pid 17932 (127.0.0.1:5690 "
+              "there) until that process exits; attach again to reuse it")], ids=["waiting", "forward"])
+def test_attach_interrupted_while_following_says_what_ended(replacement, says):
+    """Ctrl-C while --follow waits for a replacement, or while the replacement's forward starts. Before: exit 0
+    and not a word after "waiting up to 5m00s for a Running replacement", even with a server just started."""
+    old = ForwardedPod("web-1", gone=True)
+    looks = []
+
+    def later(early=True):
+        looks.append(early)
+        if replacement is not None:
+            return [old, ForwardInterrupted(replacement)]
+        if len(looks) > 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second look for a replacement
+        return []
+
+    out, err = io.StringIO(), io.StringIO()
+    verb, ns = cli.parse(["attach", "deploy/web"])
+    opts = cli.verb_module(verb).Options()
+    opts.complete(ns, Streams(io.StringIO(""), out, err))
+    opts.quiet = True
+    opts.transports = lambda: [old]
+    opts.pod_transports = later
+    opts.validate()
+    assert opts.run() == errors.OK
+    assert err.getvalue().splitlines()[-1] == says, err.getvalue()

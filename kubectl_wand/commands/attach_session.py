@@ -228,7 +228,7 @@ def supervise(opts, sessions, rescan, ports=None):
                 sessions += new_pods(opts, sessions, ports)
                 last_scan = time.monotonic()
             sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         for s in sessions:
             if opts.output:
                 emit(opts, "stopped", s, port=s.remote_port)
@@ -236,6 +236,10 @@ def supervise(opts, sessions, rescan, ports=None):
             out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
                       "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
                           s.remote_port, s.transport.where, s.pid))
+        if not sessions:  # waiting for a replacement (--follow) or for pods (--all-pods): say what ended
+            err.write("%s\n" % (getattr(exc, "wand_note", None) or "Stopped waiting for %s: nothing was being "
+                                 "forwarded" % ("new pods of %s" % describe(opts) if rescan else
+                                                "a Running replacement of %s" % describe(opts))))
         return errors.OK
     finally:
         for s in sessions:
@@ -308,7 +312,11 @@ def follow(opts, old, why, local_port):
                 newest = max(candidates, key=lambda t: t.started())
                 pid, _note = opts.target_pid(newest)
                 server = opts.start_server(newest, pid)
-                session = Session(opts, newest, pid, server).open(local_port)
+                try:
+                    session = Session(opts, newest, pid, server).open(local_port)
+                except BaseException as exc:
+                    interrupted(exc, [(newest, pid, int(server["port"]))])
+                    raise
                 if opts.output:
                     out.write(printers.event(dict(opts.attached(newest, pid, server, local_port, "followed"),
                                                   replaces=old.transport.where), opts.output))

@@ -4,6 +4,7 @@ escaped."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -134,3 +135,42 @@ def test_ctrl_c_after_the_server_started_in_a_pod_says_it_listens(status):
     else:
         assert note.startswith("interrupted after the debug server started: debugpy listens on 127.0.0.1"), note
         assert ":5679 in process 1 until it exits; attach again to reuse it" in note and "\x1b" not in note, note
+
+
+def signal_taken(pid, signum) -> bool:
+    """Whether ``signum`` sent to ``pid`` is no longer pending: its handler has run."""
+    with open("/proc/%d/status" % pid) as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return not any(int(fields[k], 16) >> (signum - 1) & 1 for k in ("SigPnd", "ShdPnd"))
+
+
+def test_ctrl_c_while_debugpy_starts_locally_says_it_listens(spawn, py314, tmp_path):
+    """Ctrl-C reaches `attach pid/N` while the target's main thread imports debugpy for it. Before: exit 130 and
+    nothing said, while debugpy went on to listen in the process (seen with Ctrl-C 0.75-0.8 s into a first
+    attach). Now the CLI reads the payload's answer for a moment and names the server."""
+    import signal
+    import subprocess
+    import sys
+    from procs import REPO, default_signals, read_line, wait_for
+    gate = "/tmp/wand-test-gate-%d" % os.getpid()
+    app = spawn("gated_debugpy.py", gate)
+    port = free_port()
+    attach = subprocess.Popen([sys.executable, "-m", "kubectl_wand", "attach", "pid/%d" % app.pid, "--port", str(port),
+                               "--timeout", "30"], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    try:
+        assert read_line(app.popen.stdout, 30) == "IMPORTING"
+        attach.send_signal(signal.SIGINT)
+        assert wait_for(lambda: signal_taken(attach.pid, signal.SIGINT), timeout=30)
+        open(py314.host(gate), "w").close()
+        out, err = attach.communicate(timeout=60)
+    finally:
+        if attach.poll() is None:
+            attach.kill()
+            attach.wait()
+        if os.path.exists(py314.host(gate)):
+            os.unlink(py314.host(gate))
+    assert attach.returncode == 130, (attach.returncode, out, err)
+    assert err == ("interrupted after the debug server started: debugpy listens on 127.0.0.1:%d in process %d until "
+                   "it exits; attach again to reuse it\n" % (port, app.pid)), err
+    assert app.alive()

@@ -66,7 +66,13 @@ def run_attach(request, fetch_blob):
 
     result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello, prepare=prepare)
     if result.get("status") in ("listening", "already") and result.get("port"):
-        confirm(result, pid, float(request.get("confirm_timeout", 5.0)))
+        try:
+            confirm(result, pid, float(request.get("confirm_timeout", 5.0)))
+        except BaseException as interrupt:  # Ctrl-C, SIGTERM (pid/N): the server debugpy reported stays
+            if not isinstance(interrupt, Exception):
+                from .session import attach_last_word
+                interrupt.wand_note = attach_last_word(None, pid, result)
+            raise
     return result
 
 

@@ -174,3 +174,21 @@ def test_ctrl_c_while_debugpy_starts_locally_says_it_listens(spawn, py314, tmp_p
     assert err == ("interrupted after the debug server started: debugpy listens on 127.0.0.1:%d in process %d until "
                    "it exits; attach again to reuse it\n" % (port, app.pid)), err
     assert app.alive()
+
+
+@pytest.mark.parametrize("broken", ["debugpy.server.api", "debugpy.common.sockets"])
+def test_a_debugpy_that_fails_half_way_leaves_the_apps_breakpoint_hook(spawn, wand, broken):
+    """The import of debugpy fails after pydevd loaded (an app or image whose debugpy is broken; a shipped copy
+    cut short). It is rolled back from sys.modules; before, pydevd's breakpoint hook stayed installed (the app's
+    next breakpoint() ran pydevd.settrace, which connects out to a debugger on port 5678, instead of pdb) and
+    debugpy's atexit callback stayed registered."""
+    app = spawn("gated_debugpy.py", "/nonexistent-gate", broken)
+    state = "import atexit, sys; (sys.breakpointhook is sys.__breakpointhook__, atexit._ncallbacks())"
+    before = wand("exec-py", "pid/%d" % app.pid, "--", state)
+    assert before.returncode == 0, before.stderr
+    result = wand("attach", "pid/%d" % app.pid, "--port", free_port(), "--timeout", "20")
+    assert result.returncode == 6 and "%s is broken in this app" % broken in result.stderr, result.stderr
+    after = wand("exec-py", "pid/%d" % app.pid, "--", state + " + (sorted(m for m in sys.modules if 'pydev' in m),)")
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == before.stdout.rstrip("\n")[:-1] + ", [])\n", (before.stdout, after.stdout)
+    assert app.alive() and app.stderr_so_far() == ""

@@ -21,6 +21,7 @@ def start_debugpy(request):
         return {"status": "error", "kind": "debugpy", "error": "the shipped debugpy is incomplete; nothing "
                 "was imported"}
     modules, path, bytecode = set(sys.modules), list(sys.path), sys.dont_write_bytecode
+    hook = sys.breakpointhook  # pydevd's import replaces it (install_breakpointhook)
     if shipped:
         sys.path.insert(0, shipped)
         sys.dont_write_bytecode = True  # no __pycache__ in the private directory: less to write and remove
@@ -41,7 +42,10 @@ def start_debugpy(request):
         if shipped and not os.path.exists(os.path.join(shipped, ".complete")):
             raise ImportError("the shipped files were removed while they loaded")
     except BaseException as exc:
-        # All or nothing: a half-imported debugpy would stay in sys.modules and fail every later attach.
+        # All or nothing: a half-imported debugpy would stay in sys.modules and fail every later attach, and
+        # what its import installed would stay in the app (pydevd's breakpoint hook: the app's next
+        # breakpoint() connected out to a debugger on port 5678 instead of running pdb).
+        undo_import_hooks(modules, hook)
         forget_modules(modules, shipped)
         sys.path[:] = path
         if not isinstance(exc, Exception):
@@ -226,6 +230,17 @@ def resume_when_the_client_vanishes():
 
     _terminate_on_socket_close.kubectl_wand = True
     reader._terminate_on_socket_close = _terminate_on_socket_close
+
+
+def undo_import_hooks(before, hook):
+    """What importing debugpy installs outside its modules: pydevd's sys.breakpointhook, and the atexit
+    callback of debugpy's logger (only when this import loaded them)."""
+    import atexit
+    if sys.breakpointhook is not hook:
+        sys.breakpointhook = hook
+    log = sys.modules.get("debugpy.common.log")
+    if "debugpy.common.log" not in before and callable(getattr(log, "_close_files", None)):
+        atexit.unregister(log._close_files)
 
 
 def forget_modules(before, shipped):

@@ -192,3 +192,32 @@ def test_a_debugpy_that_fails_half_way_leaves_the_apps_breakpoint_hook(spawn, wa
     assert after.returncode == 0, after.stderr
     assert after.stdout == before.stdout.rstrip("\n")[:-1] + ", [])\n", (before.stdout, after.stdout)
     assert app.alive() and app.stderr_so_far() == ""
+
+
+LUA_CHECK = """
+vim = {fn = {getcwd = function() return "/here" end}}
+package.loaded.dap = {configurations = {python = {}}}
+assert(loadstring(io.read("*a")))()
+local got = package.loaded.dap.configurations.python[1]
+io.write(got.pathMappings[1].remoteRoot, "\\0", got.name)
+"""
+
+
+@pytest.mark.parametrize("cwd", ["/app/données", "/srv/x\x1b]52;c;aGk=\x07\u202e\"'\\y", "/tmp/\udcff-not-utf8",
+                                 "/tmp/\ud800-lone"])
+def test_the_nvim_dap_snippet_loads_in_luajit_with_the_targets_cwd(cwd):
+    """The remoteRoot is the target's cwd, its choice. Before: JSON string escapes, which neovim's LuaJIT refuses
+    ("invalid escape sequence") for any non-ASCII or control character, so the snippet did not load at all."""
+    import shutil
+    import subprocess
+    from kubectl_wand import editor
+    lua = shutil.which("luajit")
+    if not lua:
+        pytest.skip("no luajit (neovim's Lua) here: apt-get install luajit")
+    snippet = editor.nvim_dap("kubectl wand: pod/web-1 pid 7", 5679, "${workspaceFolder}", cwd)
+    assert all(" " <= c < "\x7f" for c in snippet.replace("\n", "")), snippet  # nothing for the terminal
+    done = subprocess.run([lua, "-e", LUA_CHECK], input=snippet.encode(), capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    root, name = done.stdout.split(b"\0")
+    want = cwd.encode("utf-8", "surrogatepass" if "\ud800" in cwd else "surrogateescape")
+    assert (root, name) == (want, b"kubectl wand: pod/web-1 pid 7")

@@ -324,8 +324,9 @@ ATTACH_LAST_WORD = 5.0  # seconds an interrupted attach waits for its payload's 
 
 def attach_last_word(lines, pid, request) -> str:
     """What an attach interrupted after its request reached the payload leaves: its answer, read for a moment
-    from ``lines`` (a second Ctrl-C ends the wait), or ``request`` itself when it is that answer. Before, the CLI exited 130 silently while debugpy went on to listen in
-    the process (seen locally with Ctrl-C 0.75-0.8 s into a first attach)."""
+    from ``lines`` (a second Ctrl-C ends the wait), or ``request`` itself when it is that answer. Before, the
+    CLI exited 130 silently while debugpy went on to listen in the process (seen locally with Ctrl-C 0.75-0.8 s
+    into a first attach)."""
     where = "%s:%s" % (printable(request.get("host")), printable(request.get("port")))
     try:
         result = request  # lines None: the payload's answer, already in (run_attach: interrupted while confirming)

@@ -25,7 +25,8 @@ GET = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:800
 def no_debugpy_pod(cluster, request):
     """(a fresh pod without debugpy, the signal): python -S, no site-packages, so attach ships debugpy."""
     name = "%s-%s" % (NAME, request.node.callspec.id)
-    cluster.deploy(name, ["python3", "-S", "/app/plain_server.py"], container={"env": [{"name": "PORT", "value": "8000"}]})
+    cluster.deploy(name, ["python3", "-S", "/app/plain_server.py"],
+                   container={"env": [{"name": "PORT", "value": "8000"}]})
     yield cluster.pod_names("app=" + name)[0], request.param
     cluster.kubectl("delete", "deploy/" + name, "--wait=false")
 

@@ -239,11 +239,20 @@ class Injection:
             lock.close()
             private.remove()
             return stream(conn, hello, lines)
+        try:
+            return self._answer(conn, watch, request, deadline, lines, hello)
+        except BaseException as interrupt:
+            if not isinstance(interrupt, Exception) and request.get("op") == "attach":  # Ctrl-C, SIGTERM (pid/N)
+                interrupt.wand_note = attach_last_word(lines, self.pid, request)
+            raise
+
+    def _answer(self, conn, watch, request, deadline, lines, hello):
         # The payload enforces the code's own deadline; allow it a moment to report.
         try:
-            comes = self._answer_comes(watch, conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE)
+            comes = self._answer_comes(watch, conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE,
+                                       request.get("op") == "exec")
         except BaseException as exc:
-            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM (pid/N): the line the CLI prints
+            if not isinstance(exc, Exception) and request.get("op") == "exec":  # Ctrl-C, SIGTERM (pid/N)
                 exc.wand_note = running_note(self.pid)
             raise
         if not comes:
@@ -276,14 +285,15 @@ class Injection:
         return result
 
     @staticmethod
-    def _answer_comes(watch, conn, until):
-        """Whether the payload's answer starts by ``until``; False at once when the CLI has gone (a pod's agent
-        whose stdin hung up): the connection then closes, and the payload stops the user's code at its next line
-        (passengers/execute.py). Before, the agent waited for --timeout (`while True: pass` ran on as long)."""
+    def _answer_comes(watch, conn, until, user_code):
+        """Whether the payload's answer starts by ``until``; for the user's code (``user_code``), False at once
+        when the CLI has gone (a pod's agent whose stdin hung up): the connection then closes, and the payload
+        stops the code at its next line (passengers/execute.py). Before, the agent waited for --timeout
+        (`while True: pass` ran on as long). Other ops' answers (attach's port) are still waited for."""
         while True:
             if watch.readable(conn, min(until, time.monotonic() + wait_mod.SLOT_POLL)):
                 return True
-            if time.monotonic() >= until or wait_mod.abandoned():
+            if time.monotonic() >= until or user_code and wait_mod.abandoned():
                 return False
 
     def _send(self, conn, request):
@@ -332,6 +342,35 @@ def running_note(pid) -> str:
     """What the CLI prints when it is interrupted while the user's code runs (the connection closing stops it)."""
     return ("interrupted while the code was still running in process %s: it is stopped at its next Python line (a "
             "call blocked in C first returns); its output is discarded" % pid)
+
+
+ATTACH_LAST_WORD = 5.0  # seconds an interrupted attach waits for its payload's answer (import + listen: < 1 s)
+
+
+def attach_last_word(lines, pid, request) -> str:
+    """What an attach interrupted after its request reached the payload leaves: its answer, read for a moment
+    from ``lines`` (a second Ctrl-C ends the wait), or ``request`` itself when it is that answer. Before, the
+    CLI exited 130 silently while debugpy went on to listen in the process (seen locally with Ctrl-C 0.75-0.8 s
+    into a first attach)."""
+    where = "%s:%s" % (printable(request.get("host")), printable(request.get("port")))
+    try:
+        result = request  # lines None: the payload's answer, already in (run_attach: interrupted while confirming)
+        if lines is not None:
+            line = lines.line(protocol.SMALL_MAX, time.monotonic() + ATTACH_LAST_WORD, "its result")
+            result = protocol.check_payload_result("attach", protocol.decode(line or b"{}", "its result"))
+    except BaseException:
+        return ("interrupted while debugpy was starting in process %d: it may listen on %s now, until the process "
+                "exits; attach again to reuse it" % (pid, where))
+    if result["status"] in (protocol.LISTENING, protocol.ALREADY) and result.get("port"):
+        return ("interrupted after the debug server started: debugpy listens on %s:%s in process %d until it "
+                "exits; attach again to reuse it" % (printable(result.get("host")), result["port"], pid))
+    return "interrupted: debugpy did not start in process %d (%s)" % (
+        pid, printable((result.get("error") or result["status"])[:200]))
+
+
+def printable(value) -> str:
+    """The target's text for a line the CLI prints as is: control characters and non-ASCII as escapes."""
+    return "".join(c if " " <= c < "\x7f" else ascii(c)[1:-1] for c in str(value))
 
 
 def interrupted_note(pid, script) -> str:

@@ -239,10 +239,14 @@ class Injection:
             lock.close()
             private.remove()
             return stream(conn, hello, lines)
-        # The payload enforces the code's own deadline; allow it a moment to report.
-        if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
-            return self._still_running()
+        # The payload enforces the code's own deadline; allow it a moment to report. An exec whose CLI went away
+        # (Ctrl-C, SIGTERM, killed) says at once that its code still runs: waiting out --timeout held this agent
+        # and the target's lock in the pod, and the CLI's last word came too late to be read (seen: exec-py
+        # --all-pods ignored Ctrl-C until every pod's code had ended; one pod's Ctrl-C printed no note).
         op = request.get("op")
+        gone = wait_mod.abandoned if op == "exec" else None
+        if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE, abandon=gone):
+            return self._still_running(interrupted=gone is not None and gone())
         limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
         try:
             # It started answering: the rest of the line follows at once (a drip is cut, LINE_WAIT).
@@ -295,20 +299,24 @@ class Injection:
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
-        if wait_mod.abandoned():
-            result.update(interrupted=True, error="interrupted while the injection into process %d was pending (its "
-                          "main thread has not reached a safe point)" % self.pid)
+        if wait_mod.abandoned():  # what stays, in the words the CLI prints for one pod (exec-py --all-pods: each)
+            result.update(interrupted=True, error=interrupted_note(self.pid, result["left_behind"]))
         if state in STOPPED:
             result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
                           "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))
         return result
 
-    def _still_running(self):
+    def _still_running(self, interrupted=False):
         frames = main_thread_stack(self.rt)
-        return {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
-                "in_bootstrap": len(app_frames(frames)) < len(frames),
-                "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
-                         "which cannot be interrupted)" % (self.pid, self.timeout)}
+        result = {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                  "in_bootstrap": len(app_frames(frames)) < len(frames),
+                  "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
+                           "which cannot be interrupted)" % (self.pid, self.timeout)}
+        if interrupted:
+            result.update(interrupted=True, error="interrupted while the code was still running in process %d: it "
+                          "runs on until it returns or its --timeout (%gs) stops it (a C call it is blocked in "
+                          "returns first); its output is discarded" % (self.pid, self.timeout))
+        return result
 
 
 def interrupted_note(pid, script) -> str:

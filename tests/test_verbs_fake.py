@@ -588,3 +588,17 @@ def test_ctrl_c_reaches_every_pods_call_of_exec_all_pods():
     assert out == "[pod/web-0/app] 1\n", out  # what had finished is still shown
     assert err.splitlines() == ["[pod/web-%d/app] error: interrupted while the code was still running in process 7: "
                                 "it runs on" % i for i in (1, 2)], err
+
+
+def test_attach_all_pods_serves_the_others_when_one_pod_fails():
+    """One pod whose main thread never reaches a safe point among three: attach --all-pods names it and forwards
+    the other two; Ctrl-C ends it with that pod's exit code. Before, the first such pod ended the whole attach
+    with nothing forwarded and no pod named ("attach did not complete"), exit 5."""
+    pending = dict(PENDING, pid=7, status="pending")
+    pods = [ForwardedPod("web-1"), ForwardedPod("web-2"), ForwardedPod("web-3")]
+    pods[0].override = {"attach": pending}
+    code, out, err = run_verb(["attach", "deploy/web", "--all-pods"], pods)
+    assert code == errors.TIMEOUT, err
+    assert "error: pod/web-1: attach did not complete (see above)" in err.splitlines(), err
+    assert "Forwarding 2 debug servers." in out and "pod/web-2" in out and "pod/web-3" in out, out
+    assert "inside pod/web-1" not in out

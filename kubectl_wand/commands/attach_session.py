@@ -20,6 +20,7 @@ from ..agent import protocol
 from ..agent.debugserver import separate_adapter, server_answers
 from ..errors import PortBusy, WandError
 from ..terminal import text
+from .fanout import Held
 
 RESTARTS = 5        # port-forward restarts in a row before giving up on a session
 RESCAN_EVERY = 5.0  # seconds between looks for new pods with --all-pods (an API list each time)
@@ -126,7 +127,7 @@ def attach_many(opts):
         raise WandError("attach needs a target: POD, TYPE/NAME or -l SELECTOR", errors.USAGE)
     ports = LocalPorts(opts.local_port if opts.local_port is not None else opts.port)
     opts.preflight(transports[0], local_port=0)
-    sessions, failed = [], []
+    sessions, failed, held = [], [], None
     try:
         for transport in transports:
             if len(transports) == 1:
@@ -153,15 +154,21 @@ def attach_many(opts):
             for s in sessions:
                 out.write(s.line() + "\n")
             out.write("\n" + editor.render_many([s.config() for s in sessions], title))
+        # From "Press Ctrl-C" on, a Ctrl-C is the normal end: held until supervise's try (seen: one sent as soon as
+        # the line was read ended attach with 130, nothing said of the servers left listening).
+        held = Held().__enter__()
         out.write("\nForwarding %d debug servers. %sPress Ctrl-C to stop.\n" % (
             len(sessions), "New pods are attached as they appear. " if opts.all_pods else ""))
         out.flush()
+        err.flush()
     except BaseException:
+        if held is not None:
+            held.release(raising=False)
         for s in sessions:
             s.close()
         raise
-    err.flush()
-    code = supervise(opts, sessions, rescan=opts.all_pods, ports=ports, skip={t.identity() for t, _c in failed} - {None})
+    code = supervise(opts, sessions, rescan=opts.all_pods, ports=ports, skip={t.identity() for t, _c in failed} - {None},
+                     held=held)
     return max([code] + [c for _t, c in failed]) if isinstance(code, int) else code  # exit 0 unless a pod failed
 
 
@@ -193,10 +200,12 @@ def start_on_free_port(opts, transport, pid, first, tries=20):
 
 # -- the loop --------------------------------------------------------------------------------------------------
 
-def supervise(opts, sessions, rescan, ports=None, skip=()):
+def supervise(opts, sessions, rescan, ports=None, skip=(), held=None):
     out, err = opts.streams.stdout, opts.streams.stderr
     last_scan = time.monotonic()
     try:
+        if held is not None:
+            held.release()  # a Ctrl-C since "Press Ctrl-C" is raised here, as the normal end
         while True:
             for s in list(sessions):
                 if not s.forward.alive():

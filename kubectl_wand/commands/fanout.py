@@ -113,13 +113,18 @@ class Held:
         return self
 
     def __exit__(self, *exc):
-        import signal
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        if self.held:
-            signum, frame = self.held[0]
-            self.previous[signum](signum, frame)  # raises now: KeyboardInterrupt, or the CLI's Terminated
+        self.release()
         return False
+
+    def release(self, raising=True):
+        """The handlers put back; then (``raising``) the first signal held is raised here."""
+        import signal
+        previous, self.previous = self.previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if self.held and raising:
+            signum, frame = self.held[0]
+            previous[signum](signum, frame)  # raises now: KeyboardInterrupt, or the CLI's Terminated
 
 
 def pods_of(opts):

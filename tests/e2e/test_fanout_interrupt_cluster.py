@@ -135,3 +135,30 @@ def test_exec_all_pods_stopped_while_the_code_runs_leaves_nothing(pods, cluster,
             cluster.kubectl("exec", p, "--", "python3", "-S", "-c", "open('/tmp/fi-stop', 'w').close()", timeout=60)
         assert until(lambda: all(in_pod(cluster, p, "import os; print(os.path.exists('/tmp/fi-running'))")
                                  == ["False"] for p in pods))
+
+
+def test_attach_all_pods_serves_the_others_when_one_pod_is_blocked(pods, cluster):
+    """A pod whose main thread never reaches a safe point (blocked in sleep) among the replicas: attach --all-pods
+    names it in one line and forwards every other pod; Ctrl-C ends it with that pod's exit code (5). Before, that
+    pod ended the whole attach: nothing forwarded, no pod named."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_kube_verbs import Attached
+    blocked = ("apiVersion: v1\nkind: Pod\nmetadata: {name: fi-blocked, namespace: %s, labels: {app: fi-blocked}}\n"
+               "spec:\n  terminationGracePeriodSeconds: 1\n  automountServiceAccountToken: false\n"
+               "  containers: [{name: app, image: %s, command: [python3, -c, 'import time; time.sleep(1e9)'],"
+               " resources: {requests: {cpu: 5m, memory: 16Mi}}}]\n" % (cluster.namespace, cluster.app_image()))
+    cluster.kubectl("apply", "-f", "-", input=blocked, check=True)
+    try:
+        cluster.kubectl("wait", "--for=condition=Ready", "pod/fi-blocked", "--timeout=120s", check=True, timeout=150)
+        attached = Attached(dict(cluster.env, PYTHONPATH=str(REPO)), "-l", "app in (fi-app, fi-blocked)", "--all-pods",
+                            "--timeout", "3s", "--local-port", "0")
+        try:
+            attached.read_until(r"Forwarding %d debug servers" % REPLICAS, timeout=180)
+        finally:
+            code, out, err = attached.stop()
+        assert code == 5, (err, out[-600:])
+        assert "error: pod/fi-blocked: attach did not complete (see above)" in err.splitlines(), err
+        assert all("inside pod/%s (pid 1)" % p in out for p in pods), out  # each forwarded, then stopped
+        assert "inside pod/fi-blocked" not in out
+    finally:
+        cluster.kubectl("delete", "pod", "fi-blocked", "--wait=false", timeout=60)

@@ -120,6 +120,20 @@ class LocalPorts:
         return port
 
 
+def interrupted(exc, servers):
+    """A Ctrl-C (or SIGTERM) that ends attach before its first report, once debug servers started: they stay in
+    their processes (debugpy cannot be stopped), so the line the CLI prints for it names them. Before, such an
+    interrupt of --all-workers (one worker served, the next pending) or of the forward's start said nothing of
+    them. ``servers``: (transport, pid, port in the pod)."""
+    if isinstance(exc, Exception) or not servers:
+        return
+    line = "debugpy listens in %s until %s; attach again to reuse %s" % (
+        ", ".join("%s pid %d (127.0.0.1:%d there)" % (t.where, pid, port) for t, pid, port in servers),
+        "that process exits" if len(servers) == 1 else "those processes exit", "it" if len(servers) == 1 else "them")
+    note = getattr(exc, "wand_note", None)
+    exc.wand_note = "%s; %s" % (note, line) if note else "interrupted after the debug server started: " + line
+
+
 def attach_many(opts):
     out, err = opts.streams.stdout, opts.streams.stderr
     transports = opts.transports() if opts.all_pods else [opts.one_transport()]
@@ -127,14 +141,14 @@ def attach_many(opts):
         raise WandError("attach needs a target: POD, TYPE/NAME or -l SELECTOR", errors.USAGE)
     ports = LocalPorts(opts.local_port if opts.local_port is not None else opts.port)
     opts.preflight(transports[0], local_port=0)
-    sessions, failed, held = [], [], None
+    sessions, failed, held, started = [], [], None, []
     try:
         for transport in transports:
             if len(transports) == 1:
-                sessions += attach_pod(opts, transport, ports)
+                sessions += attach_pod(opts, transport, ports, started)
                 continue
             try:
-                sessions += attach_pod(opts, transport, ports)
+                sessions += attach_pod(opts, transport, ports, started)
             except WandError as exc:  # one pod's failure is its own (seen: one blocked main thread among 5 pods
                 # ended attach --all-pods with nothing forwarded and no pod named); the others are still served
                 err.write("error: %s: %s\n" % (transport.where, text(exc.message)))
@@ -161,19 +175,21 @@ def attach_many(opts):
             len(sessions), "New pods are attached as they appear. " if opts.all_pods else ""))
         out.flush()
         err.flush()
-    except BaseException:
+    except BaseException as exc:
         if held is not None:
             held.release(raising=False)
         for s in sessions:
             s.close()
+        interrupted(exc, started)
         raise
     code = supervise(opts, sessions, rescan=opts.all_pods, ports=ports, skip={t.identity() for t, _c in failed} - {None},
                      held=held)
     return max([code] + [c for _t, c in failed]) if isinstance(code, int) else code  # exit 0 unless a pod failed
 
 
-def attach_pod(opts, transport, ports):
-    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers)."""
+def attach_pod(opts, transport, ports, started=None):
+    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers);
+    ``started`` gets each debug server as soon as it listens (see interrupted)."""
     if opts.all_workers:  # one listing serves both: the workers, or else the app process
         listed = opts.processes(transport)
         pids = sorted(p["pid"] for p in listed if p["role"] == "worker") or [opts.choose(listed, transport)[0]]
@@ -182,6 +198,8 @@ def attach_pod(opts, transport, ports):
     sessions, remote = [], opts.port
     for pid in pids:
         server, remote = start_on_free_port(opts, transport, pid, remote)
+        if started is not None:
+            started.append((transport, pid, int(server["port"])))
         sessions.append(Session(opts, transport, pid, server).open(ports.take()))
         remote = int(server["port"]) + 1
     return sessions
@@ -231,7 +249,7 @@ def supervise(opts, sessions, rescan, ports=None, skip=(), held=None):
                 sessions += new_pods(opts, sessions, ports, skip)
                 last_scan = time.monotonic()
             sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         for s in sessions:
             if opts.output:
                 emit(opts, "stopped", s, port=s.remote_port)
@@ -239,6 +257,10 @@ def supervise(opts, sessions, rescan, ports=None, skip=(), held=None):
             out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
                       "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
                           s.remote_port, s.transport.where, s.pid))
+        if not sessions:  # waiting for a replacement (--follow) or for pods (--all-pods): say what ended
+            err.write("%s\n" % (getattr(exc, "wand_note", None) or "Stopped waiting for %s: nothing was being "
+                                 "forwarded" % ("new pods of %s" % describe(opts) if rescan else
+                                                "a Running replacement of %s" % describe(opts))))
         return errors.OK
     finally:
         for s in sessions:
@@ -311,7 +333,11 @@ def follow(opts, old, why, local_port):
                 newest = max(candidates, key=lambda t: t.started())
                 pid, _note = opts.target_pid(newest)
                 server = opts.start_server(newest, pid)
-                session = Session(opts, newest, pid, server).open(local_port)
+                try:
+                    session = Session(opts, newest, pid, server).open(local_port)
+                except BaseException as exc:
+                    interrupted(exc, [(newest, pid, int(server["port"]))])
+                    raise
                 if opts.output:
                     out.write(printers.event(dict(opts.attached(newest, pid, server, local_port, "followed"),
                                                   replaces=old.transport.where), opts.output))

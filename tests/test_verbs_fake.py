@@ -545,6 +545,74 @@ def test_attach_while_forwarding_is_json_lines_one_per_event():
     assert len(lines[2]["editor"]["vscode"]["configurations"]) == 2
 
 
+class RunningPod(FakeTransport):
+    """A pod whose code runs until its call is stopped: it answers as an agent does once the CLI hangs up (the
+    code still runs there), or, never told, after the code's own time. With ``ends`` (an Event) its code ends
+    when that is set, whatever the CLI does."""
+
+    def __init__(self, name, entered, ends=None):
+        super().__init__(name)
+        self.entered, self.ends = entered, ends
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        self.requests.append(dict(request))
+        self.entered.release()
+        if self.ends is not None:
+            self.ends.wait(30)
+            return {"status": "ok", "value": "1", "stdout": "", "stderr": "", "pid": 7}
+        if stop is None or not stop.wait(30):
+            time.sleep(2)  # the code's own end: what a CLI that never hangs up waits for
+            return {"status": "ok", "value": "1", "stdout": "", "stderr": "", "pid": 7}
+        return {"status": "running", "interrupted": True, "pid": 7, "frames": [], "syscall": None,
+                "error": "interrupted while the code was still running in process 7: it runs on"}
+
+
+def test_ctrl_c_reaches_every_pods_call_of_exec_all_pods():
+    """Ctrl-C during exec-py --all-pods: every pod's call is stopped (its agent hangs up and says what still
+    runs there), each pod gets its line, exit 130. Before, only the main thread was interrupted: the CLI waited
+    out every pod's code, then raised KeyboardInterrupt with nothing printed."""
+    import _thread
+    import signal
+    import threading
+    entered, ends = threading.Semaphore(0), threading.Event()
+    pods = [RunningPod("web-0", entered, ends)] + [RunningPod("web-%d" % i, entered) for i in (1, 2)]
+
+    def interrupt_once_all_run():
+        for _ in pods:
+            entered.acquire(timeout=30)
+        # Ctrl-C, as Python delivers it to the main thread; then web-0's code ends, which wakes the main thread
+        # (blocked on web-0's answer) so that it raises KeyboardInterrupt at once, while web-1 and web-2 still run.
+        _thread.interrupt_main(signal.SIGINT)
+        ends.set()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # never assume SIGINT was inherited default
+    try:
+        threading.Thread(target=interrupt_once_all_run, daemon=True).start()
+        try:
+            code, out, err = run_verb(["exec-py", "deploy/web", "--all-pods", "--timeout", "60s", "--", "f()"], pods)
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C left exec-py --all-pods only once every pod's code had ended, with nothing printed")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == errors.INTERRUPTED, (code, err)
+    assert out == "[pod/web-0/app] 1\n", out  # what had finished is still shown
+    assert err.splitlines() == ["[pod/web-%d/app] error: interrupted while the code was still running in process 7: "
+                                "it runs on" % i for i in (1, 2)], err
+
+
+def test_attach_all_pods_serves_the_others_when_one_pod_fails():
+    """One pod whose main thread never reaches a safe point among three: attach --all-pods names it and forwards
+    the other two; Ctrl-C ends it with that pod's exit code. Before, the first such pod ended the whole attach
+    with nothing forwarded and no pod named ("attach did not complete"), exit 5."""
+    pending = dict(PENDING, pid=7, status="pending")
+    pods = [ForwardedPod("web-1"), ForwardedPod("web-2"), ForwardedPod("web-3")]
+    pods[0].override = {"attach": pending}
+    code, out, err = run_verb(["attach", "deploy/web", "--all-pods"], pods)
+    assert code == errors.TIMEOUT, err
+    assert "error: pod/web-1: attach did not complete (see above)" in err.splitlines(), err
+    assert "Forwarding 2 debug servers." in out and "pod/web-2" in out and "pod/web-3" in out, out
+    assert "inside pod/web-1" not in out
+
+
 class InterruptedPod(FakeTransport):
     """A pod of a gunicorn master and two workers: the first worker's debug server starts, then Ctrl-C comes while
     the second's injection is pending (``at="worker"``), or while the first one's forward starts (``at="forward"``)."""

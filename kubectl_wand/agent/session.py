@@ -247,17 +247,21 @@ class Injection:
             raise
 
     def _answer(self, conn, watch, request, deadline, lines, hello):
-        # The payload enforces the code's own deadline; allow it a moment to report.
+        # The payload enforces the code's own deadline; allow it a moment to report. An exec whose CLI went away
+        # (Ctrl-C, SIGTERM, killed) says at once that its code still runs: waiting out --timeout held this agent
+        # and the target's lock in the pod, and the CLI's last word came too late to be read (seen: exec-py
+        # --all-pods ignored Ctrl-C until every pod's code had ended; one pod's Ctrl-C printed no note). Our end
+        # of the connection then closes and the payload stops the code at its next line (execute.hung_up).
+        op = request.get("op")
+        gone = wait_mod.abandoned if op == "exec" else None
         try:
-            comes = self._answer_comes(watch, conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE,
-                                       request.get("op") == "exec")
+            comes = watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE, abandon=gone)
         except BaseException as exc:
-            if not isinstance(exc, Exception) and request.get("op") == "exec":  # Ctrl-C, SIGTERM (pid/N)
+            if not isinstance(exc, Exception) and op == "exec":  # Ctrl-C, SIGTERM (pid/N)
                 exc.wand_note = running_note(self.pid)
             raise
         if not comes:
-            return self._still_running()
-        op = request.get("op")
+            return self._still_running(interrupted=gone is not None and gone())
         limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
         try:
             # It started answering: the rest of the line follows at once (a drip is cut, LINE_WAIT).
@@ -283,18 +287,6 @@ class Injection:
         except protocol.ProtocolError:
             pass
         return result
-
-    @staticmethod
-    def _answer_comes(watch, conn, until, user_code):
-        """Whether the payload's answer starts by ``until``; for the user's code (``user_code``), False at once
-        when the CLI has gone (a pod's agent whose stdin hung up): the connection then closes, and the payload
-        stops the code at its next line (passengers/execute.py). Before, the agent waited for --timeout
-        (`while True: pass` ran on as long). Other ops' answers (attach's port) are still waited for."""
-        while True:
-            if watch.readable(conn, min(until, time.monotonic() + wait_mod.SLOT_POLL)):
-                return True
-            if time.monotonic() >= until or user_code and wait_mod.abandoned():
-                return False
 
     def _send(self, conn, request):
         try:
@@ -322,20 +314,22 @@ class Injection:
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
-        if wait_mod.abandoned():
-            result.update(interrupted=True, error="interrupted while the injection into process %d was pending (its "
-                          "main thread has not reached a safe point)" % self.pid)
+        if wait_mod.abandoned():  # what stays, in the words the CLI prints for one pod (exec-py --all-pods: each)
+            result.update(interrupted=True, error=interrupted_note(self.pid, result["left_behind"]))
         if state in STOPPED:
             result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
                           "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))
         return result
 
-    def _still_running(self):
+    def _still_running(self, interrupted=False):
         frames = main_thread_stack(self.rt)
-        return {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
-                "in_bootstrap": len(app_frames(frames)) < len(frames),
-                "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
-                         "which cannot be interrupted)" % (self.pid, self.timeout)}
+        result = {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                  "in_bootstrap": len(app_frames(frames)) < len(frames),
+                  "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
+                           "which cannot be interrupted)" % (self.pid, self.timeout)}
+        if interrupted:  # the CLI went away: closing our end stops the code (execute.hung_up)
+            result.update(interrupted=True, error=running_note(self.pid))
+        return result
 
 
 def running_note(pid) -> str:

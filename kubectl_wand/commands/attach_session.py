@@ -20,6 +20,7 @@ from ..agent import protocol
 from ..agent.debugserver import separate_adapter, server_answers
 from ..errors import PortBusy, WandError
 from ..terminal import text
+from .fanout import Held
 
 RESTARTS = 5        # port-forward restarts in a row before giving up on a session
 RESCAN_EVERY = 5.0  # seconds between looks for new pods with --all-pods (an API list each time)
@@ -140,10 +141,21 @@ def attach_many(opts):
         raise WandError("attach needs a target: POD, TYPE/NAME or -l SELECTOR", errors.USAGE)
     ports = LocalPorts(opts.local_port if opts.local_port is not None else opts.port)
     opts.preflight(transports[0], local_port=0)
-    sessions, started = [], []
+    sessions, failed, held, started = [], [], None, []
     try:
         for transport in transports:
-            sessions += attach_pod(opts, transport, ports, started)
+            if len(transports) == 1:
+                sessions += attach_pod(opts, transport, ports, started)
+                continue
+            try:
+                sessions += attach_pod(opts, transport, ports, started)
+            except WandError as exc:  # one pod's failure is its own (seen: one blocked main thread among 5 pods
+                # ended attach --all-pods with nothing forwarded and no pod named); the others are still served
+                err.write("error: %s: %s\n" % (transport.where, text(exc.message)))
+                failed.append((transport, exc.code))
+        if not sessions and failed:
+            raise WandError("no pod of %s could be attached (each said why above)" % describe(opts),
+                            max(code for _t, code in failed))
         if not sessions:
             raise WandError("no process to attach to in %s" % describe(opts), errors.NOT_FOUND)
         title = "kubectl wand: %s (all)" % describe(opts)
@@ -156,16 +168,23 @@ def attach_many(opts):
             for s in sessions:
                 out.write(s.line() + "\n")
             out.write("\n" + editor.render_many([s.config() for s in sessions], title))
+        # From "Press Ctrl-C" on, a Ctrl-C is the normal end: held until supervise's try (seen: one sent as soon as
+        # the line was read ended attach with 130, nothing said of the servers left listening).
+        held = Held().__enter__()
         out.write("\nForwarding %d debug servers. %sPress Ctrl-C to stop.\n" % (
             len(sessions), "New pods are attached as they appear. " if opts.all_pods else ""))
         out.flush()
+        err.flush()
     except BaseException as exc:
+        if held is not None:
+            held.release(raising=False)
         for s in sessions:
             s.close()
         interrupted(exc, started)
         raise
-    err.flush()
-    return supervise(opts, sessions, rescan=opts.all_pods, ports=ports)
+    code = supervise(opts, sessions, rescan=opts.all_pods, ports=ports, skip={t.identity() for t, _c in failed} - {None},
+                     held=held)
+    return max([code] + [c for _t, c in failed]) if isinstance(code, int) else code  # exit 0 unless a pod failed
 
 
 def attach_pod(opts, transport, ports, started=None):
@@ -199,10 +218,12 @@ def start_on_free_port(opts, transport, pid, first, tries=20):
 
 # -- the loop --------------------------------------------------------------------------------------------------
 
-def supervise(opts, sessions, rescan, ports=None):
+def supervise(opts, sessions, rescan, ports=None, skip=(), held=None):
     out, err = opts.streams.stdout, opts.streams.stderr
     last_scan = time.monotonic()
     try:
+        if held is not None:
+            held.release()  # a Ctrl-C since "Press Ctrl-C" is raised here, as the normal end
         while True:
             for s in list(sessions):
                 if not s.forward.alive():
@@ -225,7 +246,7 @@ def supervise(opts, sessions, rescan, ports=None):
                     if replaced is not None:
                         return replaced
             if rescan and time.monotonic() - last_scan > RESCAN_EVERY:
-                sessions += new_pods(opts, sessions, ports)
+                sessions += new_pods(opts, sessions, ports, skip)
                 last_scan = time.monotonic()
             sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
     except KeyboardInterrupt as exc:
@@ -333,10 +354,11 @@ def follow(opts, old, why, local_port):
         describe(opts), human(opts.follow_timeout), (" (last: %s)" % last) if last else ""), errors.NOT_FOUND)
 
 
-def new_pods(opts, sessions, ports):
-    """Attach to Running pods of the target that have no session yet (scale-up, rollout)."""
+def new_pods(opts, sessions, ports, skip=()):
+    """Attach to Running pods of the target that have no session yet (scale-up, rollout), except ``skip`` (the
+    pods that failed at the start, each already named)."""
     out, err = opts.streams.stdout, opts.streams.stderr
-    known = {s.transport.identity() for s in sessions}
+    known = {s.transport.identity() for s in sessions} | set(skip)
     added = []
     try:
         fresh = [t for t in opts.pod_transports(early=False) if t.identity() not in known]

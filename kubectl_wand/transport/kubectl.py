@@ -90,6 +90,9 @@ def last_word(proc, interrupt):
     if result["status"] == protocol.PENDING:
         from ..agent.session import interrupted_note
         interrupt.wand_note = interrupted_note(result.get("pid", "?"), result.get("left_behind"))
+    elif result.get("interrupted"):  # the agent saw the hang-up while the code ran, and says what goes on
+        from ..terminal import text
+        interrupt.wand_note = text(result.get("error") or "interrupted while the code was still running")
     else:
         from ..agent.session import running_note
         interrupt.wand_note = running_note(result.get("pid", "?"))
@@ -268,8 +271,10 @@ class KubectlTransport(Transport):
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()
+        hung_up = []
         if stop is not None:
-            threading.Thread(target=self._stopper, args=(proc, stop, finished), daemon=True).start()
+            threading.Thread(target=self._stopper, args=(proc, stop, finished, request.get("op") == "exec" and hung_up),
+                             daemon=True).start()
         deadline = time.monotonic() + timeout
         hello_by = time.monotonic() + min(timeout, HELLO_WITHIN) if probing else deadline
         greeted = answered = False
@@ -333,6 +338,8 @@ class KubectlTransport(Transport):
         finally:
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
+        if hung_up:  # ended by _stopper: no answer came within LAST_WORD of the hang-up
+            raise WandError("interrupted before the agent in %s answered" % self.where, errors.INTERRUPTED)
         error = self.exec_error(proc.returncode, stderr.text())
         if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
             error = self.gone(patience=GONE_PATIENCE if proc.returncode == 137 else 0) or error
@@ -342,10 +349,23 @@ class KubectlTransport(Transport):
         raise error
 
     @staticmethod
-    def _stopper(proc, stop, finished):
+    def _stopper(proc, stop, finished, hung_up=False):
+        """``stop`` set: a stream is told to stop (its result follows); an exec (``hung_up``, a list) is hung up
+        as on Ctrl-C (last_word): its agent answers at once with what stays running, and a call with no answer
+        within LAST_WORD is ended here (exec-py --all-pods: Ctrl-C reaches every pod's call, not only the main
+        thread's)."""
         while not finished.is_set():
             if stop.wait(0.2):
-                pipes.write_line(proc, protocol.encode({protocol.STOP: True}))
+                if hung_up is False:
+                    pipes.write_line(proc, protocol.encode({protocol.STOP: True}))
+                    return
+                hung_up.append(True)
+                try:
+                    proc.stdin.close()
+                except (OSError, ValueError):
+                    pass
+                if not finished.wait(LAST_WORD):
+                    proc.kill()  # kubectl dies; its agent sees the hang-up and leaves on its own
                 return
 
     def exec_error(self, code, text):

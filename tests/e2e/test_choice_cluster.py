@@ -323,3 +323,46 @@ def test_get_only_exec_rights_are_what_the_cluster_authorises(cluster, wand, mad
     finally:
         code, _out, err = attached.stop()
     assert code in (0, 130), err
+
+
+RBAC_HALF = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: cc-half, namespace: wand-e2e}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: cc-half, namespace: wand-e2e}
+rules:
+- {apiGroups: [""], resources: [pods], verbs: [get]}
+- {apiGroups: [""], resources: [pods/exec], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: cc-half, namespace: wand-e2e}
+subjects: [{kind: ServiceAccount, name: cc-half, namespace: wand-e2e}]
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: cc-half}
+"""
+
+
+def test_half_the_rights_name_the_one_missing(cluster, wand, made):
+    """Get on pods without list, get-only pods/exec, nothing on workloads: pod/NAME works; -l and deploy/NAME
+    fail with the exact right the API server named (they said "ask for get/list on it"); and check's SYS_PTRACE
+    fix patches the Deployment, not the ReplicaSet it cannot read (that patch rolled the pods without the
+    capability: the Deployment replaces a ReplicaSet whose template no longer matches its own)."""
+    made.extend(["deployment/cc-half", "rolebinding/cc-half", "role/cc-half", "serviceaccount/cc-half"])
+    cluster.kubectl("apply", "-f", "-", input=RBAC_HALF, check=True)
+    cluster.deploy("cc-half", ["python3", "-c", SPIN])  # the image's defaults: no SYS_PTRACE
+    pod = cluster.pod_names("app=cc-half")[0]
+    user = ["-n", NS, "--as", "system:serviceaccount:wand-e2e:cc-half"]
+    ran = wand("exec-py", "pod/" + pod, *user, "--", "6 * 7")
+    assert ran.returncode == 0 and ran.stdout.strip() == "42", ran.stderr
+    for target, right in ((["-l", "app=cc-half"], "ask for list on pods"),
+                          (["deploy/cc-half"], "ask for get on deployments.apps")):
+        refused = wand("stack", *target, *user)
+        assert refused.returncode == 6 and refused.stdout == "", refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and right in refused.stderr, refused.stderr
+    checked = wand("check", "pod/" + pod, *user, "-o", "json")
+    rows = {r["check"]: r for r in __import__("json").loads(checked.stdout)["rows"]}
+    fix = rows["SYS_PTRACE"]["fix"]
+    assert fix.startswith("kubectl patch -n %s deployment/cc-half " % NS) and "replicaset" not in fix, fix

@@ -465,6 +465,61 @@ def test_pdb_and_exec_py_it_in_a_container(engine):
     assert helper.returncode == 2 and "leave out --ephemeral" in one_line_error(helper), helper.stderr
 
 
+def in_terminal_group(*args, engine):
+    """The CLI started as a shell starts a foreground job: its own process group, which the terminal's Ctrl-C
+    signals whole (children included)."""
+    env = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+
+    def start():
+        os.setpgid(0, 0)
+        default_signals()
+    return subprocess.Popen([sys.executable, "-m", "kubectl_wand"] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, preexec_fn=start)
+
+
+def test_the_terminals_ctrl_c_ends_profile_and_trace_as_their_normal_end(engine, tmp_path):
+    """Ctrl-C signals the terminal's whole process group, the engine's CLI included: docker's and podman's exit on
+    SIGINT even when they start with it ignored (Go's signal.Notify), and the agent they ran in the container
+    lost its CLI. Seen: `trace` ended "docker failed for docker/NAME: " (exit 6) instead of its summary, and
+    `profile` lost its samples. Meanwhile the profile's sampler, a Python process beside the app, is not the
+    app's: it was listed as the container's second process and a concurrent exec-py refused "2 Python
+    processes in this container"."""
+    name, _info = engine.run("ticker.py")
+    target = "%s/%s" % (engine.name, name)
+    env = {"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]}
+    out = tmp_path / "profile.txt"
+    profile = in_terminal_group("profile", target, "--duration", "120s", "--idle", "-o", str(out), engine=engine)
+    try:
+        sampling = lambda: '"""Frames and thread names' in engine.cli("exec", name, "ps", "-ww", "-eo", "args").stdout
+        assert wait_for(sampling, timeout=60), profile.stderr.read() if profile.poll() is not None else "no sampler"
+        listed = wand("get", "processes", target, "-o", "json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [p["pid"] for p in json.loads(listed.stdout)["items"]] == [1]
+        done = wand("exec-py", target, "--", "6 * 7", env=env)
+        assert done.returncode == 0 and done.stdout == "42\n", done.stderr
+        os.killpg(profile.pid, signal.SIGINT)
+        _out, err = profile.communicate(timeout=60)
+        assert profile.returncode == 0 and "stopped early" in err, err
+        assert "ticker.py" in out.read_text()
+    finally:
+        if profile.poll() is None:
+            profile.kill()
+            profile.wait(10)
+    trace = in_terminal_group("trace", target, "ticker.py:9", "n", "--duration", "120s", engine=engine)
+    try:
+        assert trace.stderr.readline().startswith("tracing "), trace.stderr.read()
+        os.killpg(trace.pid, signal.SIGINT)
+        _out, err = trace.communicate(timeout=60)
+        assert trace.returncode == 0 and "probe removed" in err, err
+    finally:
+        if trace.poll() is None:
+            trace.kill()
+            trace.wait(10)
+    container_id = engine.cli("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    assert wait_for(lambda: not engine_execs(container_id) and not agents_inside(engine, name), timeout=30)
+    assert "kubectl-wand" not in engine.cli("exec", name, "ls", "-a", "/tmp").stdout
+
+
 def test_the_agent_never_imports_from_the_containers_working_directory(engine, tmp_path):
     """``python3 -S -c LOADER`` starts in the container's working directory, the app's: a module there named as
     one of the standard library's was imported by the agent (seen: struct.py; the agent failed, and a planted one

@@ -71,10 +71,13 @@ def version_row(proc, info):
     return row("interpreter", "ok", detail)
 
 
+VERSION_PROBE = "import sys; print(sys.version.split()[0])"  # processes.OWN_CODE_STARTS knows it
+
+
 def injector_row(rt, info):
     """Run the target's own interpreter beside it: the injector must be the same minor version."""
     try:
-        done = rt.run(["-c", "import sys; print(sys.version.split()[0])"], timeout=5)
+        done = rt.run(["-c", VERSION_PROBE], timeout=5)
         version = done.stdout.decode().strip()
     except Exception as exc:
         return row("injector", "fail", "cannot run the target's interpreter: %s" % exc)

@@ -421,6 +421,13 @@ def test_attach_to_rootless_podman_as_its_user():
         wait_for(lambda: not engine_execs(container_id) and not agents_inside(podman, name), timeout=15)
         assert engine_execs(container_id) == []
         assert agents_inside(podman, name) == []
+        # its process as pid/N, by its user: not a namespace the user may enter; the line names what works
+        # (it said "(needs root)" only, and root refuses the container's files: uid 1000 can change them)
+        host_pid = json.loads(podman.cli("inspect", name).stdout)[0]["State"]["Pid"]
+        refused = wand("stack", "pid/%d" % host_pid, user=1000, env=podman.user_env)
+        assert refused.returncode == 4, refused.stderr
+        assert "reached as its engine's target instead (podman/NAME" in one_line_error(refused)
+        assert wand("stack", "podman/" + name, user=1000, env=podman.user_env).returncode == 0
     finally:
         podman.cleanup()
 

@@ -527,6 +527,42 @@ def test_the_terminals_ctrl_c_ends_profile_and_trace_as_their_normal_end(engine,
     assert "kubectl-wand" not in engine.cli("exec", name, "ls", "-a", "/tmp").stdout
 
 
+def test_code_left_running_by_a_cli_that_went_away_is_stopped(engine):
+    """exec-py's code runs in the app's main thread until --timeout; when the CLI is killed, or Ctrl-C'd, nobody
+    waits for its answer. Seen: `exec-py docker/NAME --timeout 60s -- 'while True: pass'` killed kept the app's
+    main thread busy for the whole minute, with its agent and private directory in the container; Ctrl-C waited
+    5 s for an answer that never came. The code names its start in the main thread's name (readiness)."""
+    name, _info = engine.run()
+    target = "%s/%s" % (engine.name, name)
+    host_pid = int(engine.cli("inspect", "-f", "{{.State.Pid}}", name).stdout)
+
+    def state():
+        with open("/proc/%d/stat" % host_pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    def comm():
+        with open("/proc/%d/comm" % host_pid) as f:
+            return f.read().strip()
+    for how, mark in ((signal.SIGKILL, "wand-rt-killed"), (signal.SIGINT, "wand-rt-ctrl-c")):
+        code = "import ctypes\nctypes.CDLL(None).prctl(15, %r, 0, 0, 0)\nwhile True: pass" % mark.encode()
+        cli = in_terminal_group("exec-py", target, "--timeout", "300s", "--", code, engine=engine)
+        try:
+            assert wait_for(lambda: comm() == mark, timeout=60), cli.stderr.read() if cli.poll() is not None else ""
+            assert state() == "R"
+            os.killpg(cli.pid, how) if how == signal.SIGINT else cli.kill()
+            cli.communicate(timeout=60)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait(10)
+        assert cli.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL)
+        assert wait_for(lambda: state() == "S", timeout=60), "the code still runs in the app's main thread"
+        assert wait_for(lambda: not agents_inside(engine, name), timeout=30)
+        assert "wand-" not in engine.cli("exec", name, "ls", "-A", "/tmp", "/dev/shm").stdout
+    assert wand("exec-py", target, "--", "6 * 7", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]}).stdout \
+        == "42\n"
+
+
 def test_the_agent_never_imports_from_the_containers_working_directory(engine, tmp_path):
     """``python3 -S -c LOADER`` starts in the container's working directory, the app's: a module there named as
     one of the standard library's was imported by the agent (seen: struct.py; the agent failed, and a planted one

@@ -260,7 +260,7 @@ def list_processes(only_pid=None, cpu: bool = True):
     started = time.monotonic()  # CPU time is read from here on: the CPU window starts now
     pids = [only_pid] if only_pid is not None else procfs.all_pids()
     me = os.getpid()
-    ours = {me}
+    ours = set()  # not ours by pid: locally the CLI is the agent, and may be what started the app (a test)
     for pid in pids:
         if pid == me:
             continue

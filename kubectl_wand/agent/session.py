@@ -239,9 +239,20 @@ class Injection:
             lock.close()
             private.remove()
             return stream(conn, hello, lines)
-        # The payload enforces the code's own deadline; allow it a moment to report.
-        if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
-            return self._still_running()
+        # The payload enforces the code's own deadline; allow it a moment to report. When the CLI went away nobody
+        # waits for the answer: half-closing asks the payload to stop the code (execute.hung_up), whose answer
+        # then comes as usual; the lock is held until it has, so no other injection is queued while the code is
+        # being stopped (CPython 3.14 was seen to drop a script queued then: "took it but did not run it").
+        until = max(deadline, time.monotonic() + 0.5) + REPORT_GRACE
+        if not watch.readable(conn, until, give_up=wait_mod.abandoned):
+            if not wait_mod.abandoned():
+                return self._still_running()
+            try:
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            if not watch.readable(conn, until):
+                return self._still_running()
         op = request.get("op")
         limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
         try:

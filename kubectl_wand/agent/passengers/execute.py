@@ -20,9 +20,53 @@ def run(request, conn, signals):
     """The op's entry (see passengers/bootstrap.py): the result to send."""
     signals.user_code = True  # the app's signals interrupt the user's code, as they would the app's own
     try:
-        return run_code(request["code"], float(request.get("timeout", 10.0)), int(request.get("max_output", 1 << 20)))
+        return run_code(request["code"], float(request.get("timeout", 10.0)), int(request.get("max_output", 1 << 20)),
+                        interrupted=hung_up(conn))
     finally:
         signals.user_code = False
+
+
+HANG_UP_POLL = 0.1  # seconds between two looks at the connection from the trace function
+
+
+def hung_up(conn):
+    """A check, cheap enough for every line the user's code runs, of whether the agent asked us to stop: it
+    half-closes the connection when its CLI went away (interrupted or killed) and nobody waits for the answer.
+    Seen: `exec-py docker/NAME --timeout 60s -- 'while True: pass'` killed, or Ctrl-C'd, kept the app's main
+    thread busy for the whole minute, its agent and private directory with it. An agent that is itself gone
+    (the connection closed both ways: its lock is free, and another injection may be queued) is not obeyed:
+    stopping the code then was seen to make CPython drop the next script. The connection is looked at only
+    while its descriptor is still the socket it was (the user's code may close it and the number be reused)."""
+    import os
+    import select
+    import socket
+    try:
+        fd = conn.fileno()
+        identity = os.fstat(fd)[1:3]
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+    except (OSError, ValueError, AttributeError):
+        return None
+    state = {"next": time.monotonic() + HANG_UP_POLL, "asked": False}
+
+    def check():
+        if state["asked"]:
+            return True
+        now = time.monotonic()
+        if now < state["next"]:
+            return False
+        state["next"] = now + HANG_UP_POLL
+        try:
+            if os.fstat(fd)[1:3] != identity:
+                return False
+            events = poller.poll(0)
+            if not events or events[0][1] & select.POLLHUP:
+                return False  # nothing said, or the agent is gone altogether
+            state["asked"] = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (OSError, ValueError):
+            return False
+        return state["asked"]
+    return check
 
 
 class Capture:

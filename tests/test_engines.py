@@ -472,6 +472,36 @@ def test_pdb_and_exec_py_it_in_a_container(engine):
     assert helper.returncode == 2 and "leave out --ephemeral" in one_line_error(helper), helper.stderr
 
 
+def test_a_killed_terminal_session_leaves_no_client_in_the_container(engine):
+    """pdb's and exec-py -it's client run in the container under ``docker exec -it``; when kubectl wand is killed
+    its exec dies with it, but the engine keeps the container's terminal open (kubectl exec's end closes it):
+    the client waited for a line at its prompt for good. It now ends once the relay's connection closes."""
+    from ptyterm import Term
+    from kubectl_wand.transport.launcher import LAUNCHER
+    name, _info = engine.run("busy.py")
+    target = "%s/%s" % (engine.name, name)
+    env = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+    start = LAUNCHER.strip().splitlines()[0]  # the launcher's, and so the client's, command line
+
+    def clients():
+        return [line for line in engine.cli("exec", name, "ps", "-ww", "-eo", "args").stdout.splitlines()
+                if start in line]
+    for verb, prompt in ((["pdb"], r"\(Pdb\) "), (["exec-py", "-it"], r">>> ")):
+        term = Term([sys.executable, "-m", "kubectl_wand"] + verb + [target], env=env, cwd=REPO)
+        try:
+            term.expect(prompt, timeout=90)
+            assert clients()
+            term.proc.kill()
+            term.proc.wait(30)
+        finally:
+            term.close()
+        assert wait_for(lambda: not clients(), timeout=60), clients()
+        assert wait_for(lambda: not agents_inside(engine, name), timeout=30)
+    left = wand("exec-py", target, "--", "import threading, sys; print(sorted(t.name for t in "
+                "threading.enumerate()), threading.gettrace())", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert left.returncode == 0 and left.stdout == "['MainThread'] None\n", left
+
+
 def in_terminal_group(*args, engine):
     """The CLI started as a shell starts a foreground job: its own process group, which the terminal's Ctrl-C
     signals whole (children included)."""

@@ -612,6 +612,21 @@ def test_the_agent_never_imports_from_the_containers_working_directory(engine, t
     assert "planted" not in tmp, tmp
 
 
+def test_no_writable_temporary_directory_names_the_containers_fix(engine):
+    """--read-only and no /dev/shm (--ipc none): no room for the private files. The refusal named only a pod's
+    fix ("mount a writable emptyDir at /tmp"); a container's is --tmpfs /tmp. Nothing is left behind."""
+    podman = ["--read-only-tmpfs=false"] if engine.name == "podman" else []  # podman's --read-only keeps a /tmp
+    name, _info = engine.run("http_app.py", "--read-only", "--ipc", "none", *podman)
+    target = "%s/%s" % (engine.name, name)
+    before = engine.cli("diff", name).stdout
+    done = wand("exec-py", target, "--", "1", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert done.returncode == 6, done.stderr
+    line = one_line_error(done)
+    assert "no room for kubectl wand's private files" in line and "--tmpfs /tmp" in line and "--ephemeral" in line
+    assert engine.cli("diff", name).stdout == before
+    assert wait_for(lambda: not agents_inside(engine, name), timeout=30)
+
+
 def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):
     missing = wand("stack", "%s/cw-no-such-container" % engine.name)
     assert missing.returncode == 3

@@ -105,7 +105,8 @@ def tempdir_row(rt):
                                          files=lambda _path: {"probe": b"\0" * size})
     except private_mod.NoTempDir as exc:
         return row("private files", "fail", "no writable temporary directory with room (%s)" % exc,
-                   "mount a writable emptyDir at /tmp (a few MB free), or use kubectl wand --ephemeral (its "
+                   "mount a writable emptyDir at /tmp (a few MB free; a container: --tmpfs /tmp), or use "
+                   "kubectl wand --ephemeral (its "
                    "debug container lends its own /tmp)"), None
     except private_mod.CannotHandOver:
         return row("private files", "fail", "cannot give files to uid %d (no CAP_CHOWN)" % rt.proc.euid,

@@ -286,7 +286,8 @@ class KubectlTransport(Transport):
                         import base64  # only attach ships a blob (debugpy): not imported before every first exec
                         from .. import debugpy_bundle
                         blob = debugpy_bundle.blob(msg[protocol.NEED])
-                        if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
+                        blob_line = protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})
+                        if not pipes.write_line(proc, blob_line):
                             break
                     elif kind == protocol.EVENT:
                         protocol.check_fields(msg, "event:o", "the agent's event")
@@ -300,7 +301,8 @@ class KubectlTransport(Transport):
                             pipes.write_line(proc, protocol.encode({protocol.GO: True}))
                     else:
                         answered = True
-                        return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
+                        return protocol.check_op_result(request.get("op"), msg[protocol.RESULT],
+                                                        "the agent's result")
                 except KeyboardInterrupt:
                     if stop is None or stop.is_set():
                         raise

@@ -534,3 +534,86 @@ def test_attach_while_forwarding_is_json_lines_one_per_event():
     lines = check(out, "attach", "yaml", lambda got: got[0] in ("web-1", "web-2"))
     assert [e["event"] for e in lines] == ["attached", "attached", "editor", "stopped", "stopped"]
     assert len(lines[2]["editor"]["vscode"]["configurations"]) == 2
+
+
+class InterruptedPod(FakeTransport):
+    """A pod of a gunicorn master and two workers: the first worker's debug server starts, then Ctrl-C comes while
+    the second's injection is pending (``at="worker"``), or while the first one's forward starts (``at="forward"``)."""
+
+    def __init__(self, at):
+        super().__init__("gun-1")
+        self.at, self.attached = at, 0
+        listed = copy.deepcopy(self.recorded["list"])
+        main = listed["processes"][0]
+        listed["processes"] = [dict(main, pid=1, role="master")] + [dict(main, pid=p, ppid=1, role="worker")
+                                                                    for p in (7, 8)]
+        self.override = {"list": listed}
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        if request["op"] == "attach":
+            self.attached += 1
+            if self.attached == 2:
+                interrupt = KeyboardInterrupt()
+                interrupt.wand_note = "interrupted while the injection into process 8 was pending"  # last_word's
+                raise interrupt
+        return super().agent(request, timeout, on_event, stop)
+
+    def forward(self, remote_port, local_port=None):
+        if self.at == "forward":
+            raise KeyboardInterrupt
+        return super().forward(remote_port, local_port)
+
+    def watch(self, pid):
+        return Waiting()
+
+
+@pytest.mark.parametrize("argv, at, says", [
+    (["attach", "pod/gun-1", "--all-workers", "--port", "5690"], "worker",
+     "interrupted while the injection into process 8 was pending; debugpy listens in pod/gun-1 pid 7 "
+     "(127.0.0.1:5690 there) until that process exits; attach again to reuse it"),
+    (["attach", "pod/gun-1", "--pid", "7", "--port", "5690"], "forward",
+     "interrupted after the debug server started: debugpy listens in pod/gun-1 pid 7 (127.0.0.1:5690 there) until "
+     "that process exits; attach again to reuse it")], ids=["all-workers", "forward"])
+def test_attach_interrupted_once_a_server_started_names_it(argv, at, says):
+    """Before: the Ctrl-C line said only what was pending, or nothing, though a debug server now listened in the
+    pod (seen on a real gunicorn pod with --all-workers: Ctrl-C 6 s and 12 s in, exit 130)."""
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_verb(argv, [InterruptedPod(at)])
+    assert getattr(caught.value, "wand_note", None) == says
+
+
+class ForwardInterrupted(ForwardedPod):
+    """A replacement pod whose debug server starts, and Ctrl-C comes while its forward starts."""
+
+    def forward(self, remote_port, local_port=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("replacement, says", [
+    (None, "Stopped waiting for a Running replacement of deployment/web: nothing was being forwarded"),
+    ("web-2", "interrupted after the debug server started: debugpy listens in pod/web-2 pid 17932 (127.0.0.1:5690 "
+              "there) until that process exits; attach again to reuse it")], ids=["waiting", "forward"])
+def test_attach_interrupted_while_following_says_what_ended(replacement, says):
+    """Ctrl-C while --follow waits for a replacement, or while the replacement's forward starts. Before: exit 0
+    and not a word after "waiting up to 5m00s for a Running replacement", even with a server just started."""
+    old = ForwardedPod("web-1", gone=True)
+    looks = []
+
+    def later(early=True):
+        looks.append(early)
+        if replacement is not None:
+            return [old, ForwardInterrupted(replacement)]
+        if len(looks) > 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second look for a replacement
+        return []
+
+    out, err = io.StringIO(), io.StringIO()
+    verb, ns = cli.parse(["attach", "deploy/web"])
+    opts = cli.verb_module(verb).Options()
+    opts.complete(ns, Streams(io.StringIO(""), out, err))
+    opts.quiet = True
+    opts.transports = lambda: [old]
+    opts.pod_transports = later
+    opts.validate()
+    assert opts.run() == errors.OK
+    assert err.getvalue().splitlines()[-1] == says, err.getvalue()

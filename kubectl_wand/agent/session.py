@@ -240,6 +240,14 @@ class Injection:
             lock.close()
             private.remove()
             return stream(conn, hello, lines)
+        try:
+            return self._answer(conn, watch, request, deadline, lines, hello)
+        except BaseException as interrupt:
+            if not isinstance(interrupt, Exception) and request.get("op") == "attach":  # Ctrl-C, SIGTERM (pid/N)
+                interrupt.wand_note = attach_last_word(lines, self.pid, request)
+            raise
+
+    def _answer(self, conn, watch, request, deadline, lines, hello):
         # The payload enforces the code's own deadline; allow it a moment to report. When the CLI went away nobody
         # waits for the answer: half-closing asks the payload to stop the code (execute.hung_up), whose answer
         # then comes as usual; the lock is held until it has, so no other injection is queued while the code is
@@ -321,6 +329,35 @@ class Injection:
                 "in_bootstrap": len(app_frames(frames)) < len(frames),
                 "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
                          "which cannot be interrupted)" % (self.pid, self.timeout)}
+
+
+ATTACH_LAST_WORD = 5.0  # seconds an interrupted attach waits for its payload's answer (import + listen: < 1 s)
+
+
+def attach_last_word(lines, pid, request) -> str:
+    """What an attach interrupted after its request reached the payload leaves: its answer, read for a moment
+    from ``lines`` (a second Ctrl-C ends the wait), or ``request`` itself when it is that answer. Before, the
+    CLI exited 130 silently while debugpy went on to listen in the process (seen locally with Ctrl-C 0.75-0.8 s
+    into a first attach)."""
+    where = "%s:%s" % (printable(request.get("host")), printable(request.get("port")))
+    try:
+        result = request  # lines None: the payload's answer, already in (run_attach: interrupted while confirming)
+        if lines is not None:
+            line = lines.line(protocol.SMALL_MAX, time.monotonic() + ATTACH_LAST_WORD, "its result")
+            result = protocol.check_payload_result("attach", protocol.decode(line or b"{}", "its result"))
+    except BaseException:
+        return ("interrupted while debugpy was starting in process %d: it may listen on %s now, until the process "
+                "exits; attach again to reuse it" % (pid, where))
+    if result["status"] in (protocol.LISTENING, protocol.ALREADY) and result.get("port"):
+        return ("interrupted after the debug server started: debugpy listens on %s:%s in process %d until it "
+                "exits; attach again to reuse it" % (printable(result.get("host")), result["port"], pid))
+    return "interrupted: debugpy did not start in process %d (%s)" % (
+        pid, printable((result.get("error") or result["status"])[:200]))
+
+
+def printable(value) -> str:
+    """The target's text for a line the CLI prints as is: control characters and non-ASCII as escapes."""
+    return "".join(c if " " <= c < "\x7f" else ascii(c)[1:-1] for c in str(value))
 
 
 def interrupted_note(pid, script) -> str:

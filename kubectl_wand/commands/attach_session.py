@@ -119,6 +119,20 @@ class LocalPorts:
         return port
 
 
+def interrupted(exc, servers):
+    """A Ctrl-C (or SIGTERM) that ends attach before its first report, once debug servers started: they stay in
+    their processes (debugpy cannot be stopped), so the line the CLI prints for it names them. Before, such an
+    interrupt of --all-workers (one worker served, the next pending) or of the forward's start said nothing of
+    them. ``servers``: (transport, pid, port in the pod)."""
+    if isinstance(exc, Exception) or not servers:
+        return
+    line = "debugpy listens in %s until %s; attach again to reuse %s" % (
+        ", ".join("%s pid %d (127.0.0.1:%d there)" % (t.where, pid, port) for t, pid, port in servers),
+        "that process exits" if len(servers) == 1 else "those processes exit", "it" if len(servers) == 1 else "them")
+    note = getattr(exc, "wand_note", None)
+    exc.wand_note = "%s; %s" % (note, line) if note else "interrupted after the debug server started: " + line
+
+
 def attach_many(opts):
     out, err = opts.streams.stdout, opts.streams.stderr
     transports = opts.transports() if opts.all_pods else [opts.one_transport()]
@@ -126,10 +140,10 @@ def attach_many(opts):
         raise WandError("attach needs a target: POD, TYPE/NAME or -l SELECTOR", errors.USAGE)
     ports = LocalPorts(opts.local_port if opts.local_port is not None else opts.port)
     opts.preflight(transports[0], local_port=0)
-    sessions = []
+    sessions, started = [], []
     try:
         for transport in transports:
-            sessions += attach_pod(opts, transport, ports)
+            sessions += attach_pod(opts, transport, ports, started)
         if not sessions:
             raise WandError("no process to attach to in %s" % describe(opts), errors.NOT_FOUND)
         title = "kubectl wand: %s (all)" % describe(opts)
@@ -145,16 +159,18 @@ def attach_many(opts):
         out.write("\nForwarding %d debug servers. %sPress Ctrl-C to stop.\n" % (
             len(sessions), "New pods are attached as they appear. " if opts.all_pods else ""))
         out.flush()
-    except BaseException:
+    except BaseException as exc:
         for s in sessions:
             s.close()
+        interrupted(exc, started)
         raise
     err.flush()
     return supervise(opts, sessions, rescan=opts.all_pods, ports=ports)
 
 
-def attach_pod(opts, transport, ports):
-    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers)."""
+def attach_pod(opts, transport, ports, started=None):
+    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers);
+    ``started`` gets each debug server as soon as it listens (see interrupted)."""
     if opts.all_workers:  # one listing serves both: the workers, or else the app process
         listed = opts.processes(transport)
         pids = sorted(p["pid"] for p in listed if p["role"] == "worker") or [opts.choose(listed, transport)[0]]
@@ -163,6 +179,8 @@ def attach_pod(opts, transport, ports):
     sessions, remote = [], opts.port
     for pid in pids:
         server, remote = start_on_free_port(opts, transport, pid, remote)
+        if started is not None:
+            started.append((transport, pid, int(server["port"])))
         sessions.append(Session(opts, transport, pid, server).open(ports.take()))
         remote = int(server["port"]) + 1
     return sessions
@@ -210,7 +228,7 @@ def supervise(opts, sessions, rescan, ports=None):
                 sessions += new_pods(opts, sessions, ports)
                 last_scan = time.monotonic()
             sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         for s in sessions:
             if opts.output:
                 emit(opts, "stopped", s, port=s.remote_port)
@@ -218,6 +236,10 @@ def supervise(opts, sessions, rescan, ports=None):
             out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
                       "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
                           s.remote_port, s.transport.where, s.pid))
+        if not sessions:  # waiting for a replacement (--follow) or for pods (--all-pods): say what ended
+            err.write("%s\n" % (getattr(exc, "wand_note", None) or "Stopped waiting for %s: nothing was being "
+                                 "forwarded" % ("new pods of %s" % describe(opts) if rescan else
+                                                "a Running replacement of %s" % describe(opts))))
         return errors.OK
     finally:
         for s in sessions:
@@ -290,7 +312,11 @@ def follow(opts, old, why, local_port):
                 newest = max(candidates, key=lambda t: t.started())
                 pid, _note = opts.target_pid(newest)
                 server = opts.start_server(newest, pid)
-                session = Session(opts, newest, pid, server).open(local_port)
+                try:
+                    session = Session(opts, newest, pid, server).open(local_port)
+                except BaseException as exc:
+                    interrupted(exc, [(newest, pid, int(server["port"]))])
+                    raise
                 if opts.output:
                     out.write(printers.event(dict(opts.attached(newest, pid, server, local_port, "followed"),
                                                   replaces=old.transport.where), opts.output))

@@ -78,6 +78,13 @@ def last_word(proc, interrupt):
                 break
     except (TimeoutError, OSError, ValueError):
         pass
+    if result and result.get("status") in (protocol.LISTENING, protocol.ALREADY) and result.get("port"):
+        # attach's server started before the interrupt reached us: it stays (debugpy cannot be stopped), so say so
+        from ..terminal import text
+        interrupt.wand_note = ("interrupted after the debug server started: debugpy listens on %s:%s in process %s "
+                               "until it exits; attach again to reuse it" % (
+                                   text(result.get("host")), text(result.get("port")), text(result.get("pid", "?"))))
+        return
     if not result or result.get("status") not in protocol.UNFINISHED:
         return
     if result["status"] == protocol.PENDING:

@@ -253,7 +253,8 @@ class Injection:
         # then comes as usual; the lock is held until it has, so no other injection is queued while the code is
         # being stopped (CPython 3.14 was seen to drop a script queued then: "took it but did not run it").
         until = max(deadline, time.monotonic() + 0.5) + REPORT_GRACE
-        if not watch.readable(conn, until, give_up=wait_mod.abandoned):
+        give_up = wait_mod.abandoned if request.get("op") == "exec" else None  # exec's payload obeys (hung_up)
+        if not watch.readable(conn, until, give_up=give_up):
             if not wait_mod.abandoned():
                 return self._still_running()
             try:

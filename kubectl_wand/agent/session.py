@@ -174,7 +174,8 @@ class Injection:
             return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))
         except private_mod.NoTempDir as exc:
             raise AgentError("environment", "no room for kubectl wand's private files in process %d's filesystem "
-                             "(%s); mount a writable emptyDir at /tmp (a few MB free)" % (self.pid, exc))
+                             "(%s); mount a writable emptyDir at /tmp (a few MB free; a container: docker/podman run "
+                             "--tmpfs /tmp)" % (self.pid, exc))
         except private_mod.CannotLend as exc:
             raise AgentError("environment", str(exc))
         except private_mod.CannotHandOver:

@@ -295,30 +295,40 @@ class KubectlTransport(Transport):
                     continue
                 if line is None:
                     break
-                msg = protocol.decode(line, "the agent's line")
-                kind = protocol.kind_of(msg)
-                if kind == protocol.HELLO:
-                    protocol.check_hello(msg)
-                    greeted = True
-                elif kind == protocol.NEED:
-                    import base64  # only attach ships a blob (debugpy): not imported before every first exec
-                    from .. import debugpy_bundle
-                    blob = debugpy_bundle.blob(msg[protocol.NEED])
-                    if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
-                        break
-                elif kind == protocol.EVENT:
-                    protocol.check_fields(msg, "event:o", "the agent's event")
-                    if held and "chosen" in msg[protocol.EVENT]:
-                        # adopt() checked the pod is Running and this is our container: go ahead
-                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
-                    if on_event is not None:
-                        on_event(msg[protocol.EVENT])
-                    if "armed" in msg[protocol.EVENT] and not (stop is not None and stop.is_set()):
-                        # a sync profile/trace is ready here; on_event returned: every pod's window opens now
-                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
-                else:
-                    answered = True
-                    return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
+                # Ctrl-C may land anywhere here too, not only while a line is awaited: seen, right after
+                # trace's "tracing ..." (on_event) it ended `trace docker/NAME` with exit 130 and no summary.
+                try:
+                    msg = protocol.decode(line, "the agent's line")
+                    kind = protocol.kind_of(msg)
+                    if kind == protocol.HELLO:
+                        protocol.check_hello(msg)
+                        greeted = True
+                    elif kind == protocol.NEED:
+                        import base64  # only attach ships a blob (debugpy): not imported before every first exec
+                        from .. import debugpy_bundle
+                        blob = debugpy_bundle.blob(msg[protocol.NEED])
+                        blob_line = protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})
+                        if not pipes.write_line(proc, blob_line):
+                            break
+                    elif kind == protocol.EVENT:
+                        protocol.check_fields(msg, "event:o", "the agent's event")
+                        if held and "chosen" in msg[protocol.EVENT]:
+                            # adopt() checked the pod is Running and this is our container: go ahead
+                            pipes.write_line(proc, protocol.encode({protocol.GO: True}))
+                        if on_event is not None:
+                            on_event(msg[protocol.EVENT])
+                        if "armed" in msg[protocol.EVENT] and not (stop is not None and stop.is_set()):
+                            # a sync profile/trace is ready here; on_event returned: every pod's window opens now
+                            pipes.write_line(proc, protocol.encode({protocol.GO: True}))
+                    else:
+                        answered = True
+                        return protocol.check_op_result(request.get("op"), msg[protocol.RESULT],
+                                                        "the agent's result")
+                except KeyboardInterrupt:
+                    if stop is None or stop.is_set():
+                        raise
+                    stop.set()
+                    deadline = time.monotonic() + 15
         except TimeoutError:
             if probing and not greeted and hello_by < deadline:
                 self.silent.append((self.container, python, marker))

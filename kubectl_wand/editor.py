@@ -16,15 +16,27 @@ def vscode(name, port, local_root, remote_root):
 
 
 def nvim_dap(name, port, local_root, remote_root):
-    local = "vim.fn.getcwd()" if local_root == "${workspaceFolder}" else json.dumps(local_root)
+    local = "vim.fn.getcwd()" if local_root == "${workspaceFolder}" else lua_string(local_root)
     return (
         "table.insert(require('dap').configurations.python, {\n"
         "  type = 'python', request = 'attach', name = %s,\n"
         "  connect = { host = '127.0.0.1', port = %d },\n"
         "  pathMappings = { { localRoot = %s, remoteRoot = %s } },\n"
         "  justMyCode = false,\n"
-        "})\n" % (json.dumps(name), port, local, json.dumps(remote_root))
+        "})\n" % (lua_string(name), port, local, lua_string(remote_root))
     )
+
+
+def lua_string(value) -> str:
+    """A Lua string literal of ``value``'s bytes (a path the target chose: its cwd), printable ASCII only.
+    Not JSON: neovim's LuaJIT refuses JSON's \\uXXXX ("invalid escape sequence": the snippet did not load for a
+    remoteRoot with any non-ASCII character). Decimal escapes are Lua 5.1's, and bytes (a path that is not
+    UTF-8 arrives as surrogate escapes) are what the path is."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate outside the escapes: as Python would write it
+        raw = value.encode("utf-8", "surrogatepass")
+    return '"%s"' % "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else "\\%03d" % b for b in raw)
 
 
 def configs(name, port, local_root, remote_root):
@@ -48,7 +60,7 @@ def render_many(cfgs, title):
             "  for _, c in ipairs(require('dap').configurations.python) do\n"
             "    if vim.tbl_contains(%s, c.name) then require('dap').run(c) end\n"
             "  end\n"
-            "end, {})\n" % (json.dumps("WandAttachAll"), "{" + ", ".join(json.dumps(n) for n in names) + "}"))
+            "end, {})\n" % (lua_string("WandAttachAll"), "{" + ", ".join(lua_string(n) for n in names) + "}"))
     return ("VS Code (.vscode/launch.json; start the compound %s to attach to all of them):\n%s\n\n"
             "nvim-dap (lua; :WandAttachAll attaches to all of them):\n%s" % (json.dumps(title), json.dumps(
                 launch, indent=2), lua))

@@ -23,24 +23,30 @@ LINE_MAX = 4 << 20
 _prctl = None
 
 
-def _die_with_parent(parent: int, interactive=False):
+def _die_with_parent(parent: int, own_group=False, interactive=False):
     """Runs in the child between fork and exec. The terminal's Ctrl-C reaches the whole foreground process group:
     kubectl ignores it (without -t it installs no handler), and kubectl wand decides what the interrupt ends. Seen:
     `profile` interrupted at 3 s lost every pod's result to `kubectl exec ... (exit -2)` while its agents had
-    the profile ready to send. An ``interactive`` child (a terminal session's launcher here) is the one the
-    terminal's Ctrl-C is for: it keeps SIGINT as it is (ignored, it ignored a Ctrl-C that gave a session up
-    before its prompt, and Python installs no handler for a signal it starts with ignored)."""
+    the profile ready to send. ``own_group``: a process group of its own, out of the terminal's reach, for a
+    child that catches SIGINT even when it starts ignored (docker's and podman's CLIs: Go's signal.Notify).
+    An ``interactive`` child (a terminal session's launcher here) is the one the terminal's Ctrl-C is for: it
+    keeps SIGINT as it is (ignored, it ignored a Ctrl-C that gave a session up before its prompt, and Python
+    installs no handler for a signal it starts with ignored)."""
     global _prctl
     if not interactive:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if own_group:
+        os.setpgid(0, 0)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # we died before prctl took effect
         os._exit(1)
 
 
-def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, interactive=False):
-    """Popen that dies with us (Linux); elsewhere a plain Popen.
+def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, own_group=False,
+          interactive=False):
+    """Popen that dies with us (Linux); elsewhere a plain Popen. ``own_group``, ``interactive``: see
+    _die_with_parent.
 
     The preexec_fn makes subprocess fork (not vfork) and run Python in the child: measured 1.1 ms of the
     CLI's time a spawn (0.1 ms without it) and ~1.4 ms to import ctypes once. Measured and not taken:
@@ -57,7 +63,9 @@ def spawn(argv, env=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=
             _prctl = False
     if _prctl:
         parent = os.getpid()
-        preexec = lambda: _die_with_parent(parent, interactive)  # noqa: E731
+        preexec = lambda: _die_with_parent(parent, own_group, interactive)  # noqa: E731
+    elif own_group:
+        preexec = lambda: os.setpgid(0, 0)  # noqa: E731
     return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env, preexec_fn=preexec)
 
 

@@ -69,6 +69,19 @@ def test_our_own_agents_are_never_the_apps():
     assert not processes.is_own(["python3", "-c", "import app"])
 
 
+def test_what_an_agent_runs_under_the_targets_interpreter_is_ours_too():
+    """The sampler, the code compiler and loader, the session clients, check's probe and the chroot step run
+    beside the app as Python processes: none is the app's (seen: a profile's sampler listed as the container's
+    second process, and a concurrent exec-py refused "2 Python processes in this container")."""
+    from kubectl_wand.agent import checks, lent, observe, pdbsession, processes, runtime
+    from kubectl_wand.agent.sources import module_source
+    programs = [runtime.LOAD_CODE, runtime.COMPILE_CODE, observe.sampler_source("stack"),
+                observe.sampler_source("profile"), pdbsession.client_source("pdb"), pdbsession.client_source("repl"),
+                module_source("injector"), checks.VERSION_PROBE, lent.CHROOT_EXEC]
+    for code in programs:
+        assert processes.is_own(["/proc/1/exe", "-I", "-S", "-c", code, "arg"]), code[:80]
+
+
 @pytest.mark.py314
 def test_agent_whose_cli_hangs_up_ends_a_pending_injection_at_once(spawn, tmp_path):
     """Issue 17: a CLI interrupted or killed while its injection is pending (main thread asleep in C) hangs up

@@ -421,6 +421,13 @@ def test_attach_to_rootless_podman_as_its_user():
         wait_for(lambda: not engine_execs(container_id) and not agents_inside(podman, name), timeout=15)
         assert engine_execs(container_id) == []
         assert agents_inside(podman, name) == []
+        # its process as pid/N, by its user: not a namespace the user may enter; the line names what works
+        # (it said "(needs root)" only, and root refuses the container's files: uid 1000 can change them)
+        host_pid = json.loads(podman.cli("inspect", name).stdout)[0]["State"]["Pid"]
+        refused = wand("stack", "pid/%d" % host_pid, user=1000, env=podman.user_env)
+        assert refused.returncode == 4, refused.stderr
+        assert "reached as its engine's target instead (podman/NAME" in one_line_error(refused)
+        assert wand("stack", "podman/" + name, user=1000, env=podman.user_env).returncode == 0
     finally:
         podman.cleanup()
 
@@ -465,6 +472,127 @@ def test_pdb_and_exec_py_it_in_a_container(engine):
     assert helper.returncode == 2 and "leave out --ephemeral" in one_line_error(helper), helper.stderr
 
 
+def test_a_killed_terminal_session_leaves_no_client_in_the_container(engine):
+    """pdb's and exec-py -it's client run in the container under ``docker exec -it``; when kubectl wand is killed
+    its exec dies with it, but the engine keeps the container's terminal open (kubectl exec's end closes it):
+    the client waited for a line at its prompt for good. It now ends once the relay's connection closes."""
+    from ptyterm import Term
+    from kubectl_wand.transport.launcher import LAUNCHER
+    name, _info = engine.run("busy.py")
+    target = "%s/%s" % (engine.name, name)
+    env = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+    start = LAUNCHER.strip().splitlines()[0]  # the launcher's, and so the client's, command line
+
+    def clients():
+        return [line for line in engine.cli("exec", name, "ps", "-ww", "-eo", "args").stdout.splitlines()
+                if start in line]
+    for verb, prompt in ((["pdb"], r"\(Pdb\) "), (["exec-py", "-it"], r">>> ")):
+        term = Term([sys.executable, "-m", "kubectl_wand"] + verb + [target], env=env, cwd=REPO)
+        try:
+            term.expect(prompt, timeout=90)
+            assert clients()
+            term.proc.kill()
+            term.proc.wait(30)
+        finally:
+            term.close()
+        assert wait_for(lambda: not clients(), timeout=60), clients()
+        assert wait_for(lambda: not agents_inside(engine, name), timeout=30)
+    left = wand("exec-py", target, "--", "import threading, sys; print(sorted(t.name for t in "
+                "threading.enumerate()), threading.gettrace())", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert left.returncode == 0 and left.stdout == "['MainThread'] None\n", left
+
+
+def in_terminal_group(*args, engine):
+    """The CLI started as a shell starts a foreground job: its own process group, which the terminal's Ctrl-C
+    signals whole (children included)."""
+    env = dict(os.environ, PYTHONPATH=REPO, CONTAINERS_CONF=engine.env["CONTAINERS_CONF"])
+
+    def start():
+        os.setpgid(0, 0)
+        default_signals()
+    return subprocess.Popen([sys.executable, "-m", "kubectl_wand"] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, preexec_fn=start)
+
+
+def test_the_terminals_ctrl_c_ends_profile_and_trace_as_their_normal_end(engine, tmp_path):
+    """Ctrl-C signals the terminal's whole process group, the engine's CLI included: docker's and podman's exit on
+    SIGINT even when they start with it ignored (Go's signal.Notify), and the agent they ran in the container
+    lost its CLI. Seen: `trace` ended "docker failed for docker/NAME: " (exit 6) instead of its summary, and
+    `profile` lost its samples. Meanwhile the profile's sampler, a Python process beside the app, is not the
+    app's: it was listed as the container's second process and a concurrent exec-py refused "2 Python
+    processes in this container"."""
+    name, _info = engine.run("ticker.py")
+    target = "%s/%s" % (engine.name, name)
+    env = {"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]}
+    out = tmp_path / "profile.txt"
+    profile = in_terminal_group("profile", target, "--duration", "120s", "--idle", "-o", str(out), engine=engine)
+    try:
+        sampling = lambda: '"""Frames and thread names' in engine.cli("exec", name, "ps", "-ww", "-eo", "args").stdout
+        assert wait_for(sampling, timeout=60), profile.stderr.read() if profile.poll() is not None else "no sampler"
+        listed = wand("get", "processes", target, "-o", "json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [p["pid"] for p in json.loads(listed.stdout)["items"]] == [1]
+        done = wand("exec-py", target, "--", "6 * 7", env=env)
+        assert done.returncode == 0 and done.stdout == "42\n", done.stderr
+        os.killpg(profile.pid, signal.SIGINT)
+        _out, err = profile.communicate(timeout=60)
+        assert profile.returncode == 0 and "stopped early" in err, err
+        assert "ticker.py" in out.read_text()
+    finally:
+        if profile.poll() is None:
+            profile.kill()
+            profile.wait(10)
+    trace = in_terminal_group("trace", target, "ticker.py:9", "n", "--duration", "120s", engine=engine)
+    try:
+        assert trace.stderr.readline().startswith("tracing "), trace.stderr.read()
+        os.killpg(trace.pid, signal.SIGINT)
+        _out, err = trace.communicate(timeout=60)
+        assert trace.returncode == 0 and "probe removed" in err, err
+    finally:
+        if trace.poll() is None:
+            trace.kill()
+            trace.wait(10)
+    container_id = engine.cli("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    assert wait_for(lambda: not engine_execs(container_id) and not agents_inside(engine, name), timeout=30)
+    assert "kubectl-wand" not in engine.cli("exec", name, "ls", "-a", "/tmp").stdout
+
+
+def test_code_left_running_by_a_cli_that_went_away_is_stopped(engine):
+    """exec-py's code runs in the app's main thread until --timeout; when the CLI is killed, or Ctrl-C'd, nobody
+    waits for its answer. Seen: `exec-py docker/NAME --timeout 60s -- 'while True: pass'` killed kept the app's
+    main thread busy for the whole minute, with its agent and private directory in the container; Ctrl-C waited
+    5 s for an answer that never came. The code names its start in the main thread's name (readiness)."""
+    name, _info = engine.run()
+    target = "%s/%s" % (engine.name, name)
+    host_pid = int(engine.cli("inspect", "-f", "{{.State.Pid}}", name).stdout)
+
+    def state():
+        with open("/proc/%d/stat" % host_pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    def comm():
+        with open("/proc/%d/comm" % host_pid) as f:
+            return f.read().strip()
+    for how, mark in ((signal.SIGKILL, "wand-rt-killed"), (signal.SIGINT, "wand-rt-ctrl-c")):
+        code = "import ctypes\nctypes.CDLL(None).prctl(15, %r, 0, 0, 0)\nwhile True: pass" % mark.encode()
+        cli = in_terminal_group("exec-py", target, "--timeout", "300s", "--", code, engine=engine)
+        try:
+            assert wait_for(lambda: comm() == mark, timeout=60), cli.stderr.read() if cli.poll() is not None else ""
+            assert state() == "R"
+            os.killpg(cli.pid, how) if how == signal.SIGINT else cli.kill()
+            cli.communicate(timeout=60)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait(10)
+        assert cli.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL)
+        assert wait_for(lambda: state() == "S", timeout=60), "the code still runs in the app's main thread"
+        assert wait_for(lambda: not agents_inside(engine, name), timeout=30)
+        assert "wand-" not in engine.cli("exec", name, "ls", "-A", "/tmp", "/dev/shm").stdout
+    assert wand("exec-py", target, "--", "6 * 7", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]}).stdout \
+        == "42\n"
+
+
 def test_the_agent_never_imports_from_the_containers_working_directory(engine, tmp_path):
     """``python3 -S -c LOADER`` starts in the container's working directory, the app's: a module there named as
     one of the standard library's was imported by the agent (seen: struct.py; the agent failed, and a planted one
@@ -482,6 +610,21 @@ def test_the_agent_never_imports_from_the_containers_working_directory(engine, t
     assert done.returncode == 0 and done.stdout == "42\n", done.stderr
     tmp = engine.cli("exec", name, "python3", "-I", "-c", "import os; print(os.listdir('/tmp'))").stdout
     assert "planted" not in tmp, tmp
+
+
+def test_no_writable_temporary_directory_names_the_containers_fix(engine):
+    """--read-only and no /dev/shm (--ipc none): no room for the private files. The refusal named only a pod's
+    fix ("mount a writable emptyDir at /tmp"); a container's is --tmpfs /tmp. Nothing is left behind."""
+    podman = ["--read-only-tmpfs=false"] if engine.name == "podman" else []  # podman's --read-only keeps a /tmp
+    name, _info = engine.run("http_app.py", "--read-only", "--ipc", "none", *podman)
+    target = "%s/%s" % (engine.name, name)
+    before = engine.cli("diff", name).stdout
+    done = wand("exec-py", target, "--", "1", env={"CONTAINERS_CONF": engine.env["CONTAINERS_CONF"]})
+    assert done.returncode == 6, done.stderr
+    line = one_line_error(done)
+    assert "no room for kubectl wand's private files" in line and "--tmpfs /tmp" in line and "--ephemeral" in line
+    assert engine.cli("diff", name).stdout == before
+    assert wait_for(lambda: not agents_inside(engine, name), timeout=30)
 
 
 def test_unknown_and_stopped_containers_are_refused_in_one_line(engine):

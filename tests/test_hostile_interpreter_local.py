@@ -25,36 +25,80 @@ if _os.geteuid() == 0:
 '''
 
 
-@pytest.fixture
-def user_python(py314):
-    """(the interpreter's path in the target's view, the marker file's name): a copy of the 3.14 binary and
-    its encodings package in a directory of uid 1000, the rest of the standard library linked (relative links,
-    the same in the target's root and through /proc/PID/root)."""
-    if os.geteuid() != 0 or not py314.root:
-        pytest.skip("needs root and the py314 root filesystem (a target of uid 1000 in a chroot)")
+def copied_python(py314, owner, mark):
+    """(the copy's prefix here, its prefix in the target's view): the 3.14 binary and its encodings package,
+    planted (PLANT), in a new directory owned by ``owner`` (uid, gid), the rest of the standard library linked
+    (relative links, the same in the target's root and through /proc/PID/root)."""
     inside = "/tmp/wand-rt-userpy-%d" % os.getpid()
-    mark = "wand-rt-ran-as-root-%d" % os.getpid()
     prefix = py314.host(inside)
     stdlib = py314.host("/usr/lib/python3.14")
     os.makedirs(prefix + "/bin")
     os.makedirs(prefix + "/lib/python3.14")
+    shutil.copy2(py314.host("/usr/bin/python3.14"), prefix + "/bin/python3.14")
+    for name in os.listdir(stdlib):
+        if name != "encodings":
+            os.symlink("../../../../usr/lib/python3.14/" + name, prefix + "/lib/python3.14/" + name)
+    shutil.copytree(stdlib + "/encodings", prefix + "/lib/python3.14/encodings")
+    with open(prefix + "/lib/python3.14/encodings/__init__.py", "a") as f:
+        f.write(PLANT % {"mark": mark})
+    for top, dirs, files in os.walk(prefix):
+        for name in [top] + [os.path.join(top, n) for n in dirs + files]:
+            os.lchown(name, *owner)
+    return prefix, inside
+
+
+def remove_copy(py314, prefix, mark):
+    shutil.rmtree(prefix, ignore_errors=True)
+    for where in ("/tmp/" + mark, py314.host("/tmp/" + mark)):
+        if os.path.exists(where):
+            os.unlink(where)
+
+
+@pytest.fixture
+def group_python(py314):
+    """(the interpreter's path in the target's view, the marker, the group-writable directory there): a copy
+    owned by root whose encodings directory is writable by the group of gid 1000 (a shared install a team may
+    write into): root's own files, but not only root's to change."""
+    if os.geteuid() != 0 or not py314.root:
+        pytest.skip("needs root and the py314 root filesystem (a target in a chroot)")
+    mark = "wand-rt-ran-as-root-%d" % os.getpid()
+    prefix, inside = copied_python(py314, (0, 1000), mark)
     try:
-        shutil.copy2(py314.host("/usr/bin/python3.14"), prefix + "/bin/python3.14")
-        for name in os.listdir(stdlib):
-            if name != "encodings":
-                os.symlink("../../../../usr/lib/python3.14/" + name, prefix + "/lib/python3.14/" + name)
-        shutil.copytree(stdlib + "/encodings", prefix + "/lib/python3.14/encodings")
-        with open(prefix + "/lib/python3.14/encodings/__init__.py", "a") as f:
-            f.write(PLANT % {"mark": mark})
-        for top, dirs, files in os.walk(prefix):
-            for name in [top] + [os.path.join(top, n) for n in dirs + files]:
-                os.lchown(name, 1000, 1000)
+        os.chmod(prefix + "/lib/python3.14/encodings", 0o775)
+        yield inside + "/bin/python3.14", mark, inside + "/lib/python3.14/encodings"
+    finally:
+        remove_copy(py314, prefix, mark)
+
+
+def test_a_group_writable_interpreter_names_the_group_not_its_owner(spawn, wand, py314, group_python):
+    """The refusal named the owner ("which uid 0 can change", and the fix "run the app and kubectl wand as uid
+    0", which is what was done) when the group's write permission is what lets another user change it."""
+    exe, mark, writable = group_python
+    target = spawn("sleeper.py", argv=py314.argv([py314.app("sleeper.py")])[:-2] + [exe, py314.app("sleeper.py")])
+    os.unlink(py314.host("/tmp/" + mark))  # the target's own start as root made it
+    done = wand("stack", "pid/%d" % target.pid)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 4 and len(lines) == 1, done  # errors.NOT_ATTACHABLE: refused
+    assert "runs from %s, which group 1000 (gid)" % writable in lines[0], lines[0]
+    assert "uid 0 can change" not in lines[0] and "chmod g-w /proc/%d/root%s" % (target.pid, writable) in lines[0]
+    for where in ("/tmp/" + mark, py314.host("/tmp/" + mark)):
+        assert not os.path.exists(where), "the group's code ran as root: %s" % where
+    assert target.alive()
+    assert private_dirs(py314, target.pid) == []
+
+
+@pytest.fixture
+def user_python(py314):
+    """(the interpreter's path in the target's view, the marker file's name): a copy of the 3.14 binary and
+    its encodings package in a directory of uid 1000."""
+    if os.geteuid() != 0 or not py314.root:
+        pytest.skip("needs root and the py314 root filesystem (a target of uid 1000 in a chroot)")
+    mark = "wand-rt-ran-as-root-%d" % os.getpid()
+    prefix, inside = copied_python(py314, (1000, 1000), mark)
+    try:
         yield inside + "/bin/python3.14", mark
     finally:
-        shutil.rmtree(prefix, ignore_errors=True)
-        for where in ("/tmp/" + mark, py314.host("/tmp/" + mark)):
-            if os.path.exists(where):
-                os.unlink(where)
+        remove_copy(py314, prefix, mark)
 
 
 def test_root_never_runs_an_interpreter_its_user_can_change(spawn, wand, py314, user_python):

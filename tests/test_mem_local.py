@@ -133,6 +133,25 @@ def test_window_ends_when_the_cli_is_interrupted_or_killed(spawn, signum):
         assert report["processes"][0]["sampling"]["slices"] >= 1
 
 
+def test_a_source_file_that_is_a_fifo_does_not_hang_the_window(spawn, wand, py314):
+    """The window read each allocation site's source line with linecache, which opens any path: a site whose
+    file the app made a FIFO hung the window's thread in open() for good (no report came; the thread stayed in
+    the app). Only a regular file is read now: the site is reported without its line, and nothing stays."""
+    app = spawn("decoy_source.py")
+    try:
+        done = wand("mem", "pid/%d" % app.pid, "--duration", "1s", "-o", "json", timeout=90)
+        assert done.returncode == 0, done.stderr
+        sites = [s["stack"][0] for s in json.loads(done.stdout)["sites"]]
+        decoy = [s for s in sites if s["file"] == app.info["fifo"]]
+        assert decoy and decoy[0]["source"] == "", sites
+        assert window_gone(app.pid)
+        assert app.alive()
+    finally:
+        app.stop()
+        import shutil
+        shutil.rmtree(os.path.dirname(py314.host(app.info["fifo"])), ignore_errors=True)
+
+
 def test_refusals(wand, spawn):
     for args, words in [(("mem",), "needs a target"), (("mem", "pid/1", "--top", "0"), "--top"),
                         (("mem", "pid/1", "--frames", "101"), "--frames"),
@@ -207,3 +226,16 @@ def test_growth_is_what_a_slice_kept_past_its_first_snapshot():
     ns["add_growth"](growth, {"request": (1000, 10), "leak": (100, 1)}, {"request": (1000, 10), "leak": (600, 6)})
     ns["add_growth"](growth, {}, {"leak": (300, 3), "freed": (0, 0)})
     assert growth == {"request": [0, 0], "leak": [800, 8], "freed": [0, 0]}
+
+
+def test_source_lines_are_read_only_from_a_bounded_regular_file(tmp_path):
+    ns = slices_namespace()
+    ok = tmp_path / "ok.py"
+    ok.write_text("# coding: latin-1\nx = 'caf\xe9'\n", encoding="latin-1")
+    big = tmp_path / "big.py"
+    big.write_bytes(b"x = 1\n" * (ns["MAX_SOURCE"] // 6 + 1))
+    os.mkfifo(tmp_path / "fifo.py")
+    assert ns["read_source"](str(ok))[1] == "x = 'caf\xe9'"
+    assert ns["read_source"](str(big)) == [] and ns["read_source"](str(tmp_path / "fifo.py")) == []
+    with ns["SourceLines"]() as source:
+        assert source.line(str(ok), 2) == "x = 'caf\xe9'" and source.line(str(ok), 9) == ""

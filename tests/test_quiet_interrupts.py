@@ -133,6 +133,42 @@ def test_exec_py_interrupted_while_the_code_runs(target, py314, tmp_path, how, i
 
 
 @pytest.mark.parametrize("how", HOW, ids=HOW_IDS)
+def test_code_that_never_returns_stops_when_the_cli_goes(target, py314, how):
+    """`while True: pass` ran on in the app's main thread until --timeout (here 10 minutes) after the CLI was
+    interrupted or killed, and its answer then went into the closed connection: an app that restored SIGPIPE's
+    default was killed by it. The payload looks at its connection while the code runs: the code is stopped at
+    its next line, and its answer meets EPIPE, never SIGPIPE."""
+    app = target("sigpipe_default.py")
+    started = py314.host("/tmp/wand-test-started-%d" % app.pid)
+    code = "open('/tmp/wand-test-started-%d', 'w').close()\nwhile True: pass" % app.pid
+    proc = cli("exec-py", "pid/%d" % app.pid, "--timeout", "600", "--", code)
+    try:
+        assert wait_for(lambda: os.path.exists(started), timeout=30), proc.stderr.read1().decode()
+    finally:
+        interrupt(proc, how)
+        os.unlink(started)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == (130 if how == signal.SIGINT else -signal.SIGKILL), err
+    if how == signal.SIGINT:  # one line, saying what became of the code
+        assert err.count("\n") == 1 and "interrupted while the code was still running in process %d" % app.pid \
+            in err, err
+    # Read from the process's memory (nothing injected: an injection would run nested inside the loop)
+    assert wait_for(lambda: back_in_app(app.pid, "sigpipe_default.py"), timeout=15), "the code still runs"
+    settle(py314, app)
+
+
+def back_in_app(pid, app_file):
+    """Whether the main thread of ``pid`` runs the app's own code, none of exec-py's (``<wand>``, ours): read
+    positively (a read on a moving stack may get no frames at all)."""
+    from kubectl_wand.agent.main import handle
+    result = handle({"op": "stack", "pid": pid})
+    files = [f.get("file") or "" for p in result.get("processes") or [] for t in p["threads"] if t.get("main")
+             for f in t.get("frames") or []]
+    return bool(files) and files[0].endswith(app_file) and not any(f == "<wand>" or f.startswith("<kubectl-wand")
+                                                                   for f in files)
+
+
+@pytest.mark.parametrize("how", HOW, ids=HOW_IDS)
 @pytest.mark.parametrize("moment", [0.3, 0.6, 1.0])
 def test_exec_py_interrupted_at_any_moment(target, py314, how, moment):
     """Moments from the CLI's start: while it starts, injects, or the payload says hello."""

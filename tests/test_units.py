@@ -346,3 +346,34 @@ def test_kubectls_global_flags_reach_every_kubectl_call(monkeypatch):
     assert argv[0] == "/bin/true" and argv[-4:] == ["-n", "ns", "get", "pods"]
     assert {"--as=bob", "--server=https://api", "--context=c", "--as-uid=7", "--as-group=g1", "--as-group=g2",
             "--request-timeout=5s"} <= set(argv)
+
+
+def test_a_replicaset_that_cannot_be_read_still_names_its_deployment(monkeypatch):
+    """No get on replicasets (RBAC): the pod's ReplicaSet <deployment>-<pod-template-hash> names its Deployment;
+    a ReplicaSet of another name (made by hand, no hash) stays what it is."""
+    from kubectl_wand.errors import WandError
+    from kubectl_wand.kube import api, resolve
+
+    def forbidden(flags, path, **kw):
+        raise WandError("forbidden: you may not read replicasets", 6)
+    monkeypatch.setattr(api, "get", forbidden)
+
+    def pod(rs, labels):
+        return {"metadata": {"name": rs + "-x1", "namespace": "ns", "labels": labels,
+                             "ownerReferences": [{"kind": "ReplicaSet", "name": rs, "controller": True}]}}
+    assert resolve.owner_workload(None, pod("web-6c64c4c4dc", {"pod-template-hash": "6c64c4c4dc"})) == \
+        ("deployment", "web")
+    assert resolve.owner_workload(None, pod("batch", {"app": "batch"})) == ("replicaset", "batch")
+    assert resolve.owner_workload(None, pod("web-6c64c4c4dc", {"pod-template-hash": "other"})) == \
+        ("replicaset", "web-6c64c4c4dc")
+
+
+def test_forbidden_names_the_right_the_api_server_said_is_missing():
+    from kubectl_wand.kube import api
+    said = ('Error from server (Forbidden): pods is forbidden: User "system:serviceaccount:ns:half" cannot list '
+            'resource "pods" in API group "" in the namespace "ns"')
+    assert api.api_error(said, "namespace ns", "pods", None).message.endswith("(RBAC); ask for list on pods")
+    said = ('Error from server (Forbidden): deployments.apps "web" is forbidden: User "u" cannot get resource '
+            '"deployments" in API group "apps" in the namespace "ns"')
+    assert "ask for get on deployments.apps" in api.api_error(said, "namespace ns", "deployment web", None).message
+    assert "ask for get/list on it" in api.api_error("Error (Forbidden): no", "namespace ns", "pods", None).message

@@ -90,3 +90,29 @@ def test_inside_a_pod_a_context_without_namespace_means_the_pods_own(cache, tmp_
     assert flags(kubeconfig, "two").namespace() == "downward"
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
     assert flags(kubeconfig, "two").namespace() == "default"  # not in a pod
+
+
+def test_a_remembered_interpreter_is_only_ever_one_of_the_candidates(tmp_path, monkeypatch):
+    """transport/interpreters.py: the file says which interpreter to try first in a pod's container; a name that
+    is not one of the container's candidates (a tampered or stale file) is never run, and the file stays bounded."""
+    import json
+    from kubectl_wand import usercache
+    from kubectl_wand.transport import interpreters
+    monkeypatch.setenv("WAND_CACHE", str(tmp_path))
+    monkeypatch.setattr(interpreters, "_known", None)
+    owned = {"metadata": {"namespace": "ns", "name": "web-1", "uid": "p1",
+                          "ownerReferences": [{"controller": True, "uid": "rs1"}]}}
+    sibling = {"metadata": {"namespace": "ns", "name": "web-2", "uid": "p2",
+                            "ownerReferences": [{"controller": True, "uid": "rs1"}]}}
+    usual = ["python3", "python", "python3.14", "/usr/bin/python3.14"]
+    assert usercache.write(interpreters.FILE, json.dumps({interpreters.key(owned, "app"): "/bin/sh"}).encode())
+    assert interpreters.first(owned, "app", usual) == usual
+    interpreters.remember(owned, "app", "/usr/bin/python3.14")
+    monkeypatch.setattr(interpreters, "_known", None)  # as the next run reads it
+    assert interpreters.first(sibling, "app", usual) == ["/usr/bin/python3.14", "python3", "python", "python3.14"]
+    assert interpreters.first(sibling, "other", usual) == usual
+    for n in range(interpreters.MAX_ENTRIES + 10):
+        interpreters.remember({"metadata": {"namespace": "ns", "uid": "u%d" % n}}, "app", "python")
+    assert len(json.loads(usercache.read(interpreters.FILE))) == interpreters.MAX_ENTRIES
+    interpreters.forget(sibling, "app")
+    assert interpreters.first(owned, "app", usual) == usual

@@ -284,6 +284,15 @@ class TerminalPod(FakeTransport):
         self.dropped += 1
 
 
+def test_a_mem_window_says_how_it_ended_in_words():
+    """A window ended by Ctrl-C printed "window ended by ended"; each ending now reads as what happened."""
+    for reason, said in (("ended", "window ended early (Ctrl-C)"), ("duration", "window ended by its duration"),
+                         ("connection closed", "window ended by connection closed")):
+        answer = dict(mem_answers()["window"], reason=reason)
+        got, out, err = run_verb(["mem", "pod/web-1", "--duration", "2s"], [FakeTransport(override={"mem": answer})])
+        assert got == errors.OK and said in out and "ended by ended" not in out, (out, err)
+
+
 def test_pdb_runs_the_client_in_the_terminal_then_stops_the_agent():
     pod = TerminalPod()
     code, _out, err = run_verb(["pdb", "pod/web-1"], [pod])
@@ -534,3 +543,154 @@ def test_attach_while_forwarding_is_json_lines_one_per_event():
     lines = check(out, "attach", "yaml", lambda got: got[0] in ("web-1", "web-2"))
     assert [e["event"] for e in lines] == ["attached", "attached", "editor", "stopped", "stopped"]
     assert len(lines[2]["editor"]["vscode"]["configurations"]) == 2
+
+
+class RunningPod(FakeTransport):
+    """A pod whose code runs until its call is stopped: it answers as an agent does once the CLI hangs up (the
+    code still runs there), or, never told, after the code's own time. With ``ends`` (an Event) its code ends
+    when that is set, whatever the CLI does."""
+
+    def __init__(self, name, entered, ends=None):
+        super().__init__(name)
+        self.entered, self.ends = entered, ends
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        self.requests.append(dict(request))
+        self.entered.release()
+        if self.ends is not None:
+            self.ends.wait(30)
+            return {"status": "ok", "value": "1", "stdout": "", "stderr": "", "pid": 7}
+        if stop is None or not stop.wait(30):
+            time.sleep(2)  # the code's own end: what a CLI that never hangs up waits for
+            return {"status": "ok", "value": "1", "stdout": "", "stderr": "", "pid": 7}
+        return {"status": "running", "interrupted": True, "pid": 7, "frames": [], "syscall": None,
+                "error": "interrupted while the code was still running in process 7: it runs on"}
+
+
+def test_ctrl_c_reaches_every_pods_call_of_exec_all_pods():
+    """Ctrl-C during exec-py --all-pods: every pod's call is stopped (its agent hangs up and says what still
+    runs there), each pod gets its line, exit 130. Before, only the main thread was interrupted: the CLI waited
+    out every pod's code, then raised KeyboardInterrupt with nothing printed."""
+    import _thread
+    import signal
+    import threading
+    entered, ends = threading.Semaphore(0), threading.Event()
+    pods = [RunningPod("web-0", entered, ends)] + [RunningPod("web-%d" % i, entered) for i in (1, 2)]
+
+    def interrupt_once_all_run():
+        for _ in pods:
+            entered.acquire(timeout=30)
+        # Ctrl-C, as Python delivers it to the main thread; then web-0's code ends, which wakes the main thread
+        # (blocked on web-0's answer) so that it raises KeyboardInterrupt at once, while web-1 and web-2 still run.
+        _thread.interrupt_main(signal.SIGINT)
+        ends.set()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # never assume SIGINT was inherited default
+    try:
+        threading.Thread(target=interrupt_once_all_run, daemon=True).start()
+        try:
+            code, out, err = run_verb(["exec-py", "deploy/web", "--all-pods", "--timeout", "60s", "--", "f()"], pods)
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C left exec-py --all-pods only once every pod's code had ended, with nothing printed")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == errors.INTERRUPTED, (code, err)
+    assert out == "[pod/web-0/app] 1\n", out  # what had finished is still shown
+    assert err.splitlines() == ["[pod/web-%d/app] error: interrupted while the code was still running in process 7: "
+                                "it runs on" % i for i in (1, 2)], err
+
+
+def test_attach_all_pods_serves_the_others_when_one_pod_fails():
+    """One pod whose main thread never reaches a safe point among three: attach --all-pods names it and forwards
+    the other two; Ctrl-C ends it with that pod's exit code. Before, the first such pod ended the whole attach
+    with nothing forwarded and no pod named ("attach did not complete"), exit 5."""
+    pending = dict(PENDING, pid=7, status="pending")
+    pods = [ForwardedPod("web-1"), ForwardedPod("web-2"), ForwardedPod("web-3")]
+    pods[0].override = {"attach": pending}
+    code, out, err = run_verb(["attach", "deploy/web", "--all-pods"], pods)
+    assert code == errors.TIMEOUT, err
+    assert "error: pod/web-1: attach did not complete (see above)" in err.splitlines(), err
+    assert "Forwarding 2 debug servers." in out and "pod/web-2" in out and "pod/web-3" in out, out
+    assert "inside pod/web-1" not in out
+
+
+class InterruptedPod(FakeTransport):
+    """A pod of a gunicorn master and two workers: the first worker's debug server starts, then Ctrl-C comes while
+    the second's injection is pending (``at="worker"``), or while the first one's forward starts (``at="forward"``)."""
+
+    def __init__(self, at):
+        super().__init__("gun-1")
+        self.at, self.attached = at, 0
+        listed = copy.deepcopy(self.recorded["list"])
+        main = listed["processes"][0]
+        listed["processes"] = [dict(main, pid=1, role="master")] + [dict(main, pid=p, ppid=1, role="worker")
+                                                                    for p in (7, 8)]
+        self.override = {"list": listed}
+
+    def agent(self, request, timeout, on_event=None, stop=None):
+        if request["op"] == "attach":
+            self.attached += 1
+            if self.attached == 2:
+                interrupt = KeyboardInterrupt()
+                interrupt.wand_note = "interrupted while the injection into process 8 was pending"  # last_word's
+                raise interrupt
+        return super().agent(request, timeout, on_event, stop)
+
+    def forward(self, remote_port, local_port=None):
+        if self.at == "forward":
+            raise KeyboardInterrupt
+        return super().forward(remote_port, local_port)
+
+    def watch(self, pid):
+        return Waiting()
+
+
+@pytest.mark.parametrize("argv, at, says", [
+    (["attach", "pod/gun-1", "--all-workers", "--port", "5690"], "worker",
+     "interrupted while the injection into process 8 was pending; debugpy listens in pod/gun-1 pid 7 "
+     "(127.0.0.1:5690 there) until that process exits; attach again to reuse it"),
+    (["attach", "pod/gun-1", "--pid", "7", "--port", "5690"], "forward",
+     "interrupted after the debug server started: debugpy listens in pod/gun-1 pid 7 (127.0.0.1:5690 there) until "
+     "that process exits; attach again to reuse it")], ids=["all-workers", "forward"])
+def test_attach_interrupted_once_a_server_started_names_it(argv, at, says):
+    """Before: the Ctrl-C line said only what was pending, or nothing, though a debug server now listened in the
+    pod (seen on a real gunicorn pod with --all-workers: Ctrl-C 6 s and 12 s in, exit 130)."""
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_verb(argv, [InterruptedPod(at)])
+    assert getattr(caught.value, "wand_note", None) == says
+
+
+class ForwardInterrupted(ForwardedPod):
+    """A replacement pod whose debug server starts, and Ctrl-C comes while its forward starts."""
+
+    def forward(self, remote_port, local_port=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("replacement, says", [
+    (None, "Stopped waiting for a Running replacement of deployment/web: nothing was being forwarded"),
+    ("web-2", "interrupted after the debug server started: debugpy listens in pod/web-2 pid 17932 (127.0.0.1:5690 "
+              "there) until that process exits; attach again to reuse it")], ids=["waiting", "forward"])
+def test_attach_interrupted_while_following_says_what_ended(replacement, says):
+    """Ctrl-C while --follow waits for a replacement, or while the replacement's forward starts. Before: exit 0
+    and not a word after "waiting up to 5m00s for a Running replacement", even with a server just started."""
+    old = ForwardedPod("web-1", gone=True)
+    looks = []
+
+    def later(early=True):
+        looks.append(early)
+        if replacement is not None:
+            return [old, ForwardInterrupted(replacement)]
+        if len(looks) > 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second look for a replacement
+        return []
+
+    out, err = io.StringIO(), io.StringIO()
+    verb, ns = cli.parse(["attach", "deploy/web"])
+    opts = cli.verb_module(verb).Options()
+    opts.complete(ns, Streams(io.StringIO(""), out, err))
+    opts.quiet = True
+    opts.transports = lambda: [old]
+    opts.pod_transports = later
+    opts.validate()
+    assert opts.run() == errors.OK
+    assert err.getvalue().splitlines()[-1] == says, err.getvalue()

@@ -71,10 +71,13 @@ def version_row(proc, info):
     return row("interpreter", "ok", detail)
 
 
+VERSION_PROBE = "import sys; print(sys.version.split()[0])"  # processes.OWN_CODE_STARTS knows it
+
+
 def injector_row(rt, info):
     """Run the target's own interpreter beside it: the injector must be the same minor version."""
     try:
-        done = rt.run(["-c", "import sys; print(sys.version.split()[0])"], timeout=5)
+        done = rt.run(["-c", VERSION_PROBE], timeout=5)
         version = done.stdout.decode().strip()
     except Exception as exc:
         return row("injector", "fail", "cannot run the target's interpreter: %s" % exc)
@@ -102,7 +105,8 @@ def tempdir_row(rt):
                                          files=lambda _path: {"probe": b"\0" * size})
     except private_mod.NoTempDir as exc:
         return row("private files", "fail", "no writable temporary directory with room (%s)" % exc,
-                   "mount a writable emptyDir at /tmp (a few MB free), or use kubectl wand --ephemeral (its "
+                   "mount a writable emptyDir at /tmp (a few MB free; a container: --tmpfs /tmp), or use "
+                   "kubectl wand --ephemeral (its "
                    "debug container lends its own /tmp)"), None
     except private_mod.CannotHandOver:
         return row("private files", "fail", "cannot give files to uid %d (no CAP_CHOWN)" % rt.proc.euid,

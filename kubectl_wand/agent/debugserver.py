@@ -66,7 +66,13 @@ def run_attach(request, fetch_blob):
 
     result = injection.run({"op": "attach", "host": host, "port": port}, on_hello=on_hello, prepare=prepare)
     if result.get("status") in ("listening", "already") and result.get("port"):
-        confirm(result, pid, float(request.get("confirm_timeout", 5.0)))
+        try:
+            confirm(result, pid, float(request.get("confirm_timeout", 5.0)))
+        except BaseException as interrupt:  # Ctrl-C, SIGTERM (pid/N): the server debugpy reported stays
+            if not isinstance(interrupt, Exception):
+                from .session import attach_last_word
+                interrupt.wand_note = attach_last_word(None, pid, result)
+            raise
     return result
 
 
@@ -295,15 +301,22 @@ def server_answers(host: str, port: int, timeout: float) -> bool:
         time.sleep(0.05)  # the adapter is still binding: retry the connection until the deadline
 
 
+DAP_ANSWER_MAX = 1 << 20  # bytes read for one answer: debugpy's initialize response is ~4 KB
+
+
 def read_until(sock, marker: bytes, deadline: float) -> bool:
-    data = b""
+    """Whether ``marker`` comes before the deadline, within DAP_ANSWER_MAX bytes. The peer is whatever holds
+    the port the target's record names: a flood without the marker was kept whole and searched again after
+    each read (seen: 60 MB and a core busy for the whole wait)."""
+    data, seen = b"", 0
     while marker not in data.replace(b'"command":"', b'"command": "'):
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or seen > DAP_ANSWER_MAX:
             return False
         sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             return False
-        data += chunk
+        seen += len(chunk)
+        data = data[-len(marker) - 2:] + chunk  # a marker split across reads is still found
     return True

@@ -23,12 +23,21 @@ AGENT_LOADER = "import sys;''in sys.path and sys.path.remove('');exec(sys.stdin.
 EARLIER_LOADERS = ("import sys;exec(sys.stdin.buffer.readline())",
                    "import sys,json;exec(json.loads(sys.stdin.buffer.readline()))")
 INJECTOR_MARK = '"""Runs under the *target\'s* interpreter'
+# The starts of the other programs an agent runs under the target's interpreter beside it (runtime.LOAD_CODE and
+# COMPILE_CODE, the sampler (observe.sampler_source: framewalk first), pdb's and exec-py -it's client
+# (pdbsession.client_source: clientkit first), check's version probe, lent.CHROOT_EXEC before its exec).
+# Seen unlisted: a `profile docker/NAME`'s sampler was listed as the app's second process ("main, attachable"),
+# so a concurrent exec-py refused "2 Python processes in this container", and a second profile sampled it.
+# The first line of the programs a terminal session runs in a pod when its agent and its client share one
+# `kubectl exec -it` (transport/sessionexec.py: the agent, the launcher forked from it, the lifeline).
+SESSION_MARK = "# kubectl-wand session: the agent and its client in one exec"
+OWN_CODE_STARTS = (INJECTOR_MARK, SESSION_MARK, '"""Frames and thread names read from the target', '"""What the two terminal '
+                   'clients share', "import sys,marshal,posix;posix.chdir('/');exec(marshal.loads(",
+                   "import sys,marshal;sys.stdout.buffer.write(marshal.dumps(compile(",
+                   "import sys; print(sys.version.split()[0])", "import os,sys;os.chroot(sys.argv[1]);")
 # The last argument of every interpreter the CLI tries in a container before one has greeted (transport/kubectl.py:
 # probe_marker): a candidate that never answers is ended by name, by the next agent (end_probes).
 PROBE_MARK = "kubectl-wand-probe-"
-# The first line of the program a terminal session runs in a pod when its agent and its client share one
-# `kubectl exec -it` (transport/sessionexec.py): the agent and the launcher, which forked from it, are both ours.
-SESSION_MARK = "# kubectl-wand session: the agent and its client in one exec"
 RELOADER_ENV = ("WERKZEUG_RUN_MAIN", "RUN_MAIN")  # set in the child by werkzeug and django autoreload
 
 
@@ -185,8 +194,7 @@ def is_own(cmdline) -> bool:
     for i, arg in enumerate(cmdline[:-1]):
         if arg == "-c":
             code = cmdline[i + 1]
-            return (code == AGENT_LOADER or code in EARLIER_LOADERS or code.startswith(INJECTOR_MARK)
-                    or code.startswith(SESSION_MARK))
+            return code == AGENT_LOADER or code in EARLIER_LOADERS or code.startswith(OWN_CODE_STARTS)
     return False
 
 
@@ -255,6 +263,7 @@ def list_processes(only_pid=None, cpu: bool = True):
     started = time.monotonic()  # CPU time is read from here on: the CPU window starts now
     pids = [only_pid] if only_pid is not None else procfs.all_pids()
     me = os.getpid()
+    ours = set()  # not ours by pid: locally the CLI is the agent, and may be what started the app (a test)
     for pid in pids:
         if pid == me:
             continue
@@ -262,10 +271,15 @@ def list_processes(only_pid=None, cpu: bool = True):
             proc = procfs.Proc(pid)
         except (ProcessLookupError, ValueError, IndexError):
             continue
-        if proc.looks_like_python() and not is_own(proc.cmdline):
+        if is_own(proc.cmdline):
+            ours.add(pid)
+        elif proc.looks_like_python():
             procs[pid] = proc
             if cpu:
                 samples[pid] = procfs.cpu_sample(proc)
+    for pid in [pid for pid, proc in procs.items() if proc.ppid in ours]:  # what an agent started is ours too
+        del procs[pid]
+        samples.pop(pid, None)
     own = in_own_container(procs) if only_pid is None else None
     if own is not None:
         procs = {pid: proc for pid, proc in procs.items() if pid in own}

@@ -163,13 +163,14 @@ def check_result(message, what="the result") -> dict:
 # -- fields and their types: "NAME:T", T s(tring) i(nteger) n(umber) b(oolean) o(bject) a(rray), "?": or null.
 # Fields not named pass (a newer peer may add some).
 PAYLOAD_HELLO = "token:s pid:i python:s executable:s? cwd:s? main_module:s? debugpy:s? server:o?"
-SERVER = "host:s? port:i? started_by:s"
+SERVER = "host:s? port:i? started_by:s since:n? debugpy:s? mode:s? source:s?"  # the record a target may forge
 RESULT_FIELDS = "status:s kind:s error:s? pid:i? note:s? "
 PENDING_FIELDS = "hello:o frames:a syscall:s? left_behind:s? stopped:b "  # added by the agent
 OP_RESULTS = {  # agent -> CLI; exec's and attach's come from the payload first
     "exec": RESULT_FIELDS + PENDING_FIELDS + "stdout:s stderr:s value:s? traceback:s? truncated:b seconds:n "
                                              "stdout_bytes:s? stderr_bytes:s?",
-    "attach": RESULT_FIELDS + PENDING_FIELDS + "host:s? port:i? answers:b started_by:s confirmed:s",
+    "attach": RESULT_FIELDS + PENDING_FIELDS + "host:s? port:i? answers:b started_by:s confirmed:s since:n? "
+                                               "debugpy:s? mode:s? source:s?",
     "list": RESULT_FIELDS + "processes:a", "stack": RESULT_FIELDS + "processes:a",
     "profile": RESULT_FIELDS + "processes:a", "check": RESULT_FIELDS + "rows:a",
     "watch": RESULT_FIELDS + "old:i? why:s",

@@ -82,14 +82,21 @@ class TargetRuntime:
         for name in names:
             found = found or foreign(self.root_dir, lib + "/" + name, entries=name.startswith("python3"))
         if found:
-            path, uid = found
-            fix = "run kubectl wand as uid %d, the target's (sudo -u '#%d')" % (self.proc.euid, self.proc.euid) \
-                if self.proc.euid != os.geteuid() else "run the app and kubectl wand as uid %d" % uid
+            path, (who, num) = found
             if self.mode == "nsenter":  # a container's files (rootless Podman's are its user's)
                 fix = "reach it through its engine instead (podman/NAME or docker/NAME): the agent then runs " \
                       "inside the container, as its exec user"
-            raise Untrusted("process %d's interpreter %s runs from %s, which uid %d can change: running it as uid "
-                            "%d would run that user's code; %s" % (self.proc.pid, exe, path, uid, os.geteuid(), fix))
+            elif who == "uid":
+                fix = "run kubectl wand as uid %d, the target's (sudo -u '#%d')" % (self.proc.euid, self.proc.euid) \
+                    if self.proc.euid != os.geteuid() else "run the app and kubectl wand as uid %d" % num
+            else:  # its owner is root or us: the write permission of its group, or of everyone, is the problem
+                fix = "make it writable by its owner only (chmod %s %s)" % (
+                    "g-w" if who == "gid" else "o-w", self.root_dir.rstrip("/") + path)
+            holder = "uid %d" % num if who == "uid" else "group %d (gid), as it is group-writable," % num \
+                if who == "gid" else "any user, as it is world-writable,"
+            raise Untrusted("process %d's interpreter %s runs from %s, which %s can change: running it as uid "
+                            "%d would run code they put there; %s" % (self.proc.pid, exe, path, holder, os.geteuid(),
+                                                                    fix))
 
     def same_interpreter(self) -> bool:
         """Whether this very interpreter is the target's: the same CPython binary, in the same root. In a pod,
@@ -213,7 +220,8 @@ class TargetRuntime:
 
 def foreign(root, path, entries=False):
     """(the first file or directory on the way to ``path`` that a uid other than root and ours could change,
-    that uid), or None. ``path`` is in the target's view, reached under ``root``; symlinks are followed inside
+    who can: ("uid", its owner), ("gid", its group: group-writable) or ("anyone", None): world-writable), or
+    None. ``path`` is in the target's view, reached under ``root``; symlinks are followed inside
     that root (a link's own owner does not matter: changing it needs its directory). ``entries``: a
     directory's entries too (the standard library's modules). What does not exist is not run: None."""
     import stat
@@ -221,19 +229,23 @@ def foreign(root, path, entries=False):
 
     def changeable(st):
         if stat.S_ISLNK(st.st_mode):
-            return False
+            return None
         if st.st_uid not in ours:
-            return True
+            return "uid", st.st_uid
         if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
-            return False  # /tmp-like: the entries of others are checked on their own
-        return bool(st.st_mode & stat.S_IWOTH or st.st_mode & stat.S_IWGRP and st.st_gid not in (0, os.getegid()))
+            return None  # /tmp-like: the entries of others are checked on their own
+        if st.st_mode & stat.S_IWOTH:
+            return "anyone", None
+        if st.st_mode & stat.S_IWGRP and st.st_gid not in (0, os.getegid()):
+            return "gid", st.st_gid
+        return None
 
     base = root.rstrip("/")
     parts, done, hops = [p for p in path.split("/") if p], [], 40
     try:
         st = os.stat(root)
         if changeable(st):
-            return "/", st.st_uid
+            return "/", changeable(st)
         while parts:
             part = parts.pop(0)
             if part == ".":
@@ -244,12 +256,12 @@ def foreign(root, path, entries=False):
             here = "/" + "/".join(done + [part])
             st = os.lstat(base + here)
             if changeable(st):
-                return here, st.st_uid
+                return here, changeable(st)
             if stat.S_ISLNK(st.st_mode):
                 hops -= 1
                 link = os.readlink(base + here)
                 if hops < 0:
-                    return here, st.st_uid
+                    return here, ("uid", st.st_uid)
                 parts = [p for p in link.split("/") if p] + parts
                 if link.startswith("/"):
                     done = []
@@ -259,7 +271,7 @@ def foreign(root, path, entries=False):
             where = "/" + "/".join(done)
             for name in sorted(os.listdir(base + where)):
                 st = os.lstat(base + where + "/" + name)
-                found = (where + "/" + name, st.st_uid) if changeable(st) else \
+                found = (where + "/" + name, changeable(st)) if changeable(st) else \
                     foreign(root, where + "/" + name) if stat.S_ISLNK(st.st_mode) else None
                 if found:
                     return found

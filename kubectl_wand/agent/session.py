@@ -174,7 +174,8 @@ class Injection:
             return private_mod.PrivateDir(self.rt, bases, files=files, socket_name="s", mirror=("bootstrap.py",))
         except private_mod.NoTempDir as exc:
             raise AgentError("environment", "no room for kubectl wand's private files in process %d's filesystem "
-                             "(%s); mount a writable emptyDir at /tmp (a few MB free)" % (self.pid, exc))
+                             "(%s); mount a writable emptyDir at /tmp (a few MB free; a container: docker/podman run "
+                             "--tmpfs /tmp)" % (self.pid, exc))
         except private_mod.CannotLend as exc:
             raise AgentError("environment", str(exc))
         except private_mod.CannotHandOver:
@@ -239,10 +240,29 @@ class Injection:
             lock.close()
             private.remove()
             return stream(conn, hello, lines)
-        # The payload enforces the code's own deadline; allow it a moment to report.
-        if not watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE):
-            return self._still_running()
+        try:
+            return self._answer(conn, watch, request, deadline, lines, hello)
+        except BaseException as interrupt:
+            if not isinstance(interrupt, Exception) and request.get("op") == "attach":  # Ctrl-C, SIGTERM (pid/N)
+                interrupt.wand_note = attach_last_word(lines, self.pid, request)
+            raise
+
+    def _answer(self, conn, watch, request, deadline, lines, hello):
+        # The payload enforces the code's own deadline; allow it a moment to report. An exec whose CLI went away
+        # (Ctrl-C, SIGTERM, killed) says at once that its code still runs: waiting out --timeout held this agent
+        # and the target's lock in the pod, and the CLI's last word came too late to be read (seen: exec-py
+        # --all-pods ignored Ctrl-C until every pod's code had ended; one pod's Ctrl-C printed no note). Our end
+        # of the connection then closes and the payload stops the code at its next line (execute.hung_up).
         op = request.get("op")
+        gone = wait_mod.abandoned if op == "exec" else None
+        try:
+            comes = watch.readable(conn, max(deadline, time.monotonic() + 0.5) + REPORT_GRACE, abandon=gone)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and op == "exec":  # Ctrl-C, SIGTERM (pid/N)
+                exc.wand_note = running_note(self.pid)
+            raise
+        if not comes:
+            return self._still_running(interrupted=gone is not None and gone())
         limit = protocol.exec_result_max(request.get("max_output", 0)) if op == "exec" else protocol.SMALL_MAX
         try:
             # It started answering: the rest of the line follows at once (a drip is cut, LINE_WAIT).
@@ -295,20 +315,57 @@ class Injection:
                   "left_behind": private.target_path + "/bootstrap.py", "stopped": state in STOPPED,
                   "error": "the injection is still pending after %gs: the main thread of %d has not reached a "
                            "safe point" % (self.timeout, self.pid)}
-        if wait_mod.abandoned():
-            result.update(interrupted=True, error="interrupted while the injection into process %d was pending (its "
-                          "main thread has not reached a safe point)" % self.pid)
+        if wait_mod.abandoned():  # what stays, in the words the CLI prints for one pod (exec-py --all-pods: each)
+            result.update(interrupted=True, error=interrupted_note(self.pid, result["left_behind"]))
         if state in STOPPED:
             result.update(syscall=None, error="the injection is still pending after %gs: process %d is %s; it "
                           "runs when continued (kill -CONT %d)" % (self.timeout, self.pid, STOPPED[state], self.pid))
         return result
 
-    def _still_running(self):
+    def _still_running(self, interrupted=False):
         frames = main_thread_stack(self.rt)
-        return {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
-                "in_bootstrap": len(app_frames(frames)) < len(frames),
-                "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
-                         "which cannot be interrupted)" % (self.pid, self.timeout)}
+        result = {"status": "running", "frames": app_frames(frames), "syscall": blocked_in(self.pid),
+                  "in_bootstrap": len(app_frames(frames)) < len(frames),
+                  "error": "the code is still running in the main thread of %d after %gs (blocked in a C call, "
+                           "which cannot be interrupted)" % (self.pid, self.timeout)}
+        if interrupted:  # the CLI went away: closing our end stops the code (execute.hung_up)
+            result.update(interrupted=True, error=running_note(self.pid))
+        return result
+
+
+def running_note(pid) -> str:
+    """What the CLI prints when it is interrupted while the user's code runs (the connection closing stops it)."""
+    return ("interrupted while the code was still running in process %s: it is stopped at its next Python line (a "
+            "call blocked in C first returns); its output is discarded" % pid)
+
+
+ATTACH_LAST_WORD = 5.0  # seconds an interrupted attach waits for its payload's answer (import + listen: < 1 s)
+
+
+def attach_last_word(lines, pid, request) -> str:
+    """What an attach interrupted after its request reached the payload leaves: its answer, read for a moment
+    from ``lines`` (a second Ctrl-C ends the wait), or ``request`` itself when it is that answer. Before, the
+    CLI exited 130 silently while debugpy went on to listen in the process (seen locally with Ctrl-C 0.75-0.8 s
+    into a first attach)."""
+    where = "%s:%s" % (printable(request.get("host")), printable(request.get("port")))
+    try:
+        result = request  # lines None: the payload's answer, already in (run_attach: interrupted while confirming)
+        if lines is not None:
+            line = lines.line(protocol.SMALL_MAX, time.monotonic() + ATTACH_LAST_WORD, "its result")
+            result = protocol.check_payload_result("attach", protocol.decode(line or b"{}", "its result"))
+    except BaseException:
+        return ("interrupted while debugpy was starting in process %d: it may listen on %s now, until the process "
+                "exits; attach again to reuse it" % (pid, where))
+    if result["status"] in (protocol.LISTENING, protocol.ALREADY) and result.get("port"):
+        return ("interrupted after the debug server started: debugpy listens on %s:%s in process %d until it "
+                "exits; attach again to reuse it" % (printable(result.get("host")), result["port"], pid))
+    return "interrupted: debugpy did not start in process %d (%s)" % (
+        pid, printable((result.get("error") or result["status"])[:200]))
+
+
+def printable(value) -> str:
+    """The target's text for a line the CLI prints as is: control characters and non-ASCII as escapes."""
+    return "".join(c if " " <= c < "\x7f" else ascii(c)[1:-1] for c in str(value))
 
 
 def interrupted_note(pid, script) -> str:

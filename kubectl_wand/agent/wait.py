@@ -108,12 +108,12 @@ class Watch:
         except (ProcessLookupError, ValueError, IndexError):
             return None
 
-    def readable(self, sock, until: float, slice_: float = 0.25) -> bool:
-        """Wait until ``sock`` is readable (True) or ``until`` passes (False); raise Exited when the
-        target exits first."""
+    def readable(self, sock, until: float, slice_: float = 0.25, abandon=None) -> bool:
+        """Wait until ``sock`` is readable (True) or ``until`` passes (False), or ``abandon()`` is true (False,
+        looked at every ``slice_``); raise Exited when the target exits first."""
         while True:
             left = until - time.monotonic()
-            if left <= 0:
+            if left <= 0 or abandon is not None and abandon():
                 return False
             fds = [sock] + ([self.pidfd] if self.pidfd is not None else [])
             ready, _, _ = select.select(fds, [], [], min(left, slice_))

@@ -8,6 +8,7 @@ injected before every check that could still refuse has passed.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from .. import editor, errors, printers, report
@@ -119,8 +120,12 @@ class Options(TargetOptions):
             if hint:
                 err.write("not forwarding (--no-forward); to reach it: %s\n" % hint)
             return code
-        from .attach_session import foreground
-        return foreground(self, transport, pid, session)
+        from .attach_session import foreground, interrupted
+        try:
+            return foreground(self, transport, pid, session)
+        except BaseException as exc:
+            interrupted(exc, [(transport, pid, int(session["port"]))])
+            raise
 
     def preflight(self, transport, local_port=None):
         """Before touching the target: bad input or missing rights leave it unchanged."""
@@ -187,8 +192,9 @@ class Options(TargetOptions):
         out.write("debugpy %s %s on %s:%s in %s (confirmed: %s)\n" % (
             text(session.get("debugpy") or ""), verb, text(session.get("host")), text(session.get("port")), where,
             text(session.get("confirmed") or "it listens")))
-        if session["status"] == protocol.ALREADY and session.get("since"):
-            out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(time.time() - session["since"]))
+        age = started_ago(session.get("since")) if session["status"] == protocol.ALREADY else None
+        if age is not None:
+            out.write("  started by kubectl-wand %s ago; reusing it\n" % printers.human_age(age))
         if session.get("source") == "shipped":
             out.write("  debugpy was not installed in the target: shipped a pure-Python copy\n")
         if local_port != session.get("port"):
@@ -196,3 +202,12 @@ class Options(TargetOptions):
         out.write("\n" + editor.render(cfg))
         out.flush()
         return errors.OK
+
+
+def started_ago(since):
+    """Seconds since the server was started, from its record in the target; None when the record's time is
+    not one (the target can write that record: NaN, infinity or a time to come, seen as a traceback)."""
+    if type(since) not in (int, float) or not math.isfinite(since):
+        return None
+    age = time.time() - since
+    return age if age >= 0 else None

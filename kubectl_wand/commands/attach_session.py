@@ -20,6 +20,7 @@ from ..agent import protocol
 from ..agent.debugserver import separate_adapter, server_answers
 from ..errors import PortBusy, WandError
 from ..terminal import text
+from .fanout import Held
 
 RESTARTS = 5        # port-forward restarts in a row before giving up on a session
 RESCAN_EVERY = 5.0  # seconds between looks for new pods with --all-pods (an API list each time)
@@ -119,6 +120,20 @@ class LocalPorts:
         return port
 
 
+def interrupted(exc, servers):
+    """A Ctrl-C (or SIGTERM) that ends attach before its first report, once debug servers started: they stay in
+    their processes (debugpy cannot be stopped), so the line the CLI prints for it names them. Before, such an
+    interrupt of --all-workers (one worker served, the next pending) or of the forward's start said nothing of
+    them. ``servers``: (transport, pid, port in the pod)."""
+    if isinstance(exc, Exception) or not servers:
+        return
+    line = "debugpy listens in %s until %s; attach again to reuse %s" % (
+        ", ".join("%s pid %d (127.0.0.1:%d there)" % (t.where, pid, port) for t, pid, port in servers),
+        "that process exits" if len(servers) == 1 else "those processes exit", "it" if len(servers) == 1 else "them")
+    note = getattr(exc, "wand_note", None)
+    exc.wand_note = "%s; %s" % (note, line) if note else "interrupted after the debug server started: " + line
+
+
 def attach_many(opts):
     out, err = opts.streams.stdout, opts.streams.stderr
     transports = opts.transports() if opts.all_pods else [opts.one_transport()]
@@ -126,10 +141,21 @@ def attach_many(opts):
         raise WandError("attach needs a target: POD, TYPE/NAME or -l SELECTOR", errors.USAGE)
     ports = LocalPorts(opts.local_port if opts.local_port is not None else opts.port)
     opts.preflight(transports[0], local_port=0)
-    sessions = []
+    sessions, failed, held, started = [], [], None, []
     try:
         for transport in transports:
-            sessions += attach_pod(opts, transport, ports)
+            if len(transports) == 1:
+                sessions += attach_pod(opts, transport, ports, started)
+                continue
+            try:
+                sessions += attach_pod(opts, transport, ports, started)
+            except WandError as exc:  # one pod's failure is its own (seen: one blocked main thread among 5 pods
+                # ended attach --all-pods with nothing forwarded and no pod named); the others are still served
+                err.write("error: %s: %s\n" % (transport.where, text(exc.message)))
+                failed.append((transport, exc.code))
+        if not sessions and failed:
+            raise WandError("no pod of %s could be attached (each said why above)" % describe(opts),
+                            max(code for _t, code in failed))
         if not sessions:
             raise WandError("no process to attach to in %s" % describe(opts), errors.NOT_FOUND)
         title = "kubectl wand: %s (all)" % describe(opts)
@@ -142,19 +168,28 @@ def attach_many(opts):
             for s in sessions:
                 out.write(s.line() + "\n")
             out.write("\n" + editor.render_many([s.config() for s in sessions], title))
+        # From "Press Ctrl-C" on, a Ctrl-C is the normal end: held until supervise's try (seen: one sent as soon as
+        # the line was read ended attach with 130, nothing said of the servers left listening).
+        held = Held().__enter__()
         out.write("\nForwarding %d debug servers. %sPress Ctrl-C to stop.\n" % (
             len(sessions), "New pods are attached as they appear. " if opts.all_pods else ""))
         out.flush()
-    except BaseException:
+        err.flush()
+    except BaseException as exc:
+        if held is not None:
+            held.release(raising=False)
         for s in sessions:
             s.close()
+        interrupted(exc, started)
         raise
-    err.flush()
-    return supervise(opts, sessions, rescan=opts.all_pods, ports=ports)
+    code = supervise(opts, sessions, rescan=opts.all_pods, ports=ports, skip={t.identity() for t, _c in failed} - {None},
+                     held=held)
+    return max([code] + [c for _t, c in failed]) if isinstance(code, int) else code  # exit 0 unless a pod failed
 
 
-def attach_pod(opts, transport, ports):
-    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers)."""
+def attach_pod(opts, transport, ports, started=None):
+    """Sessions for one pod: its app process, or every worker of its pre-fork master (--all-workers);
+    ``started`` gets each debug server as soon as it listens (see interrupted)."""
     if opts.all_workers:  # one listing serves both: the workers, or else the app process
         listed = opts.processes(transport)
         pids = sorted(p["pid"] for p in listed if p["role"] == "worker") or [opts.choose(listed, transport)[0]]
@@ -163,6 +198,8 @@ def attach_pod(opts, transport, ports):
     sessions, remote = [], opts.port
     for pid in pids:
         server, remote = start_on_free_port(opts, transport, pid, remote)
+        if started is not None:
+            started.append((transport, pid, int(server["port"])))
         sessions.append(Session(opts, transport, pid, server).open(ports.take()))
         remote = int(server["port"]) + 1
     return sessions
@@ -181,10 +218,12 @@ def start_on_free_port(opts, transport, pid, first, tries=20):
 
 # -- the loop --------------------------------------------------------------------------------------------------
 
-def supervise(opts, sessions, rescan, ports=None):
+def supervise(opts, sessions, rescan, ports=None, skip=(), held=None):
     out, err = opts.streams.stdout, opts.streams.stderr
     last_scan = time.monotonic()
     try:
+        if held is not None:
+            held.release()  # a Ctrl-C since "Press Ctrl-C" is raised here, as the normal end
         while True:
             for s in list(sessions):
                 if not s.forward.alive():
@@ -207,10 +246,10 @@ def supervise(opts, sessions, rescan, ports=None):
                     if replaced is not None:
                         return replaced
             if rescan and time.monotonic() - last_scan > RESCAN_EVERY:
-                sessions += new_pods(opts, sessions, ports)
+                sessions += new_pods(opts, sessions, ports, skip)
                 last_scan = time.monotonic()
             sessions[0].forward.wait(0.5) if sessions else time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         for s in sessions:
             if opts.output:
                 emit(opts, "stopped", s, port=s.remote_port)
@@ -218,6 +257,10 @@ def supervise(opts, sessions, rescan, ports=None):
             out.write("\nStopped forwarding. The debug server keeps listening on 127.0.0.1:%d inside %s (pid %d) "
                       "until that process exits; attach again to reuse it. No files were left in the pod.\n" % (
                           s.remote_port, s.transport.where, s.pid))
+        if not sessions:  # waiting for a replacement (--follow) or for pods (--all-pods): say what ended
+            err.write("%s\n" % (getattr(exc, "wand_note", None) or "Stopped waiting for %s: nothing was being "
+                                 "forwarded" % ("new pods of %s" % describe(opts) if rescan else
+                                                "a Running replacement of %s" % describe(opts))))
         return errors.OK
     finally:
         for s in sessions:
@@ -290,7 +333,11 @@ def follow(opts, old, why, local_port):
                 newest = max(candidates, key=lambda t: t.started())
                 pid, _note = opts.target_pid(newest)
                 server = opts.start_server(newest, pid)
-                session = Session(opts, newest, pid, server).open(local_port)
+                try:
+                    session = Session(opts, newest, pid, server).open(local_port)
+                except BaseException as exc:
+                    interrupted(exc, [(newest, pid, int(server["port"]))])
+                    raise
                 if opts.output:
                     out.write(printers.event(dict(opts.attached(newest, pid, server, local_port, "followed"),
                                                   replaces=old.transport.where), opts.output))
@@ -307,10 +354,11 @@ def follow(opts, old, why, local_port):
         describe(opts), human(opts.follow_timeout), (" (last: %s)" % last) if last else ""), errors.NOT_FOUND)
 
 
-def new_pods(opts, sessions, ports):
-    """Attach to Running pods of the target that have no session yet (scale-up, rollout)."""
+def new_pods(opts, sessions, ports, skip=()):
+    """Attach to Running pods of the target that have no session yet (scale-up, rollout), except ``skip`` (the
+    pods that failed at the start, each already named)."""
     out, err = opts.streams.stdout, opts.streams.stderr
-    known = {s.transport.identity() for s in sessions}
+    known = {s.transport.identity() for s in sessions} | set(skip)
     added = []
     try:
         fresh = [t for t in opts.pod_transports(early=False) if t.identity() not in known]

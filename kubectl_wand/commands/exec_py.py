@@ -209,10 +209,10 @@ class Options(TargetOptions):
         check_result(result, transport)
         return self.print_result(result, out, err)
 
-    def run_one(self, transport, pid):
+    def run_one(self, transport, pid, stop=None):
         with self.step("running code in %s%s" % (transport.where, " pid %d" % pid if pid else "")):
             result = transport.agent(self.request(pid), timeout=self.timeout + self.request_timeout_s,
-                                     on_event=self.chosen)
+                                     on_event=self.chosen, stop=stop)
         result.pop("hello", None)
         result["pid"] = result.get("pid") or pid
         for stream in ("stdout", "stderr"):  # bytes written to .buffer come back base64-encoded
@@ -250,13 +250,19 @@ class Options(TargetOptions):
         if not transports:
             raise WandError("exec-py --all-pods needs a pod target: TYPE/NAME or -l SELECTOR", errors.USAGE)
 
+        import threading
+        # Ctrl-C (SIGTERM, SIGHUP) sets it: every pod's call hangs up, its agent answering at once with what
+        # stays running there; each pod's line is printed, then exit 130 (before: the main thread alone was
+        # interrupted, and the CLI waited out every pod's code, up to --timeout, and printed nothing).
+        interrupted = threading.Event()
+
         def one(transport):
             try:
-                return self.run_one(transport, None)
+                return self.run_one(transport, None, stop=interrupted)
             except WandError as exc:
                 return errors.as_result(exc)
 
-        results = each(one, transports)
+        results = each(one, transports, stop=interrupted)
         codes = []
         for transport, result in zip(transports, results):
             result.update(printers.source(transport))
@@ -264,14 +270,14 @@ class Options(TargetOptions):
         if self.output:
             out.write(printers.dump(printers.as_list([as_data(r, t) for t, r in zip(transports, results)],
                                                      "ExecResultList"), self.output))
-            return max(codes)
+            return errors.INTERRUPTED if interrupted.is_set() else max(codes)
         for transport, result, code in zip(transports, results, codes):
             prefix = "[pod/%s/%s] " % (transport.labels.get("pod"), transport.labels.get("container"))
             if result.get("status") == protocol.ERROR or result.get("status") in protocol.UNFINISHED:
                 err.write("%serror: %s\n" % (prefix, text(result["error"])))
             else:
                 self.print_result(result, out, err, prefix)
-        return max(codes)
+        return errors.INTERRUPTED if interrupted.is_set() else max(codes)
 
 
 # -o json's fields (docs/output.md), every one in every result: null where it does not apply (an error has no value)

@@ -78,14 +78,53 @@ def each(call, transports, stop=None, limit=None):
         return [call(transports[0])]
     from concurrent.futures import ThreadPoolExecutor  # only for several pods: 12 ms of imports
     with ThreadPoolExecutor(max_workers=limit or parallel(len(transports))) as pool:
-        futures = [pool.submit(call, t) for t in transports]
+        futures = []
         try:
+            with Held():
+                futures = [pool.submit(call, t) for t in transports]
             return [f.result() for f in futures]
         except KeyboardInterrupt:
             if stop is None:
                 raise
             stop.set()  # every agent ends early and still answers with what it collected
             return [f.result() for f in futures]
+
+
+class Held:
+    """Holds the signals that raise (Ctrl-C; SIGTERM and SIGHUP, which the CLI turns into Terminated) while the
+    calls are submitted, and raises the first of them once all are: one raised inside pool.submit (it waits
+    for the thread it starts) lost a call already queued, which then ran on unheard and unstopped. Only the
+    main thread can set handlers; elsewhere nothing is held."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __enter__(self):
+        import signal
+        self.held, self.previous = [], {}
+        for name in self.NAMES:
+            signum = getattr(signal, name, None)
+            handler = signal.getsignal(signum) if signum is not None else None
+            if callable(handler):
+                try:
+                    signal.signal(signum, lambda got, frame: self.held.append((got, frame)))
+                except ValueError:  # not the main thread
+                    break
+                self.previous[signum] = handler
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def release(self, raising=True):
+        """The handlers put back; then (``raising``) the first signal held is raised here."""
+        import signal
+        previous, self.previous = self.previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if self.held and raising:
+            signum, frame = self.held[0]
+            previous[signum](signum, frame)  # raises now: KeyboardInterrupt, or the CLI's Terminated
 
 
 def pods_of(opts):

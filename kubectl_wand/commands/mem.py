@@ -199,6 +199,9 @@ def traced_note(process) -> str:
     return note
 
 
+# How a window's end reads (the agent's reason, kept as it is in -o json)
+ENDINGS = {"ended": "early (Ctrl-C)", "duration": "by its duration"}
+
 def render(report) -> str:
     lines = []
     for p in report["processes"]:
@@ -217,7 +220,8 @@ def render(report) -> str:
             state = ("the app's own tracing, left running" if p.get("app_tracing") else
                      "tracemalloc stopped" if p.get("stopped") and not p.get("tracing_after") else
                      "WARNING: tracemalloc still tracing")
-            lines.append("  window ended by %s; %s; %s" % (text(p.get("reason")), state, traced_note(p)))
+            lines.append("  window ended %s; %s; %s" % (ENDINGS.get(p.get("reason")) or "by " + text(p.get("reason")),
+                                                        state, traced_note(p)))
     if report["mode"] == "window":
         lines.append("")
         low, high = report.get("traced_share") or [1, 1]

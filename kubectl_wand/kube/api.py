@@ -78,6 +78,18 @@ def not_found(flags, path, what):
     return WandError("%s not found in namespace %s; see kubectl get %s -n %s" % (what, ns, resource, ns), NOT_FOUND)
 
 
+def missing_right(text: str) -> str:
+    """The right the API server says is missing ("list on pods", "get on deployments.apps"), from its message
+    `User "..." cannot list resource "pods" in API group "" ...`; "get/list on it" where it does not say (a
+    user with get but not list on pods was told to ask for get/list)."""
+    import re
+    said = re.search(r'cannot ([a-z]+) resource "([a-z0-9./-]+)" in API group "([a-z0-9.-]*)"', text)
+    if not said:
+        return "get/list on it"
+    verb, resource, group = said.groups()
+    return "%s on %s%s" % (verb, resource, "." + group if group else "")
+
+
 def api_error(stderr, where, what, flags):
     text = " ".join(line.strip() for line in stderr.strip().splitlines())
     low = text.lower()
@@ -85,7 +97,7 @@ def api_error(stderr, where, what, flags):
         return WandError("%s not found in %s" % (what, where), NOT_FOUND)
     if "(forbidden)" in low:
         fix = ("ask for a ClusterRole granting list on pods, or drop -A" if where.startswith("all namespaces")
-               else "ask for get/list on it")
+               else "ask for %s" % missing_right(text))
         return WandError("forbidden: you may not read %s in %s (RBAC); %s" % (what, where, fix), ENVIRONMENT)
     if "unauthorized" in low or "must be logged in" in low:
         return WandError("unauthorized by the API server: your credentials were refused; check --token/--user",

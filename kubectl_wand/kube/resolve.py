@@ -207,5 +207,10 @@ def owner_workload(flags, pod):
             if up and up["kind"] == "Deployment":
                 return "deployment", up["name"]
         except WandError:
-            pass
+            # Not allowed to read it (RBAC): a Deployment's ReplicaSet is <deployment>-<pod-template-hash>, the hash
+            # its pods carry. Patching that ReplicaSet instead (what check printed) rolls the pods without the
+            # change: the Deployment replaces a ReplicaSet whose template no longer matches its own.
+            template_hash = (pod["metadata"].get("labels") or {}).get("pod-template-hash")
+            if template_hash and name.endswith("-" + template_hash) and len(name) > len(template_hash) + 1:
+                return "deployment", name[:-len(template_hash) - 1]
     return kind, name

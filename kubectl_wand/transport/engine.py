@@ -48,11 +48,15 @@ class Engine:
     def argv(self, *args):
         return [self.binary()] + list(args)
 
-    def spawn(self, argv, short_lived=True, **pipes_kw):
-        """Start the engine's CLI as a child that dies with us (the interface KubectlTransport's pipes use)."""
+    def spawn(self, argv, short_lived=True, terminal=False, **pipes_kw):
+        """Start the engine's CLI as a child that dies with us (the interface KubectlTransport's pipes use).
+        Out of the terminal's process group unless it is given the ``terminal``: docker's and podman's CLIs
+        exit on SIGINT even when it starts ignored, and the process they run in the container does not end with
+        them. Seen: Ctrl-C of `trace docker/NAME` ended with "docker failed for docker/NAME: " (exit 6) instead
+        of its summary, and `profile`'s lost every sample while its sampler ran on in the container."""
         if self.verbosity >= 6 and self.warn is not None:
             self.warn.write("+ %s\n" % " ".join(argv))
-        return pipes.spawn(argv, **pipes_kw)
+        return pipes.spawn(argv, own_group=not terminal, **pipes_kw)
 
     def run(self, *args, timeout=INSPECT_TIMEOUT):
         argv = self.argv(*args)
@@ -159,7 +163,7 @@ class EngineTransport(KubectlTransport):
         tty = ["-t"] if sys.stdin.isatty() else []
         proc = self.engine.spawn(self.engine.argv("exec", "-i", *tty, self.id,
                                                   *launcher_args(self.python or PYTHONS[0], name)),
-                                 short_lived=False, stdin=None, stdout=None, stderr=None)
+                                 short_lived=False, terminal=True, stdin=None, stdout=None, stderr=None)
         end_if(proc, failed)
         return wait_ignoring_sigint(proc)
 

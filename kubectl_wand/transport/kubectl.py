@@ -78,14 +78,24 @@ def last_word(proc, interrupt):
                 break
     except (TimeoutError, OSError, ValueError):
         pass
+    if result and result.get("status") in (protocol.LISTENING, protocol.ALREADY) and result.get("port"):
+        # attach's server started before the interrupt reached us: it stays (debugpy cannot be stopped), so say so
+        from ..terminal import text
+        interrupt.wand_note = ("interrupted after the debug server started: debugpy listens on %s:%s in process %s "
+                               "until it exits; attach again to reuse it" % (
+                                   text(result.get("host")), text(result.get("port")), text(result.get("pid", "?"))))
+        return
     if not result or result.get("status") not in protocol.UNFINISHED:
         return
     if result["status"] == protocol.PENDING:
         from ..agent.session import interrupted_note
         interrupt.wand_note = interrupted_note(result.get("pid", "?"), result.get("left_behind"))
+    elif result.get("interrupted"):  # the agent saw the hang-up while the code ran, and says what goes on
+        from ..terminal import text
+        interrupt.wand_note = text(result.get("error") or "interrupted while the code was still running")
     else:
-        interrupt.wand_note = ("interrupted while the code was still running in process %s: it keeps running until "
-                               "the call it is blocked in returns; its output is discarded" % result.get("pid", "?"))
+        from ..agent.session import running_note
+        interrupt.wand_note = running_note(result.get("pid", "?"))
 
 
 def agent_line_max(request) -> int:
@@ -204,17 +214,24 @@ class KubectlTransport(Transport):
         if self.python:
             return self._agent_once(self.python, request, timeout, on_event, stop)
         containers = [self.container] if self.explicit else self.candidates
+        from . import interpreters
         for container in containers:
             self.use(container)
-            for python in self.pythons():
+            usual = self.pythons()
+            order = interpreters.first(self.pod, container, usual)
+            for python in order:
                 try:
                     result = self._agent_once(python, request, timeout, on_event, stop)
                 except NoInterpreter:
+                    if python != usual[0] and python == order[0]:
+                        interpreters.forget(self.pod, container)  # remembered, but no longer answers here
                     continue
                 self.python = python
+                if any(c == container for c, _p, _m in self.silent):  # a candidate before it never greeted
+                    interpreters.remember(self.pod, container, python)
                 return result
         self.use(containers[0])
-        silent = [python for container, python, _m in self.silent if container == self.container]
+        silent = list(dict.fromkeys(python for container, python, _m in self.silent if container == self.container))
         if silent:
             raise WandError("container %s in pod/%s has no Python that answers: %s started but never greeted within "
                             "%gs (a wrapper that blocks?), and no other interpreter was found; choose the Python "
@@ -239,6 +256,8 @@ class KubectlTransport(Transport):
         early, self.early = self.early, None
         if early is not None and (python != early.python or not early.answers(request)):
             early.cancel()
+            if python != early.python:  # its python3 may be a wrapper that blocks: the next agent ends it
+                self.silent.append((self.container, early.python, early.marker))
             early = None
         short = request.get("op") not in ("watch", "profile", "trace", "pdb", "repl")
         probing = self.python is None  # not known yet to greet: bounded by HELLO_WITHIN, marked to be ended
@@ -252,8 +271,10 @@ class KubectlTransport(Transport):
         held = early is not None and early.request.get("hold")
         stderr = early.stderr if early is not None else pipes.Drain(proc.stderr)
         finished = threading.Event()
+        hung_up = []
         if stop is not None:
-            threading.Thread(target=self._stopper, args=(proc, stop, finished), daemon=True).start()
+            threading.Thread(target=self._stopper, args=(proc, stop, finished, request.get("op") == "exec" and hung_up),
+                             daemon=True).start()
         deadline = time.monotonic() + timeout
         hello_by = time.monotonic() + min(timeout, HELLO_WITHIN) if probing else deadline
         greeted = answered = False
@@ -274,30 +295,40 @@ class KubectlTransport(Transport):
                     continue
                 if line is None:
                     break
-                msg = protocol.decode(line, "the agent's line")
-                kind = protocol.kind_of(msg)
-                if kind == protocol.HELLO:
-                    protocol.check_hello(msg)
-                    greeted = True
-                elif kind == protocol.NEED:
-                    import base64  # only attach ships a blob (debugpy): not imported before every first exec
-                    from .. import debugpy_bundle
-                    blob = debugpy_bundle.blob(msg[protocol.NEED])
-                    if not pipes.write_line(proc, protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})):
-                        break
-                elif kind == protocol.EVENT:
-                    protocol.check_fields(msg, "event:o", "the agent's event")
-                    if held and "chosen" in msg[protocol.EVENT]:
-                        # adopt() checked the pod is Running and this is our container: go ahead
-                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
-                    if on_event is not None:
-                        on_event(msg[protocol.EVENT])
-                    if "armed" in msg[protocol.EVENT] and not (stop is not None and stop.is_set()):
-                        # a sync profile/trace is ready here; on_event returned: every pod's window opens now
-                        pipes.write_line(proc, protocol.encode({protocol.GO: True}))
-                else:
-                    answered = True
-                    return protocol.check_op_result(request.get("op"), msg[protocol.RESULT], "the agent's result")
+                # Ctrl-C may land anywhere here too, not only while a line is awaited: seen, right after
+                # trace's "tracing ..." (on_event) it ended `trace docker/NAME` with exit 130 and no summary.
+                try:
+                    msg = protocol.decode(line, "the agent's line")
+                    kind = protocol.kind_of(msg)
+                    if kind == protocol.HELLO:
+                        protocol.check_hello(msg)
+                        greeted = True
+                    elif kind == protocol.NEED:
+                        import base64  # only attach ships a blob (debugpy): not imported before every first exec
+                        from .. import debugpy_bundle
+                        blob = debugpy_bundle.blob(msg[protocol.NEED])
+                        blob_line = protocol.encode({protocol.BLOB: base64.b64encode(blob).decode()})
+                        if not pipes.write_line(proc, blob_line):
+                            break
+                    elif kind == protocol.EVENT:
+                        protocol.check_fields(msg, "event:o", "the agent's event")
+                        if held and "chosen" in msg[protocol.EVENT]:
+                            # adopt() checked the pod is Running and this is our container: go ahead
+                            pipes.write_line(proc, protocol.encode({protocol.GO: True}))
+                        if on_event is not None:
+                            on_event(msg[protocol.EVENT])
+                        if "armed" in msg[protocol.EVENT] and not (stop is not None and stop.is_set()):
+                            # a sync profile/trace is ready here; on_event returned: every pod's window opens now
+                            pipes.write_line(proc, protocol.encode({protocol.GO: True}))
+                    else:
+                        answered = True
+                        return protocol.check_op_result(request.get("op"), msg[protocol.RESULT],
+                                                        "the agent's result")
+                except KeyboardInterrupt:
+                    if stop is None or stop.is_set():
+                        raise
+                    stop.set()
+                    deadline = time.monotonic() + 15
         except TimeoutError:
             if probing and not greeted and hello_by < deadline:
                 self.silent.append((self.container, python, marker))
@@ -317,6 +348,8 @@ class KubectlTransport(Transport):
         finally:
             finished.set()
             pipes.close(proc, wait=not answered)  # with the answer in, kubectl's exit is not waited for
+        if hung_up:  # ended by _stopper: no answer came within LAST_WORD of the hang-up
+            raise WandError("interrupted before the agent in %s answered" % self.where, errors.INTERRUPTED)
         error = self.exec_error(proc.returncode, stderr.text())
         if greeted and getattr(error, "unexplained", False):  # the agent ran, then kubectl exec died: `exit 137`
             error = self.gone(patience=GONE_PATIENCE if proc.returncode == 137 else 0) or error
@@ -326,10 +359,23 @@ class KubectlTransport(Transport):
         raise error
 
     @staticmethod
-    def _stopper(proc, stop, finished):
+    def _stopper(proc, stop, finished, hung_up=False):
+        """``stop`` set: a stream is told to stop (its result follows); an exec (``hung_up``, a list) is hung up
+        as on Ctrl-C (last_word): its agent answers at once with what stays running, and a call with no answer
+        within LAST_WORD is ended here (exec-py --all-pods: Ctrl-C reaches every pod's call, not only the main
+        thread's)."""
         while not finished.is_set():
             if stop.wait(0.2):
-                pipes.write_line(proc, protocol.encode({protocol.STOP: True}))
+                if hung_up is False:
+                    pipes.write_line(proc, protocol.encode({protocol.STOP: True}))
+                    return
+                hung_up.append(True)
+                try:
+                    proc.stdin.close()
+                except (OSError, ValueError):
+                    pass
+                if not finished.wait(LAST_WORD):
+                    proc.kill()  # kubectl dies; its agent sees the hang-up and leaves on its own
                 return
 
     def exec_error(self, code, text):

@@ -51,8 +51,11 @@ def entered(pid: int, fn):
             try:
                 _setns(ns_fd)
             except OSError as exc:
-                raise WandError("cannot enter the network namespace of process %d: %s (needs root)" % (
-                    pid, exc.strerror), errors.NOT_ATTACHABLE)
+                # Seen as the user of a rootless Podman, `stack pid/N` of its own container's process: "needs
+                # root" alone sent them to root, which refuses that container's files (agent/runtime.py).
+                raise WandError("cannot enter the network namespace of process %d: %s (needs root); a container's "
+                                "process is reached as its engine's target instead (podman/NAME, docker/NAME), "
+                                "which needs no namespace of ours" % (pid, exc.strerror), errors.NOT_ATTACHABLE)
             try:
                 return fn()
             finally:

@@ -117,10 +117,13 @@ def ours(channel):
 
 def send(channel, obj):
     import json
+    import socket
     data = json.dumps(obj).encode() + b"\n"
     if not ours(channel):
         raise OSError("the connection's descriptor was closed under the payload")
-    channel.sock.sendall(data)
+    # EPIPE, never SIGPIPE, when the agent is gone (the CLI killed while the code ran): an app that restored
+    # SIGPIPE's default (Python ignores it) was killed by its answer.
+    channel.sock.sendall(data, getattr(socket, "MSG_NOSIGNAL", 0))
 
 
 def receive(channel):

@@ -53,11 +53,54 @@ def safe(text):
 
 
 def connect(name, fd=None):
-    """The connection to the agent's relay: the launcher's (FD), else made here."""
+    """The connection to the agent's relay: the launcher's (FD), else made here; ended_with(it) watches it."""
     if fd is not None:
-        return socket.socket(fileno=int(fd))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10.0)
-    sock.connect("\0" + name)
-    sock.settimeout(None)
+        sock = socket.socket(fileno=int(fd))
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10.0)
+        sock.connect("\0" + name)
+        sock.settimeout(None)
+    ended_with(sock)
     return sock
+
+
+HANG_UP_GRACE = 2.0  # seconds the client has to end on its own once the relay closed (it does, unless it waits
+# for a line typed at its prompt)
+
+
+def ended_with(sock):
+    """The client ends when the relay's connection closes, also while it waits at its prompt for a line that
+    will never come. Seen: `pdb docker/NAME` killed (SIGKILL, or its terminal closed) left the client waiting
+    for input in the container for good: `docker exec -it`'s end does not close the container's terminal, as
+    kubectl exec's does. A thread waits for the hang-up (poll, nothing read: the client's reads stay its own);
+    the terminal's settings are put back first (its line editing may have changed them)."""
+    import os
+    import select
+    import threading
+    import time
+    saved = None
+    try:
+        import termios
+        if os.isatty(0):
+            saved = termios.tcgetattr(0)
+    except Exception:
+        saved = None
+
+    def watch():
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), 0)  # no events asked: POLLHUP, POLLERR and POLLNVAL come anyway
+            while True:
+                events = [flags for _fd, flags in poller.poll()]
+                if any(flags & select.POLLNVAL for flags in events):
+                    return  # the client closed it: its own end
+                if any(flags & (select.POLLHUP | select.POLLERR) for flags in events):
+                    break
+            time.sleep(HANG_UP_GRACE)
+            if saved is not None:
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        except Exception:
+            return
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()

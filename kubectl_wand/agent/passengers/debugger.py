@@ -21,6 +21,7 @@ def start_debugpy(request):
         return {"status": "error", "kind": "debugpy", "error": "the shipped debugpy is incomplete; nothing "
                 "was imported"}
     modules, path, bytecode = set(sys.modules), list(sys.path), sys.dont_write_bytecode
+    hook = sys.breakpointhook  # pydevd's import replaces it (install_breakpointhook)
     if shipped:
         sys.path.insert(0, shipped)
         sys.dont_write_bytecode = True  # no __pycache__ in the private directory: less to write and remove
@@ -41,7 +42,10 @@ def start_debugpy(request):
         if shipped and not os.path.exists(os.path.join(shipped, ".complete")):
             raise ImportError("the shipped files were removed while they loaded")
     except BaseException as exc:
-        # All or nothing: a half-imported debugpy would stay in sys.modules and fail every later attach.
+        # All or nothing: a half-imported debugpy would stay in sys.modules and fail every later attach, and
+        # what its import installed would stay in the app (pydevd's breakpoint hook: the app's next
+        # breakpoint() connected out to a debugger on port 5678 instead of running pdb).
+        undo_import_hooks(modules, hook)
         forget_modules(modules, shipped)
         sys.path[:] = path
         if not isinstance(exc, Exception):
@@ -81,6 +85,7 @@ def start_debugpy(request):
                 error = why
             return {"status": "error", "kind": "port", "reason": why, "error": error + "; choose another with --port"}
         try:
+            resume_when_the_client_vanishes()
             with handed_over(claimed):
                 # pydevd itself serves DAP: no adapter process to spawn (faster, nothing outlives the app,
                 # works in embedded interpreters), and it survives a client that vanishes without a DAP
@@ -192,6 +197,50 @@ class handed_over:
             self.pydevd.create_server_socket = self.original
         if not self.taken:
             self.claimed.close()
+
+
+def resume_when_the_client_vanishes():
+    """An editor whose connection ends without a DAP ``disconnect`` (the port-forward died, attach was stopped
+    with Ctrl-C, the editor crashed) is treated as one that disconnected: its breakpoints are removed and the
+    threads it paused resume, as pydevd does on ``disconnect``. pydevd's in-process server does nothing when
+    its reader sees the socket end (initialize_network(terminate_on_socket_close=False)): a thread stopped at
+    a breakpoint stayed stopped for good and every later hit of a breakpoint stopped another one, so the app
+    stopped serving (seen: a request held at a breakpoint never answered after the client's socket closed).
+    Only the reader of the current connection acts: one a newer connection replaced was killed first
+    (``_kill_received``) and pydevd has already handed the session over. A pydevd laid out otherwise keeps
+    its own behaviour."""
+    comm = sys.modules.get("_pydevd_bundle.pydevd_comm")
+    api = sys.modules.get("_pydevd_bundle.pydevd_api")
+    reader = getattr(comm, "ReaderThread", None)
+    original = getattr(reader, "_terminate_on_socket_close", None)
+    if original is None or getattr(api, "PyDevdAPI", None) is None or getattr(original, "kubectl_wand", False):
+        return
+
+    def _terminate_on_socket_close(self):
+        original(self)
+        try:
+            py_db = self.py_db
+            if (getattr(self, "_ReaderThread__terminate_on_socket_close", True) or self._kill_received or
+                    getattr(py_db, "reader", None) is not self):
+                return
+            py_db.enable_output_redirection(False, False)
+            api.PyDevdAPI().request_disconnect(py_db, resume_threads=True)
+        except Exception:
+            pass  # the app's threads keep whatever pydevd left; nothing reaches its stderr
+
+    _terminate_on_socket_close.kubectl_wand = True
+    reader._terminate_on_socket_close = _terminate_on_socket_close
+
+
+def undo_import_hooks(before, hook):
+    """What importing debugpy installs outside its modules: pydevd's sys.breakpointhook, and the atexit
+    callback of debugpy's logger (only when this import loaded them)."""
+    import atexit
+    if sys.breakpointhook is not hook:
+        sys.breakpointhook = hook
+    log = sys.modules.get("debugpy.common.log")
+    if "debugpy.common.log" not in before and callable(getattr(log, "_close_files", None)):
+        atexit.unregister(log._close_files)
 
 
 def forget_modules(before, shipped):

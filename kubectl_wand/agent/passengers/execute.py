@@ -20,9 +20,49 @@ def run(request, conn, signals):
     """The op's entry (see passengers/bootstrap.py): the result to send."""
     signals.user_code = True  # the app's signals interrupt the user's code, as they would the app's own
     try:
-        return run_code(request["code"], float(request.get("timeout", 10.0)), int(request.get("max_output", 1 << 20)))
+        return run_code(request["code"], float(request.get("timeout", 10.0)), int(request.get("max_output", 1 << 20)),
+                        interrupted=hung_up(conn))
     finally:
         signals.user_code = False
+
+
+HANGUP_EVERY = 0.2  # seconds between two looks at the connection while the user's code runs
+
+
+def hung_up(conn):
+    """A check for ``run_code``'s ``interrupted``: true once the agent's end of ``conn`` has closed (the CLI was
+    interrupted or killed: nobody waits for the answer), looked at every HANGUP_EVERY seconds at most. Before,
+    `while True: pass` ran on in the app's main thread until --timeout (up to a week) after the CLI was gone.
+    Only while the descriptor is still the socket it was: the user's code may close it, and its number may then
+    be a file of the app's."""
+    import os
+    import select
+    import socket
+    try:
+        fd = conn.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError):
+        return None
+    first = (st.st_dev, st.st_ino)
+    state = {"next": time.monotonic() + HANGUP_EVERY, "gone": False}
+
+    def check():
+        now = time.monotonic()
+        if state["gone"] or now < state["next"]:
+            return state["gone"]
+        state["next"] = now + HANGUP_EVERY
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != first:
+                return False
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if poller.poll(0):
+                state["gone"] = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (OSError, ValueError):
+            return False
+        return state["gone"]
+    return check
 
 
 class Capture:
@@ -145,6 +185,19 @@ class ThreadCapture:
         return iter(self._wand_target())
 
 
+def in_nested_bootstrap(frame):
+    """Whether ``frame`` runs in another kubectl-wand injection, run by the main thread's eval breaker inside the
+    user's code (between ``frame`` and the user's ``<wand>`` frames: a bootstrap's module code, which defines
+    ``wand_main``, or ``wand_main`` itself). Stopping it there, when the CLI had gone while the user's code was
+    blocked in C, made the next injection look refused ("took the injected script but did not run it")."""
+    while frame is not None and frame.f_code.co_filename != "<wand>":
+        code = frame.f_code
+        if code.co_name == "wand_main" or code.co_name == "<module>" and "wand_main" in code.co_names:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def run_code(source, timeout, max_output=1 << 20, namespace=None, interrupted=None):
     """``namespace``: the dict to run in (exec-py -it keeps one per session; default a fresh one);
     ``interrupted()``: when true, the code gets KeyboardInterrupt at its next line (Ctrl-C in exec-py -it)."""
@@ -165,10 +218,11 @@ def run_code(source, timeout, max_output=1 << 20, namespace=None, interrupted=No
 
     def tracer(frame, event, arg):
         # A deadline for Python code that never returns; it cannot interrupt a blocking C call.
-        if time.monotonic() > deadline:
-            raise WandDeadline()
-        if interrupted is not None and interrupted():
-            raise KeyboardInterrupt()
+        stop = WandDeadline if time.monotonic() > deadline else None
+        if stop is None and interrupted is not None and interrupted():
+            stop = KeyboardInterrupt
+        if stop is not None and not in_nested_bootstrap(frame):
+            raise stop()
         return tracer
 
     saved = sys.stdout, sys.stderr, sys.gettrace()

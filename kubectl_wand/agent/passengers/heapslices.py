@@ -70,26 +70,82 @@ def tracing_cost(frames, trace_on, trace_off):
 
 
 class SourceLines:
-    """linecache.getline, with the files it read forgotten again at the end: the app's linecache (and its
-    memory) stays as it was."""
+    """The source line of an allocation site, read so that no file the app named can stall or bloat the window's
+    thread: what the app's linecache already holds (read, never changed), else the file read here once per
+    report, and only a regular file of at most MAX_SOURCE bytes (read_source). linecache.getline opened any path
+    it was given: a site whose file was a FIFO hung the window's thread in open() for good (the report never
+    came, the thread stayed), and /dev/zero would have been read without end."""
 
     def __enter__(self):
-        import linecache
-        self.cache = linecache.cache
-        self.known = set(self.cache)
+        self.files = {}
         return self
 
     def line(self, filename, lineno):
-        import linecache
         try:
-            return linecache.getline(filename, lineno).strip()[:MAX_TEXT]
+            import linecache
+            held = linecache.cache.get(filename)
+            if isinstance(held, tuple) and len(held) == 4:
+                lines = held[2]
+            else:
+                if filename not in self.files:
+                    self.files[filename] = read_source(filename)
+                lines = self.files[filename]
+            return str(lines[lineno - 1]).strip()[:MAX_TEXT] if 0 < lineno <= len(lines) else ""
         except Exception:
             return ""
 
     def __exit__(self, *exc):
-        for key in [k for k in list(self.cache) if k not in self.known]:
-            self.cache.pop(key, None)
         return False
+
+
+MAX_SOURCE = 8 << 20  # bytes: a bigger "source file" is not read for its lines
+
+
+def read_source(filename):
+    """The lines of source file ``filename`` (absolute, or relative to the cwd or a sys.path entry, as linecache
+    looks for it), or [] unless it is a regular file (checked before opening, so a device is never opened, and
+    again on the descriptor, opened without blocking) of at most MAX_SOURCE bytes."""
+    import io
+    import os
+    import stat
+    import sys
+    import tokenize
+    if not isinstance(filename, str) or not filename or filename.startswith("<"):
+        return []
+    paths = [filename]
+    if not os.path.isabs(filename):
+        paths += [os.path.join(d, filename) for d in sys.path if isinstance(d, str)]
+    for path in paths:
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except (OSError, ValueError):
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SOURCE:
+                return []
+            chunks, left = [], MAX_SOURCE + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            if left <= 0:
+                return []
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        try:
+            encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+            return data.decode(encoding, "replace").splitlines()
+        except (SyntaxError, LookupError):
+            return []
+    return []
 
 
 def duty_cycle(cost, duration):

@@ -374,4 +374,5 @@ class Window:
 
     @staticmethod
     def send(conn, message):
-        conn.sendall(json.dumps(message).encode() + b"\n")
+        import socket
+        conn.sendall(json.dumps(message).encode() + b"\n", getattr(socket, "MSG_NOSIGNAL", 0))  # as bootstrap.send

@@ -17,6 +17,7 @@ import json
 import os
 import reprlib
 import select
+import socket
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ HEARTBEAT_TIMEOUT = 5.0  # the agent pings every second; five missed pings mean 
 POLL = 0.1
 QUEUE_MAX = 1000         # hits waiting for the thread; beyond that they are dropped and counted
 RESCAN_EVERY = 1.0       # look for new code objects of the file (a reload, a later import) this often
+NO_SIGPIPE = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE, never SIGPIPE (an app may restore its default)
 SEND_TIMEOUT = 2.0
 
 
@@ -311,10 +313,10 @@ class Probe(Hits):
         while queue:
             lines.append(json.dumps(queue.popleft()).encode() + b"\n")
         if lines:
-            conn.sendall(b"".join(lines))
+            conn.sendall(b"".join(lines), NO_SIGPIPE)
 
     def send(self, conn, message):
-        conn.sendall(json.dumps(message).encode() + b"\n")
+        conn.sendall(json.dumps(message).encode() + b"\n", NO_SIGPIPE)
 
     def rescan(self):
         """Cover code objects of the file created after install (a reload, a later import), cheaply.

@@ -53,6 +53,15 @@ def deploy(name, command):
         time.sleep(0.5)  # the old pod of a re-applied Deployment is still terminating
 
 
+def settled(pod, wait=5.0):
+    """Until no process of an earlier round here names ``pod`` (its kubectl execs, a CLI still ending), at most
+    ``wait`` seconds: a round must not pay for the previous one's teardown (seen: 30-50 ms, to whichever case
+    came next)."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end and subprocess.run(["pgrep", "-f", pod], capture_output=True).stdout.split():
+        time.sleep(0.05)
+
+
 def first_prompt(argv, prompt=r"\(Pdb\) ", leave="q", wait=30.0, env=None):
     """Seconds to the first prompt, or None when none came within ``wait``; the session is left."""
     started = time.monotonic()
@@ -89,17 +98,15 @@ def wrap(owner, name, before=None, after=None):
         if after: mark(after(result) if callable(after) else after)
         return result
     setattr(owner, name, wrapped)
-execs = []
 def spawning(args):
+    if "exec" in args[0] and "-t" in args[0]:
+        return "session: spawning its one kubectl exec -it (agent and client)"
     if "exec" in args[0]:
-        execs.append(args[0])
-        if len(execs) == 1:
-            return "early call: spawning kubectl exec -i (agent) and -it (launcher)"
+        return "spawning a kubectl exec -i (the lifeline, once the prompt showed)"
     return "spawning kubectl " + " ".join(a for a in args[0][1:] if not a.startswith("-"))[:30]
-def spawned(_proc):
-    return "early call: both spawned" if len(execs) == 2 else "spawned"
 PATCHES = {
-    "kubectl_wand.pipes": lambda m: wrap(m, "spawn", spawning, spawned),
+    "kubectl_wand.pipes": lambda m: wrap(m, "spawn", spawning, "spawned"),
+    "kubectl_wand.transport.sessionframes": lambda m: wrap(m, "show", "session: its first output shown"),
     "kubectl_wand.kube.resolve": lambda m: wrap(m, "pods", None, "API read of the pod done"),
     "kubectl_wand.agent.protocol": lambda m: wrap(m, "decode", None, lambda r: "agent: " + ",".join(sorted(r)) + (
         " " + ",".join(sorted(r["event"])) if "event" in r else "")),
@@ -130,6 +137,7 @@ def timeline(target, rounds):
     import tempfile
     seen = {}
     for _ in range(rounds):
+        settled(target.split("/")[-1])
         with tempfile.NamedTemporaryFile("r", suffix=".events") as events:
             t0 = time.time()
             env = dict(ENV, WAND_BENCH_T0=repr(t0), WAND_BENCH_EVENTS=events.name)
@@ -182,6 +190,7 @@ def main():
         load = [os.getloadavg()[0]]
         for _ in range(args.rounds):
             for name, argv, prompt, leave in cases:
+                settled(pod)
                 times[name].append(first_prompt(argv, prompt, leave))
             load.append(os.getloadavg()[0])
         print("time to the first prompt on a pod, %d interleaved rounds, median [quartiles]; load %.1f-%.1f"

@@ -305,3 +305,64 @@ def test_sigterm_before_the_verb_ends_the_launcher_gently(kube_env):
             proc.wait(10)
     launcher = [pid for pid, args in calls(log) if args.endswith("-I")]
     assert len(launcher) == 1 and "%s TERM" % launcher[0] in log.read_text().splitlines(), log.read_text()
+
+
+# A kubectl that keeps its whole command line; a terminal session's exec (-t) shows something (the session's
+# first output), then waits for its end; any other call ends at once.
+FAKE_ARGV_KUBECTL = """#!/bin/sh
+printf '%s\\0' "$@" > "$FAKE_DIR/argv.$$"
+for arg in "$@"; do
+  if [ "$arg" = "-t" ]; then printf 'x'; exec sleep 60; fi
+done
+"""
+
+
+@pytest.mark.parametrize("words", [["pdb", "web-1", "-n", "ns"], ["exec-py", "-it", "web-1", "-n", "ns"]],
+                         ids=["pdb", "exec-py-it"])
+def test_a_session_in_a_terminal_starts_one_exec_carrying_the_agent_and_its_request(kube_env, words):
+    """Under a terminal, pdb POD and exec-py -it POD start ONE kubectl exec -it (transport/sessionexec.py), no
+    separate launcher: its command line carries the agent, as its stdin would, with the full parse's request
+    (never held: nothing could send its go); dropping it leaves nothing running."""
+    import binascii
+    import json
+    from ptyterm import Term
+    from kubectl_wand.agent import protocol
+    from kubectl_wand.transport import sessionpod
+    from kubectl_wand.transport.bundle import agent_header, boot_line
+    _log, folder = kube_env
+    (folder / "kubectl").write_text(FAKE_ARGV_KUBECTL)
+    code = ("import json, sys; from kubectl_wand import quickstart; started = quickstart.start(%r); "
+            "print('STARTED', json.dumps([started.proc.pid, started.launcher.pid, started.request]), flush=True); "
+            "quickstart.drop()" % (words,))
+    term = Term([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
+    try:
+        found = term.expect(r"STARTED (\[.*\])\r?\n", 60)
+        assert term.wait(60) == 0, term.seen
+    finally:
+        term.close()
+    agent_pid, launcher_pid, request = json.loads(found.group(1))
+    assert agent_pid == launcher_pid  # the agent's end and the terminal's are one kubectl
+    calls = []
+    for path in folder.glob("argv.*"):
+        calls.append(path.read_bytes().split(b"\0")[:-1])
+    sessions = [c for c in calls if b"-t" in c]
+    assert len(sessions) == 1, calls
+    argv = [a.decode() for a in sessions[0]]
+    at = argv.index("--")
+    assert argv[:at] == ["-n", "ns", "exec", "-i", "-t", "web-1"]
+    assert argv[at + 1:at + 5] == ["python3", "-I", "-S", "-c"] and argv[at + 5] == sessionpod.PROGRAM
+    name, _nonce, agent, marker = argv[at + 6:]
+    assert name == request["client"] and marker.startswith("kubectl-wand-probe-")
+    _argv, wanted = slow_path(words)
+    wanted["client"] = name  # the socket name the started session reserved (in its own process)
+    assert request == wanted
+    held = dict(wanted)
+    assert held.pop("hold") is True
+    expected = boot_line() + agent_header(wanted["op"]) + protocol.encode(protocol.request(**held))
+    assert binascii.a2b_base64(agent) == expected
+    # every other call is the session's lifeline or its end, never a launcher's exec
+    assert all(c[-1].decode() == name or c[-2:] == [name.encode(), b"end"] for c in calls if b"-t" not in c), calls
+    deadline = time.monotonic() + 30
+    while any(alive(p.name.split(".")[1]) for p in folder.glob("argv.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p.name for p in folder.glob("argv.*") if alive(p.name.split(".")[1])]

@@ -26,7 +26,10 @@ from ..agent.processes import AGENT_LOADER, SESSION_MARK
 from .launcher import LAUNCHER
 
 CHUNK = 768  # agent bytes per frame: a frame (~1 KB) stays inside one write of the terminal's line discipline
-LIFE_WAIT = 30.0  # seconds the pod waits for the session's lifeline (the CLI died before it started one)
+# Seconds the pod waits for the session's lifeline (the CLI died before it started one). Short: pdb's first prompt
+# holds the app's main thread meanwhile (the CLI killed right as it showed); long enough for a lifeline's exec on a
+# loaded node (seen: 0.1-2 s, 2 s with 20 pods listed at once on 2 cores).
+LIFE_WAIT = 15.0
 
 # Run as `PYTHON -I -S -c LIFELINE NAME` by `kubectl exec -i`: holds a connection to the session's agent process
 # until its stdin ends (the CLI, or its kubectl, gone) or the session ends (the connection closes).

@@ -176,7 +176,7 @@ def test_the_cli_killed_mid_session_leaves_nothing_in_the_pod(pods, cluster, wan
 def test_sigterm_as_the_session_starts_ends_it_in_the_pod_at_once(pods, cluster, wand):
     """SIGTERM to the CLI while the session starts (the agent and its client are up, the lifeline maybe not
     yet): the CLI drops it (exit 143), and the pod's session ends in seconds through the lifeline, or a
-    lifeline that ends at once, not when the pod gives up waiting for one (LIFE_WAIT, 30 s)."""
+    lifeline that ends at once, not when the pod gives up waiting for one (sessionpod.LIFE_WAIT, 15 s)."""
     pod = pods["busy"]
     session = term(cluster, "pdb", "pod/" + pod)
     try:
@@ -185,5 +185,28 @@ def test_sigterm_as_the_session_starts_ends_it_in_the_pod_at_once(pods, cluster,
         assert session.wait(60) == 128 + signal.SIGTERM, session.seen
     finally:
         session.close()
-    until(lambda: sessions(cluster, pod) == [], 15)
+    until(lambda: sessions(cluster, pod) == [], 8)
     assert_clean(cluster, wand, pod)
+
+
+def test_the_cli_killed_as_the_prompt_shows_lets_the_app_go_on(pods, cluster, wand):
+    """SIGKILL as pdb's first prompt shows (the app's main thread is stopped there, the lifeline maybe not
+    started): the pod ends the session within its wait for a lifeline, and the app runs on."""
+    from kubectl_wand.transport.sessionpod import LIFE_WAIT
+    pod = pods["busy"]
+    session = term(cluster, "pdb", "pod/" + pod)
+    try:
+        session.expect(PROMPT, 120)
+        session.proc.kill()
+        session.proc.wait(30)
+    finally:
+        session.close()
+    until(lambda: sessions(cluster, pod) == [], LIFE_WAIT + 20)
+    assert_clean(cluster, wand, pod)
+
+    def ticks():
+        done = wand("exec-py", "pod/" + pod, "--", "import sys; sys.modules['__main__'].ticks")
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+    before = ticks()
+    until(lambda: ticks() > before, 30)  # its main loop runs again

@@ -1,6 +1,6 @@
 """Ctrl-C and SIGKILL of `exec-py --all-pods` while the user's code runs in every pod, on the real cluster (a
-3-replica Deployment, fi-app): the CLI ends at once, each pod named with what stays running there, and
-nothing of ours is left, here (no kubectl) or in any pod (no agent process, no wand-* directory).
+3-replica Deployment, fi-app): the CLI ends at once, each pod named with a line; the code is stopped at its next
+line, and nothing of ours is left, here (no kubectl) or in any pod (no agent process, no wand-* directory).
 
 Seen before the fix (40 replicas, `time.sleep(30)`): Ctrl-C at 4 s ended the CLI at 34 s, when every pod's
 code had ended, with nothing printed; after SIGKILL every pod kept its agent and its /tmp/wand-* directory
@@ -26,10 +26,11 @@ print("READY", flush=True)
 while True:
     time.sleep(0.1)
 '''
-# The user's code: says it runs (a file), then runs until told to stop (another file), Python code all along.
-CODE = ("import os, time\nopen('/tmp/fi-running', 'w').close()\n"
-        "while not os.path.exists('/tmp/fi-stop'):\n    time.sleep(0.05)\n"
-        "os.unlink('/tmp/fi-stop'); os.unlink('/tmp/fi-running')")
+# The user's code: says it runs (a file, removed however it ends), then runs until told to stop (another file),
+# Python code all along.
+CODE = ("import os, time\nopen('/tmp/fi-running', 'w').close()\ntry:\n"
+        "    while not os.path.exists('/tmp/fi-stop'):\n        time.sleep(0.05)\n"
+        "finally:\n    os.unlink('/tmp/fi-running')")
 # What is ours in a pod: an agent (`python3 -S -c ...` with the CLI's stdin) and wand-* directories.
 LEFT = ("import glob, os\n"
         "dirs = [p for d in ('/tmp', '/var/tmp', '/dev/shm') for p in glob.glob(d + '/wand-*')]\n"
@@ -124,17 +125,20 @@ def test_exec_all_pods_stopped_while_the_code_runs_leaves_nothing(pods, cluster,
             assert [line.split("]")[0] for line in lines] == ["[pod/%s/app" % p for p in pods], err
             assert all("interrupted while the code was still running in process 1" in line for line in lines), err
             assert out == ""
-        # in every pod: no agent, no private directory, while the user's code still runs
-        assert until(lambda: all(in_pod(cluster, p, LEFT) == ["0", "0", "True"] for p in pods), 30), \
+        # in every pod: no agent, no private directory, and the user's code stopped at its next line (the closed
+        # connection: passengers/execute.py, hung_up), not running on until its --timeout
+        assert until(lambda: all(in_pod(cluster, p, LEFT) == ["0", "0", "False"] for p in pods), 30), \
             [in_pod(cluster, p, LEFT) for p in pods]
     finally:
         if cli.poll() is None:
             cli.kill()
             cli.wait(10)
-        for p in pods:  # end the code (it ends at its --timeout otherwise), and wait until it has
+        for p in pods:  # end a code that still runs (it ends at its --timeout otherwise), and wait until it has
             cluster.kubectl("exec", p, "--", "python3", "-S", "-c", "open('/tmp/fi-stop', 'w').close()", timeout=60)
         assert until(lambda: all(in_pod(cluster, p, "import os; print(os.path.exists('/tmp/fi-running'))")
                                  == ["False"] for p in pods))
+        for p in pods:
+            cluster.kubectl("exec", p, "--", "rm", "-f", "/tmp/fi-stop", timeout=60)
 
 
 def test_attach_all_pods_serves_the_others_when_one_pod_is_blocked(pods, cluster):

@@ -6,6 +6,9 @@ import sys
 from . import terminal
 
 FRAMES = "|/-\\"
+# Set once a terminal session's own exec writes to this terminal (transport/sessionexec.py): its prompt may be on
+# the screen while the command's start goes on, and a spinner drawn, then erased, on that line would wipe it.
+SHARED = False
 
 
 class Spinner:
@@ -28,10 +31,12 @@ class Spinner:
         i = 0
         # Wait 0.15 s before drawing: quick steps show nothing at all.
         while not self.stop.wait(0.15 if i == 0 else 0.1):
+            if SHARED:
+                continue
             self.stream.write("\r%s %s " % (FRAMES[i % len(FRAMES)], self.message))
             self.stream.flush()
             i += 1
-        if i:
+        if i and not SHARED:
             self.stream.write("\r" + " " * (len(self.message) + 3) + "\r")
             self.stream.flush()
 

@@ -91,3 +91,25 @@ def test_the_relay_shows_the_rest_feeds_the_agent_and_ends_with_the_terminal(cap
     with os.fdopen(read, "rb") as f:
         assert f.read() == b'{"hello": {}}\n'
     assert capfd.readouterr().out == "(Pdb) "
+
+
+def test_a_terminal_a_session_writes_to_gets_no_spinner(monkeypatch):
+    """Once a session's exec writes to the terminal (its prompt may be on the screen while the command's start
+    goes on), a step's spinner draws nothing there: drawn then erased on the prompt's line, it wiped the prompt."""
+    import select
+    import time
+    from kubectl_wand import spinner
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "w")
+    try:
+        monkeypatch.setattr(spinner, "SHARED", True)
+        with spinner.Spinner("finding pods", enabled=True, stream=stream):
+            time.sleep(0.5)  # long enough for a few frames (the first after 0.15 s)
+        assert select.select([master], [], [], 0.2)[0] == []
+        monkeypatch.setattr(spinner, "SHARED", False)
+        with spinner.Spinner("finding pods", enabled=True, stream=stream):
+            assert select.select([master], [], [], 30)[0] == [master]  # the same step draws on a terminal of its own
+        assert b"finding pods" in os.read(master, 4096)
+    finally:
+        stream.close()
+        os.close(master)

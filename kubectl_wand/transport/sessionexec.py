@@ -74,6 +74,8 @@ class Session:
             raise
         finally:
             os.close(slave)
+        from .. import spinner  # after the spawn: its import is not on the way to it
+        spinner.SHARED = True
         read, write = os.pipe()
         self.agent = AgentEnd(self, os.fdopen(read, "rb"))
         self.shown = threading.Event()  # the session's terminal showed something, the agent answered, or it ended

@@ -310,7 +310,7 @@ def test_sigterm_before_the_verb_ends_the_launcher_gently(kube_env):
 # A kubectl that keeps its whole command line; a terminal session's exec (-t) shows something (the session's
 # first output), then waits for its end; any other call ends at once.
 FAKE_ARGV_KUBECTL = """#!/bin/sh
-printf '%s\\0' "$@" > "$FAKE_DIR/argv.$$"
+printf '%s\\0' "$@" > "$FAKE_DIR/part.$$" && mv "$FAKE_DIR/part.$$" "$FAKE_DIR/argv.$$"  # whole, or not yet
 for arg in "$@"; do
   if [ "$arg" = "-t" ]; then printf 'x'; exec sleep 60; fi
 done

@@ -136,8 +136,9 @@ class Session:
                         break
                     except subprocess.TimeoutExpired:
                         pass
+                    from ..terminal import text  # kubectl's stderr carries the container's: untrusted
                     sys.stderr.write("\r\nwarning: the session's lifeline (kubectl exec) ended (%s): the pod ends "
-                                     "the session\r\n" % (pipes.last_line(errors.text(0)) or "exit %s"
+                                     "the session\r\n" % (text(pipes.last_line(errors.text(0))[:300]) or "exit %s"
                                                             % self.lifeline.returncode))
                     break
         pipes.close(self.lifeline)
